@@ -1,0 +1,298 @@
+"""A Python-based ONNX Runtime backend for the embedded Triton server.
+
+The Triton build that ships in the ``nvidia-pytriton`` wheel has only the Python backend. Triton resolves a
+backend named ``B`` by looking in ``<backend-dir>/B/``; when there is no ``libtriton_B.so`` but a ``model.py``,
+it runs that file through the Python backend for every model whose config says ``backend: "B"`` or a platform
+that maps to it. The embedded server copies this file to ``<backend-dir>/onnxruntime/model.py``, so ordinary
+configs with ``platform: "onnxruntime_onnx"`` (or ``backend: "onnxruntime"``) load unchanged and the same
+repository also loads in the official Triton container with its native C++ ONNX Runtime backend.
+
+What it does, mirroring the native backend where that makes sense on CPUs:
+
+* loads ``<model dir>/<version>/<default_model_filename or model.onnx>`` (a directory of that name holding
+  ``model.onnx`` works too) and checks the config's inputs and outputs against the model at load time;
+* honours the config ``parameters`` ``intra_op_thread_count``, ``inter_op_thread_count`` and
+  ``execution_mode``, and ``optimization { graph { level } }``; without ``intra_op_thread_count`` each instance
+  gets ``max(1, usable cores // instances in instance_group)`` threads so instances do not oversubscribe;
+* when ``max_batch_size > 0``, runs all the requests Triton hands ``execute()`` as one batch (inputs
+  concatenated along axis 0, one ``session.run``, outputs split back by each request's batch size);
+* applies ``reshape`` on inputs and outputs, skips optional inputs a request does not send, computes only the
+  outputs that were requested, and reports failures per request (a failed batched run fails every request in
+  that batch).
+
+This module runs inside Triton's Python backend stub and imports ``triton_python_backend_utils``, which only
+exists there: nothing else in the package may import it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import triton_python_backend_utils as pb_utils
+
+_ORT_TO_TRITON = {
+    "tensor(bool)": "TYPE_BOOL",
+    "tensor(uint8)": "TYPE_UINT8",
+    "tensor(uint16)": "TYPE_UINT16",
+    "tensor(uint32)": "TYPE_UINT32",
+    "tensor(uint64)": "TYPE_UINT64",
+    "tensor(int8)": "TYPE_INT8",
+    "tensor(int16)": "TYPE_INT16",
+    "tensor(int32)": "TYPE_INT32",
+    "tensor(int64)": "TYPE_INT64",
+    "tensor(float16)": "TYPE_FP16",
+    "tensor(float)": "TYPE_FP32",
+    "tensor(double)": "TYPE_FP64",
+    "tensor(string)": "TYPE_STRING",
+    "tensor(bfloat16)": "TYPE_BF16",
+}
+
+_GRAPH_LEVELS = {
+    -1: ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    1: ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def _parameter(config: dict, key: str) -> str | None:
+    entry = config.get("parameters", {}).get(key)
+    if isinstance(entry, dict):
+        value = entry.get("string_value")
+        return None if value is None or value == "" else str(value)
+    return None
+
+
+def _int_parameter(config: dict, key: str) -> int | None:
+    value = _parameter(config, key)
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"parameter '{key}' must be an integer, got '{value}'") from None
+
+
+def _usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _instance_count(config: dict) -> int:
+    total = sum(int(group.get("count", 1)) for group in config.get("instance_group", []) or [])
+    return max(1, total)
+
+
+def _dims(values) -> tuple[int, ...]:
+    return tuple(int(v) for v in values or ())
+
+
+def _target_shape(dims: tuple[int, ...]) -> tuple[int, ...] | None:
+    """The shape to pass to ``ndarray.reshape`` (numpy infers at most one -1), or None if undeterminable."""
+    return dims if sum(1 for d in dims if d < 0) <= 1 else None
+
+
+class TritonPythonModel:
+    """Serves one ONNX model instance with ONNX Runtime on the CPU."""
+
+    def initialize(self, args: dict) -> None:
+        """Load the ONNX model, configure its session and check it against the model config."""
+        config = json.loads(args["model_config"])
+        self._name = args["model_name"]
+        self._batching = int(config.get("max_batch_size", 0)) > 0
+
+        model_path = self._model_path(args, config)
+        self._session = ort.InferenceSession(
+            str(model_path), sess_options=self._session_options(config), providers=["CPUExecutionProvider"]
+        )
+
+        self._output_names = [o["name"] for o in config.get("output", [])]
+        self._input_reshape: dict[str, tuple[int, ...]] = {}
+        self._output_reshape: dict[str, tuple[int, ...]] = {}
+        self._string_inputs: set[str] = set()
+        for spec in config.get("input", []):
+            if "reshape" in spec:
+                self._input_reshape[spec["name"]] = _dims(spec["reshape"].get("shape"))
+            if spec.get("data_type") in ("TYPE_STRING", "TYPE_BYTES"):
+                self._string_inputs.add(spec["name"])
+        for spec in config.get("output", []):
+            if "reshape" in spec:
+                target = _target_shape(_dims(spec.get("dims")))
+                if target is not None:
+                    self._output_reshape[spec["name"]] = target
+        self._check_against_model(config)
+
+    def _model_path(self, args: dict, config: dict) -> Path:
+        version_dir = Path(args["model_repository"]) / str(args["model_version"])
+        filename = config.get("default_model_filename") or "model.onnx"
+        path = version_dir / filename
+        if path.is_dir():
+            path = path / "model.onnx"
+        if not path.is_file():
+            raise FileNotFoundError(f"no ONNX model at '{path}'")
+        return path
+
+    def _session_options(self, config: dict) -> ort.SessionOptions:
+        options = ort.SessionOptions()
+        intra = _int_parameter(config, "intra_op_thread_count")
+        if intra is None:
+            intra = max(1, _usable_cpus() // _instance_count(config))
+        options.intra_op_num_threads = max(0, intra)
+        inter = _int_parameter(config, "inter_op_thread_count")
+        if inter is not None:
+            options.inter_op_num_threads = max(0, inter)
+        mode = _int_parameter(config, "execution_mode")
+        if mode is not None:
+            options.execution_mode = (
+                ort.ExecutionMode.ORT_PARALLEL if mode == 1 else ort.ExecutionMode.ORT_SEQUENTIAL
+            )
+        level = config.get("optimization", {}).get("graph", {}).get("level")
+        if level is not None and int(level) in _GRAPH_LEVELS:
+            options.graph_optimization_level = _GRAPH_LEVELS[int(level)]
+        return options
+
+    def _check_against_model(self, config: dict) -> None:
+        """Refuse to load when the config does not describe the model, as the native backend does."""
+        model_inputs = {i.name: i for i in self._session.get_inputs()}
+        model_outputs = {o.name: o for o in self._session.get_outputs()}
+        configured = {spec["name"] for spec in config.get("input", [])}
+        for kind, specs, found in (
+            ("input", config.get("input", []), model_inputs),
+            ("output", config.get("output", []), model_outputs),
+        ):
+            for spec in specs:
+                name = spec["name"]
+                if name not in found:
+                    allowed = ", ".join(sorted(found)) or "none"
+                    raise ValueError(f"unexpected {kind} '{name}' in the model configuration; the model's {kind}s are: {allowed}")
+                self._check_tensor(kind, spec, found[name])
+        missing = sorted(set(model_inputs) - configured)
+        if missing:
+            raise ValueError(f"the model configuration lacks the model input(s) {', '.join(missing)}")
+
+    def _check_tensor(self, kind: str, spec: dict, meta) -> None:
+        name = spec["name"]
+        expected = spec.get("data_type", "")
+        actual = _ORT_TO_TRITON.get(meta.type, meta.type)
+        if expected == "TYPE_BYTES":
+            expected = "TYPE_STRING"
+        if expected != actual:
+            raise ValueError(f"{kind} '{name}': the configuration says {expected} but the model has {actual}")
+        dims = _dims(spec["reshape"].get("shape")) if "reshape" in spec else _dims(spec.get("dims"))
+        model_shape = list(meta.shape)
+        if self._batching:
+            if not model_shape or isinstance(model_shape[0], int) and model_shape[0] > 0:
+                raise ValueError(
+                    f"{kind} '{name}': max_batch_size > 0 but the model's first dimension is not dynamic "
+                    f"(model shape {model_shape}); set max_batch_size: 0 or export with a dynamic batch axis"
+                )
+            model_shape = model_shape[1:]
+        mismatch = len(model_shape) != len(dims) or any(
+            isinstance(m, int) and m > 0 and d > 0 and m != d for m, d in zip(model_shape, dims)
+        )
+        if mismatch:
+            raise ValueError(
+                f"{kind} '{name}': the configuration's shape {list(dims)} does not match the model's "
+                f"{model_shape}{' after the batch dimension' if self._batching else ''}"
+            )
+
+    def execute(self, requests: list) -> list:
+        """Run the requests; with batching, all those of the same shapes in one ``session.run``."""
+        if len(requests) == 1 or not self._batching:
+            return [self._run_one(request) for request in requests]
+        return self._run_batched(requests)
+
+    def _feeds(self, request) -> dict[str, np.ndarray]:
+        feeds = {tensor.name(): tensor.as_numpy() for tensor in request.inputs()}
+        for name in self._string_inputs.intersection(feeds):
+            feeds[name] = np.vectorize(_decode, otypes=[object])(feeds[name])
+        return feeds
+
+    def _wanted(self, request) -> list[str]:
+        names = request.requested_output_names()
+        return [n for n in self._output_names if n in names] if names else self._output_names
+
+    def _to_model(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        for name, shape in self._input_reshape.items():
+            array = feeds.get(name)
+            if array is not None:
+                feeds[name] = array.reshape(array.shape[:1] + shape if self._batching else shape)
+        return feeds
+
+    def _from_model(self, name: str, array: np.ndarray) -> np.ndarray:
+        shape = self._output_reshape.get(name)
+        if shape is None:
+            return array
+        return array.reshape(array.shape[:1] + shape if self._batching else shape)
+
+    def _run_one(self, request):
+        try:
+            names = self._wanted(request)
+            outputs = self._session.run(names, self._to_model(self._feeds(request)))
+            return pb_utils.InferenceResponse(
+                output_tensors=[
+                    pb_utils.Tensor(name, self._from_model(name, array)) for name, array in zip(names, outputs)
+                ]
+            )
+        except Exception as error:  # noqa: BLE001 - every failure becomes this request's error response
+            return self._error(error)
+
+    def _run_batched(self, requests: list) -> list:
+        responses: list = [None] * len(requests)
+        groups: dict[tuple, list[tuple[int, dict[str, np.ndarray], int, list[str]]]] = {}
+        for index, request in enumerate(requests):
+            try:
+                feeds = self._feeds(request)
+                key = tuple(sorted((name, array.shape[1:], array.dtype.str) for name, array in feeds.items()))
+                batch = next(iter(feeds.values())).shape[0] if feeds else 0
+                groups.setdefault(key, []).append((index, feeds, batch, self._wanted(request)))
+            except Exception as error:  # noqa: BLE001
+                responses[index] = self._error(error)
+
+        for members in groups.values():
+            wanted = set()
+            for member in members:
+                wanted.update(member[3])
+            names = [n for n in self._output_names if n in wanted]
+            try:
+                if len(members) == 1:
+                    feeds = members[0][1]
+                else:
+                    feeds = {name: np.concatenate([m[1][name] for m in members]) for name in members[0][1]}
+                outputs = dict(zip(names, self._session.run(names, self._to_model(feeds))))
+                start = 0
+                for index, _, batch, requested in members:
+                    stop = start + batch
+                    responses[index] = pb_utils.InferenceResponse(
+                        output_tensors=[
+                            pb_utils.Tensor(name, self._from_model(name, outputs[name][start:stop]))
+                            for name in requested
+                        ]
+                    )
+                    start = stop
+            except Exception as error:  # noqa: BLE001 - a failed batch fails each of its requests
+                for member in members:
+                    responses[member[0]] = self._error(error)
+        return responses
+
+    def _error(self, error: BaseException):
+        return pb_utils.InferenceResponse(
+            error=pb_utils.TritonError(f"model '{self._name}': onnxruntime: {_one_line(error)}")
+        )
+
+    def finalize(self) -> None:
+        """Release the ONNX Runtime session."""
+        self._session = None
+
+
+def _decode(value):
+    return value.decode("utf-8") if isinstance(value, bytes) else value

@@ -1,0 +1,248 @@
+"""The build pipeline: for each model, export -> verify -> configure -> validate; then write atomically.
+
+This is the one module that calls the steps in order. A model whose source, spec and libraries are
+unchanged since the last build (same cache key in the manifest, same file hashes) is reused from the
+existing repository instead of being exported and verified again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from generator import __version__
+from generator.config import DeviceProfile, build_config, check_rendered, environment, render, resolve_max_batch_size
+from generator.errors import GeneratorError
+from generator.exporters import get_exporter
+from generator.exporters.base import ExportResult
+from generator.repository import MANIFEST, Staging, link_or_copy_tree, read_manifest, sha256_file, write_json
+from generator.signature import Signature
+from generator.spec import ModelSpec, Spec, Verify, factory_parts, load_spec
+from generator.validate import validate_model_dir
+from generator.verify import check_parity
+
+log = logging.getLogger(__name__)
+
+LIBRARIES = ("torch", "onnx", "onnxruntime", "onnxscript", "numpy", "tritonclient")
+#: A callback the CLI passes to show progress: (model name, stage).
+Progress = Callable[[str, str], None]
+
+
+@dataclass
+class ModelBuild:
+    """What the build did for one model version."""
+
+    name: str
+    version: int
+    status: str  # "exported" or "reused"
+    platform: str
+    files: list[str]
+    signature: Signature
+    parity: dict[str, Any] | None
+    seconds: float
+    max_batch_size: int = 0
+
+
+@dataclass
+class BuildReport:
+    """The outcome of :func:`build`."""
+
+    repository: Path
+    spec: Path | None
+    models: list[ModelBuild] = field(default_factory=list)
+    carried_over: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def library_versions() -> dict[str, str]:
+    """Installed versions of the libraries that shape an export (read from metadata, nothing imported)."""
+    versions = {}
+    for name in LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def source_files(model: ModelSpec, source: Path) -> list[Path]:
+    """Files whose content determines an export: a model file, or a factory module and its siblings."""
+    if factory_parts(model.source) is None:
+        from generator.exporters.onnx import external_data_files
+
+        files = [source]
+        if source.suffix == ".onnx":
+            try:
+                files += [source.parent / loc for loc in external_data_files(source)]
+            except Exception:  # unreadable file: the exporter reports it
+                pass
+        return files
+    return sorted(
+        p for p in source.parent.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix != ".pyc"
+    )
+
+
+def cache_key(model: ModelSpec, source: Path, libraries: dict[str, str]) -> str:
+    """A hash of everything that shapes this model's exported artifact and its parity check."""
+    export_fields = model.model_dump(
+        include={"name", "framework", "source", "version", "inputs", "outputs", "max_batch_size", "opset", "verify"}
+    )
+    payload = {
+        "tool": __version__,
+        "model": export_fields,
+        "files": {p.name: sha256_file(p) for p in source_files(model, source)},
+        "libraries": libraries,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _reusable(entry: dict[str, Any] | None, key: str, old_version_dir: Path) -> bool:
+    if not entry or entry.get("cache_key") != key or not old_version_dir.is_dir():
+        return False
+    files = entry.get("files", {})
+    return bool(files) and all(
+        (old_version_dir / rel).is_file() and sha256_file(old_version_dir / rel) == digest
+        for rel, digest in files.items()
+    )
+
+
+def _export(model: ModelSpec, source: Path, version_dir: Path, progress: Progress) -> tuple[ExportResult, dict | None]:
+    progress(model.name, "export")
+    result = get_exporter(model.framework).export(model, source, version_dir)
+    settings = model.verify or Verify()
+    parity = None
+    if settings.enabled:
+        progress(model.name, "verify")
+        report = check_parity(model, result, resolve_max_batch_size(model, result.signature), settings)
+        parity = report.to_dict()
+    return result, parity
+
+
+def build(
+    spec_path: str | Path | None = None,
+    output: str | Path | None = None,
+    device: str = "cpu",
+    gpus: str | None = None,
+    templates: str | Path | None = None,
+    progress: Progress | None = None,
+    spec: Spec | None = None,
+) -> BuildReport:
+    """Build the model repository a spec describes.
+
+    Args:
+        spec_path: The YAML spec (default: ``generator.yaml`` here, else the bundled example).
+        output: Repository directory; default: the spec's ``repository``.
+        device: ``cpu`` (KIND_CPU), ``gpu`` (KIND_GPU) or ``auto`` (KIND_AUTO) instance groups.
+        gpus: Comma-separated GPU ids for ``--device gpu`` (default: every GPU Triton sees).
+        templates: A directory of the user's own Jinja templates (built-in ones fill the gaps).
+        progress: Called with (model name, stage) as the build goes.
+        spec: An already loaded spec (then ``spec_path`` only labels it).
+
+    Raises:
+        GeneratorError: any export, parity, config or validation problem; every model is tried
+            and all problems are reported together. The existing repository is left as it was.
+    """
+    started = time.perf_counter()
+    progress = progress or (lambda name, stage: None)
+    spec = spec or load_spec(spec_path)
+    profile = DeviceProfile.parse(device, gpus)
+    env = environment(Path(templates) if templates else None)
+    repo = Path(output) if output is not None else Path(spec.repository)
+    old_manifest = read_manifest(repo) or {}
+    old_models: dict[str, Any] = old_manifest.get("models", {})
+    libraries = library_versions()
+    report = BuildReport(repo, Path(spec_path) if spec_path else None)
+    failures: list[GeneratorError] = []
+    manifest_models: dict[str, Any] = {}
+    by_name: dict[str, list[ModelSpec]] = {}
+    for model in spec.models:
+        by_name.setdefault(model.name, []).append(model)
+
+    with Staging(repo) as staging:
+        for name, versions in by_name.items():
+            entries: dict[str, Any] = {}
+            built: list[tuple[ModelSpec, ModelBuild]] = []
+            for model in sorted(versions, key=lambda m: m.version):
+                model_started = time.perf_counter()
+                version_dir = staging.path / name / str(model.version)
+                try:
+                    source = spec.resolve_source(model.source)
+                    key = cache_key(model, source, libraries)
+                    old_entry = old_models.get(name, {}).get("versions", {}).get(str(model.version))
+                    if _reusable(old_entry, key, repo / name / str(model.version)):
+                        progress(name, "reuse")
+                        link_or_copy_tree(repo / name / str(model.version), version_dir)
+                        entry = dict(old_entry)
+                        signature = Signature.from_dict(entry["signature"])
+                        status, platform, parity = "reused", entry["platform"], entry.get("parity")
+                    else:
+                        result, parity = _export(model, source, version_dir, progress)
+                        signature, status, platform = result.signature, "exported", result.platform
+                        entry = {
+                            "cache_key": key,
+                            "framework": model.framework,
+                            "source": model.source,
+                            "source_files": {p.name: sha256_file(p) for p in source_files(model, source)},
+                            "platform": platform,
+                            "files": {str(p.relative_to(version_dir)): sha256_file(p) for p in result.files},
+                            "signature": signature.to_dict(),
+                            "parity": parity,
+                            "details": result.details,
+                        }
+                except GeneratorError as exc:
+                    failures.append(exc)
+                    continue
+                entries[str(model.version)] = entry
+                build_record = ModelBuild(
+                    name, model.version, status, platform, sorted(entry["files"]), signature, parity,
+                    round(time.perf_counter() - model_started, 3), resolve_max_batch_size(model, signature),
+                )
+                built.append((model, build_record))
+                report.models.append(build_record)
+            if not built:
+                continue
+            # One config per model: rendered from its latest version's spec and artifact.
+            latest_model, latest = built[-1]
+            progress(name, "configure")
+            try:
+                config = build_config(latest_model, latest.signature, latest.platform, profile, latest.files[0])
+                text = render(config, env, spec_name=str(spec_path or "spec"))
+                check_rendered(text, config, f"{name}/config.pbtxt")
+                (staging.path / name / "config.pbtxt").write_text(text, encoding="utf-8")
+            except GeneratorError as exc:
+                failures.append(exc)
+                continue
+            progress(name, "validate")
+            for problem in validate_model_dir(staging.path / name):
+                if problem.severity == "error":
+                    failures.append(GeneratorError(str(problem)))
+                else:
+                    report.warnings.append(str(problem))
+            manifest_models[name] = {"versions": entries, "config_sha256": sha256_file(staging.path / name / "config.pbtxt")}
+
+        if failures:
+            problems = [line for failure in failures for line in failure.problems]
+            raise type(failures[0])(*problems)
+        report.carried_over = staging.carry_over(set(manifest_models), set(old_models))
+        write_json(
+            staging.path / MANIFEST,
+            {
+                "tool": "tritongen",
+                "tool_version": __version__,
+                "device": {"kind": profile.kind, "gpus": list(profile.gpus) if profile.gpus else None},
+                "libraries": libraries,
+                "models": manifest_models,
+            },
+        )
+        progress("", "write")
+        staging.commit()
+    report.seconds = round(time.perf_counter() - started, 3)
+    return report

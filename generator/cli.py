@@ -1,0 +1,221 @@
+"""The command line: parse arguments, call one library function, print, map errors to exit codes.
+
+Exit codes: 0 success, 1 a problem the message explains (bad spec, failed export, invalid
+repository, server failure), 2 bad command-line usage, 130 interrupted. Only this module prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from generator import __version__
+from generator.errors import GeneratorError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def _console(stderr: bool = False) -> Any:
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+
+
+def _add_ports(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--http-port", type=int, default=8000, help="HTTP port (default 8000)")
+    parser.add_argument("--grpc-port", type=int, default=8001, help="gRPC port (default 8001)")
+    parser.add_argument("--metrics-port", type=int, default=8002, help="Prometheus metrics port (default 8002)")
+    parser.add_argument(
+        "--address", default="127.0.0.1", help="address to bind (default 127.0.0.1; 0.0.0.0 exposes the server)"
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m generator",
+        description="tritongen: YAML spec -> exported, verified models -> a validated Triton model repository.",
+    )
+    parser.add_argument("--version", action="version", version=f"tritongen {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what each step does")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    build = commands.add_parser("build", help="export, verify, configure and validate every model of a spec")
+    build.add_argument("spec", nargs="?", help="YAML spec (default: generator.yaml, else the bundled example)")
+    build.add_argument("--output", "-o", help="repository directory (default: the spec's `repository`)")
+    build.add_argument("--device", choices=["cpu", "gpu", "auto"], default="cpu",
+                       help="instance kind: cpu -> KIND_CPU, gpu -> KIND_GPU, auto -> KIND_AUTO (default cpu)")
+    build.add_argument("--gpus", help="GPU ids for --device gpu, e.g. 0,1 (default: every GPU Triton sees)")
+    build.add_argument("--templates", help="directory with your own copies of the Jinja templates")
+
+    validate = commands.add_parser("validate", help="check a model repository the way Triton will load it")
+    validate.add_argument("repository", nargs="?", default="model_repository", help="default: model_repository")
+
+    serve = commands.add_parser("serve", help="serve a repository with the embedded tritonserver (CPU)")
+    serve.add_argument("repository", nargs="?", default="model_repository", help="default: model_repository")
+    _add_ports(serve)
+
+    demo = commands.add_parser(
+        "demo", help="build the bundled example, serve it, send real requests over HTTP and gRPC, print results"
+    )
+    demo.add_argument("--output", "-o", default="model_repository", help="repository directory")
+    _add_ports(demo)
+
+    commands.add_parser("schema", help="print the JSON Schema of the spec file")
+    return parser
+
+
+def _run_build(args: argparse.Namespace) -> int:
+    from rich.status import Status
+
+    from generator.build import build
+
+    console = _console()
+    with Status("building", console=console) as status:
+        def progress(name: str, stage: str) -> None:
+            status.update(f"{stage} {name}".strip())
+
+        report = build(args.spec, args.output, args.device, args.gpus, args.templates, progress=progress)
+    for model in report.models:
+        parity = model.parity or {}
+        figure = (
+            f"max abs error {parity['max_abs_error']:.2e}"
+            if parity.get("compared")
+            else ("runs at " + ", ".join(f"batch {b}" for b in parity.get("batch_sizes", [])) if parity else "")
+        )
+        console.print(
+            f"[green]✓[/] {model.name} v{model.version}: {model.status} ({model.platform}, "
+            f"max_batch_size {model.max_batch_size}) {figure}  {model.seconds:.2f}s"
+        )
+    for warning in report.warnings:
+        console.print(f"[yellow]warning[/]: {warning}")
+    if report.carried_over:
+        console.print(f"kept from the previous repository: {', '.join(report.carried_over)}")
+    console.print(f"wrote {report.repository} in {report.seconds:.2f}s")
+    return EXIT_OK
+
+
+def _run_validate(args: argparse.Namespace) -> int:
+    from generator.validate import validate_repository
+
+    console = _console()
+    report = validate_repository(args.repository)
+    for problem in report.problems:
+        color = "red" if problem.severity == "error" else "yellow"
+        console.print(f"[{color}]{problem.severity}[/]: {problem.model}: {problem.message}")
+    verdict = "[green]valid[/]" if report.ok else f"[red]{len(report.errors)} error(s)[/]"
+    console.print(f"{args.repository}: {len(report.models)} model(s), {verdict}, {len(report.warnings)} warning(s)")
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def _serve_until_signal(server: Any) -> int:
+    """Block until Ctrl-C / SIGTERM (clean stop, exit 0) or until the server dies (exit 1)."""
+
+    def on_term(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        code = server.wait()
+    except KeyboardInterrupt:
+        return EXIT_OK
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        server.stop()
+    raise GeneratorError(f"tritonserver exited unexpectedly with code {code}; see its log at {server.log_path}")
+
+
+def _print_endpoints(console: Any, endpoints: Any, repository: str) -> None:
+    console.print(f"Triton is serving {repository}")
+    console.print(f"  HTTP     {endpoints.http}")
+    console.print(f"  gRPC     {endpoints.grpc}")
+    console.print(f"  metrics  {endpoints.metrics}")
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    from generator.server import EmbeddedServer
+    from generator.validate import validate_repository
+
+    console = _console()
+    validate_repository(args.repository).raise_for_errors()
+    server = EmbeddedServer(
+        args.repository, http_port=args.http_port, grpc_port=args.grpc_port,
+        metrics_port=args.metrics_port, address=args.address,
+    )
+    endpoints = server.start()
+    _print_endpoints(console, endpoints, args.repository)
+    console.print("Press Ctrl-C to stop.")
+    return _serve_until_signal(server)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from generator.demo import run_demo
+
+    console = _console()
+
+    def say(line: str) -> None:
+        console.print(line)
+
+    run_demo(args.output, http_port=args.http_port, grpc_port=args.grpc_port,
+             metrics_port=args.metrics_port, address=args.address, say=say)
+    return EXIT_OK
+
+
+def _run_schema(args: argparse.Namespace) -> int:
+    from generator.spec import json_schema
+
+    print(json.dumps(json_schema(), indent=2))
+    return EXIT_OK
+
+
+_COMMANDS = {
+    "build": _run_build,
+    "validate": _run_validate,
+    "serve": _run_serve,
+    "demo": _run_demo,
+    "schema": _run_schema,
+}
+
+
+def _quiet_frameworks(verbose: bool) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if not verbose:
+        warnings.filterwarnings("ignore")
+        for noisy in ("torch", "onnxscript", "onnx_ir", "tf2onnx"):
+            logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; return the process exit code."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    _quiet_frameworks(args.verbose)
+    errors = _console(stderr=True)
+    try:
+        return _COMMANDS[args.command](args)
+    except GeneratorError as exc:
+        for line in exc.problems:
+            errors.print(f"[red]error[/]: {line}", markup=True, highlight=False)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        errors.print("interrupted")
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        if args.debug:
+            raise
+        errors.print(f"[red]internal error[/]: {type(exc).__name__}: {exc} (run with --debug for the traceback)")
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,284 @@
+"""From a model's spec and its exported signature to a Triton model config, rendered by Jinja.
+
+:func:`build_config` computes every value as plain data shaped like Triton's ``ModelConfig`` message
+(proto field names); :func:`render` prints it through ``templates/config.pbtxt.j2`` (or a user's
+copy); :func:`check_rendered` parses the text with Triton's own protobuf schema and proves that it
+says exactly what was intended.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from google.protobuf import json_format, text_format
+from tritonclient.grpc import model_config_pb2
+
+from generator import __version__, dtypes
+from generator.errors import ConfigError
+from generator.resources import templates_dir
+from generator.signature import Signature, TensorInfo
+from generator.spec import DynamicBatching, InstanceGroup, ModelSpec, TensorSpec
+
+log = logging.getLogger(__name__)
+
+CONFIG_TEMPLATE = "config.pbtxt.j2"
+DEFAULT_MAX_BATCH_SIZE = 8
+DEFAULT_FILENAMES = {"onnxruntime_onnx": "model.onnx", "tensorrt_plan": "model.plan", "pytorch_libtorch": "model.pt"}
+_KINDS = {"cpu": "KIND_CPU", "gpu": "KIND_GPU", "auto": "KIND_AUTO"}
+
+
+@dataclass(frozen=True)
+class DeviceProfile:
+    """Where instances run: ``--device cpu`` (KIND_CPU) or ``--device gpu`` on ``--gpus`` (KIND_GPU).
+
+    Attributes:
+        kind: ``cpu``, ``gpu`` or ``auto``.
+        gpus: GPU ids for KIND_GPU; ``None`` lets Triton use every visible GPU.
+    """
+
+    kind: str = "cpu"
+    gpus: tuple[int, ...] | None = None
+
+    @classmethod
+    def parse(cls, device: str = "cpu", gpus: str | None = None) -> DeviceProfile:
+        """Build a profile from the CLI's ``--device`` and ``--gpus`` strings.
+
+        Raises:
+            ConfigError: an unknown device or a malformed GPU list.
+        """
+        if device not in _KINDS:
+            raise ConfigError(f"--device '{device}' is unknown; use cpu, gpu or auto")
+        if gpus in (None, "", "all"):
+            return cls(device, None)
+        if device != "gpu":
+            raise ConfigError("--gpus only applies with --device gpu; add --device gpu or drop --gpus")
+        try:
+            ids = tuple(sorted({int(part) for part in gpus.split(",") if part.strip()}))
+        except ValueError:
+            raise ConfigError(f"--gpus '{gpus}' is not a comma-separated list of GPU ids (e.g. 0,1)") from None
+        if not ids or min(ids) < 0:
+            raise ConfigError(f"--gpus '{gpus}' must list GPU ids >= 0 (e.g. 0,1)")
+        return cls(device, ids)
+
+
+def resolve_max_batch_size(model: ModelSpec, signature: Signature) -> int:
+    """The spec's ``max_batch_size``, or 8 when the model has a batch axis and 0 when it has none."""
+    if model.max_batch_size is not None:
+        return model.max_batch_size
+    return DEFAULT_MAX_BATCH_SIZE if signature.supports_batching else 0
+
+
+def _tensor_entry(name: str, dtype: str, dims: list[int], reshape: list[int] | None, optional: bool) -> dict:
+    entry: dict[str, Any] = {"name": name, "data_type": dtypes.config_name(dtype), "dims": list(dims)}
+    if reshape is not None:
+        entry["reshape"] = {"shape": list(reshape)} if reshape else {}
+    if optional:
+        entry["optional"] = True
+    return entry
+
+
+def _from_spec(tensor: TensorSpec) -> dict:
+    return _tensor_entry(tensor.name, tensor.dtype, tensor.dims, tensor.reshape, tensor.optional)
+
+
+def _from_signature(tensor: TensorInfo, batching: bool) -> dict:
+    dims = list(tensor.shape[1:] if batching else tensor.shape)
+    if not dims:  # Triton needs at least one dim: serve a scalar as [1] and reshape it for the model
+        return _tensor_entry(tensor.name, tensor.dtype, [1], [], False)
+    return _tensor_entry(tensor.name, tensor.dtype, dims, None, False)
+
+
+def _dynamic_batching(settings: DynamicBatching) -> dict:
+    data: dict[str, Any] = {}
+    if settings.preferred_batch_size:
+        data["preferred_batch_size"] = list(settings.preferred_batch_size)
+    if settings.max_queue_delay_microseconds:
+        data["max_queue_delay_microseconds"] = settings.max_queue_delay_microseconds
+    if settings.preserve_ordering:
+        data["preserve_ordering"] = True
+    if settings.priority_levels:
+        data["priority_levels"] = settings.priority_levels
+        data["default_priority_level"] = settings.default_priority_level
+    if settings.default_queue_policy is not None:
+        policy = settings.default_queue_policy
+        data["default_queue_policy"] = {
+            key: value
+            for key, value in policy.model_dump().items()
+            if value not in (0, False) and not (key == "timeout_action" and value == "REJECT")
+        }
+        if not data["default_queue_policy"]:
+            data["default_queue_policy"] = {"timeout_action": "REJECT"}
+    return data
+
+
+def _instance_groups(settings: InstanceGroup | None, profile: DeviceProfile) -> list[dict]:
+    settings = settings or InstanceGroup()
+    kind = settings.kind or profile.kind
+    group: dict[str, Any] = {"count": settings.count, "kind": _KINDS[kind]}
+    gpus = settings.gpus if settings.gpus is not None else profile.gpus
+    if kind == "gpu" and gpus:
+        group["gpus"] = list(gpus)
+    return [group]
+
+
+def _parameter(value: Any) -> dict:
+    text = ("true" if value else "false") if isinstance(value, bool) else str(value)
+    return {"string_value": text}
+
+
+def _warmup(model: ModelSpec, inputs: list[dict], max_batch_size: int) -> list[dict]:
+    warmup = model.warmup
+    assert warmup  # noqa: S101 - callers check
+    key = "random_data" if warmup.data == "random" else "zero_data"
+    entries = {
+        t["name"]: {"data_type": t["data_type"], "dims": [1 if d == -1 else d for d in t["dims"]], key: True}
+        for t in inputs
+        if not t.get("optional")
+    }
+    batch_size = min(warmup.batch_size, max_batch_size) if max_batch_size > 0 else 1
+    return [{"name": f"{warmup.data}_batch_{batch_size}", "batch_size": batch_size, "inputs": entries,
+             "count": warmup.count}]
+
+
+def build_config(
+    model: ModelSpec,
+    signature: Signature,
+    platform: str,
+    profile: DeviceProfile,
+    model_filename: str | None = None,
+) -> dict[str, Any]:
+    """The intended ModelConfig as plain data (proto field names, enums as their names).
+
+    I/O the spec gives is used as written (the validator then checks it against the model); I/O it
+    leaves out is derived from ``signature``.
+    """
+    max_batch_size = resolve_max_batch_size(model, signature)
+    batching = max_batch_size > 0
+    config: dict[str, Any] = {"name": model.name, "platform": platform, "max_batch_size": max_batch_size}
+    if model_filename and model_filename != DEFAULT_FILENAMES.get(platform):
+        config["default_model_filename"] = model_filename
+    if model.version_policy is not None:
+        policy = model.version_policy
+        if policy.all:
+            config["version_policy"] = {"all": {}}
+        elif policy.specific is not None:
+            config["version_policy"] = {"specific": {"versions": list(policy.specific)}}
+        else:
+            config["version_policy"] = {"latest": {"num_versions": policy.latest}}
+    config["input"] = (
+        [_from_spec(t) for t in model.inputs]
+        if model.inputs
+        else [_from_signature(t, batching) for t in signature.inputs]
+    )
+    config["output"] = (
+        [_from_spec(t) for t in model.outputs]
+        if model.outputs
+        else [_from_signature(t, batching) for t in signature.outputs]
+    )
+    if batching and model.dynamic_batching is not False:
+        config["dynamic_batching"] = _dynamic_batching(model.dynamic_batching or DynamicBatching())
+    elif model.dynamic_batching:
+        log.info("model '%s': dynamic_batching dropped because max_batch_size is 0", model.name)
+    config["instance_group"] = _instance_groups(model.instance_group, profile)
+    if model.parameters:
+        config["parameters"] = {key: _parameter(value) for key, value in sorted(model.parameters.items())}
+    if model.warmup:
+        config["model_warmup"] = _warmup(model, config["input"], max_batch_size)
+    if model.response_cache:
+        config["response_cache"] = {"enable": True}
+    return config
+
+
+def _pbtxt(value: Any, enum: bool = False) -> str:
+    """A value as a protobuf text-format literal (strings quoted, booleans lower case)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str) and not enum:
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)
+
+
+def environment(user_templates: Path | None = None) -> jinja2.Environment:
+    """The Jinja environment: the user's templates first (if given), then the built-in ones."""
+    loaders: list[jinja2.BaseLoader] = []
+    if user_templates is not None:
+        if not Path(user_templates).is_dir():
+            raise ConfigError(f"--templates '{user_templates}' is not a directory; pass a directory of .j2 templates")
+        loaders.append(jinja2.FileSystemLoader(str(user_templates)))
+    loaders.append(jinja2.FileSystemLoader(str(templates_dir())))
+    env = jinja2.Environment(
+        loader=jinja2.ChoiceLoader(loaders),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters["pbtxt"] = _pbtxt
+    return env
+
+
+def render(config: dict[str, Any], env: jinja2.Environment, spec_name: str = "spec") -> str:
+    """Render config.pbtxt text from :func:`build_config` data.
+
+    Raises:
+        ConfigError: the template is missing or fails (e.g. refers to an undefined value).
+    """
+    try:
+        template = env.get_template(CONFIG_TEMPLATE)
+        return template.render(config=config, tool_version=__version__, spec_name=spec_name)
+    except jinja2.TemplateNotFound as exc:
+        raise ConfigError(f"template '{exc.name}' not found; copy it from tritongen's templates/ into --templates") from None
+    except jinja2.TemplateError as exc:
+        where = f" (line {exc.lineno})" if getattr(exc, "lineno", None) else ""
+        raise ConfigError(f"template {CONFIG_TEMPLATE}{where} failed for model '{config['name']}': {exc}") from None
+
+
+def intended_proto(config: dict[str, Any]) -> model_config_pb2.ModelConfig:
+    """:func:`build_config` data as Triton's ``ModelConfig`` message."""
+    return json_format.ParseDict(config, model_config_pb2.ModelConfig())
+
+
+def parse_config_text(text: str, origin: str = "config.pbtxt") -> model_config_pb2.ModelConfig:
+    """Parse config.pbtxt text with Triton's schema.
+
+    Raises:
+        ConfigError: the text does not parse; the message carries the parser's line and column.
+    """
+    try:
+        return text_format.Parse(text, model_config_pb2.ModelConfig())
+    except text_format.ParseError as exc:
+        raise ConfigError(f"{origin}: does not parse as a Triton ModelConfig: {exc}") from None
+
+
+def _differences(intended: Any, rendered: Any, path: str = "") -> list[str]:
+    if isinstance(intended, dict) and isinstance(rendered, dict):
+        lines: list[str] = []
+        for key in sorted(set(intended) | set(rendered)):
+            sub = f"{path}.{key}" if path else key
+            lines += _differences(intended.get(key), rendered.get(key), sub)
+        return lines
+    if isinstance(intended, list) and isinstance(rendered, list) and len(intended) == len(rendered):
+        return [line for i, (a, b) in enumerate(zip(intended, rendered, strict=True)) for line in
+                _differences(a, b, f"{path}[{i}]")]
+    return [] if intended == rendered else [f"{path}: intended {intended!r}, rendered {rendered!r}"]
+
+
+def check_rendered(text: str, config: dict[str, Any], origin: str) -> model_config_pb2.ModelConfig:
+    """Parse rendered text and require it to equal the intended config, field by field.
+
+    Raises:
+        ConfigError: the text does not parse, or one line per field that differs.
+    """
+    rendered = parse_config_text(text, origin)
+    intended = intended_proto(config)
+    if rendered != intended:
+        as_dict = lambda m: json_format.MessageToDict(m, preserving_proto_field_name=True)  # noqa: E731
+        diffs = _differences(as_dict(intended), as_dict(rendered))
+        raise ConfigError(*(f"{origin}: the template rendered {d}; fix the template" for d in diffs))
+    return rendered

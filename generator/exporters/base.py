@@ -1,0 +1,84 @@
+"""What every exporter takes and returns."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Protocol
+
+import numpy as np
+
+from generator.errors import ExportError
+from generator.signature import Signature
+from generator.spec import ModelSpec
+
+#: Runs a model on named numpy inputs and returns named numpy outputs.
+ModelRunner = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
+
+
+@dataclass
+class ExportResult:
+    """An exported model in a version directory.
+
+    Attributes:
+        files: Files written into the version directory (the first is the model file).
+        platform: Triton platform of the artifact (``onnxruntime_onnx``).
+        signature: I/O read back from the written artifact.
+        reference: Runs the source model (for parity); ``None`` when the source is the artifact itself.
+        details: Facts for the manifest (opset, framework version, export time).
+    """
+
+    files: list[Path]
+    platform: str
+    signature: Signature
+    reference: ModelRunner | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def model_file(self) -> Path:
+        """The file Triton loads (``model.onnx``)."""
+        return self.files[0]
+
+
+class Exporter(Protocol):
+    """Exports one model's source into a version directory."""
+
+    framework: str
+
+    def export(self, model: ModelSpec, source: Path, version_dir: Path) -> ExportResult:
+        """Write the served artifact into ``version_dir`` and describe it."""
+        ...
+
+
+def load_factory(source: Path, function: str, model_name: str) -> Callable[[], Any]:
+    """Import ``function`` from the Python file ``source`` (not added to ``sys.path`` for good).
+
+    Raises:
+        ExportError: the file does not import, or has no callable of that name.
+    """
+    module_name = f"_tritongen_factory_{model_name.replace('-', '_').replace('.', '_')}"
+    spec = importlib.util.spec_from_file_location(module_name, source)
+    if spec is None or spec.loader is None:
+        raise ExportError(f"model '{model_name}': cannot import {source}; the source must be a .py file")
+    module: ModuleType = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(source.parent))
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        raise ExportError(
+            f"model '{model_name}': importing {source} failed: {type(exc).__name__}: {exc}; fix the factory module"
+        ) from exc
+    finally:
+        sys.path.remove(str(source.parent))
+    factory = getattr(module, function, None)
+    if not callable(factory):
+        found = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_"))
+        raise ExportError(
+            f"model '{model_name}': {source.name} has no function '{function}'; "
+            f"use one of {', '.join(found) or '(none)'} after the ':' in source"
+        )
+    return factory

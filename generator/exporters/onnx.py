@@ -1,0 +1,65 @@
+"""ONNX source: an existing ONNX file, checked with onnx.checker and taken as is."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from generator.errors import ExportError
+from generator.exporters.base import ExportResult
+from generator.signature import read_onnx_signature
+from generator.spec import ModelSpec
+
+MODEL_FILENAME = "model.onnx"
+
+
+def external_data_files(path: Path) -> list[str]:
+    """Relative locations of the external-data files an ONNX model refers to."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    locations: list[str] = []
+    for tensor in model.graph.initializer:
+        for entry in tensor.external_data:
+            if entry.key == "location" and entry.value not in locations:
+                locations.append(entry.value)
+    return locations
+
+
+class OnnxExporter:
+    """Copies a checked ONNX file (and any external-data files beside it) into the version directory."""
+
+    framework = "onnx"
+
+    def export(self, model: ModelSpec, source: Path, version_dir: Path) -> ExportResult:
+        """Check ``source`` with onnx.checker and copy it to ``version_dir/model.onnx``.
+
+        Raises:
+            ExportError: the file is not valid ONNX.
+        """
+        import onnx
+
+        try:
+            onnx.checker.check_model(str(source))
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ExportError(
+                f"model '{model.name}': {source} is not a valid ONNX model ({first}); re-export it"
+            ) from None
+        version_dir.mkdir(parents=True, exist_ok=True)
+        target = version_dir / MODEL_FILENAME
+        shutil.copyfile(source, target)
+        files = [target]
+        for location in external_data_files(source):
+            data_target = version_dir / location
+            data_target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source.parent / location, data_target)
+            files.append(data_target)
+        signature = read_onnx_signature(target)
+        return ExportResult(
+            files=files,
+            platform="onnxruntime_onnx",
+            signature=signature,
+            reference=None,
+            details={"opset": signature.details.get("opset"), "onnx": onnx.__version__},
+        )

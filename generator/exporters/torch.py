@@ -1,0 +1,185 @@
+"""PyTorch source: an ``nn.Module`` from a factory or a saved file, exported to ONNX with torch.onnx.
+
+The export uses the dynamo exporter with a dynamic batch axis (and any ``-1`` dims of the spec as
+further dynamic axes); weights are stored inside ``model.onnx``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from generator import dtypes
+from generator.errors import ExportError, MissingDependencyError
+from generator.exporters.base import ExportResult, ModelRunner, load_factory
+from generator.exporters.onnx import MODEL_FILENAME
+from generator.signature import read_onnx_signature
+from generator.spec import ModelSpec, factory_parts
+
+EXAMPLE_BATCH = 2  # torch.export specialises sizes 0 and 1, so trace with 2
+EXAMPLE_DYNAMIC_DIM = 4
+
+
+def _import_torch() -> Any:
+    try:
+        import torch
+    except ImportError:
+        raise MissingDependencyError.for_package("torch", purpose="to export PyTorch models") from None
+    # The exporter warns once per missing torchvision op; irrelevant unless the model uses them.
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
+    return torch
+
+
+def _load_module(model: ModelSpec, source: Path) -> tuple[Any, Any]:
+    """The module and the factory's example inputs (or None)."""
+    torch = _import_torch()
+    parts = factory_parts(model.source)
+    if parts is not None:
+        factory = load_factory(source, parts[1], model.name)
+        try:
+            produced = factory()
+        except Exception as exc:
+            raise ExportError(
+                f"model '{model.name}': the factory {model.source} raised {type(exc).__name__}: {exc}"
+            ) from exc
+    else:
+        try:
+            produced = torch.jit.load(str(source), map_location="cpu")
+        except Exception:
+            try:
+                produced = torch.load(str(source), map_location="cpu", weights_only=False)
+            except Exception as exc:
+                raise ExportError(
+                    f"model '{model.name}': {source} is neither TorchScript nor a pickled nn.Module ({exc}); "
+                    "use a `file.py:function` factory that returns the module"
+                ) from None
+    module, example = produced if isinstance(produced, tuple) and len(produced) == 2 else (produced, None)
+    if not isinstance(module, torch.nn.Module):
+        raise ExportError(
+            f"model '{model.name}': {model.source} gave a {type(module).__name__}, not a torch.nn.Module; "
+            "return the module, or (module, example_inputs)"
+        )
+    return module.eval(), example
+
+
+def _example_inputs(model: ModelSpec, example: Any, batching: bool) -> tuple[list[str], list[Any]]:
+    torch = _import_torch()
+    if example is not None:
+        if isinstance(example, dict):
+            return list(example), list(example.values())
+        tensors = list(example) if isinstance(example, (tuple, list)) else [example]
+        names = [t.name for t in model.inputs] if model.inputs else [f"input_{i}" for i in range(len(tensors))]
+        if len(names) != len(tensors):
+            raise ExportError(
+                f"model '{model.name}': the spec names {len(names)} inputs but the factory's example has "
+                f"{len(tensors)}; make them agree"
+            )
+        return names, tensors
+    if not model.inputs:
+        raise ExportError(
+            f"model '{model.name}': no inputs in the spec and no example inputs from the factory; "
+            "add `inputs:` to the spec or return (module, example_inputs)"
+        )
+    generator = torch.Generator().manual_seed(0)
+    tensors = []
+    for tensor in model.inputs:
+        shape = [EXAMPLE_BATCH] if batching else []
+        shape += [EXAMPLE_DYNAMIC_DIM if d == -1 else d for d in tensor.reshape or tensor.dims]
+        torch_dtype = getattr(torch, dtypes.to_torch_name(tensor.dtype))
+        if torch_dtype.is_floating_point:
+            tensors.append(torch.randn(shape, generator=generator).to(torch_dtype))
+        else:
+            tensors.append(torch.randint(0, 2, shape, generator=generator).to(torch_dtype))
+    return [t.name for t in model.inputs], tensors
+
+
+def _dynamic_shapes(model: ModelSpec, tensors: list[Any], batching: bool) -> tuple[dict[int, Any], ...]:
+    torch = _import_torch()
+    batch = torch.export.Dim("batch")
+    shapes: list[dict[int, Any]] = []
+    for index, tensor in enumerate(tensors):
+        axes: dict[int, Any] = {0: batch} if batching and tensor.dim() >= 1 else {}
+        if model.inputs and index < len(model.inputs):
+            dims = model.inputs[index].reshape or model.inputs[index].dims
+            offset = 1 if batching else 0
+            for axis, size in enumerate(dims):
+                if size == -1:
+                    axes[axis + offset] = torch.export.Dim(f"{model.inputs[index].name}_{axis + offset}")
+        shapes.append(axes)
+    return tuple(shapes)
+
+
+def _flatten(outputs: Any) -> list[Any]:
+    if isinstance(outputs, dict):
+        return [v for value in outputs.values() for v in _flatten(value)]
+    if isinstance(outputs, (tuple, list)):
+        return [v for value in outputs for v in _flatten(value)]
+    return [outputs]
+
+
+def _reference(module: Any, input_names: list[str], output_names: list[str]) -> ModelRunner:
+    torch = _import_torch()
+
+    def run(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        with torch.no_grad():
+            outputs = _flatten(module(*[torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in input_names]))
+        return {name: out.detach().cpu().numpy() for name, out in zip(output_names, outputs, strict=False)}
+
+    return run
+
+
+class TorchExporter:
+    """Exports a torch ``nn.Module`` to ONNX (opset from the spec, or torch's default)."""
+
+    framework = "torch"
+
+    def export(self, model: ModelSpec, source: Path, version_dir: Path) -> ExportResult:
+        """Export to ``version_dir/model.onnx`` and return a reference runner for parity.
+
+        Raises:
+            ExportError: the module cannot be loaded or torch.onnx.export fails.
+        """
+        torch = _import_torch()
+        module, example = _load_module(model, source)
+        batching = model.max_batch_size != 0
+        input_names, tensors = _example_inputs(model, example, batching)
+        output_names = [t.name for t in model.outputs] if model.outputs else None
+        version_dir.mkdir(parents=True, exist_ok=True)
+        target = version_dir / MODEL_FILENAME
+        started = time.perf_counter()
+        try:
+            torch.onnx.export(
+                module,
+                tuple(tensors),
+                str(target),
+                input_names=input_names,
+                output_names=output_names,
+                opset_version=model.opset,
+                dynamic_shapes=_dynamic_shapes(model, tensors, batching),
+                dynamo=True,
+                external_data=False,
+                verbose=False,
+            )
+        except Exception as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ExportError(
+                f"model '{model.name}': torch.onnx.export failed: {type(exc).__name__}: {reason}; "
+                "make the module exportable with torch.export (no data-dependent control flow)"
+            ) from exc
+        signature = read_onnx_signature(target)
+        names_out = [t.name for t in signature.outputs]
+        return ExportResult(
+            files=[target],
+            platform="onnxruntime_onnx",
+            signature=signature,
+            reference=_reference(module, input_names, names_out),
+            details={
+                "opset": signature.details.get("opset"),
+                "torch": torch.__version__,
+                "export_seconds": round(time.perf_counter() - started, 3),
+            },
+        )

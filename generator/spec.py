@@ -1,0 +1,381 @@
+"""The YAML spec as typed objects.
+
+A spec names the repository to write, repository-wide ``defaults``, and the ``models``. Each model's
+settings are the defaults deep-merged with its own (a model's value replaces a default; mappings merge
+key by key; ``false`` switches a feature off). Every validation problem is reported with its field path
+(``models[1].inputs[0].dtype``) and what to do about it.
+
+Paths: a model's ``source`` is resolved relative to the spec file's directory (then the working
+directory); ``repository`` is relative to the working directory, like any output path.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ValidationError as PydanticValidationError
+
+from generator import dtypes
+from generator.errors import SpecError
+
+DEFAULT_SPEC = Path("generator.yaml")
+FRAMEWORKS = ("torch", "onnx")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TensorSpec(_Strict):
+    """One input or output as config.pbtxt declares it (dims without the batch axis)."""
+
+    name: str = Field(min_length=1, description="Tensor name, as in the model file.")
+    dtype: str = Field(description="Triton data type: FP32, INT64, ... (TYPE_FP32 is accepted too).")
+    dims: list[int] = Field(description="Shape without the batch axis; -1 for a variable-size dimension.")
+    reshape: list[int] | None = Field(
+        default=None, description="Shape the model itself uses, when it differs from dims (e.g. [] for scalars)."
+    )
+    optional: bool = Field(default=False, description="Requests may omit this input.")
+
+    @field_validator("dtype")
+    @classmethod
+    def _dtype(cls, value: str) -> str:
+        return dtypes.normalize(value)
+
+    @field_validator("dims", "reshape")
+    @classmethod
+    def _dims(cls, value: list[int] | None) -> list[int] | None:
+        for d in value or []:
+            if d == 0 or d < -1:
+                raise ValueError(f"dimension {d} is invalid; use a positive size or -1 for variable")
+        return value
+
+
+class QueuePolicy(_Strict):
+    """Triton's ``default_queue_policy``: what happens to requests that wait too long."""
+
+    timeout_action: Literal["REJECT", "DELAY"] = "REJECT"
+    default_timeout_microseconds: int = Field(default=0, ge=0)
+    allow_timeout_override: bool = False
+    max_queue_size: int = Field(default=0, ge=0, description="0 means unbounded.")
+
+
+class DynamicBatching(_Strict):
+    """Triton's dynamic batcher: groups requests into batches on the server."""
+
+    preferred_batch_size: list[int] = Field(default_factory=list)
+    max_queue_delay_microseconds: int = Field(default=0, ge=0)
+    preserve_ordering: bool = False
+    priority_levels: int = Field(default=0, ge=0)
+    default_priority_level: int = Field(default=0, ge=0)
+    default_queue_policy: QueuePolicy | None = None
+
+    @field_validator("preferred_batch_size")
+    @classmethod
+    def _positive(cls, value: list[int]) -> list[int]:
+        if any(v < 1 for v in value):
+            raise ValueError("preferred batch sizes must be positive")
+        return sorted(set(value))
+
+    @model_validator(mode="after")
+    def _priority(self) -> DynamicBatching:
+        if self.priority_levels and not 1 <= self.default_priority_level <= self.priority_levels:
+            raise ValueError(
+                f"default_priority_level must be between 1 and priority_levels ({self.priority_levels})"
+            )
+        return self
+
+
+class InstanceGroup(_Strict):
+    """How many copies of the model run, and where."""
+
+    count: int = Field(default=1, ge=1, description="Instances per GPU (KIND_GPU) or in all (KIND_CPU).")
+    kind: Literal["auto", "cpu", "gpu"] | None = Field(
+        default=None, description="Leave unset to follow `build --device`; 'auto' lets Triton choose."
+    )
+    gpus: list[int] | None = Field(default=None, description="GPU ids; overrides `build --gpus`.")
+
+
+class VersionPolicy(_Strict):
+    """Which versions Triton serves: the latest N, all, or a list."""
+
+    latest: int | None = Field(default=None, ge=1)
+    all: bool = False
+    specific: list[int] | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> VersionPolicy:
+        chosen = sum([self.latest is not None, self.all, self.specific is not None])
+        if chosen != 1:
+            raise ValueError("give exactly one of latest: N, all: true, specific: [versions]")
+        return self
+
+
+class Warmup(_Strict):
+    """A warm-up request Triton sends each instance before it is marked ready."""
+
+    batch_size: int = Field(default=1, ge=1)
+    data: Literal["random", "zero"] = "random"
+    count: int = Field(default=1, ge=1)
+
+
+class Verify(_Strict):
+    """Parity check of the exported model against the source framework."""
+
+    enabled: bool = True
+    atol: float = Field(default=1e-4, ge=0)
+    rtol: float = Field(default=1e-3, ge=0)
+    seed: int = 0
+    batch_sizes: list[int] | None = Field(
+        default=None, description="Batch sizes to compare at; default 1 and max_batch_size."
+    )
+
+
+ParameterValue = str | int | float | bool
+
+
+class ModelSettings(_Strict):
+    """Settings a repository's ``defaults`` may set and each model may override (unset: inherited)."""
+
+    max_batch_size: int | None = Field(
+        default=None, ge=0, description="0 disables batching; unset: 8 if the model has a batch axis, else 0."
+    )
+    dynamic_batching: DynamicBatching | Literal[False] | None = Field(
+        default=None, description="false disables it; unset: on (with Triton's defaults) when batching."
+    )
+    instance_group: InstanceGroup | None = None
+    version_policy: VersionPolicy | None = None
+    parameters: dict[str, ParameterValue] | None = None
+    warmup: Warmup | Literal[False] | None = None
+    response_cache: bool | None = None
+    verify: Verify | None = None
+    opset: int | None = Field(default=None, ge=7, description="ONNX opset for exports; unset: the exporter's.")
+
+    @field_validator("dynamic_batching", "warmup", mode="before")
+    @classmethod
+    def _switch(cls, value: Any) -> Any:
+        return {} if value is True else value
+
+
+class ModelSpec(ModelSettings):
+    """One model: where it comes from and how Triton serves it."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$", description="Model name: the directory in the repository.")
+    framework: Literal["torch", "onnx"]
+    source: str = Field(min_length=1, description="`path/file.py:function` factory, or a model file path.")
+    version: int = Field(default=1, ge=1)
+    inputs: list[TensorSpec] | None = Field(default=None, description="Unset: read from the exported model.")
+    outputs: list[TensorSpec] | None = Field(default=None, description="Unset: read from the exported model.")
+
+
+class Spec(_Strict):
+    """A whole spec file."""
+
+    repository: str = Field(default="model_repository", description="Output directory (relative to cwd).")
+    defaults: ModelSettings = Field(default_factory=ModelSettings)
+    models: list[ModelSpec] = Field(min_length=1)
+    #: Directory the spec file lives in; sources resolve against it. Not part of the YAML.
+    base_dir: Path = Field(default=Path("."), exclude=True)
+
+    @model_validator(mode="after")
+    def _unique(self) -> Spec:
+        seen: set[tuple[str, int]] = set()
+        for model in self.models:
+            key = (model.name, model.version)
+            if key in seen:
+                raise ValueError(f"model '{model.name}' version {model.version} appears twice; give each a version")
+            seen.add(key)
+        return self
+
+    def resolve_source(self, source: str) -> Path:
+        """The file a model's ``source`` names (the part before ``:function``), made absolute."""
+        file_part = source.split(":", 1)[0] if _is_factory(source) else source
+        candidates = [self.base_dir / file_part, Path.cwd() / file_part]
+        for path in candidates:
+            if path.exists():
+                return path.resolve()
+        tried = " or ".join(str(p) for p in dict.fromkeys(candidates))
+        raise SpecError(f"source '{source}': no file at {tried}; fix the path in the spec")
+
+
+def _is_factory(source: str) -> bool:
+    head, sep, tail = source.rpartition(":")
+    return bool(sep) and bool(tail) and tail.isidentifier() and len(head) > 1
+
+
+def factory_parts(source: str) -> tuple[str, str] | None:
+    """``('examples/digits.py', 'build')`` for a factory source, ``None`` for a model file."""
+    if not _is_factory(source):
+        return None
+    head, _, tail = source.rpartition(":")
+    return head, tail
+
+
+def _deep_merge(base: Any, override: Any) -> Any:
+    if isinstance(base, dict) and isinstance(override, dict):
+        merged = dict(base)
+        for key, value in override.items():
+            merged[key] = _deep_merge(base[key], value) if key in base else copy.deepcopy(value)
+        return merged
+    return copy.deepcopy(override)
+
+
+def _is_tag(part: Any) -> bool:
+    """Pydantic puts union-member and validator tags (``literal[False]``, ``Warmup``) into error paths."""
+    return isinstance(part, str) and ("[" in part or part[:1].isupper())
+
+
+def _clean_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    return tuple(part for part in loc if not _is_tag(part))
+
+
+def _field_path(loc: tuple[Any, ...], prefix: str = "") -> str:
+    path = prefix
+    for part in _clean_loc(loc):
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path or "(top level)"
+
+
+def _allowed_fields(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """The field names valid at ``loc`` (the parent of an unknown key), for 'did you mean'."""
+    current: Any = model
+    for part in _clean_loc(loc)[:-1]:
+        if isinstance(part, int) or current is None:
+            continue
+        field = getattr(current, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        current = _model_in(field.annotation)
+    return list(getattr(current, "model_fields", {})) if current is not None else []
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _describe(error: dict[str, Any], root: type[BaseModel], prefix: str) -> str:
+    loc = tuple(error["loc"])
+    path = _field_path(loc, prefix)
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        key = str(loc[-1])
+        allowed = [f for f in _allowed_fields(root, loc) if f != "base_dir"]
+        close = difflib.get_close_matches(key, allowed, n=1)
+        hint = f"did you mean '{close[0]}'?" if close else f"allowed: {', '.join(allowed)}"
+        return f"{path}: unknown field; {hint}"
+    if kind == "missing":
+        return f"{path}: required field is missing; add it"
+    message = str(error["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    value = error.get("input")
+    shown = f" (got {json.dumps(value, default=str)})" if isinstance(value, (str, int, float, bool)) else ""
+    return f"{path}: {message}{shown}"
+
+
+def _problems(exc: PydanticValidationError, root: type[BaseModel], prefix: str = "") -> list[str]:
+    errors = exc.errors()
+    # A switchable section (a mapping, or false) fails both union members; keep the useful error.
+    switch_paths = {_clean_loc(tuple(e["loc"])) for e in errors if "literal[False]" in e["loc"]}
+    lines: list[str] = []
+    for error in errors:
+        loc = tuple(error["loc"])
+        if "literal[False]" in loc:
+            continue
+        if _clean_loc(loc) in switch_paths and error["type"] == "model_type":
+            line = f"{_field_path(loc, prefix)}: must be a mapping of settings, or true/false to switch it on/off"
+        else:
+            line = _describe(error, root, prefix)
+        if line not in lines:
+            lines.append(line)
+    return lines
+
+
+def parse_spec(data: Any, base_dir: Path = Path("."), origin: str = "spec") -> Spec:
+    """Validate a spec given as plain data (what ``yaml.safe_load`` returns).
+
+    Raises:
+        SpecError: with one line per problem, each naming the field path.
+    """
+    if not isinstance(data, dict):
+        raise SpecError(f"{origin}: the top level must be a mapping with 'models:'; see `python -m generator schema`")
+    problems: list[str] = []
+    raw_defaults = data.get("defaults") or {}
+    try:
+        ModelSettings.model_validate(raw_defaults)
+    except PydanticValidationError as exc:
+        problems += _problems(exc, ModelSettings, "defaults")
+        raw_defaults = {}  # reported once, under defaults, not again under every model
+    raw_models = data.get("models")
+    merged_models: list[Any] = []
+    if isinstance(raw_models, list) and isinstance(raw_defaults, dict):
+        for index, raw in enumerate(raw_models):
+            if not isinstance(raw, dict):
+                problems.append(f"models[{index}]: must be a mapping with name, framework and source")
+                continue
+            merged = _deep_merge(raw_defaults, raw)
+            merged_models.append(merged)
+            try:
+                ModelSpec.model_validate(merged)
+            except PydanticValidationError as exc:
+                problems += _problems(exc, ModelSpec, f"models[{index}]")
+    if problems:
+        raise SpecError(*(f"{origin}: {p}" for p in problems))
+    top = {k: v for k, v in data.items() if k != "models"}
+    top["models"] = merged_models if isinstance(raw_models, list) else raw_models
+    try:
+        return Spec.model_validate({**top, "base_dir": base_dir})
+    except PydanticValidationError as exc:
+        raise SpecError(*(f"{origin}: {p}" for p in _problems(exc, Spec))) from None
+
+
+def bundled_example() -> Path:
+    """The example spec shipped with tritongen (used when no spec is given and none is here)."""
+    from generator.resources import examples_dir
+
+    return examples_dir() / "generator.yaml"
+
+
+def default_spec_path() -> Path:
+    """``generator.yaml`` in the working directory if there is one, else the bundled example."""
+    return DEFAULT_SPEC if DEFAULT_SPEC.exists() else bundled_example()
+
+
+def load_spec(path: str | Path | None = None) -> Spec:
+    """Read and validate a spec file (default: :func:`default_spec_path`).
+
+    Raises:
+        SpecError: the file is missing, is not YAML, or does not validate.
+    """
+    spec_path = Path(path) if path is not None else default_spec_path()
+    if not spec_path.is_file():
+        raise SpecError(f"spec file '{spec_path}' not found; pass the path of a YAML spec")
+    try:
+        data = yaml.safe_load(spec_path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{spec_path}:{mark.line + 1}:{mark.column + 1}" if mark else str(spec_path)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SpecError(f"{where}: YAML does not parse ({problem}); fix the indentation or quoting there") from None
+    except UnicodeDecodeError:
+        raise SpecError(f"{spec_path}: not a UTF-8 text file; pass a YAML spec") from None
+    return parse_spec(data, base_dir=spec_path.resolve().parent, origin=str(spec_path))
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of the spec file, for editors (``python -m generator schema``)."""
+    schema = Spec.model_json_schema()
+    schema.setdefault("properties", {}).pop("base_dir", None)
+    schema["title"] = "tritongen spec"
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    return schema
