@@ -74,7 +74,11 @@ def library_versions() -> dict[str, str]:
 
 
 def source_files(model: ModelSpec, source: Path) -> list[Path]:
-    """Files whose content determines an export: a model file, or a factory module and its siblings."""
+    """Files whose content determines an export.
+
+    A model file (with any ONNX external-data files), or a factory module plus the files beside it
+    that the module names (its weights, say): editing the spec next to it does not count.
+    """
     if factory_parts(model.source) is None:
         from generator.exporters.onnx import external_data_files
 
@@ -85,9 +89,9 @@ def source_files(model: ModelSpec, source: Path) -> list[Path]:
             except Exception:  # unreadable file: the exporter reports it
                 pass
         return files
-    return sorted(
-        p for p in source.parent.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix != ".pyc"
-    )
+    text = source.read_text(encoding="utf-8", errors="replace")
+    named = [p for p in source.parent.iterdir() if p.is_file() and p != source and p.name in text]
+    return [source, *sorted(named)]
 
 
 def cache_key(model: ModelSpec, source: Path, libraries: dict[str, str]) -> str:

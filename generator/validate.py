@@ -79,7 +79,8 @@ def _type(value: int) -> str:
 
 def _suggest(name: str, choices: Iterable[str]) -> str:
     choices = list(choices)
-    close = difflib.get_close_matches(name, choices, n=1)
+    by_lower = {c.lower(): c for c in choices}
+    close = [by_lower[name.lower()]] if name.lower() in by_lower else difflib.get_close_matches(name, choices, n=1)
     return f"did you mean '{close[0]}'?" if close else f"the model has: {', '.join(choices) or '(none)'}"
 
 

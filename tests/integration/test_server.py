@@ -6,6 +6,7 @@ with ``tritonclient`` over HTTP and gRPC.
 
 from __future__ import annotations
 
+import shutil
 import socket
 import threading
 from collections.abc import Iterator
@@ -34,7 +35,7 @@ def expected(x: np.ndarray) -> np.ndarray:
 
 
 def write_model(repository: Path, name: str, config: str) -> None:
-    """Write ``name`` as y = x @ WEIGHTS + BIAS with a dynamic batch axis: x FP32 [-1, 4] -> y FP32 [-1, 3]."""
+    """Write ``name``: y = x @ WEIGHTS + BIAS, x FP32 [-1, 4] -> y FP32 [-1, 3] (dynamic batch axis)."""
     graph = helper.make_graph(
         [helper.make_node("MatMul", ["x", "W"], ["xw"]), helper.make_node("Add", ["xw", "B"], ["y"])],
         name,
@@ -80,9 +81,9 @@ def processes_mentioning(text: str) -> list[psutil.Process]:
     found = []
     for process in psutil.process_iter(["name", "cmdline", "status"]):
         info = process.info
-        if info["name"] in TRITON_PROCESSES and info["status"] != psutil.STATUS_ZOMBIE:
-            if any(text in part for part in info["cmdline"] or ()):
-                found.append(process)
+        alive = info["name"] in TRITON_PROCESSES and info["status"] != psutil.STATUS_ZOMBIE
+        if alive and any(text in part for part in info["cmdline"] or ()):
+            found.append(process)
     return found
 
 
@@ -177,7 +178,7 @@ def test_concurrent_requests_are_batched(server: EmbeddedServer) -> None:
                 y = grpc.infer("lin", [tensor]).as_numpy("y")
                 if y.shape != (rows, 3) or not np.allclose(y, expected(x), rtol=1e-5, atol=1e-5):
                     failures.append(f"wrong result for a batch of {rows}")
-        except Exception as error:  # noqa: BLE001 - reported below
+        except Exception as error:  # reported below
             failures.append(repr(error))
         finally:
             grpc.close()
@@ -237,6 +238,8 @@ def test_wrong_config_reports_model_and_reason(tmp_path: Path) -> None:
         assert processes_mentioning(str(tmp_path)) == []
     finally:
         embedded.stop()
+        if embedded.log_path.parent.name.startswith("tritongen-triton-"):
+            shutil.rmtree(embedded.log_path.parent, ignore_errors=True)
 
 
 def test_stop_leaves_no_process_behind(repository: Path) -> None:

@@ -1,0 +1,104 @@
+"""The main job end to end on the embedded default: build the bundled example, serve it with the real
+tritonserver, send real requests over HTTP and gRPC, and report what came back.
+
+The digits models are asked to classify held-out images; their answers are checked against the labels
+and against ONNX Runtime run in-process on the same repository files.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from generator.build import build
+from generator.exporters.base import load_factory
+from generator.resources import examples_dir
+from generator.server import EmbeddedServer
+from generator.spec import bundled_example
+from generator.verify import onnx_runner
+
+Say = Callable[[str], None]
+
+
+@dataclass
+class DemoResult:
+    """What the demo measured."""
+
+    accuracy: dict[str, float] = field(default_factory=dict)
+    max_abs_error_vs_onnxruntime: dict[str, float] = field(default_factory=dict)
+    requests: int = 0
+
+
+def _infer_http(url: str, model: str, name: str, output: str, batch: np.ndarray) -> np.ndarray:
+    import tritonclient.http as httpclient
+
+    with httpclient.InferenceServerClient(url=url) as client:
+        tensor = httpclient.InferInput(name, list(batch.shape), "FP32")
+        tensor.set_data_from_numpy(batch, binary_data=True)
+        result = client.infer(model, [tensor], outputs=[httpclient.InferRequestedOutput(output, binary_data=True)])
+        return result.as_numpy(output)
+
+
+def _infer_grpc(url: str, model: str, name: str, output: str, batch: np.ndarray) -> np.ndarray:
+    import tritonclient.grpc as grpcclient
+
+    with grpcclient.InferenceServerClient(url=url) as client:
+        tensor = grpcclient.InferInput(name, list(batch.shape), "FP32")
+        tensor.set_data_from_numpy(batch)
+        result = client.infer(model, [tensor], outputs=[grpcclient.InferRequestedOutput(output)])
+        return result.as_numpy(output)
+
+
+def run_demo(
+    output: str | Path = "model_repository",
+    *,
+    http_port: int = 8000,
+    grpc_port: int = 8001,
+    metrics_port: int = 8002,
+    address: str = "127.0.0.1",
+    say: Say = lambda line: None,
+) -> DemoResult:
+    """Build, serve and query the bundled example; ``say`` receives the lines to show a user."""
+    repo = Path(output)
+    report = build(bundled_example(), repo)
+    for model in report.models:
+        say(f"built {model.name} v{model.version} ({model.status}) -> {repo / model.name}")
+    load_data = load_factory(examples_dir() / "digits.py", "load_data", "demo")
+    _, images, _, labels = load_data()
+    result = DemoResult()
+    cases = [
+        ("digits_cnn", "image", "logits", images),
+        ("digits_linear", "pixels", "probabilities", images.reshape(len(images), -1)),
+    ]
+    with EmbeddedServer(
+        repo, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port, address=address
+    ) as server:
+        endpoints = server.endpoints
+        say(f"tritonserver ready: HTTP {endpoints.http}, gRPC {endpoints.grpc}, metrics {endpoints.metrics}")
+        for model, name, out, data in cases:
+            started = time.perf_counter()
+            http_first = _infer_http(endpoints.http, model, name, out, data[:8])
+            grpc_single = np.concatenate([_infer_grpc(endpoints.grpc, model, name, out, data[i : i + 1]) for i in range(8)])
+            served = np.concatenate(
+                [_infer_grpc(endpoints.grpc, model, name, out, data[i : i + 64]) for i in range(0, len(data), 64)]
+            )
+            result.requests += 1 + 8 + (len(data) + 63) // 64
+            local = onnx_runner(repo / model / "1" / "model.onnx")({name: data})[out]
+            accuracy = float((served.argmax(1) == labels).mean())
+            result.accuracy[model] = accuracy
+            result.max_abs_error_vs_onnxruntime[model] = float(np.abs(served - local).max())
+            say(
+                f"{model}: HTTP batch 8 predicts {http_first.argmax(1).tolist()}, gRPC batch 1 x 8 predicts "
+                f"{grpc_single.argmax(1).tolist()}, labels {labels[:8].tolist()}"
+            )
+            say(
+                f"{model}: {len(data)} held-out digits over gRPC in batches of 64: accuracy {accuracy:.3f}; "
+                f"max |served - ONNX Runtime in-process| = {result.max_abs_error_vs_onnxruntime[model]:.1e} "
+                f"({time.perf_counter() - started:.2f}s)"
+            )
+    say("tritonserver stopped")
+    return result

@@ -1,0 +1,81 @@
+"""Shared fixtures: tiny ONNX models made with onnx.helper, the example repository built once, and the
+embedded Triton serving it (started once per session, always stopped)."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE_SPEC = REPO_ROOT / "examples" / "generator.yaml"
+
+
+def make_linear_onnx(
+    path: Path,
+    *,
+    input_name: str = "x",
+    output_name: str = "y",
+    features: int = 4,
+    classes: int = 3,
+    batch_dim: int | str = "batch",
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Write ``y = x @ W + b`` as ONNX; return (W, b) so tests can compute the expected output."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    weights = rng.standard_normal((features, classes)).astype(np.float32)
+    bias = rng.standard_normal(classes).astype(np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", [input_name, "W"], ["xw"]),
+            helper.make_node("Add", ["xw", "b"], [output_name]),
+        ],
+        "linear",
+        [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, [batch_dim, features])],
+        [helper.make_tensor_value_info(output_name, TensorProto.FLOAT, [batch_dim, classes])],
+        initializer=[numpy_helper.from_array(weights, "W"), numpy_helper.from_array(bias, "b")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return weights, bias
+
+
+@pytest.fixture(scope="session")
+def example_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bundled example built once into a session temp dir (read-only for tests: copy to modify)."""
+    from generator.build import build
+
+    repo = tmp_path_factory.mktemp("example") / "model_repository"
+    build(EXAMPLE_SPEC, repo)
+    return repo
+
+
+@pytest.fixture
+def example_repo_copy(example_repo: Path, tmp_path: Path) -> Path:
+    """A private copy of the example repository that a test may change."""
+    target = tmp_path / "model_repository"
+    shutil.copytree(example_repo, target)
+    return target
+
+
+@pytest.fixture(scope="session")
+def example_server(example_repo: Path) -> Iterator[object]:
+    """The embedded tritonserver serving the example repository on free loopback ports."""
+    from generator.server import EmbeddedServer, find_free_port
+
+    server = EmbeddedServer(
+        example_repo, http_port=find_free_port(), grpc_port=find_free_port(), metrics_port=find_free_port()
+    )
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
