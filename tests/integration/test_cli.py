@@ -1,0 +1,141 @@
+"""The CLI as users run it: real subprocesses, exit codes, one-line errors, no tracebacks, and an
+existing repository left byte-for-byte intact when a build fails."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from ..conftest import EXAMPLE_SPEC
+
+pytestmark = pytest.mark.integration
+
+
+def _cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "generator", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env
+    )
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _one_line_error(result: subprocess.CompletedProcess[str], *expected: str) -> None:
+    assert result.returncode == 1, result
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ") and "Traceback" not in result.stderr + result.stdout
+    for text in expected:
+        assert text in lines[0], lines[0]
+
+
+def test_build_writes_the_repository(tmp_path: Path) -> None:
+    result = _cli("build", str(EXAMPLE_SPEC), "--output", "repo", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "digits_cnn v1: exported" in result.stdout and "digits_linear v1: exported" in result.stdout
+    assert (tmp_path / "repo" / "digits_cnn" / "config.pbtxt").is_file()
+    again = _cli("build", str(EXAMPLE_SPEC), "--output", "repo", "--device", "gpu", "--gpus", "0,1", cwd=tmp_path)
+    assert again.returncode == 0 and "digits_cnn v1: reused" in again.stdout
+    assert "gpus: [ 0, 1 ]" in (tmp_path / "repo" / "digits_cnn" / "config.pbtxt").read_text()
+
+
+@pytest.mark.parametrize(
+    ("spec_text", "expected"),
+    [
+        ("models:\n  - name: a\n    framework: [torch\n", ("bad.yaml:4:", "YAML does not parse")),
+        (
+            "models:\n  - {name: a, framework: onnx, source: a.onnx, max_batchsize: 4}\n",
+            ("models[0].max_batchsize: unknown field; did you mean 'max_batch_size'?",),
+        ),
+        ("models:\n  - {name: a, framework: torch, source: nowhere/f.py:build}\n", ("no file at", "fix the path")),
+        ("models:\n  - {name: a, framework: torch, source: f.py:build}\n", ("f.py has no function 'build'",)),
+    ],
+)
+def test_bad_input_is_one_line_and_leaves_the_repository_intact(
+    example_repo_copy: Path, tmp_path: Path, spec_text: str, expected: tuple[str, ...]
+) -> None:
+    (tmp_path / "f.py").write_text("def other():\n    return None\n")
+    (tmp_path / "bad.yaml").write_text(spec_text)
+    before = _tree(example_repo_copy)
+    result = _cli("build", "bad.yaml", "--output", str(example_repo_copy), cwd=tmp_path)
+    _one_line_error(result, *expected)
+    assert _tree(example_repo_copy) == before
+    assert not [p for p in example_repo_copy.parent.iterdir() if p.name.startswith(".")]
+
+
+def test_validate_lists_every_problem(example_repo_copy: Path, tmp_path: Path) -> None:
+    good = _cli("validate", str(example_repo_copy), cwd=tmp_path)
+    assert good.returncode == 0 and "2 model(s), valid" in good.stdout
+    config = example_repo_copy / "digits_cnn" / "config.pbtxt"
+    config.write_text(config.read_text().replace('name: "image"', 'name: "img"').replace("[ 16, 32 ]", "[ 128 ]"))
+    bad = _cli("validate", str(example_repo_copy), cwd=tmp_path)
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr
+    assert "input 'img' is not an input of 1/model.onnx; did you mean 'image'?" in bad.stdout
+    assert "preferred_batch_size 128 exceeds max_batch_size 64" in bad.stdout
+
+
+def test_schema_prints_json(tmp_path: Path) -> None:
+    result = _cli("schema", cwd=tmp_path)
+    assert result.returncode == 0 and json.loads(result.stdout)["title"] == "tritongen spec"
+
+
+def test_no_command_prints_usage(tmp_path: Path) -> None:
+    result = _cli(cwd=tmp_path)
+    assert result.returncode == 2 and "build" in result.stdout
+
+
+def test_serve_with_a_port_in_use_is_one_line(example_repo: Path, tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = _cli("serve", str(example_repo), "--http-port", str(port), cwd=tmp_path, timeout=120)
+    _one_line_error(result, f"port {port}", "--http-port")
+
+
+def test_serve_starts_answers_and_stops_cleanly_on_sigterm(example_repo: Path, tmp_path: Path) -> None:
+    from generator.server import find_free_port
+
+    ports = [str(find_free_port()) for _ in range(3)]
+    env = {**os.environ, "NO_COLOR": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "generator", "serve", str(example_repo), "--http-port", ports[0],
+         "--grpc-port", ports[1], "--metrics-port", ports[2]],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        lines = []
+        while time.monotonic() < deadline:
+            line = process.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if "Ctrl-C" in line:
+                break
+        assert any(f"127.0.0.1:{ports[0]}" in line for line in lines), (lines, process.stderr.read())
+        import tritonclient.http as httpclient
+
+        with httpclient.InferenceServerClient(f"127.0.0.1:{ports[0]}") as client:
+            assert client.is_model_ready("digits_cnn") and client.is_model_ready("digits_linear")
+        children = psutil.Process(process.pid).children(recursive=True)
+        assert children, "serve started no tritonserver"
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+        gone, alive = psutil.wait_procs(children, timeout=30)
+        assert not alive, f"left running: {alive}"
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
