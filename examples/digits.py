@@ -46,8 +46,11 @@ def load_data(test_fraction: float = 0.25, seed: int = 0) -> tuple[np.ndarray, .
 
     digits = load_digits()
     images = (digits.images / 16.0).astype(np.float32)[:, None, :, :]
-    return tuple(train_test_split(images, digits.target, test_size=test_fraction, random_state=seed,
-                                  stratify=digits.target))
+    return tuple(
+        train_test_split(
+            images, digits.target, test_size=test_fraction, random_state=seed, stratify=digits.target
+        )
+    )
 
 
 def build() -> tuple[nn.Module, torch.Tensor]:
@@ -100,7 +103,9 @@ def write_linear_onnx(path: Path = LINEAR_ONNX) -> float:
         [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", 10])],
         initializer=[weights, bias],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="tritongen-examples")
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="tritongen-examples"
+    )
     model.ir_version = 8
     onnx.checker.check_model(model)
     onnx.save(model, str(path))

@@ -7,6 +7,7 @@ existing repository instead of being exported and verified again.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -18,7 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from generator import __version__
-from generator.config import DeviceProfile, build_config, check_rendered, environment, render, resolve_max_batch_size
+from generator.config import (
+    DeviceProfile,
+    build_config,
+    check_rendered,
+    environment,
+    render,
+    resolve_max_batch_size,
+)
 from generator.errors import GeneratorError
 from generator.exporters import get_exporter
 from generator.exporters.base import ExportResult
@@ -84,10 +92,8 @@ def source_files(model: ModelSpec, source: Path) -> list[Path]:
 
         files = [source]
         if source.suffix == ".onnx":
-            try:
+            with contextlib.suppress(Exception):  # an unreadable file: the exporter reports it
                 files += [source.parent / loc for loc in external_data_files(source)]
-            except Exception:  # unreadable file: the exporter reports it
-                pass
         return files
     text = source.read_text(encoding="utf-8", errors="replace")
     named = [p for p in source.parent.iterdir() if p.is_file() and p != source and p.name in text]
@@ -97,7 +103,17 @@ def source_files(model: ModelSpec, source: Path) -> list[Path]:
 def cache_key(model: ModelSpec, source: Path, libraries: dict[str, str]) -> str:
     """A hash of everything that shapes this model's exported artifact and its parity check."""
     export_fields = model.model_dump(
-        include={"name", "framework", "source", "version", "inputs", "outputs", "max_batch_size", "opset", "verify"}
+        include={
+            "name",
+            "framework",
+            "source",
+            "version",
+            "inputs",
+            "outputs",
+            "max_batch_size",
+            "opset",
+            "verify",
+        }
     )
     payload = {
         "tool": __version__,
@@ -118,7 +134,9 @@ def _reusable(entry: dict[str, Any] | None, key: str, old_version_dir: Path) -> 
     )
 
 
-def _export(model: ModelSpec, source: Path, version_dir: Path, progress: Progress) -> tuple[ExportResult, dict | None]:
+def _export(
+    model: ModelSpec, source: Path, version_dir: Path, progress: Progress
+) -> tuple[ExportResult, dict | None]:
     progress(model.name, "export")
     result = get_exporter(model.framework).export(model, source, version_dir)
     settings = model.verify or Verify()
@@ -206,8 +224,15 @@ def build(
                     continue
                 entries[str(model.version)] = entry
                 build_record = ModelBuild(
-                    name, model.version, status, platform, sorted(entry["files"]), signature, parity,
-                    round(time.perf_counter() - model_started, 3), resolve_max_batch_size(model, signature),
+                    name,
+                    model.version,
+                    status,
+                    platform,
+                    sorted(entry["files"]),
+                    signature,
+                    parity,
+                    round(time.perf_counter() - model_started, 3),
+                    resolve_max_batch_size(model, signature),
                 )
                 built.append((model, build_record))
                 report.models.append(build_record)
@@ -217,7 +242,9 @@ def build(
             latest_model, latest = built[-1]
             progress(name, "configure")
             try:
-                config = build_config(latest_model, latest.signature, latest.platform, profile, latest.files[0])
+                config = build_config(
+                    latest_model, latest.signature, latest.platform, profile, latest.files[0]
+                )
                 text = render(config, env, spec_name=str(spec_path or "spec"))
                 check_rendered(text, config, f"{name}/config.pbtxt")
                 (staging.path / name / "config.pbtxt").write_text(text, encoding="utf-8")
@@ -230,7 +257,10 @@ def build(
                     failures.append(GeneratorError(str(problem)))
                 else:
                     report.warnings.append(str(problem))
-            manifest_models[name] = {"versions": entries, "config_sha256": sha256_file(staging.path / name / "config.pbtxt")}
+            manifest_models[name] = {
+                "versions": entries,
+                "config_sha256": sha256_file(staging.path / name / "config.pbtxt"),
+            }
 
         if failures:
             problems = [line for failure in failures for line in failure.problems]

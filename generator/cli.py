@@ -13,7 +13,6 @@ import signal
 import sys
 import warnings
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from generator import __version__
@@ -31,9 +30,13 @@ def _console(stderr: bool = False) -> Any:
 def _add_ports(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--http-port", type=int, default=8000, help="HTTP port (default 8000)")
     parser.add_argument("--grpc-port", type=int, default=8001, help="gRPC port (default 8001)")
-    parser.add_argument("--metrics-port", type=int, default=8002, help="Prometheus metrics port (default 8002)")
     parser.add_argument(
-        "--address", default="127.0.0.1", help="address to bind (default 127.0.0.1; 0.0.0.0 exposes the server)"
+        "--metrics-port", type=int, default=8002, help="Prometheus metrics port (default 8002)"
+    )
+    parser.add_argument(
+        "--address",
+        default="127.0.0.1",
+        help="address to bind (default 127.0.0.1; 0.0.0.0 exposes the server)",
     )
 
 
@@ -48,22 +51,31 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     build = commands.add_parser("build", help="export, verify, configure and validate every model of a spec")
-    build.add_argument("spec", nargs="?", help="YAML spec (default: generator.yaml, else the bundled example)")
+    build.add_argument(
+        "spec", nargs="?", help="YAML spec (default: generator.yaml, else the bundled example)"
+    )
     build.add_argument("--output", "-o", help="repository directory (default: the spec's `repository`)")
-    build.add_argument("--device", choices=["cpu", "gpu", "auto"], default="cpu",
-                       help="instance kind: cpu -> KIND_CPU, gpu -> KIND_GPU, auto -> KIND_AUTO (default cpu)")
+    build.add_argument(
+        "--device",
+        choices=["cpu", "gpu", "auto"],
+        default="cpu",
+        help="instance kind: cpu -> KIND_CPU, gpu -> KIND_GPU, auto -> KIND_AUTO (default cpu)",
+    )
     build.add_argument("--gpus", help="GPU ids for --device gpu, e.g. 0,1 (default: every GPU Triton sees)")
     build.add_argument("--templates", help="directory with your own copies of the Jinja templates")
 
     validate = commands.add_parser("validate", help="check a model repository the way Triton will load it")
-    validate.add_argument("repository", nargs="?", default="model_repository", help="default: model_repository")
+    validate.add_argument(
+        "repository", nargs="?", default="model_repository", help="default: model_repository"
+    )
 
     serve = commands.add_parser("serve", help="serve a repository with the embedded tritonserver (CPU)")
     serve.add_argument("repository", nargs="?", default="model_repository", help="default: model_repository")
     _add_ports(serve)
 
     demo = commands.add_parser(
-        "demo", help="build the bundled example, serve it, send real requests over HTTP and gRPC, print results"
+        "demo",
+        help="build the bundled example, serve it, send real requests over HTTP and gRPC, print results",
     )
     demo.add_argument("--output", "-o", default="model_repository", help="repository directory")
     _add_ports(demo)
@@ -79,6 +91,7 @@ def _run_build(args: argparse.Namespace) -> int:
 
     console = _console()
     with Status("building", console=console) as status:
+
         def progress(name: str, stage: str) -> None:
             status.update(f"{stage} {name}".strip())
 
@@ -88,7 +101,9 @@ def _run_build(args: argparse.Namespace) -> int:
         figure = (
             f"max abs error {parity['max_abs_error']:.2e}"
             if parity.get("compared")
-            else ("runs at " + ", ".join(f"batch {b}" for b in parity.get("batch_sizes", [])) if parity else "")
+            else (
+                "runs at " + ", ".join(f"batch {b}" for b in parity.get("batch_sizes", [])) if parity else ""
+            )
         )
         console.print(
             f"[green]✓[/] {model.name} v{model.version}: {model.status} ({model.platform}, "
@@ -111,7 +126,9 @@ def _run_validate(args: argparse.Namespace) -> int:
         color = "red" if problem.severity == "error" else "yellow"
         console.print(f"[{color}]{problem.severity}[/]: {problem.model}: {problem.message}")
     verdict = "[green]valid[/]" if report.ok else f"[red]{len(report.errors)} error(s)[/]"
-    console.print(f"{args.repository}: {len(report.models)} model(s), {verdict}, {len(report.warnings)} warning(s)")
+    console.print(
+        f"{args.repository}: {len(report.models)} model(s), {verdict}, {len(report.warnings)} warning(s)"
+    )
     return EXIT_OK if report.ok else EXIT_FAILED
 
 
@@ -129,7 +146,9 @@ def _serve_until_signal(server: Any) -> int:
     finally:
         signal.signal(signal.SIGTERM, previous)
         server.stop()
-    raise GeneratorError(f"tritonserver exited unexpectedly with code {code}; see its log at {server.log_path}")
+    raise GeneratorError(
+        f"tritonserver exited unexpectedly with code {code}; see its log at {server.log_path}"
+    )
 
 
 def _print_endpoints(console: Any, endpoints: Any, repository: str) -> None:
@@ -146,8 +165,11 @@ def _run_serve(args: argparse.Namespace) -> int:
     console = _console()
     validate_repository(args.repository).raise_for_errors()
     server = EmbeddedServer(
-        args.repository, http_port=args.http_port, grpc_port=args.grpc_port,
-        metrics_port=args.metrics_port, address=args.address,
+        args.repository,
+        http_port=args.http_port,
+        grpc_port=args.grpc_port,
+        metrics_port=args.metrics_port,
+        address=args.address,
     )
     endpoints = server.start()
     _print_endpoints(console, endpoints, args.repository)
@@ -163,8 +185,14 @@ def _run_demo(args: argparse.Namespace) -> int:
     def say(line: str) -> None:
         console.print(line)
 
-    run_demo(args.output, http_port=args.http_port, grpc_port=args.grpc_port,
-             metrics_port=args.metrics_port, address=args.address, say=say)
+    run_demo(
+        args.output,
+        http_port=args.http_port,
+        grpc_port=args.grpc_port,
+        metrics_port=args.metrics_port,
+        address=args.address,
+        say=say,
+    )
     return EXIT_OK
 
 
@@ -185,7 +213,9 @@ _COMMANDS = {
 
 
 def _quiet_frameworks(verbose: bool) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     if not verbose:
         warnings.filterwarnings("ignore")
         for noisy in ("torch", "onnxscript", "onnx_ir", "tf2onnx"):
@@ -213,7 +243,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if args.debug:
             raise
-        errors.print(f"[red]internal error[/]: {type(exc).__name__}: {exc} (run with --debug for the traceback)")
+        errors.print(
+            f"[red]internal error[/]: {type(exc).__name__}: {exc} (run with --debug for the traceback)"
+        )
         return EXIT_FAILED
 
 

@@ -28,7 +28,11 @@ log = logging.getLogger(__name__)
 
 CONFIG_TEMPLATE = "config.pbtxt.j2"
 DEFAULT_MAX_BATCH_SIZE = 8
-DEFAULT_FILENAMES = {"onnxruntime_onnx": "model.onnx", "tensorrt_plan": "model.plan", "pytorch_libtorch": "model.pt"}
+DEFAULT_FILENAMES = {
+    "onnxruntime_onnx": "model.onnx",
+    "tensorrt_plan": "model.plan",
+    "pytorch_libtorch": "model.pt",
+}
 _KINDS = {"cpu": "KIND_CPU", "gpu": "KIND_GPU", "auto": "KIND_AUTO"}
 
 
@@ -60,7 +64,9 @@ class DeviceProfile:
         try:
             ids = tuple(sorted({int(part) for part in gpus.split(",") if part.strip()}))
         except ValueError:
-            raise ConfigError(f"--gpus '{gpus}' is not a comma-separated list of GPU ids (e.g. 0,1)") from None
+            raise ConfigError(
+                f"--gpus '{gpus}' is not a comma-separated list of GPU ids (e.g. 0,1)"
+            ) from None
         if not ids or min(ids) < 0:
             raise ConfigError(f"--gpus '{gpus}' must list GPU ids >= 0 (e.g. 0,1)")
         return cls(device, ids)
@@ -133,7 +139,7 @@ def _parameter(value: Any) -> dict:
 
 def _warmup(model: ModelSpec, inputs: list[dict], max_batch_size: int) -> list[dict]:
     warmup = model.warmup
-    assert warmup  # noqa: S101 - callers check
+    assert warmup
     key = "random_data" if warmup.data == "random" else "zero_data"
     entries = {
         t["name"]: {"data_type": t["data_type"], "dims": [1 if d == -1 else d for d in t["dims"]], key: True}
@@ -141,8 +147,14 @@ def _warmup(model: ModelSpec, inputs: list[dict], max_batch_size: int) -> list[d
         if not t.get("optional")
     }
     batch_size = min(warmup.batch_size, max_batch_size) if max_batch_size > 0 else 1
-    return [{"name": f"{warmup.data}_batch_{batch_size}", "batch_size": batch_size, "inputs": entries,
-             "count": warmup.count}]
+    return [
+        {
+            "name": f"{warmup.data}_batch_{batch_size}",
+            "batch_size": batch_size,
+            "inputs": entries,
+            "count": warmup.count,
+        }
+    ]
 
 
 def build_config(
@@ -208,7 +220,9 @@ def environment(user_templates: Path | None = None) -> jinja2.Environment:
     loaders: list[jinja2.BaseLoader] = []
     if user_templates is not None:
         if not Path(user_templates).is_dir():
-            raise ConfigError(f"--templates '{user_templates}' is not a directory; pass a directory of .j2 templates")
+            raise ConfigError(
+                f"--templates '{user_templates}' is not a directory; pass a directory of .j2 templates"
+            )
         loaders.append(jinja2.FileSystemLoader(str(user_templates)))
     loaders.append(jinja2.FileSystemLoader(str(templates_dir())))
     env = jinja2.Environment(
@@ -233,10 +247,14 @@ def render(config: dict[str, Any], env: jinja2.Environment, spec_name: str = "sp
         template = env.get_template(CONFIG_TEMPLATE)
         return template.render(config=config, tool_version=__version__, spec_name=spec_name)
     except jinja2.TemplateNotFound as exc:
-        raise ConfigError(f"template '{exc.name}' not found; copy it from tritongen's templates/ into --templates") from None
+        raise ConfigError(
+            f"template '{exc.name}' not found; copy it from tritongen's templates/ into --templates"
+        ) from None
     except jinja2.TemplateError as exc:
         where = f" (line {exc.lineno})" if getattr(exc, "lineno", None) else ""
-        raise ConfigError(f"template {CONFIG_TEMPLATE}{where} failed for model '{config['name']}': {exc}") from None
+        raise ConfigError(
+            f"template {CONFIG_TEMPLATE}{where} failed for model '{config['name']}': {exc}"
+        ) from None
 
 
 def intended_proto(config: dict[str, Any]) -> model_config_pb2.ModelConfig:
@@ -264,8 +282,11 @@ def _differences(intended: Any, rendered: Any, path: str = "") -> list[str]:
             lines += _differences(intended.get(key), rendered.get(key), sub)
         return lines
     if isinstance(intended, list) and isinstance(rendered, list) and len(intended) == len(rendered):
-        return [line for i, (a, b) in enumerate(zip(intended, rendered, strict=True)) for line in
-                _differences(a, b, f"{path}[{i}]")]
+        return [
+            line
+            for i, (a, b) in enumerate(zip(intended, rendered, strict=True))
+            for line in _differences(a, b, f"{path}[{i}]")
+        ]
     return [] if intended == rendered else [f"{path}: intended {intended!r}, rendered {rendered!r}"]
 
 

@@ -39,7 +39,9 @@ def _infer_http(url: str, model: str, name: str, output: str, batch: np.ndarray)
     with httpclient.InferenceServerClient(url=url) as client:
         tensor = httpclient.InferInput(name, list(batch.shape), "FP32")
         tensor.set_data_from_numpy(batch, binary_data=True)
-        result = client.infer(model, [tensor], outputs=[httpclient.InferRequestedOutput(output, binary_data=True)])
+        result = client.infer(
+            model, [tensor], outputs=[httpclient.InferRequestedOutput(output, binary_data=True)]
+        )
         return result.as_numpy(output)
 
 
@@ -82,9 +84,14 @@ def run_demo(
         for model, name, out, data in cases:
             started = time.perf_counter()
             http_first = _infer_http(endpoints.http, model, name, out, data[:8])
-            grpc_single = np.concatenate([_infer_grpc(endpoints.grpc, model, name, out, data[i : i + 1]) for i in range(8)])
+            grpc_single = np.concatenate(
+                [_infer_grpc(endpoints.grpc, model, name, out, data[i : i + 1]) for i in range(8)]
+            )
             served = np.concatenate(
-                [_infer_grpc(endpoints.grpc, model, name, out, data[i : i + 64]) for i in range(0, len(data), 64)]
+                [
+                    _infer_grpc(endpoints.grpc, model, name, out, data[i : i + 64])
+                    for i in range(0, len(data), 64)
+                ]
             )
             result.requests += 1 + 8 + (len(data) + 63) // 64
             local = onnx_runner(repo / model / "1" / "model.onnx")({name: data})[out]

@@ -71,12 +71,18 @@ class Staging:
     def __init__(self, target: Path) -> None:
         self.target = Path(target).absolute()
         if self.target.exists() and not self.target.is_dir():
-            raise RepositoryError(f"output '{self.target}' exists and is not a directory; pass another --output")
+            raise RepositoryError(
+                f"output '{self.target}' exists and is not a directory; pass another --output"
+            )
         try:
             self.target.parent.mkdir(parents=True, exist_ok=True)
-            self.path = Path(tempfile.mkdtemp(prefix=f".{self.target.name}.building-", dir=self.target.parent))
+            self.path = Path(
+                tempfile.mkdtemp(prefix=f".{self.target.name}.building-", dir=self.target.parent)
+            )
         except OSError as exc:
-            raise RepositoryError(f"cannot create a staging directory beside '{self.target}': {exc.strerror}") from None
+            raise RepositoryError(
+                f"cannot create a staging directory beside '{self.target}': {exc.strerror}"
+            ) from None
         self.committed = False
 
     def __enter__(self) -> Staging:

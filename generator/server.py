@@ -17,6 +17,7 @@ Example::
 from __future__ import annotations
 
 import atexit
+import contextlib
 import ctypes.util
 import importlib.util
 import logging
@@ -272,6 +273,7 @@ class EmbeddedServer:
         self._requested_log = Path(log_path) if log_path is not None else None
         self._log_path: Path | None = self._requested_log
         self._process: subprocess.Popen[bytes] | None = None
+        self._returncode: int | None = None
         self._workdir: Path | None = None
         self._lock = threading.RLock()
         host = _client_host(address)
@@ -326,36 +328,21 @@ class EmbeddedServer:
             stub = install.stub_for()
             libpython = _libpython_dir()
             if not self.repository.is_dir():
-                raise ServerError(f"the model repository {self.repository} does not exist or is not a directory")
+                raise ServerError(
+                    f"the model repository {self.repository} does not exist or is not a directory"
+                )
             flags = {"HTTP": "--http-port", "gRPC": "--grpc-port", "metrics": "--metrics-port"}
             for kind, port in self.ports.items():
                 if _port_in_use(self.address, port):
                     raise ServerError(
-                        f"port {port} ({kind}) is already in use on {self.address}; pick another with {flags[kind]}"
+                        f"port {port} ({kind}) is already in use on {self.address}; "
+                        f"pick another with {flags[kind]}"
                     )
 
             self._workdir = Path(tempfile.mkdtemp(prefix="tritongen-triton-"))
-            backends = self._prepare_backends(install, stub)
             self._log_path = self._requested_log or self._workdir / "tritonserver.log"
-            self._log_path.parent.mkdir(parents=True, exist_ok=True)
-            command = self._command(install, backends)
-            logger.info("starting Triton: %s", " ".join(command))
             try:
-                with self._log_path.open("wb") as log:
-                    self._process = subprocess.Popen(
-                        command,
-                        stdin=subprocess.DEVNULL,
-                        stdout=log,
-                        stderr=subprocess.STDOUT,
-                        env=self._environment(install, libpython),
-                        start_new_session=True,
-                        close_fds=True,
-                    )
-            except OSError as error:
-                self._release(keep_log=True)
-                raise ServerError(f"could not run {install.binary}: {error}") from error
-            _RUNNING.add(self)
-            try:
+                self._launch(install, stub, libpython)
                 self._wait_ready()
             except BaseException:
                 self._release(keep_log=True)
@@ -375,13 +362,17 @@ class EmbeddedServer:
     def wait(self) -> int:
         """Block until the server process exits and return its exit code.
 
+        If the server has already been stopped, return the exit code of that run.
+
         Raises:
             ServerError: The server was never started.
         """
         process = self._process
-        if process is None:
-            raise ServerError("the Triton server is not running; start it first")
-        return process.wait()
+        if process is not None:
+            return process.wait()
+        if self._returncode is None:
+            raise ServerError("the Triton server has not been started")
+        return self._returncode
 
     def __enter__(self) -> EmbeddedServer:
         self.start()
@@ -395,6 +386,28 @@ class EmbeddedServer:
     ) -> None:
         self.stop()
 
+    def _launch(self, install: TritonInstall, stub: Path, libpython: Path | None) -> None:
+        assert self._log_path is not None
+        backends = self._prepare_backends(install, stub)
+        command = self._command(install, backends)
+        self._log_path.parent.mkdir(parents=True, exist_ok=True)
+        logger.info("starting Triton: %s", " ".join(command))
+        try:
+            with self._log_path.open("wb") as log:
+                self._process = subprocess.Popen(
+                    command,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=self._environment(install, libpython),
+                    start_new_session=True,
+                    close_fds=True,
+                )
+        except OSError as error:
+            raise ServerError(f"could not run {install.binary}: {error}") from error
+        self._returncode = None
+        _RUNNING.add(self)
+
     def _prepare_backends(self, install: TritonInstall, stub: Path) -> Path:
         assert self._workdir is not None
         backends = self._workdir / "backends"
@@ -405,7 +418,9 @@ class EmbeddedServer:
                 shutil.copy2(item, python_dir / item.name)
         shutil.copy2(stub, python_dir / _STUB_NAME)
         if not _ORT_BACKEND.is_file():
-            raise ServerError(f"tritongen's ONNX Runtime backend ({_ORT_BACKEND}) is missing; reinstall tritongen")
+            raise ServerError(
+                f"tritongen's ONNX Runtime backend ({_ORT_BACKEND}) is missing; reinstall tritongen"
+            )
         ort_dir = backends / "onnxruntime"
         ort_dir.mkdir()
         shutil.copy2(_ORT_BACKEND, ort_dir / "model.py")
@@ -450,6 +465,7 @@ class EmbeddedServer:
     def _wait_ready(self) -> None:
         assert self._process is not None and self._log_path is not None
         url = f"http://{self._endpoints.http}/v2/health/ready"
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via a proxy
         deadline = time.monotonic() + self.startup_timeout
         while True:
             code = self._process.poll()
@@ -457,7 +473,7 @@ class EmbeddedServer:
                 reason = _failure_reason(self._log_path) or f"tritonserver exited with code {code}"
                 raise ServerError(f"Triton did not start: {reason} (server log: {self._log_path})")
             try:
-                with urllib.request.urlopen(url, timeout=1.0) as response:
+                with opener.open(url, timeout=1.0) as response:
                     if response.status == 200:
                         return
             except (urllib.error.URLError, OSError):
@@ -466,7 +482,8 @@ class EmbeddedServer:
                 reason = _failure_reason(self._log_path)
                 detail = f": {reason}" if reason else ""
                 raise ServerError(
-                    f"Triton was not ready within {self.startup_timeout:g} s{detail} (server log: {self._log_path})"
+                    f"Triton was not ready within {self.startup_timeout:g} s{detail} "
+                    f"(server log: {self._log_path})"
                 )
             time.sleep(0.1)
 
@@ -475,7 +492,7 @@ class EmbeddedServer:
         process, self._process = self._process, None
         _RUNNING.discard(self)
         if process is not None:
-            _terminate(process, self.exit_timeout + 10.0)
+            self._returncode = _terminate(process, self.exit_timeout + 10.0)
         workdir, self._workdir = self._workdir, None
         if workdir is None:
             return
@@ -489,8 +506,12 @@ class EmbeddedServer:
             shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _terminate(process: subprocess.Popen[bytes], grace: float) -> None:
-    """SIGTERM the server, wait up to ``grace`` seconds, then SIGKILL its whole process group."""
+def _terminate(process: subprocess.Popen[bytes], grace: float) -> int:
+    """SIGTERM the server, wait up to ``grace`` seconds, then SIGKILL its whole process group.
+
+    Returns:
+        The server's exit code.
+    """
     group = process.pid  # start_new_session=True: the server leads its own process group
     if process.poll() is None:
         logger.info("stopping Triton (pid %d)", process.pid)
@@ -501,19 +522,18 @@ def _terminate(process: subprocess.Popen[bytes], grace: float) -> None:
             logger.warning("Triton (pid %d) did not exit within %.0f s; killing it", process.pid, grace)
         except ProcessLookupError:
             pass
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(group, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    process.wait()
+    code = process.wait()
     deadline = time.monotonic() + 5.0
     while time.monotonic() < deadline:
         try:
             os.killpg(group, 0)
         except (ProcessLookupError, PermissionError):
-            return
+            return code
         time.sleep(0.05)
     logger.warning("processes of Triton's group %d are still present after SIGKILL", group)
+    return code
 
 
 _RUNNING: set[EmbeddedServer] = set()
@@ -524,5 +544,5 @@ def _stop_all() -> None:
     for server in list(_RUNNING):
         try:
             server.stop()
-        except Exception:  # noqa: BLE001 - best effort at interpreter exit
+        except Exception:  # best effort at interpreter exit
             logger.exception("could not stop the Triton server at exit")

@@ -39,7 +39,8 @@ class TensorSpec(_Strict):
     dtype: str = Field(description="Triton data type: FP32, INT64, ... (TYPE_FP32 is accepted too).")
     dims: list[int] = Field(description="Shape without the batch axis; -1 for a variable-size dimension.")
     reshape: list[int] | None = Field(
-        default=None, description="Shape the model itself uses, when it differs from dims (e.g. [] for scalars)."
+        default=None,
+        description="Shape the model itself uses, when it differs from dims (e.g. [] for scalars).",
     )
     optional: bool = Field(default=False, description="Requests may omit this input.")
 
@@ -155,7 +156,9 @@ class ModelSettings(_Strict):
     warmup: Warmup | Literal[False] | None = None
     response_cache: bool | None = None
     verify: Verify | None = None
-    opset: int | None = Field(default=None, ge=7, description="ONNX opset for exports; unset: the exporter's.")
+    opset: int | None = Field(
+        default=None, ge=7, description="ONNX opset for exports; unset: the exporter's."
+    )
 
     @field_validator("dynamic_batching", "warmup", mode="before")
     @classmethod
@@ -166,7 +169,9 @@ class ModelSettings(_Strict):
 class ModelSpec(ModelSettings):
     """One model: where it comes from and how Triton serves it."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$", description="Model name: the directory in the repository.")
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9_.\-]+$", description="Model name: the directory in the repository."
+    )
     framework: Literal["torch", "onnx"]
     source: str = Field(min_length=1, description="`path/file.py:function` factory, or a model file path.")
     version: int = Field(default=1, ge=1)
@@ -189,7 +194,9 @@ class Spec(_Strict):
         for model in self.models:
             key = (model.name, model.version)
             if key in seen:
-                raise ValueError(f"model '{model.name}' version {model.version} appears twice; give each a version")
+                raise ValueError(
+                    f"model '{model.name}' version {model.version} appears twice; give each a version"
+                )
             seen.add(key)
         return self
 
@@ -308,7 +315,9 @@ def parse_spec(data: Any, base_dir: Path = Path("."), origin: str = "spec") -> S
         SpecError: with one line per problem, each naming the field path.
     """
     if not isinstance(data, dict):
-        raise SpecError(f"{origin}: the top level must be a mapping with 'models:'; see `python -m generator schema`")
+        raise SpecError(
+            f"{origin}: the top level must be a mapping with 'models:'; see `python -m generator schema`"
+        )
     problems: list[str] = []
     raw_defaults = data.get("defaults") or {}
     try:
@@ -366,7 +375,9 @@ def load_spec(path: str | Path | None = None) -> Spec:
         mark = getattr(exc, "problem_mark", None)
         where = f"{spec_path}:{mark.line + 1}:{mark.column + 1}" if mark else str(spec_path)
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise SpecError(f"{where}: YAML does not parse ({problem}); fix the indentation or quoting there") from None
+        raise SpecError(
+            f"{where}: YAML does not parse ({problem}); fix the indentation or quoting there"
+        ) from None
     except UnicodeDecodeError:
         raise SpecError(f"{spec_path}: not a UTF-8 text file; pass a YAML spec") from None
     return parse_spec(data, base_dir=spec_path.resolve().parent, origin=str(spec_path))

@@ -80,7 +80,11 @@ def _type(value: int) -> str:
 def _suggest(name: str, choices: Iterable[str]) -> str:
     choices = list(choices)
     by_lower = {c.lower(): c for c in choices}
-    close = [by_lower[name.lower()]] if name.lower() in by_lower else difflib.get_close_matches(name, choices, n=1)
+    close = (
+        [by_lower[name.lower()]]
+        if name.lower() in by_lower
+        else difflib.get_close_matches(name, choices, n=1)
+    )
     return f"did you mean '{close[0]}'?" if close else f"the model has: {', '.join(choices) or '(none)'}"
 
 
@@ -98,7 +102,12 @@ def check_config(config: model_config_pb2.ModelConfig, dir_name: str | None = No
     if config.platform and config.platform not in PLATFORM_BACKENDS:
         err(f"platform '{config.platform}' is unknown; use one of {', '.join(PLATFORM_BACKENDS)}")
     expected_backend = PLATFORM_BACKENDS.get(config.platform)
-    if config.platform and config.backend and expected_backend is not None and config.backend != expected_backend:
+    if (
+        config.platform
+        and config.backend
+        and expected_backend is not None
+        and config.backend != expected_backend
+    ):
         err(
             f"platform '{config.platform}' and backend '{config.backend}' disagree; "
             f"use backend '{expected_backend}' or drop one of them"
@@ -116,7 +125,9 @@ def check_config(config: model_config_pb2.ModelConfig, dir_name: str | None = No
             if tensor.data_type == model_config_pb2.TYPE_INVALID:
                 err(f"{kind} '{tensor.name}' has no data_type; set one such as TYPE_FP32")
             if not tensor.dims:
-                err(f"{kind} '{tensor.name}' has no dims; use dims: [1] with reshape {{ shape: [] }} for a scalar")
+                err(
+                    f"{kind} '{tensor.name}' has no dims; use dims: [1] with reshape {{ shape: [] }} for a scalar"
+                )
             bad = [d for d in tensor.dims if d == 0 or d < -1]
             if bad:
                 err(f"{kind} '{tensor.name}' dims {_shape(tensor.dims)} hold {bad[0]}; use sizes > 0, or -1")
@@ -141,7 +152,9 @@ def check_config(config: model_config_pb2.ModelConfig, dir_name: str | None = No
         if group.count < 0:
             err(f"{label} count {group.count} is negative")
         if group.gpus and group.kind not in (model_config_pb2.ModelInstanceGroup.KIND_GPU,):
-            err(f"{label} lists gpus but its kind is {_KIND_NAMES.get(group.kind)}; use KIND_GPU or drop gpus")
+            err(
+                f"{label} lists gpus but its kind is {_KIND_NAMES.get(group.kind)}; use KIND_GPU or drop gpus"
+            )
         if any(g < 0 for g in group.gpus):
             err(f"{label} gpus {list(group.gpus)} hold a negative id")
     inputs = {t.name: t for t in config.input}
@@ -150,7 +163,9 @@ def check_config(config: model_config_pb2.ModelConfig, dir_name: str | None = No
             err(f"model_warmup '{warmup.name}' batch_size {warmup.batch_size} exceeds max_batch_size")
         for name, data in warmup.inputs.items():
             if name not in inputs:
-                err(f"model_warmup '{warmup.name}' feeds '{name}', which is not an input; {_suggest(name, inputs)}")
+                err(
+                    f"model_warmup '{warmup.name}' feeds '{name}', which is not an input; {_suggest(name, inputs)}"
+                )
             elif data.data_type != inputs[name].data_type:
                 err(
                     f"model_warmup '{warmup.name}' input '{name}' is {_type(data.data_type)} "
@@ -160,8 +175,11 @@ def check_config(config: model_config_pb2.ModelConfig, dir_name: str | None = No
 
 
 def _compare_dims(
-    kind: str, tensor: model_config_pb2.ModelInput | model_config_pb2.ModelOutput, model: TensorInfo,
-    max_batch_size: int, filename: str,
+    kind: str,
+    tensor: model_config_pb2.ModelInput | model_config_pb2.ModelOutput,
+    model: TensorInfo,
+    max_batch_size: int,
+    filename: str,
 ) -> list[str]:
     problems: list[str] = []
     shape = list(model.shape)
@@ -195,7 +213,9 @@ def _compare_dims(
     return problems
 
 
-def check_against_model(config: model_config_pb2.ModelConfig, signature: Signature, filename: str) -> list[str]:
+def check_against_model(
+    config: model_config_pb2.ModelConfig, signature: Signature, filename: str
+) -> list[str]:
     """Checks of a config against its model file's signature, as Triton's ONNX Runtime backend does."""
     problems: list[str] = []
     model_inputs = {t.name: t for t in signature.inputs}
@@ -207,7 +227,10 @@ def check_against_model(config: model_config_pb2.ModelConfig, signature: Signatu
             f"config declares {len(config.input)} inputs but {filename} has {len(model_inputs)} "
             f"(missing: {', '.join(missing)}); declare every model input"
         )
-    for kind, tensors, known in (("input", config.input, model_inputs), ("output", config.output, model_outputs)):
+    for kind, tensors, known in (
+        ("input", config.input, model_inputs),
+        ("output", config.output, model_outputs),
+    ):
         for tensor in tensors:
             model = known.get(tensor.name)
             if model is None:
@@ -225,7 +248,9 @@ def check_against_model(config: model_config_pb2.ModelConfig, signature: Signatu
 
 
 def _version_dirs(model_dir: Path) -> list[Path]:
-    return sorted((p for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
+    return sorted(
+        (p for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name)
+    )
 
 
 def validate_model_dir(model_dir: Path) -> list[Problem]:
@@ -238,7 +263,10 @@ def validate_model_dir(model_dir: Path) -> list[Problem]:
     if not versions:
         add("error", f"no version directory; put the model file in {name}/1/")
     if not config_path.is_file():
-        add("warning", "no config.pbtxt; Triton will auto-complete one from the model (add one to set batching)")
+        add(
+            "warning",
+            "no config.pbtxt; Triton will auto-complete one from the model (add one to set batching)",
+        )
         return problems
     try:
         config = parse_config_text(config_path.read_text(encoding="utf-8"), f"{name}/config.pbtxt")
@@ -257,7 +285,10 @@ def validate_model_dir(model_dir: Path) -> list[Problem]:
         model_file = version / filename if filename else None
         if model_file is None or not model_file.exists():
             what = filename or "a model file"
-            add("error", f"version {version.name} has no {what}; build the model or fix default_model_filename")
+            add(
+                "error",
+                f"version {version.name} has no {what}; build the model or fix default_model_filename",
+            )
             continue
         if config.platform == "onnxruntime_onnx" or (not config.platform and config.backend == "onnxruntime"):
             try:

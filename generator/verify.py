@@ -80,9 +80,7 @@ def make_inputs(
         dtype = dtypes.to_numpy(tensor.dtype)
         if dtype.kind == "f":
             feeds[tensor.name] = rng.standard_normal(shape).astype(dtype)
-        elif dtype.kind == "b":
-            feeds[tensor.name] = rng.integers(0, 2, shape).astype(dtype)
-        elif dtype.kind in "iu":
+        elif dtype.kind == "b" or dtype.kind in "iu":
             feeds[tensor.name] = rng.integers(0, 2, shape).astype(dtype)
         else:
             feeds[tensor.name] = np.array([b"x"] * int(np.prod(shape)), dtype=object).reshape(shape)
@@ -124,7 +122,9 @@ def _compare(
     )
 
 
-def check_parity(model: ModelSpec, result: ExportResult, max_batch_size: int, settings: Verify) -> ParityReport:
+def check_parity(
+    model: ModelSpec, result: ExportResult, max_batch_size: int, settings: Verify
+) -> ParityReport:
     """Compare the artifact against the source at each batch size.
 
     Without a reference (an ONNX source), the artifact is still run at each batch size, which proves
@@ -137,20 +137,34 @@ def check_parity(model: ModelSpec, result: ExportResult, max_batch_size: int, se
     sizes = settings.batch_sizes or ([1, max_batch_size] if batching else [1])
     sizes = sorted(set(sizes))
     report = ParityReport(result.reference is not None, settings.atol, settings.rtol, sizes)
+    if batching and not result.signature.supports_batching:
+        fixed = [
+            f"{t.name} {list(t.shape)}"
+            for t in result.signature.inputs + result.signature.outputs
+            if not t.batch_dynamic
+        ]
+        raise VerificationError(
+            f"model '{model.name}': max_batch_size is {max_batch_size} but the model has a fixed first dimension "
+            f"({', '.join(fixed)}), so Triton cannot batch it; set max_batch_size: 0 or export it with a dynamic batch axis"
+        )
     exported = onnx_runner(result.model_file)
     for size in sizes:
         feeds = make_inputs(result.signature, model, size if batching else None, settings.seed + size)
         try:
             got = exported(feeds)
         except Exception as exc:
-            report.problems.append(f"model '{model.name}' at batch {size}: ONNX Runtime failed to run it: {exc}")
+            report.problems.append(
+                f"model '{model.name}' at batch {size}: ONNX Runtime failed to run it: {exc}"
+            )
             continue
         if result.reference is None:
             continue
         want = result.reference(feeds)
         for out_name, reference in want.items():
             if out_name not in got:
-                report.problems.append(f"model '{model.name}': output '{out_name}' is missing from the export")
+                report.problems.append(
+                    f"model '{model.name}': output '{out_name}' is missing from the export"
+                )
                 continue
             if got[out_name].shape != reference.shape:
                 report.problems.append(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +73,9 @@ def _example_inputs(model: ModelSpec, example: Any, batching: bool) -> tuple[lis
         if isinstance(example, dict):
             return list(example), list(example.values())
         tensors = list(example) if isinstance(example, (tuple, list)) else [example]
-        names = [t.name for t in model.inputs] if model.inputs else [f"input_{i}" for i in range(len(tensors))]
+        names = (
+            [t.name for t in model.inputs] if model.inputs else [f"input_{i}" for i in range(len(tensors))]
+        )
         if len(names) != len(tensors):
             raise ExportError(
                 f"model '{model.name}': the spec names {len(names)} inputs but the factory's example has "
@@ -126,7 +129,9 @@ def _reference(module: Any, input_names: list[str], output_names: list[str]) -> 
 
     def run(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         with torch.no_grad():
-            outputs = _flatten(module(*[torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in input_names]))
+            outputs = _flatten(
+                module(*[torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in input_names])
+            )
         return {name: out.detach().cpu().numpy() for name, out in zip(output_names, outputs, strict=False)}
 
     return run
@@ -152,18 +157,20 @@ class TorchExporter:
         target = version_dir / MODEL_FILENAME
         started = time.perf_counter()
         try:
-            torch.onnx.export(
-                module,
-                tuple(tensors),
-                str(target),
-                input_names=input_names,
-                output_names=output_names,
-                opset_version=model.opset,
-                dynamic_shapes=_dynamic_shapes(model, tensors, batching),
-                dynamo=True,
-                external_data=False,
-                verbose=False,
-            )
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)  # torch's own deprecations, not the user's
+                torch.onnx.export(
+                    module,
+                    tuple(tensors),
+                    str(target),
+                    input_names=input_names,
+                    output_names=output_names,
+                    opset_version=model.opset,
+                    dynamic_shapes=_dynamic_shapes(model, tensors, batching),
+                    dynamo=True,
+                    external_data=False,
+                    verbose=False,
+                )
         except Exception as exc:
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ExportError(

@@ -55,7 +55,11 @@ def test_changing_one_model_re_exports_only_that_one(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     build(examples / "generator.yaml", repo)
     spec = examples / "generator.yaml"
-    spec.write_text(spec.read_text().replace("instance_group: {count: 1}", "instance_group: {count: 1}\n    max_batch_size: 32"))
+    spec.write_text(
+        spec.read_text().replace(
+            "instance_group: {count: 1}", "instance_group: {count: 1}\n    max_batch_size: 32"
+        )
+    )
     report = build(spec, repo)
     assert {m.name: m.status for m in report.models} == {"digits_cnn": "reused", "digits_linear": "exported"}
     assert "max_batch_size: 32" in (repo / "digits_linear" / "config.pbtxt").read_text()
@@ -67,11 +71,15 @@ def test_a_tolerance_of_zero_fails_parity_and_keeps_the_old_repository(tmp_path:
     build(examples / "generator.yaml", repo)
     before = _tree(repo)
     spec = examples / "generator.yaml"
-    spec.write_text(spec.read_text().replace("verify: {atol: 1.0e-4, rtol: 1.0e-3}", "verify: {atol: 0.0, rtol: 0.0}"))
+    spec.write_text(
+        spec.read_text().replace("verify: {atol: 1.0e-4, rtol: 1.0e-3}", "verify: {atol: 0.0, rtol: 0.0}")
+    )
     with pytest.raises(VerificationError) as caught:
         build(spec, repo)
-    assert any("digits_cnn' output 'logits' at batch 64" in line and "max abs error" in line
-               for line in caught.value.problems)
+    assert any(
+        "digits_cnn' output 'logits' at batch 64" in line and "max abs error" in line
+        for line in caught.value.problems
+    )
     assert _tree(repo) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["examples", "repo"]
 
@@ -80,7 +88,7 @@ def test_a_bad_factory_is_an_export_error_naming_the_fix(tmp_path: Path) -> None
     examples = _examples_copy(tmp_path)
     spec = examples / "generator.yaml"
     spec.write_text(spec.read_text().replace("digits.py:build", "digits.py:biuld"))
-    with pytest.raises(ExportError, match="digits.py has no function 'biuld'; use one of .*build"):
+    with pytest.raises(ExportError, match=r"digits.py has no function 'biuld'; use one of .*build"):
         build(spec, tmp_path / "repo")
     assert not (tmp_path / "repo").exists()
 
@@ -114,7 +122,7 @@ def test_a_fixed_batch_onnx_with_batching_asked_fails_validation(tmp_path: Path)
     make_linear_onnx(tmp_path / "fixed.onnx", batch_dim=1)
     spec = tmp_path / "spec.yaml"
     spec.write_text("models:\n  - {name: fixed, framework: onnx, source: fixed.onnx, max_batch_size: 4}\n")
-    with pytest.raises(GeneratorError, match="ONNX Runtime failed to run it|fixed first dimension"):
+    with pytest.raises(GeneratorError, match=r"fixed first dimension \(x \[1, 4\]"):
         build(spec, tmp_path / "repo")
 
 
@@ -141,4 +149,3 @@ def test_hand_written_models_in_the_repository_survive_a_build(example_repo_copy
     report = build(EXAMPLE_SPEC, example_repo_copy)
     assert report.carried_over == ["mine"]
     assert validate_repository(example_repo_copy).models == ["digits_cnn", "digits_linear", "mine"]
-

@@ -23,7 +23,12 @@ pytestmark = pytest.mark.integration
 def _cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
     return subprocess.run(
-        [sys.executable, "-m", "generator", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env
+        [sys.executable, "-m", "generator", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
     )
 
 
@@ -45,7 +50,9 @@ def test_build_writes_the_repository(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "digits_cnn v1: exported" in result.stdout and "digits_linear v1: exported" in result.stdout
     assert (tmp_path / "repo" / "digits_cnn" / "config.pbtxt").is_file()
-    again = _cli("build", str(EXAMPLE_SPEC), "--output", "repo", "--device", "gpu", "--gpus", "0,1", cwd=tmp_path)
+    again = _cli(
+        "build", str(EXAMPLE_SPEC), "--output", "repo", "--device", "gpu", "--gpus", "0,1", cwd=tmp_path
+    )
     assert again.returncode == 0 and "digits_cnn v1: reused" in again.stdout
     assert "gpus: [ 0, 1 ]" in (tmp_path / "repo" / "digits_cnn" / "config.pbtxt").read_text()
 
@@ -58,7 +65,10 @@ def test_build_writes_the_repository(tmp_path: Path) -> None:
             "models:\n  - {name: a, framework: onnx, source: a.onnx, max_batchsize: 4}\n",
             ("models[0].max_batchsize: unknown field; did you mean 'max_batch_size'?",),
         ),
-        ("models:\n  - {name: a, framework: torch, source: nowhere/f.py:build}\n", ("no file at", "fix the path")),
+        (
+            "models:\n  - {name: a, framework: torch, source: nowhere/f.py:build}\n",
+            ("no file at", "fix the path"),
+        ),
         ("models:\n  - {name: a, framework: torch, source: f.py:build}\n", ("f.py has no function 'build'",)),
     ],
 )
@@ -78,7 +88,9 @@ def test_validate_lists_every_problem(example_repo_copy: Path, tmp_path: Path) -
     good = _cli("validate", str(example_repo_copy), cwd=tmp_path)
     assert good.returncode == 0 and "2 model(s), valid" in good.stdout
     config = example_repo_copy / "digits_cnn" / "config.pbtxt"
-    config.write_text(config.read_text().replace('name: "image"', 'name: "img"').replace("[ 16, 32 ]", "[ 128 ]"))
+    config.write_text(
+        config.read_text().replace('name: "image"', 'name: "img"').replace("[ 16, 32 ]", "[ 128 ]")
+    )
     bad = _cli("validate", str(example_repo_copy), cwd=tmp_path)
     assert bad.returncode == 1 and "Traceback" not in bad.stderr
     assert "input 'img' is not an input of 1/model.onnx; did you mean 'image'?" in bad.stdout
@@ -110,9 +122,24 @@ def test_serve_starts_answers_and_stops_cleanly_on_sigterm(example_repo: Path, t
     ports = [str(find_free_port()) for _ in range(3)]
     env = {**os.environ, "NO_COLOR": "1"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "generator", "serve", str(example_repo), "--http-port", ports[0],
-         "--grpc-port", ports[1], "--metrics-port", ports[2]],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        [
+            sys.executable,
+            "-m",
+            "generator",
+            "serve",
+            str(example_repo),
+            "--http-port",
+            ports[0],
+            "--grpc-port",
+            ports[1],
+            "--metrics-port",
+            ports[2],
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     try:
         deadline = time.monotonic() + 120
@@ -133,7 +160,7 @@ def test_serve_starts_answers_and_stops_cleanly_on_sigterm(example_repo: Path, t
         assert children, "serve started no tritonserver"
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) == 0
-        gone, alive = psutil.wait_procs(children, timeout=30)
+        _, alive = psutil.wait_procs(children, timeout=30)
         assert not alive, f"left running: {alive}"
     finally:
         if process.poll() is None:

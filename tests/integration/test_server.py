@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import shutil
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -71,6 +73,14 @@ instance_group [ { count: 1 kind: KIND_CPU } ]
 parameters { key: "intra_op_thread_count" value: { string_value: "1" } }
 """
 
+NO_BATCHING_CONFIG = """name: "lin_nobatch"
+platform: "onnxruntime_onnx"
+max_batch_size: 0
+input [ { name: "x" data_type: TYPE_FP32 dims: [ -1, 4 ] } ]
+output [ { name: "y" data_type: TYPE_FP32 dims: [ -1, 3 ] } ]
+instance_group [ { count: 1 kind: KIND_CPU } ]
+"""
+
 
 def free_ports() -> dict[str, int]:
     return {"http_port": find_free_port(), "grpc_port": find_free_port(), "metrics_port": find_free_port()}
@@ -92,6 +102,7 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("repository")
     write_model(root, "lin", linear_config("lin"))
     write_model(root, "lin_reshape", RESHAPE_CONFIG)
+    write_model(root, "lin_nobatch", NO_BATCHING_CONFIG)
     return root
 
 
@@ -123,7 +134,7 @@ def test_endpoints_are_loopback(server: EmbeddedServer) -> None:
     assert server.log_path.is_file()
     client = httpclient.InferenceServerClient(endpoints.http)
     assert client.is_server_ready()
-    assert client.is_model_ready("lin") and client.is_model_ready("lin_reshape")
+    assert all(client.is_model_ready(name) for name in ("lin", "lin_reshape", "lin_nobatch"))
 
 
 @pytest.mark.parametrize("batch", [1, 5])
@@ -158,6 +169,14 @@ def test_reshape_of_inputs_and_outputs(server: EmbeddedServer) -> None:
     y = httpclient.InferenceServerClient(server.endpoints.http).infer("lin_reshape", [tensor]).as_numpy("y")
     assert y.shape == (3, 3, 1)
     np.testing.assert_allclose(y[:, :, 0], expected(x.reshape(3, 4)), rtol=1e-5, atol=1e-5)
+
+
+def test_model_without_batching(server: EmbeddedServer) -> None:
+    x = np.random.default_rng(4).standard_normal((7, 4)).astype(np.float32)
+    tensor = httpclient.InferInput("x", list(x.shape), "FP32")
+    tensor.set_data_from_numpy(x)
+    y = httpclient.InferenceServerClient(server.endpoints.http).infer("lin_nobatch", [tensor]).as_numpy("y")
+    np.testing.assert_allclose(y, expected(x), rtol=1e-5, atol=1e-5)
 
 
 def test_concurrent_requests_are_batched(server: EmbeddedServer) -> None:
@@ -250,7 +269,7 @@ def test_stop_leaves_no_process_behind(repository: Path) -> None:
         assert pid is not None
         started = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
         assert {p.name() for p in started} == set(TRITON_PROCESSES)
-        assert len(started) == 1 + 2 + 1  # the server, two "lin" instances, one "lin_reshape" instance
+        assert len(started) == 1 + 2 + 1 + 1  # the server and one stub per model instance
         backends = embedded.log_path.parent / "backends"
         assert (backends / "onnxruntime" / "model.py").is_file()
     finally:
@@ -259,4 +278,25 @@ def test_stop_leaves_no_process_behind(repository: Path) -> None:
         assert not process.is_running() or process.status() == psutil.STATUS_ZOMBIE, process
     assert not embedded.is_running() and embedded.pid is None
     assert not backends.parent.exists(), "the temporary directory must be removed on stop"
+    assert embedded.wait() == 0
     embedded.stop()  # idempotent
+
+
+def test_servers_left_running_are_stopped_at_exit(repository: Path) -> None:
+    script = f"""
+from generator.server import EmbeddedServer
+server = EmbeddedServer({str(repository)!r}, http_port={find_free_port()}, grpc_port={find_free_port()},
+                        metrics_port={find_free_port()})
+server.start()
+print(server.pid, flush=True)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert not psutil.pid_exists(int(done.stdout.split()[0]))

@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from generator.config import DeviceProfile, build_config, check_rendered, environment, parse_config_text, render
+from generator.config import (
+    DeviceProfile,
+    build_config,
+    check_rendered,
+    environment,
+    parse_config_text,
+    render,
+)
 from generator.errors import ConfigError
 from generator.resources import templates_dir
 from generator.signature import Signature, TensorInfo
@@ -119,14 +126,20 @@ def test_a_user_template_may_reformat(tmp_path: Path) -> None:
         "output [ {% for x in config.output %}{{ t.tensor(x, loop.last) }}{% endfor %} ]\n"
         "instance_group [ { count: 1 kind: KIND_CPU } ]\n"
     )
-    model = parse_spec({"models": [{"name": "m", "framework": "onnx", "source": "m.onnx", "dynamic_batching": False}]}).models[0]
+    model = parse_spec(
+        {"models": [{"name": "m", "framework": "onnx", "source": "m.onnx", "dynamic_batching": False}]}
+    ).models[0]
     config = build_config(model, SIGNATURE, "onnxruntime_onnx", DeviceProfile())
     check_rendered(render(config, environment(tmp_path)), config, "m/config.pbtxt")
 
 
 @pytest.mark.parametrize(
     ("device", "gpus", "message"),
-    [("tpu", None, "unknown"), ("cpu", "0", "only applies with --device gpu"), ("gpu", "a,b", "comma-separated")],
+    [
+        ("tpu", None, "unknown"),
+        ("cpu", "0", "only applies with --device gpu"),
+        ("gpu", "a,b", "comma-separated"),
+    ],
 )
 def test_device_profile_errors(device: str, gpus: str | None, message: str) -> None:
     with pytest.raises(ConfigError, match=message):

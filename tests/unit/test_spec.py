@@ -29,8 +29,13 @@ def test_example_spec_loads_with_defaults_merged() -> None:
 def test_model_values_override_and_mappings_merge() -> None:
     spec = parse_spec(
         {
-            "defaults": {"dynamic_batching": {"preferred_batch_size": [4, 8], "max_queue_delay_microseconds": 100}},
-            "models": [_model(dynamic_batching={"max_queue_delay_microseconds": 7}), _model(name="n", dynamic_batching=False)],
+            "defaults": {
+                "dynamic_batching": {"preferred_batch_size": [4, 8], "max_queue_delay_microseconds": 100}
+            },
+            "models": [
+                _model(dynamic_batching={"max_queue_delay_microseconds": 7}),
+                _model(name="n", dynamic_batching=False),
+            ],
         }
     )
     assert spec.models[0].dynamic_batching.preferred_batch_size == [4, 8]
@@ -46,12 +51,24 @@ def test_dtype_accepts_triton_spellings() -> None:
 @pytest.mark.parametrize(
     ("data", "expected"),
     [
-        ({"models": [_model(max_batchsize=4)]}, "models[0].max_batchsize: unknown field; did you mean 'max_batch_size'?"),
-        ({"models": [_model(inputs=[{"name": "x", "dtype": "FP33", "dims": [1]}])]}, "models[0].inputs[0].dtype: 'FP33' is not a Triton data type"),
+        (
+            {"models": [_model(max_batchsize=4)]},
+            "models[0].max_batchsize: unknown field; did you mean 'max_batch_size'?",
+        ),
+        (
+            {"models": [_model(inputs=[{"name": "x", "dtype": "FP33", "dims": [1]}])]},
+            "models[0].inputs[0].dtype: 'FP33' is not a Triton data type",
+        ),
         ({"models": [{"name": "m", "framework": "onnx"}]}, "models[0].source: required field is missing"),
         ({"models": [_model(framework="caffe")]}, "models[0].framework: Input should be 'torch' or 'onnx'"),
-        ({"models": [_model(inputs=[{"name": "x", "dtype": "FP32", "dims": [0]}])]}, "models[0].inputs[0].dims: dimension 0 is invalid"),
-        ({"defaults": {"warmup": 3}, "models": [_model()]}, "defaults.warmup: must be a mapping of settings, or true/false"),
+        (
+            {"models": [_model(inputs=[{"name": "x", "dtype": "FP32", "dims": [0]}])]},
+            "models[0].inputs[0].dims: dimension 0 is invalid",
+        ),
+        (
+            {"defaults": {"warmup": 3}, "models": [_model()]},
+            "defaults.warmup: must be a mapping of settings, or true/false",
+        ),
         ({"models": [_model(), _model()]}, "model 'm' version 1 appears twice"),
         ({"models": []}, "models: List should have at least 1 item"),
         ([1, 2], "the top level must be a mapping"),

@@ -22,7 +22,9 @@ instance_group [ { count: 1 kind: KIND_CPU } ]
 """
 
 
-def _repo(tmp_path: Path, config: str = GOOD, batch_dim: int | str = "batch", version: str | None = "1") -> Path:
+def _repo(
+    tmp_path: Path, config: str = GOOD, batch_dim: int | str = "batch", version: str | None = "1"
+) -> Path:
     repo = tmp_path / "repo"
     model_dir = repo / "lin"
     model_dir.mkdir(parents=True)
@@ -46,15 +48,27 @@ def test_a_good_repository_passes(tmp_path: Path) -> None:
     [
         ("dims: [ 4 ]", "dims: [ -1, 4 ]", "input 'x' dims [-1, 4] include the batch axis"),
         ('name: "x"', 'name: "X"', "input 'X' is not an input of 1/model.onnx; did you mean 'x'?"),
-        ("data_type: TYPE_FP32 dims: [ 4 ]", "data_type: TYPE_FP16 dims: [ 4 ]", "input 'x' is TYPE_FP16 in config.pbtxt but FP32"),
+        (
+            "data_type: TYPE_FP32 dims: [ 4 ]",
+            "data_type: TYPE_FP16 dims: [ 4 ]",
+            "input 'x' is TYPE_FP16 in config.pbtxt but FP32",
+        ),
         ("[ 4, 8 ]", "[ 4, 32 ]", "preferred_batch_size 32 exceeds max_batch_size 16"),
         ('platform: "onnxruntime_onnx"', 'platform: "onnxruntime_onnx" backend: "tensorrt"', "disagree"),
         ("dims: [ 3 ]", "dims: [ 5 ]", "output 'y' dims [5] differ from 1/model.onnx's [3]"),
         ("dims: [ 4 ]", "dims: [ -1 ]", "input 'x' dims [-1] differ"),
         ('name: "lin"', 'name: "other"', "config name 'other' differs from its directory 'lin'"),
-        ("max_batch_size: 16", "max_batch_size: 16\ndefault_model_filename: \"m.onnx\"", "version 1 has no m.onnx"),
+        (
+            "max_batch_size: 16",
+            'max_batch_size: 16\ndefault_model_filename: "m.onnx"',
+            "version 1 has no m.onnx",
+        ),
         ("max_batch_size: 16", "max_batch_size: sixteen", "does not parse"),
-        ("instance_group [ { count: 1 kind: KIND_CPU } ]", "instance_group [ { count: 1 kind: KIND_CPU gpus: [0] } ]", "lists gpus but its kind is KIND_CPU"),
+        (
+            "instance_group [ { count: 1 kind: KIND_CPU } ]",
+            "instance_group [ { count: 1 kind: KIND_CPU gpus: [0] } ]",
+            "lists gpus but its kind is KIND_CPU",
+        ),
     ],
 )
 def test_each_mistake_is_caught(tmp_path: Path, old: str, new: str, expected: str) -> None:
@@ -65,11 +79,18 @@ def test_each_mistake_is_caught(tmp_path: Path, old: str, new: str, expected: st
 
 def test_a_fixed_batch_dimension_in_the_onnx(tmp_path: Path) -> None:
     errors = _errors(_repo(tmp_path, batch_dim=1))
-    assert any("fixed first dimension (1) in 1/model.onnx, so Triton cannot batch it" in e for e in errors), errors
+    assert any("fixed first dimension (1) in 1/model.onnx, so Triton cannot batch it" in e for e in errors), (
+        errors
+    )
     assert validate_repository(
-        _repo(tmp_path / "b", GOOD.replace("max_batch_size: 16", "max_batch_size: 0").replace(
-            "dims: [ 4 ]", "dims: [ 1, 4 ]").replace("dims: [ 3 ]", "dims: [ 1, 3 ]").replace(
-            "dynamic_batching { preferred_batch_size: [ 4, 8 ] }", ""), batch_dim=1)
+        _repo(
+            tmp_path / "b",
+            GOOD.replace("max_batch_size: 16", "max_batch_size: 0")
+            .replace("dims: [ 4 ]", "dims: [ 1, 4 ]")
+            .replace("dims: [ 3 ]", "dims: [ 1, 3 ]")
+            .replace("dynamic_batching { preferred_batch_size: [ 4, 8 ] }", ""),
+            batch_dim=1,
+        )
     ).ok
 
 
@@ -78,8 +99,11 @@ def test_no_version_directory(tmp_path: Path) -> None:
 
 
 def test_every_problem_is_listed_at_once(tmp_path: Path) -> None:
-    bad = GOOD.replace('name: "x"', 'name: "X"').replace("[ 4, 8 ]", "[ 64 ]").replace(
-        "TYPE_FP32 dims: [ 3 ]", "TYPE_INT32 dims: [ 3 ]")
+    bad = (
+        GOOD.replace('name: "x"', 'name: "X"')
+        .replace("[ 4, 8 ]", "[ 64 ]")
+        .replace("TYPE_FP32 dims: [ 3 ]", "TYPE_INT32 dims: [ 3 ]")
+    )
     report = validate_repository(_repo(tmp_path, bad))
     assert len(report.errors) == 3  # the wrong input name, the preferred size, the output dtype
     with pytest.raises(ValidationError) as caught:

@@ -1,19 +1,21 @@
 """A Python-based ONNX Runtime backend for the embedded Triton server.
 
 The Triton build that ships in the ``nvidia-pytriton`` wheel has only the Python backend. Triton resolves a
-backend named ``B`` by looking in ``<backend-dir>/B/``; when there is no ``libtriton_B.so`` but a ``model.py``,
-it runs that file through the Python backend for every model whose config says ``backend: "B"`` or a platform
-that maps to it. The embedded server copies this file to ``<backend-dir>/onnxruntime/model.py``, so ordinary
-configs with ``platform: "onnxruntime_onnx"`` (or ``backend: "onnxruntime"``) load unchanged and the same
-repository also loads in the official Triton container with its native C++ ONNX Runtime backend.
+backend named ``B`` by looking in ``<backend-dir>/B/``; when there is no ``libtriton_B.so`` but a
+``model.py``, it runs that file through the Python backend for every model whose config says
+``backend: "B"`` or a platform that maps to it. The embedded server copies this file to
+``<backend-dir>/onnxruntime/model.py``, so ordinary configs with ``platform: "onnxruntime_onnx"`` (or
+``backend: "onnxruntime"``) load unchanged, and the same repository also loads in the official Triton
+container with its native C++ ONNX Runtime backend.
 
 What it does, mirroring the native backend where that makes sense on CPUs:
 
 * loads ``<model dir>/<version>/<default_model_filename or model.onnx>`` (a directory of that name holding
   ``model.onnx`` works too) and checks the config's inputs and outputs against the model at load time;
 * honours the config ``parameters`` ``intra_op_thread_count``, ``inter_op_thread_count`` and
-  ``execution_mode``, and ``optimization { graph { level } }``; without ``intra_op_thread_count`` each instance
-  gets ``max(1, usable cores // instances in instance_group)`` threads so instances do not oversubscribe;
+  ``execution_mode``, and ``optimization { graph { level } }``; without ``intra_op_thread_count`` each
+  instance gets ``max(1, usable cores // instances in instance_group)`` threads, so that instances do not
+  oversubscribe the CPU;
 * when ``max_batch_size > 0``, runs all the requests Triton hands ``execute()`` as one batch (inputs
   concatenated along axis 0, one ``session.run``, outputs split back by each request's batch size);
 * applies ``reshape`` on inputs and outputs, skips optional inputs a request does not send, computes only the
@@ -101,6 +103,14 @@ def _target_shape(dims: tuple[int, ...]) -> tuple[int, ...] | None:
     return dims if sum(1 for d in dims if d < 0) <= 1 else None
 
 
+# (request index, {input name: array}, batch size, requested output names)
+_Member = tuple[int, dict[str, np.ndarray], int, list[str]]
+
+
+class _Incompatible(Exception):
+    """The requests' inputs cannot be concatenated into one batch."""
+
+
 class TritonPythonModel:
     """Serves one ONNX model instance with ONNX Runtime on the CPU."""
 
@@ -173,7 +183,10 @@ class TritonPythonModel:
                 name = spec["name"]
                 if name not in found:
                     allowed = ", ".join(sorted(found)) or "none"
-                    raise ValueError(f"unexpected {kind} '{name}' in the model configuration; the model's {kind}s are: {allowed}")
+                    raise ValueError(
+                        f"unexpected {kind} '{name}' in the model configuration; "
+                        f"the model's {kind}s are: {allowed}"
+                    )
                 self._check_tensor(kind, spec, found[name])
         missing = sorted(set(model_inputs) - configured)
         if missing:
@@ -190,14 +203,14 @@ class TritonPythonModel:
         dims = _dims(spec["reshape"].get("shape")) if "reshape" in spec else _dims(spec.get("dims"))
         model_shape = list(meta.shape)
         if self._batching:
-            if not model_shape or isinstance(model_shape[0], int) and model_shape[0] > 0:
+            if not model_shape or (isinstance(model_shape[0], int) and model_shape[0] > 0):
                 raise ValueError(
                     f"{kind} '{name}': max_batch_size > 0 but the model's first dimension is not dynamic "
                     f"(model shape {model_shape}); set max_batch_size: 0 or export with a dynamic batch axis"
                 )
             model_shape = model_shape[1:]
         mismatch = len(model_shape) != len(dims) or any(
-            isinstance(m, int) and m > 0 and d > 0 and m != d for m, d in zip(model_shape, dims)
+            isinstance(m, int) and m > 0 and d > 0 and m != d for m, d in zip(model_shape, dims, strict=True)
         )
         if mismatch:
             raise ValueError(
@@ -206,20 +219,23 @@ class TritonPythonModel:
             )
 
     def execute(self, requests: list) -> list:
-        """Run the requests; with batching, all those of the same shapes in one ``session.run``."""
+        """Run the requests; with batching, all of them in one ``session.run`` where their shapes allow."""
         if len(requests) == 1 or not self._batching:
             return [self._run_one(request) for request in requests]
         return self._run_batched(requests)
 
     def _feeds(self, request) -> dict[str, np.ndarray]:
         feeds = {tensor.name(): tensor.as_numpy() for tensor in request.inputs()}
-        for name in self._string_inputs.intersection(feeds):
-            feeds[name] = np.vectorize(_decode, otypes=[object])(feeds[name])
+        if self._string_inputs:
+            for name in self._string_inputs.intersection(feeds):
+                feeds[name] = np.vectorize(_decode, otypes=[object])(feeds[name])
         return feeds
 
     def _wanted(self, request) -> list[str]:
         names = request.requested_output_names()
-        return [n for n in self._output_names if n in names] if names else self._output_names
+        if not names or len(names) == len(self._output_names):
+            return self._output_names
+        return [n for n in self._output_names if n in names]
 
     def _to_model(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         for name, shape in self._input_reshape.items():
@@ -240,49 +256,69 @@ class TritonPythonModel:
             outputs = self._session.run(names, self._to_model(self._feeds(request)))
             return pb_utils.InferenceResponse(
                 output_tensors=[
-                    pb_utils.Tensor(name, self._from_model(name, array)) for name, array in zip(names, outputs)
+                    pb_utils.Tensor(name, self._from_model(name, array))
+                    for name, array in zip(names, outputs, strict=True)
                 ]
             )
-        except Exception as error:  # noqa: BLE001 - every failure becomes this request's error response
+        except Exception as error:  # every failure becomes this request's error response
             return self._error(error)
 
     def _run_batched(self, requests: list) -> list:
         responses: list = [None] * len(requests)
-        groups: dict[tuple, list[tuple[int, dict[str, np.ndarray], int, list[str]]]] = {}
+        members: list[_Member] = []
         for index, request in enumerate(requests):
             try:
                 feeds = self._feeds(request)
-                key = tuple(sorted((name, array.shape[1:], array.dtype.str) for name, array in feeds.items()))
                 batch = next(iter(feeds.values())).shape[0] if feeds else 0
-                groups.setdefault(key, []).append((index, feeds, batch, self._wanted(request)))
-            except Exception as error:  # noqa: BLE001
+                members.append((index, feeds, batch, self._wanted(request)))
+            except Exception as error:
                 responses[index] = self._error(error)
-
-        for members in groups.values():
-            wanted = set()
+        if not members:
+            return responses
+        try:
+            self._run_group(members, responses)
+        except _Incompatible:
+            # Triton's dynamic batcher only batches requests of equal shapes, so this is rare: run each
+            # set of requests whose inputs can be concatenated as its own batch.
+            groups: dict[tuple, list[_Member]] = {}
             for member in members:
-                wanted.update(member[3])
-            names = [n for n in self._output_names if n in wanted]
-            try:
-                if len(members) == 1:
-                    feeds = members[0][1]
-                else:
-                    feeds = {name: np.concatenate([m[1][name] for m in members]) for name in members[0][1]}
-                outputs = dict(zip(names, self._session.run(names, self._to_model(feeds))))
-                start = 0
-                for index, _, batch, requested in members:
-                    stop = start + batch
-                    responses[index] = pb_utils.InferenceResponse(
-                        output_tensors=[
-                            pb_utils.Tensor(name, self._from_model(name, outputs[name][start:stop]))
-                            for name in requested
-                        ]
-                    )
-                    start = stop
-            except Exception as error:  # noqa: BLE001 - a failed batch fails each of its requests
-                for member in members:
-                    responses[member[0]] = self._error(error)
+                key = tuple(sorted((name, a.shape[1:], a.dtype.str) for name, a in member[1].items()))
+                groups.setdefault(key, []).append(member)
+            for group in groups.values():
+                self._run_group(group, responses)
         return responses
+
+    def _run_group(self, members: list[_Member], responses: list) -> None:
+        """Run ``members`` as one batch and store their responses; raise _Incompatible if they cannot be."""
+        first = members[0][1]
+        if len(members) == 1:
+            feeds = first
+        else:
+            if any(member[1].keys() != first.keys() for member in members):
+                raise _Incompatible
+            try:
+                feeds = {name: np.concatenate([member[1][name] for member in members]) for name in first}
+            except ValueError:
+                raise _Incompatible from None
+        names = members[0][3]
+        if any(member[3] is not names for member in members):
+            wanted = set().union(*(member[3] for member in members))
+            names = [n for n in self._output_names if n in wanted]
+        try:
+            outputs = dict(zip(names, self._session.run(names, self._to_model(feeds)), strict=True))
+            start = 0
+            for index, _, batch, requested in members:
+                stop = start + batch
+                responses[index] = pb_utils.InferenceResponse(
+                    output_tensors=[
+                        pb_utils.Tensor(name, self._from_model(name, outputs[name][start:stop]))
+                        for name in requested
+                    ]
+                )
+                start = stop
+        except Exception as error:  # a failed batch fails each of its requests
+            for member in members:
+                responses[member[0]] = self._error(error)
 
     def _error(self, error: BaseException):
         return pb_utils.InferenceResponse(
