@@ -28,8 +28,8 @@ from generator.config import (
     resolve_max_batch_size,
 )
 from generator.errors import GeneratorError
-from generator.exporters import get_exporter
-from generator.exporters.base import ExportResult
+from generator.exporters import exporter_for
+from generator.exporters.base import ExportContext, ExportResult
 from generator.repository import MANIFEST, Staging, link_or_copy_tree, read_manifest, sha256_file, write_json
 from generator.signature import Signature
 from generator.spec import ModelSpec, Spec, Verify, factory_parts, load_spec
@@ -100,21 +100,22 @@ def source_files(model: ModelSpec, source: Path) -> list[Path]:
     return [source, *sorted(named)]
 
 
-def cache_key(model: ModelSpec, source: Path, libraries: dict[str, str]) -> str:
+def cache_key(model: ModelSpec, source: Path, libraries: dict[str, str], context: ExportContext) -> str:
     """A hash of everything that shapes this model's exported artifact and its parity check."""
-    export_fields = model.model_dump(
-        include={
-            "name",
-            "framework",
-            "source",
-            "version",
-            "inputs",
-            "outputs",
-            "max_batch_size",
-            "opset",
-            "verify",
-        }
-    )
+    fields = {
+        "name",
+        "framework",
+        "source",
+        "version",
+        "inputs",
+        "outputs",
+        "max_batch_size",
+        "opset",
+        "verify",
+    }
+    export_fields = model.model_dump(include=fields | {"format", "tensorrt", "dynamic_batching"})
+    if model.target == "tensorrt":  # a plan is built for the GPUs at hand
+        export_fields["gpus"] = [gpu.cc for gpu in context.gpus]
     payload = {
         "tool": __version__,
         "model": export_fields,
@@ -135,10 +136,10 @@ def _reusable(entry: dict[str, Any] | None, key: str, old_version_dir: Path) -> 
 
 
 def _export(
-    model: ModelSpec, source: Path, version_dir: Path, progress: Progress
+    model: ModelSpec, source: Path, version_dir: Path, progress: Progress, context: ExportContext
 ) -> tuple[ExportResult, dict | None]:
     progress(model.name, "export")
-    result = get_exporter(model.framework).export(model, source, version_dir)
+    result = exporter_for(model, context).export(model, source, version_dir)
     settings = model.verify or Verify()
     parity = None
     if settings.enabled:
@@ -176,6 +177,7 @@ def build(
     progress = progress or (lambda name, stage: None)
     spec = spec or load_spec(spec_path)
     profile = DeviceProfile.parse(device, gpus)
+    context = ExportContext(spec.base_dir, profile.detected, profile.gpus)
     env = environment(Path(templates) if templates else None)
     repo = Path(output) if output is not None else Path(spec.repository)
     old_manifest = read_manifest(repo) or {}
@@ -197,7 +199,7 @@ def build(
                 version_dir = staging.path / name / str(model.version)
                 try:
                     source = spec.resolve_source(model.source)
-                    key = cache_key(model, source, libraries)
+                    key = cache_key(model, source, libraries, context)
                     old_entry = old_models.get(name, {}).get("versions", {}).get(str(model.version))
                     if _reusable(old_entry, key, repo / name / str(model.version)):
                         progress(name, "reuse")
@@ -206,9 +208,11 @@ def build(
                         signature = Signature.from_dict(entry["signature"])
                         status, platform, parity = "reused", entry["platform"], entry.get("parity")
                     else:
-                        result, parity = _export(model, source, version_dir, progress)
+                        result, parity = _export(model, source, version_dir, progress, context)
                         signature, status, platform = result.signature, "exported", result.platform
                         entry = {
+                            "model_file": result.model_file.name,
+                            "cc_model_filenames": result.details.pop("cc_model_filenames", None),
                             "cache_key": key,
                             "framework": model.framework,
                             "source": model.source,
@@ -242,8 +246,14 @@ def build(
             latest_model, latest = built[-1]
             progress(name, "configure")
             try:
+                latest_entry = entries[str(latest.version)]
                 config = build_config(
-                    latest_model, latest.signature, latest.platform, profile, latest.files[0]
+                    latest_model,
+                    latest.signature,
+                    latest.platform,
+                    profile,
+                    latest_entry.get("model_file", latest.files[0]),
+                    latest_entry.get("cc_model_filenames"),
                 )
                 text = render(config, env, spec_name=str(spec_path or "spec"))
                 check_rendered(text, config, f"{name}/config.pbtxt")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,9 +20,11 @@ from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2
 
 from generator import __version__, dtypes
+from generator.accelerators import ACCELERATORS, parameter_text
 from generator.errors import ConfigError
+from generator.gpus import Gpu, NvmlUnavailable, detect_gpus
 from generator.resources import templates_dir
-from generator.signature import Signature, TensorInfo
+from generator.signature import Signature, TensorInfo, libtorch_name
 from generator.spec import DynamicBatching, InstanceGroup, ModelSpec, TensorSpec
 
 log = logging.getLogger(__name__)
@@ -47,20 +50,37 @@ class DeviceProfile:
 
     kind: str = "cpu"
     gpus: tuple[int, ...] | None = None
+    #: The detected GPUs (``--gpus all``), with their compute capabilities; empty when not detected.
+    detected: tuple[Gpu, ...] = ()
 
     @classmethod
-    def parse(cls, device: str = "cpu", gpus: str | None = None) -> DeviceProfile:
+    def parse(
+        cls, device: str = "cpu", gpus: str | None = None, detect: Callable[[], list[Gpu]] = detect_gpus
+    ) -> DeviceProfile:
         """Build a profile from the CLI's ``--device`` and ``--gpus`` strings.
 
+        ``--gpus all`` asks NVML for this machine's GPUs; no ``--gpus`` leaves the list to Triton
+        (every GPU it sees).
+
         Raises:
-            ConfigError: an unknown device or a malformed GPU list.
+            ConfigError: an unknown device, a malformed GPU list, or ``all`` where NVML finds no GPU.
         """
         if device not in _KINDS:
             raise ConfigError(f"--device '{device}' is unknown; use cpu, gpu or auto")
-        if gpus in (None, "", "all"):
+        if gpus in (None, ""):
             return cls(device, None)
         if device != "gpu":
             raise ConfigError("--gpus only applies with --device gpu; add --device gpu or drop --gpus")
+        if gpus == "all":
+            try:
+                found = detect()
+            except NvmlUnavailable as exc:
+                raise ConfigError(
+                    f"--gpus all: cannot list GPUs here: {exc}; name them (--gpus 0,1) or drop --gpus"
+                ) from None
+            if not found:
+                raise ConfigError("--gpus all: NVML sees no GPU on this machine; name them with --gpus 0,1")
+            return cls(device, tuple(g.index for g in found), tuple(found))
         try:
             ids = tuple(sorted({int(part) for part in gpus.split(",") if part.strip()}))
         except ValueError:
@@ -163,11 +183,13 @@ def build_config(
     platform: str,
     profile: DeviceProfile,
     model_filename: str | None = None,
+    cc_model_filenames: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """The intended ModelConfig as plain data (proto field names, enums as their names).
 
     I/O the spec gives is used as written (the validator then checks it against the model); I/O it
-    leaves out is derived from ``signature``.
+    leaves out is derived from ``signature``. For ``pytorch_libtorch``, tensor names follow Triton's
+    ``NAME__index`` convention.
     """
     max_batch_size = resolve_max_batch_size(model, signature)
     batching = max_batch_size > 0
@@ -192,6 +214,12 @@ def build_config(
         if model.outputs
         else [_from_signature(t, batching) for t in signature.outputs]
     )
+    if platform == "pytorch_libtorch":
+        for tensors in (config["input"], config["output"]):
+            for index, tensor in enumerate(tensors):
+                tensor["name"] = libtorch_name(tensor["name"], index)
+    if cc_model_filenames:
+        config["cc_model_filenames"] = dict(sorted(cc_model_filenames.items()))
     if batching and model.dynamic_batching is not False:
         config["dynamic_batching"] = _dynamic_batching(model.dynamic_batching or DynamicBatching())
     elif model.dynamic_batching:
@@ -203,6 +231,17 @@ def build_config(
         config["model_warmup"] = _warmup(model, config["input"], max_batch_size)
     if model.response_cache:
         config["response_cache"] = {"enable": True}
+    if model.accelerators:
+        accelerators: dict[str, list[dict[str, Any]]] = {}
+        for accelerator in model.accelerators:
+            field, _ = ACCELERATORS[accelerator.name]
+            entry: dict[str, Any] = {"name": accelerator.name}
+            if accelerator.parameters:
+                entry["parameters"] = {
+                    k: parameter_text(v) for k, v in sorted(accelerator.parameters.items())
+                }
+            accelerators.setdefault(field, []).append(entry)
+        config["optimization"] = {"execution_accelerators": accelerators}
     return config
 
 

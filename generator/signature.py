@@ -10,6 +10,11 @@ from generator import dtypes
 from generator.errors import ValidationError
 
 
+def libtorch_name(name: str, index: int) -> str:
+    """Triton's PyTorch backend naming: ``NAME__index`` (kept as is when it already ends so)."""
+    return name if name.endswith(f"__{index}") else f"{name}__{index}"
+
+
 @dataclass(frozen=True)
 class TensorInfo:
     """One tensor as the model file declares it.

@@ -141,6 +141,65 @@ class Verify(_Strict):
 ParameterValue = str | int | float | bool
 
 
+class Accelerator(_Strict):
+    """An execution accelerator for Triton's ONNX Runtime backend (``optimization.execution_accelerators``)."""
+
+    name: Literal["tensorrt", "cuda", "openvino"] = Field(
+        description="tensorrt or cuda (GPU instances), openvino (CPU instances)."
+    )
+    parameters: dict[str, ParameterValue] = Field(
+        default_factory=dict,
+        description="e.g. precision_mode: FP16, max_workspace_size_bytes, trt_engine_cache_enable.",
+    )
+
+    @model_validator(mode="after")
+    def _known(self) -> Accelerator:
+        from generator.accelerators import problems
+
+        found = problems(self.name, self.parameters)
+        if found:
+            raise ValueError("; ".join(found))
+        return self
+
+
+class ShapeRange(_Strict):
+    """A TensorRT optimization-profile range for one input, without the batch axis."""
+
+    min: list[int]
+    opt: list[int]
+    max: list[int]
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ShapeRange:
+        if not len(self.min) == len(self.opt) == len(self.max):
+            raise ValueError("min, opt and max must have the same rank")
+        if any(not 1 <= a <= b <= c for a, b, c in zip(self.min, self.opt, self.max, strict=True)):
+            raise ValueError("need 1 <= min <= opt <= max on every axis")
+        return self
+
+
+class TensorRT(_Strict):
+    """How to build a TensorRT plan (``format: tensorrt``)."""
+
+    precision: Literal["fp32", "fp16", "int8"] = "fp32"
+    workspace_bytes: int = Field(default=1 << 30, ge=1 << 20, description="Builder workspace limit.")
+    calibration_data: str | None = Field(
+        default=None,
+        description="INT8: an .npz of real input samples keyed by input name (relative to the spec).",
+    )
+    calibration_batch_size: int = Field(default=8, ge=1)
+    shapes: dict[str, ShapeRange] | None = Field(
+        default=None,
+        description="Ranges for inputs with -1 dims (batch axis excluded; it comes from max_batch_size).",
+    )
+
+    @model_validator(mode="after")
+    def _calibration(self) -> TensorRT:
+        if self.precision == "int8" and not self.calibration_data:
+            raise ValueError("precision int8 needs calibration_data: an .npz of real input samples")
+        return self
+
+
 class ModelSettings(_Strict):
     """Settings a repository's ``defaults`` may set and each model may override (unset: inherited)."""
 
@@ -159,6 +218,14 @@ class ModelSettings(_Strict):
     opset: int | None = Field(
         default=None, ge=7, description="ONNX opset for exports; unset: the exporter's."
     )
+    format: Literal["onnx", "torchscript", "tensorrt"] | None = Field(
+        default=None,
+        description="What Triton serves: onnx (default), torchscript (torch only), tensorrt (a plan).",
+    )
+    accelerators: list[Accelerator] | None = Field(
+        default=None, description="ONNX Runtime backend execution accelerators (format onnx only)."
+    )
+    tensorrt: TensorRT | None = None
 
     @field_validator("dynamic_batching", "warmup", mode="before")
     @classmethod
@@ -177,6 +244,19 @@ class ModelSpec(ModelSettings):
     version: int = Field(default=1, ge=1)
     inputs: list[TensorSpec] | None = Field(default=None, description="Unset: read from the exported model.")
     outputs: list[TensorSpec] | None = Field(default=None, description="Unset: read from the exported model.")
+
+    @model_validator(mode="after")
+    def _format(self) -> ModelSpec:
+        if self.format == "torchscript" and self.framework != "torch":
+            raise ValueError(f"format torchscript needs framework torch, not {self.framework}")
+        if self.accelerators and self.format not in (None, "onnx"):
+            raise ValueError("accelerators apply to ONNX Runtime models only; drop them or use format: onnx")
+        return self
+
+    @property
+    def target(self) -> str:
+        """The served format: ``onnx``, ``torchscript`` or ``tensorrt``."""
+        return self.format or "onnx"
 
 
 class Spec(_Strict):

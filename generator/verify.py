@@ -147,7 +147,7 @@ def check_parity(
             f"model '{model.name}': max_batch_size is {max_batch_size} but the model has a fixed first dimension "
             f"({', '.join(fixed)}), so Triton cannot batch it; set max_batch_size: 0 or export it with a dynamic batch axis"
         )
-    exported = onnx_runner(result.model_file)
+    exported = result.runner or onnx_runner(result.model_file)
     for size in sizes:
         feeds = make_inputs(result.signature, model, size if batching else None, settings.seed + size)
         try:

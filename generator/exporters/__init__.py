@@ -7,12 +7,17 @@ frameworks) are imported only when a model of that kind is built.
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
-from generator.exporters.base import Exporter, ExportResult, ModelRunner
+from generator.exporters.base import ExportContext, Exporter, ExportResult, ModelRunner
+from generator.spec import ModelSpec
 
 _REGISTRY: dict[str, str] = {
     "torch": "generator.exporters.torch:TorchExporter",
     "onnx": "generator.exporters.onnx:OnnxExporter",
+    # Targets other than ONNX, chosen by a model's `format`:
+    "torchscript": "generator.exporters.torchscript:TorchScriptExporter",
+    "tensorrt": "generator.exporters.tensorrt:TensorRTExporter",
 }
 
 
@@ -26,14 +31,32 @@ def frameworks() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def get_exporter(framework: str) -> Exporter:
-    """Instantiate the exporter registered for ``framework``.
+def exporter_for(model: ModelSpec, context: ExportContext | None = None) -> Exporter:
+    """The exporter that produces ``model``'s served format (its framework's, for ONNX).
+
+    Exporters of other targets (TorchScript, TensorRT) get the build's ``context``.
+    """
+    if model.target == "onnx":
+        return get_exporter(model.framework)
+    return get_exporter(model.target, context=context or ExportContext())
+
+
+def get_exporter(framework: str, **options: Any) -> Exporter:
+    """Instantiate the exporter registered for ``framework`` (``options`` go to its constructor).
 
     Raises:
         KeyError: no exporter is registered under that name.
     """
     module_name, _, class_name = _REGISTRY[framework].partition(":")
-    return getattr(importlib.import_module(module_name), class_name)()
+    return getattr(importlib.import_module(module_name), class_name)(**options)
 
 
-__all__ = ["ExportResult", "Exporter", "ModelRunner", "frameworks", "get_exporter", "register"]
+__all__ = [
+    "ExportResult",
+    "Exporter",
+    "ModelRunner",
+    "exporter_for",
+    "frameworks",
+    "get_exporter",
+    "register",
+]

@@ -29,6 +29,7 @@ class ExportResult:
         platform: Triton platform of the artifact (``onnxruntime_onnx``).
         signature: I/O read back from the written artifact.
         reference: Runs the source model (for parity); ``None`` when the source is the artifact itself.
+        runner: Runs the artifact; ``None`` means an ONNX file that parity runs in ONNX Runtime.
         details: Facts for the manifest (opset, framework version, export time).
     """
 
@@ -36,12 +37,28 @@ class ExportResult:
     platform: str
     signature: Signature
     reference: ModelRunner | None = None
+    runner: ModelRunner | None = None
     details: dict[str, Any] = field(default_factory=dict)
 
     @property
     def model_file(self) -> Path:
         """The file Triton loads (``model.onnx``)."""
         return self.files[0]
+
+
+@dataclass(frozen=True)
+class ExportContext:
+    """What a build knows beyond the model's spec entry.
+
+    Attributes:
+        spec_dir: Directory of the spec file (relative data paths resolve against it).
+        gpus: GPUs detected with NVML for this build (``--gpus all``); empty when not detected.
+        gpu_ids: GPU ids the build targets (``--gpus``), or ``None`` for every visible GPU.
+    """
+
+    spec_dir: Path = Path(".")
+    gpus: tuple[Any, ...] = ()
+    gpu_ids: tuple[int, ...] | None = None
 
 
 class Exporter(Protocol):
