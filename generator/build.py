@@ -255,7 +255,7 @@ def build(
                     latest_entry.get("model_file", latest.files[0]),
                     latest_entry.get("cc_model_filenames"),
                 )
-                text = render(config, env, spec_name=str(spec_path or "spec"))
+                text = render(config, env, spec_name=Path(spec_path).name if spec_path else "spec")
                 check_rendered(text, config, f"{name}/config.pbtxt")
                 (staging.path / name / "config.pbtxt").write_text(text, encoding="utf-8")
             except GeneratorError as exc:

@@ -95,3 +95,51 @@ def read_onnx_signature(path: str | Path) -> Signature:
     outputs = tuple(_onnx_tensor(v) for v in model.graph.output)
     opsets = {op.domain or "ai.onnx": op.version for op in model.opset_import}
     return Signature(inputs, outputs, {"opset": opsets.get("ai.onnx"), "ir_version": model.ir_version})
+
+
+_TRT_DTYPES = {
+    "FLOAT": "FP32",
+    "HALF": "FP16",
+    "BF16": "BF16",
+    "INT8": "INT8",
+    "INT32": "INT32",
+    "INT64": "INT64",
+    "BOOL": "BOOL",
+    "UINT8": "UINT8",
+}
+
+
+def read_plan_signature(path: str | Path) -> Signature:
+    """Read a serialized TensorRT engine's I/O tensors and its first optimization profile.
+
+    ``details["profile"]`` maps each input to its (min, opt, max) shapes, which is what Triton checks
+    ``max_batch_size`` against. Needs TensorRT and a GPU (deserializing an engine needs CUDA).
+
+    Raises:
+        ValidationError: TensorRT is missing, or the file is not an engine this TensorRT can load.
+    """
+    try:
+        import tensorrt as trt
+    except ImportError:
+        raise ValidationError(
+            "TensorRT is not installed, so the plan's tensors cannot be read; install tritongen[tensorrt] on a GPU machine"
+        ) from None
+    logger = trt.Logger(trt.Logger.ERROR)
+    engine = trt.Runtime(logger).deserialize_cuda_engine(Path(path).read_bytes())
+    if engine is None:
+        raise ValidationError(
+            f"{path}: TensorRT {trt.__version__} cannot load this plan (built by another TensorRT version or "
+            "for another GPU); rebuild it on the serving GPU"
+        )
+    inputs, outputs, profile = [], [], {}
+    for index in range(engine.num_io_tensors):
+        name = engine.get_tensor_name(index)
+        dtype = _TRT_DTYPES.get(str(engine.get_tensor_dtype(name)).rsplit(".", 1)[-1], "UNKNOWN")
+        info = TensorInfo(name, dtype, tuple(int(d) for d in engine.get_tensor_shape(name)))
+        if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
+            inputs.append(info)
+            if engine.num_optimization_profiles:
+                profile[name] = [list(shape) for shape in engine.get_tensor_profile_shape(name, 0)]
+        else:
+            outputs.append(info)
+    return Signature(tuple(inputs), tuple(outputs), {"profile": profile, "tensorrt": trt.__version__})

@@ -9,15 +9,19 @@ problem is collected; nothing stops at the first.
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tritonclient.grpc import model_config_pb2
 
+from generator.accelerators import ACCELERATORS
+from generator.accelerators import problems as accelerator_problems
 from generator.config import DEFAULT_FILENAMES, parse_config_text
 from generator.errors import ConfigError, ValidationError
-from generator.signature import Signature, TensorInfo, read_onnx_signature
+from generator.gpus import NvmlUnavailable, detect_gpus
+from generator.signature import Signature, TensorInfo, read_onnx_signature, read_plan_signature
 
 #: Triton platform -> the backend that serves it.
 PLATFORM_BACKENDS = {
@@ -281,7 +285,17 @@ def validate_model_dir(model_dir: Path) -> list[Problem]:
     if config.platform == "ensemble":
         return problems
     filename = config.default_model_filename or DEFAULT_FILENAMES.get(config.platform, "")
+    is_onnx = config.platform == "onnxruntime_onnx" or (
+        not config.platform and config.backend == "onnxruntime"
+    )
+    is_plan = config.platform == "tensorrt_plan" or (not config.platform and config.backend == "tensorrt")
     for version in versions:
+        for cc, cc_file in config.cc_model_filenames.items():
+            if not (version / cc_file).exists():
+                add(
+                    "error",
+                    f"version {version.name} has no {cc_file} (cc_model_filenames '{cc}'); rebuild the plans",
+                )
         model_file = version / filename if filename else None
         if model_file is None or not model_file.exists():
             what = filename or "a model file"
@@ -290,16 +304,101 @@ def validate_model_dir(model_dir: Path) -> list[Problem]:
                 f"version {version.name} has no {what}; build the model or fix default_model_filename",
             )
             continue
-        if config.platform == "onnxruntime_onnx" or (not config.platform and config.backend == "onnxruntime"):
+        label = f"{version.name}/{filename}"
+        if is_onnx:
             try:
                 signature = read_onnx_signature(model_file)
             except ValidationError as exc:
                 add("error", str(exc))
                 continue
-            label = f"{version.name}/{filename}"
             for message in check_against_model(config, signature, label):
                 add("error", message)
+        elif is_plan:
+            for severity, message in _check_plan(config, model_file, label):
+                add(severity, message)
+    if config.platform == "pytorch_libtorch":
+        for kind, tensors in (("input", config.input), ("output", config.output)):
+            for tensor in tensors:
+                if not re.search(r"__\d+$", tensor.name) and kind == "output":
+                    add(
+                        "warning",
+                        f"output '{tensor.name}' does not follow the PyTorch backend's NAME__index naming",
+                    )
+    for severity, message in _check_accelerators(config) + _check_gpus(config):
+        add(severity, message)
     return problems
+
+
+def _check_plan(config: model_config_pb2.ModelConfig, path: Path, label: str) -> list[tuple[str, str]]:
+    """A TensorRT plan against its config: tensors as for ONNX, and the profile against max_batch_size."""
+    try:
+        signature = read_plan_signature(path)
+    except ValidationError as exc:
+        return [("warning", f"{label} not checked: {exc}")]
+    found = [("error", m) for m in check_against_model(config, signature, label)]
+    for name, (_, _, high) in signature.details.get("profile", {}).items():
+        if config.max_batch_size > 0 and high and high[0] < config.max_batch_size:
+            found.append(
+                (
+                    "error",
+                    f"{label}'s profile allows batches up to {high[0]} for '{name}' but max_batch_size is "
+                    f"{config.max_batch_size}; rebuild the plan or lower max_batch_size",
+                )
+            )
+    return found
+
+
+def _check_accelerators(config: model_config_pb2.ModelConfig) -> list[tuple[str, str]]:
+    accelerators = config.optimization.execution_accelerators
+    entries = [("gpu", a) for a in accelerators.gpu_execution_accelerator]
+    entries += [("cpu", a) for a in accelerators.cpu_execution_accelerator]
+    found: list[tuple[str, str]] = []
+    if (
+        entries
+        and config.platform not in ("onnxruntime_onnx", "")
+        and config.backend not in ("onnxruntime", "")
+    ):
+        found.append(("warning", "execution_accelerators are read by the ONNX Runtime backend only"))
+    for where, accelerator in entries:
+        found += [("error", m) for m in accelerator_problems(accelerator.name, dict(accelerator.parameters))]
+        field, _ = ACCELERATORS.get(accelerator.name, (None, None))
+        if field and not field.startswith(where):
+            found.append(("error", f"accelerator '{accelerator.name}' belongs in {field}"))
+    gpu_only = all(g.kind == model_config_pb2.ModelInstanceGroup.KIND_CPU for g in config.instance_group)
+    if accelerators.gpu_execution_accelerator and config.instance_group and gpu_only:
+        found.append(("warning", "GPU execution accelerators have no effect on KIND_CPU instances"))
+    return found
+
+
+def _check_gpus(config: model_config_pb2.ModelConfig) -> list[tuple[str, str]]:
+    """Warn when instance groups ask for GPUs this machine does not have (Triton here would fail)."""
+    wanted = sorted({g for group in config.instance_group for g in group.gpus})
+    uses_gpu = any(
+        group.kind == model_config_pb2.ModelInstanceGroup.KIND_GPU for group in config.instance_group
+    )
+    if not uses_gpu:
+        return []
+    try:
+        present = {gpu.index for gpu in detect_gpus()}
+    except NvmlUnavailable as exc:
+        where = f"GPUs {wanted}" if wanted else "GPUs (KIND_GPU)"
+        return [
+            (
+                "warning",
+                f"instances are placed on {where} but this machine has none ({exc}); a Triton here "
+                "would not load it (fine for a GPU server; use build --device cpu for this machine)",
+            )
+        ]
+    missing = [g for g in wanted if g not in present]
+    if missing:
+        return [
+            (
+                "warning",
+                f"instance_group names GPU(s) {missing} but this machine has {sorted(present) or 'none'}; "
+                "Triton here would fail to load the model",
+            )
+        ]
+    return []
 
 
 def validate_repository(path: str | Path) -> ValidationReport:

@@ -1,0 +1,111 @@
+"""PyTorch to TorchScript (``model.pt``) for Triton's PyTorch backend (``platform: pytorch_libtorch``).
+
+The module is traced on example inputs. Triton's PyTorch backend matches tensors by position and
+names them ``NAME__index``; the signature written here follows that convention, and parity runs the
+saved TorchScript file against the original module.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from generator import dtypes
+from generator.errors import ExportError
+from generator.exporters.base import ExportContext, ExportResult, ModelRunner
+from generator.exporters.torch import _example_inputs, _flatten, _import_torch, _load_module
+from generator.signature import Signature, TensorInfo, libtorch_name
+from generator.spec import ModelSpec
+
+MODEL_FILENAME = "model.pt"
+
+
+def _runner(module: Any, input_names: list[str], output_names: list[str]) -> ModelRunner:
+    torch = _import_torch()
+
+    def run(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        with torch.no_grad():
+            tensors = [torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in input_names]
+            outputs = _flatten(module(*tensors))
+        return {name: out.detach().cpu().numpy() for name, out in zip(output_names, outputs, strict=False)}
+
+    return run
+
+
+def _tensor(name: str, tensor: Any, batching: bool, spec_dims: list[int] | None) -> TensorInfo:
+    shape = list(tensor.shape)
+    if spec_dims is not None and len(spec_dims) == len(shape) - (1 if batching else 0):
+        shape = ([shape[0]] if batching else []) + [
+            -1 if d == -1 else s for d, s in zip(spec_dims, shape[1:] if batching else shape, strict=True)
+        ]
+    if batching and shape:
+        shape[0] = -1
+    return TensorInfo(name, dtypes.from_torch(tensor.dtype), tuple(shape))
+
+
+class TorchScriptExporter:
+    """Traces a torch ``nn.Module`` to TorchScript."""
+
+    framework = "torchscript"
+
+    def __init__(self, context: ExportContext | None = None) -> None:
+        self.context = context or ExportContext()
+
+    def export(self, model: ModelSpec, source: Path, version_dir: Path) -> ExportResult:
+        """Trace the module, save ``version_dir/model.pt``, and describe it with ``NAME__index`` names.
+
+        Raises:
+            ExportError: the module cannot be loaded or traced.
+        """
+        torch = _import_torch()
+        module, example = _load_module(model, source)
+        batching = model.max_batch_size != 0
+        names, tensors = _example_inputs(model, example, batching)
+        started = time.perf_counter()
+        try:
+            with warnings.catch_warnings(), torch.no_grad():
+                warnings.simplefilter("ignore")
+                traced = torch.jit.trace(module, tuple(tensors), check_trace=True)
+                outputs = _flatten(traced(*tensors))
+        except Exception as exc:
+            raise ExportError(
+                f"model '{model.name}': torch.jit.trace failed: {type(exc).__name__}: {str(exc).splitlines()[0]}; "
+                "make forward() traceable or use format: onnx"
+            ) from exc
+        version_dir.mkdir(parents=True, exist_ok=True)
+        target = version_dir / MODEL_FILENAME
+        torch.jit.save(traced, str(target))
+        spec_in = {i: t.dims for i, t in enumerate(model.inputs or [])}
+        spec_out = {i: t.dims for i, t in enumerate(model.outputs or [])}
+        out_names = (
+            [t.name for t in model.outputs] if model.outputs else [f"output_{i}" for i in range(len(outputs))]
+        )
+        if len(out_names) != len(outputs):
+            raise ExportError(
+                f"model '{model.name}': the spec names {len(out_names)} outputs but the module returns "
+                f"{len(outputs)}; make them agree"
+            )
+        signature = Signature(
+            tuple(
+                _tensor(libtorch_name(n, i), t, batching, spec_in.get(i))
+                for i, (n, t) in enumerate(zip(names, tensors, strict=True))
+            ),
+            tuple(
+                _tensor(libtorch_name(n, i), t, batching, spec_out.get(i))
+                for i, (n, t) in enumerate(zip(out_names, outputs, strict=True))
+            ),
+        )
+        in_names = [t.name for t in signature.inputs]
+        result_names = [t.name for t in signature.outputs]
+        return ExportResult(
+            files=[target],
+            platform="pytorch_libtorch",
+            signature=signature,
+            reference=_runner(module, in_names, result_names),
+            runner=_runner(torch.jit.load(str(target), map_location="cpu"), in_names, result_names),
+            details={"torch": torch.__version__, "export_seconds": round(time.perf_counter() - started, 3)},
+        )
