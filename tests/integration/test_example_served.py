@@ -65,8 +65,12 @@ def test_served_cnn_matches_pytorch(example_server, digits, torch_cnn, call, bat
 
 def test_served_models_classify_held_out_digits(example_server, digits) -> None:
     images, labels = digits
-    cnn = np.concatenate([_grpc(example_server, "digits_cnn", "image", "logits", images[i : i + 64])
-                          for i in range(0, len(images), 64)])
+    cnn = np.concatenate(
+        [
+            _grpc(example_server, "digits_cnn", "image", "logits", images[i : i + 64])
+            for i in range(0, len(images), 64)
+        ]
+    )
     pixels = images.reshape(len(images), -1)
     linear = _http(example_server, "digits_linear", "pixels", "probabilities", pixels[:64])
     assert (cnn.argmax(1) == labels).mean() > 0.95
@@ -99,8 +103,11 @@ def test_instance_count_is_honoured(example_server) -> None:
     with grpcclient.InferenceServerClient(example_server.endpoints.grpc) as client:
         config = client.get_model_config("digits_cnn", as_json=True)["config"]
     assert config["instance_group"][0]["count"] == 2 and config["instance_group"][0]["kind"] == "KIND_CPU"
-    stubs = [p for p in psutil.Process(example_server.pid).children(recursive=True)
-             if "triton_python_backend_stub" in " ".join(p.cmdline())]
+    stubs = [
+        p
+        for p in psutil.Process(example_server.pid).children(recursive=True)
+        if "triton_python_backend_stub" in " ".join(p.cmdline())
+    ]
     assert len(stubs) == 2 + 1  # digits_cnn x 2, digits_linear x 1
 
 
