@@ -163,7 +163,10 @@ def _run_serve(args: argparse.Namespace) -> int:
     from generator.validate import validate_repository
 
     console = _console()
-    validate_repository(args.repository).raise_for_errors()
+    report = validate_repository(args.repository)
+    report.raise_for_errors()
+    for warning in report.warnings:
+        console.print(f"[yellow]warning[/]: {warning.model}: {warning.message}")
     server = EmbeddedServer(
         args.repository,
         http_port=args.http_port,

@@ -57,6 +57,18 @@ def test_build_writes_the_repository(tmp_path: Path) -> None:
     assert "gpus: [ 0, 1 ]" in (tmp_path / "repo" / "digits_cnn" / "config.pbtxt").read_text()
 
 
+def test_build_with_no_arguments_builds_the_bundled_example(tmp_path: Path) -> None:
+    result = _cli("build", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    from generator.spec import load_spec
+
+    names = sorted({m.name for m in load_spec(EXAMPLE_SPEC).models})
+    assert sorted(p.name for p in (tmp_path / "model_repository").iterdir()) == [
+        *names,
+        "tritongen-manifest.json",
+    ]
+
+
 @pytest.mark.parametrize(
     ("spec_text", "expected"),
     [
