@@ -20,9 +20,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from generator.build import build  # noqa: E402
-from generator.server import EmbeddedServer, find_free_port  # noqa: E402
-from generator.spec import bundled_example  # noqa: E402
+from generator.build import build
+from generator.server import EmbeddedServer, find_free_port
+from generator.spec import bundled_example
 
 MODEL, INPUT, OUTPUT = "digits_cnn", "image", "logits"
 
@@ -96,8 +96,9 @@ def main() -> None:
         model_file = repo / MODEL / "1" / "model.onnx"
         local_b1 = in_process_throughput(model_file, args.seconds / 2, 1)
         local_b8 = in_process_throughput(model_file, args.seconds / 2, 8)
-        with EmbeddedServer(repo, http_port=find_free_port(), grpc_port=find_free_port(),
-                            metrics_port=find_free_port()) as server:
+        with EmbeddedServer(
+            repo, http_port=find_free_port(), grpc_port=find_free_port(), metrics_port=find_free_port()
+        ) as server:
             served = served_throughput(server, args.concurrency, args.seconds, 1)
     print(f"model {MODEL}, {args.seconds:.0f} s per figure, gRPC, batch 1 per request")
     print(f"served by embedded Triton, concurrency {args.concurrency}: {served:10.0f} infer/s")
