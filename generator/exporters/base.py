@@ -14,7 +14,7 @@ import numpy as np
 
 from generator.errors import ExportError
 from generator.signature import Signature
-from generator.spec import ModelSpec
+from generator.spec import ModelSpec, factory_parts
 
 #: Runs a model on named numpy inputs and returns named numpy outputs.
 ModelRunner = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
@@ -99,3 +99,26 @@ def load_factory(source: Path, function: str, model_name: str) -> Callable[[], A
             f"use one of {', '.join(found) or '(none)'} after the ':' in source"
         )
     return factory
+
+
+def call_factory(model: ModelSpec, source: Path) -> tuple[Any, Any]:
+    """Run the ``file.py:function`` factory a model's source names.
+
+    Returns:
+        ``(model_object, example_inputs)``; ``example_inputs`` is ``None`` when the factory returned
+        only the model.
+
+    Raises:
+        ExportError: the factory cannot be imported or raises.
+    """
+    parts = factory_parts(model.source)
+    assert parts is not None
+    factory = load_factory(source, parts[1], model.name)
+    try:
+        produced = factory()
+    except Exception as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise ExportError(
+            f"model '{model.name}': the factory {model.source} raised {type(exc).__name__}: {reason}; fix the factory"
+        ) from exc
+    return produced if isinstance(produced, tuple) and len(produced) == 2 else (produced, None)

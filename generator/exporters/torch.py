@@ -16,7 +16,7 @@ import numpy as np
 
 from generator import dtypes
 from generator.errors import ExportError, MissingDependencyError
-from generator.exporters.base import ExportResult, ModelRunner, load_factory
+from generator.exporters.base import ExportResult, ModelRunner, call_factory
 from generator.exporters.onnx import MODEL_FILENAME
 from generator.signature import read_onnx_signature
 from generator.spec import ModelSpec, factory_parts
@@ -38,15 +38,8 @@ def _import_torch() -> Any:
 def _load_module(model: ModelSpec, source: Path) -> tuple[Any, Any]:
     """The module and the factory's example inputs (or None)."""
     torch = _import_torch()
-    parts = factory_parts(model.source)
-    if parts is not None:
-        factory = load_factory(source, parts[1], model.name)
-        try:
-            produced = factory()
-        except Exception as exc:
-            raise ExportError(
-                f"model '{model.name}': the factory {model.source} raised {type(exc).__name__}: {exc}"
-            ) from exc
+    if factory_parts(model.source) is not None:
+        module, example = call_factory(model, source)
     else:
         try:
             produced = torch.jit.load(str(source), map_location="cpu")
@@ -58,7 +51,7 @@ def _load_module(model: ModelSpec, source: Path) -> tuple[Any, Any]:
                     f"model '{model.name}': {source} is neither TorchScript nor a pickled nn.Module ({exc}); "
                     "use a `file.py:function` factory that returns the module"
                 ) from None
-    module, example = produced if isinstance(produced, tuple) and len(produced) == 2 else (produced, None)
+        module, example = produced, None
     if not isinstance(module, torch.nn.Module):
         raise ExportError(
             f"model '{model.name}': {model.source} gave a {type(module).__name__}, not a torch.nn.Module; "
