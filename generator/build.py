@@ -38,7 +38,17 @@ from generator.verify import check_parity
 
 log = logging.getLogger(__name__)
 
-LIBRARIES = ("torch", "onnx", "onnxruntime", "onnxscript", "numpy", "tritonclient")
+LIBRARIES = (
+    "torch",
+    "tensorflow-cpu",
+    "keras",
+    "tf2onnx",
+    "onnx",
+    "onnxruntime",
+    "onnxscript",
+    "numpy",
+    "tritonclient",
+)
 #: A callback the CLI passes to show progress: (model name, stage).
 Progress = Callable[[str, str], None]
 
@@ -88,6 +98,8 @@ def source_files(model: ModelSpec, source: Path) -> list[Path]:
     that the module names (its weights, say): editing the spec next to it does not count.
     """
     if factory_parts(model.source) is None:
+        if source.is_dir():  # a SavedModel directory: every file in it
+            return sorted(p for p in source.rglob("*") if p.is_file())
         from generator.exporters.onnx import external_data_files
 
         files = [source]
@@ -98,6 +110,10 @@ def source_files(model: ModelSpec, source: Path) -> list[Path]:
     text = source.read_text(encoding="utf-8", errors="replace")
     named = [p for p in source.parent.iterdir() if p.is_file() and p != source and p.name in text]
     return [source, *sorted(named)]
+
+
+def _source_hashes(model: ModelSpec, source: Path) -> dict[str, str]:
+    return {str(p.relative_to(source.parent)): sha256_file(p) for p in source_files(model, source)}
 
 
 def cache_key(model: ModelSpec, source: Path, libraries: dict[str, str], context: ExportContext) -> str:
@@ -119,7 +135,7 @@ def cache_key(model: ModelSpec, source: Path, libraries: dict[str, str], context
     payload = {
         "tool": __version__,
         "model": export_fields,
-        "files": {p.name: sha256_file(p) for p in source_files(model, source)},
+        "files": _source_hashes(model, source),
         "libraries": libraries,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
@@ -216,7 +232,7 @@ def build(
                             "cache_key": key,
                             "framework": model.framework,
                             "source": model.source,
-                            "source_files": {p.name: sha256_file(p) for p in source_files(model, source)},
+                            "source_files": _source_hashes(model, source),
                             "platform": platform,
                             "files": {str(p.relative_to(version_dir)): sha256_file(p) for p in result.files},
                             "signature": signature.to_dict(),

@@ -25,7 +25,7 @@ from generator import dtypes
 from generator.errors import SpecError
 
 DEFAULT_SPEC = Path("generator.yaml")
-FRAMEWORKS = ("torch", "onnx")
+FRAMEWORKS = ("torch", "tensorflow", "onnx")
 
 
 class _Strict(BaseModel):
@@ -239,7 +239,7 @@ class ModelSpec(ModelSettings):
     name: str = Field(
         pattern=r"^[A-Za-z0-9_.\-]+$", description="Model name: the directory in the repository."
     )
-    framework: Literal["torch", "onnx"]
+    framework: Literal["torch", "tensorflow", "onnx"]
     source: str = Field(min_length=1, description="`path/file.py:function` factory, or a model file path.")
     version: int = Field(default=1, ge=1)
     inputs: list[TensorSpec] | None = Field(default=None, description="Unset: read from the exported model.")

@@ -15,6 +15,7 @@ from generator.spec import ModelSpec
 _REGISTRY: dict[str, str] = {
     "torch": "generator.exporters.torch:TorchExporter",
     "onnx": "generator.exporters.onnx:OnnxExporter",
+    "tensorflow": "generator.exporters.tensorflow:TensorflowExporter",
     # Targets other than ONNX, chosen by a model's `format`:
     "torchscript": "generator.exporters.torchscript:TorchScriptExporter",
     "tensorrt": "generator.exporters.tensorrt:TensorRTExporter",
