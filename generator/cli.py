@@ -61,7 +61,10 @@ def _parser() -> argparse.ArgumentParser:
         default="cpu",
         help="instance kind: cpu -> KIND_CPU, gpu -> KIND_GPU, auto -> KIND_AUTO (default cpu)",
     )
-    build.add_argument("--gpus", help="GPU ids for --device gpu: 0,1, or all (detected with NVML); default: every GPU Triton sees")
+    build.add_argument(
+        "--gpus",
+        help="GPU ids for --device gpu: 0,1, or all (detected with NVML); default: every GPU Triton sees",
+    )
     build.add_argument("--templates", help="directory with your own copies of the Jinja templates")
 
     validate = commands.add_parser("validate", help="check a model repository the way Triton will load it")
