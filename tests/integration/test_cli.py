@@ -178,3 +178,31 @@ def test_serve_starts_answers_and_stops_cleanly_on_sigterm(example_repo: Path, t
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_serve_reports_a_model_triton_refuses_in_one_line(example_repo_copy: Path, tmp_path: Path) -> None:
+    from generator.gpus import NvmlUnavailable, detect_gpus
+    from generator.server import find_free_port
+
+    try:
+        if detect_gpus():
+            pytest.skip("this machine has a GPU, so Triton would load KIND_GPU models")
+    except NvmlUnavailable:
+        pass
+    for config in example_repo_copy.glob("*/config.pbtxt"):  # GPU instances on a machine without GPUs
+        config.write_text(config.read_text().replace("KIND_CPU", "KIND_GPU"))
+    ports = [str(find_free_port()) for _ in range(3)]
+    result = _cli(
+        "serve",
+        str(example_repo_copy),
+        "--http-port",
+        ports[0],
+        "--grpc-port",
+        ports[1],
+        "--metrics-port",
+        ports[2],
+        cwd=tmp_path,
+        timeout=120,
+    )
+    _one_line_error(result, "Triton did not start: model 'digits_cnn' version 1 failed to load", "KIND_GPU")
+    assert "no GPUs are available" in result.stderr
