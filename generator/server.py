@@ -421,9 +421,9 @@ class EmbeddedServer:
             raise ServerError(
                 f"tritongen's ONNX Runtime backend ({_ORT_BACKEND}) is missing; reinstall tritongen"
             )
-        ort_dir = backends / "onnxruntime"
-        ort_dir.mkdir()
-        shutil.copy2(_ORT_BACKEND, ort_dir / "model.py")
+        for name in ("onnxruntime", "pytorch"):  # platforms onnxruntime_onnx and pytorch_libtorch
+            (backends / name).mkdir()
+            shutil.copy2(_ORT_BACKEND, backends / name / "model.py")
         return backends
 
     def _command(self, install: TritonInstall, backends: Path) -> list[str]:

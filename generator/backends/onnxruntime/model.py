@@ -1,4 +1,4 @@
-"""A Python-based ONNX Runtime backend for the embedded Triton server.
+"""A Python-based ONNX Runtime (and TorchScript) backend for the embedded Triton server.
 
 The Triton build that ships in the ``nvidia-pytriton`` wheel has only the Python backend. Triton resolves a
 backend named ``B`` by looking in ``<backend-dir>/B/``; when there is no ``libtriton_B.so`` but a
@@ -21,6 +21,9 @@ What it does, mirroring the native backend where that makes sense on CPUs:
 * applies ``reshape`` on inputs and outputs, skips optional inputs a request does not send, computes only the
   outputs that were requested, and reports failures per request (a failed batched run fails every request in
   that batch).
+
+The embedded server also copies this file to ``<backend-dir>/pytorch/model.py``: for configs with
+``platform: "pytorch_libtorch"`` it runs ``model.pt`` with TorchScript on the CPU, the same way.
 
 This module runs inside Triton's Python backend stub and imports ``triton_python_backend_utils``, which only
 exists there: nothing else in the package may import it.
@@ -111,6 +114,45 @@ class _Incompatible(Exception):
     """The requests' inputs cannot be concatenated into one batch."""
 
 
+def _is_torchscript(config: dict) -> bool:
+    return config.get("platform") == "pytorch_libtorch" or config.get("backend") == "pytorch"
+
+
+def _position(name: str, fallback: int) -> int:
+    """The index in a PyTorch-backend tensor name ``NAME__index`` (its config position otherwise)."""
+    head, sep, tail = name.rpartition("__")
+    return int(tail) if sep and head and tail.isdigit() else fallback
+
+
+class _TorchScriptSession:
+    """A TorchScript module behind ONNX Runtime's ``run(output_names, feeds)`` call.
+
+    The same file serves as the embedded server's Python-based ``pytorch`` backend: as Triton's PyTorch
+    backend does, inputs are passed to ``forward`` by their ``NAME__index`` position and outputs are
+    matched to the config's outputs by theirs.
+    """
+
+    def __init__(self, path: Path, config: dict) -> None:
+        import torch
+
+        threads = _int_parameter(config, "intra_op_thread_count")
+        torch.set_num_threads(max(1, threads or _usable_cpus() // _instance_count(config)))
+        self._torch = torch
+        self._module = torch.jit.load(str(path), map_location="cpu").eval()
+        inputs = [spec["name"] for spec in config.get("input", [])]
+        outputs = [spec["name"] for spec in config.get("output", [])]
+        self._inputs = sorted(inputs, key=lambda n: _position(n, inputs.index(n)))
+        self._outputs = sorted(outputs, key=lambda n: _position(n, outputs.index(n)))
+
+    def run(self, names: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        torch = self._torch
+        with torch.inference_mode():
+            result = self._module(*[torch.from_numpy(feeds[n]) for n in self._inputs if n in feeds])
+        flat = list(result) if isinstance(result, (tuple, list)) else [result]
+        by_name = dict(zip(self._outputs, flat, strict=False))
+        return [by_name[name].numpy() for name in names]
+
+
 class TritonPythonModel:
     """Serves one ONNX model instance with ONNX Runtime on the CPU."""
 
@@ -120,10 +162,14 @@ class TritonPythonModel:
         self._name = args["model_name"]
         self._batching = int(config.get("max_batch_size", 0)) > 0
 
+        self._torchscript = _is_torchscript(config)
         model_path = self._model_path(args, config)
-        self._session = ort.InferenceSession(
-            str(model_path), sess_options=self._session_options(config), providers=["CPUExecutionProvider"]
-        )
+        if self._torchscript:
+            self._session = _TorchScriptSession(model_path, config)
+        else:
+            self._session = ort.InferenceSession(
+                str(model_path), sess_options=self._session_options(config), providers=["CPUExecutionProvider"]
+            )
 
         self._output_names = [o["name"] for o in config.get("output", [])]
         self._input_reshape: dict[str, tuple[int, ...]] = {}
@@ -139,16 +185,18 @@ class TritonPythonModel:
                 target = _target_shape(_dims(spec.get("dims")))
                 if target is not None:
                     self._output_reshape[spec["name"]] = target
-        self._check_against_model(config)
+        if not self._torchscript:
+            self._check_against_model(config)
 
     def _model_path(self, args: dict, config: dict) -> Path:
         version_dir = Path(args["model_repository"]) / str(args["model_version"])
-        filename = config.get("default_model_filename") or "model.onnx"
+        default = "model.pt" if self._torchscript else "model.onnx"
+        filename = config.get("default_model_filename") or default
         path = version_dir / filename
         if path.is_dir():
-            path = path / "model.onnx"
+            path = path / default
         if not path.is_file():
-            raise FileNotFoundError(f"no ONNX model at '{path}'")
+            raise FileNotFoundError(f"no {'TorchScript' if self._torchscript else 'ONNX'} model at '{path}'")
         return path
 
     def _session_options(self, config: dict) -> ort.SessionOptions:
