@@ -1,4 +1,5 @@
-"""The build pipeline: for each model, export -> verify -> configure -> validate; then write atomically.
+"""The build pipeline: for each model, export -> verify -> optimize -> configure -> validate; then write
+atomically.
 
 This is the one module that calls the steps in order. A model whose source, spec and libraries are
 unchanged since the last build (same cache key in the manifest, same file hashes) is reused from the
@@ -30,6 +31,7 @@ from generator.config import (
 from generator.errors import GeneratorError
 from generator.exporters import exporter_for
 from generator.exporters.base import ExportContext, ExportResult
+from generator.optimize import optimize_model
 from generator.repository import MANIFEST, Staging, link_or_copy_tree, read_manifest, sha256_file, write_json
 from generator.signature import Signature
 from generator.spec import ModelSpec, Spec, Verify, factory_parts, load_spec
@@ -46,6 +48,7 @@ LIBRARIES = (
     "onnx",
     "onnxruntime",
     "onnxscript",
+    "onnxslim",
     "numpy",
     "tritonclient",
 )
@@ -128,6 +131,7 @@ def cache_key(model: ModelSpec, source: Path, libraries: dict[str, str], context
         "max_batch_size",
         "opset",
         "verify",
+        "optimize",
     }
     export_fields = model.model_dump(include=fields | {"format", "tensorrt", "dynamic_batching"})
     if model.target == "tensorrt":  # a plan is built for the GPUs at hand
@@ -138,6 +142,10 @@ def cache_key(model: ModelSpec, source: Path, libraries: dict[str, str], context
         "files": _source_hashes(model, source),
         "libraries": libraries,
     }
+    if model.optimize:  # its calibration / evaluation samples shape what the optimize step ships
+        samples = [n for n in (model.optimize.calibration_data, model.optimize.eval_data) if n]
+        paths = {n: context.spec_dir / n for n in samples}
+        payload["optimize_data"] = {n: sha256_file(p) if p.is_file() else "missing" for n, p in paths.items()}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -153,7 +161,7 @@ def _reusable(entry: dict[str, Any] | None, key: str, old_version_dir: Path) -> 
 
 def _export(
     model: ModelSpec, source: Path, version_dir: Path, progress: Progress, context: ExportContext
-) -> tuple[ExportResult, dict | None]:
+) -> tuple[ExportResult, dict | None, dict | None]:
     progress(model.name, "export")
     result = exporter_for(model, context).export(model, source, version_dir)
     settings = model.verify or Verify()
@@ -162,7 +170,12 @@ def _export(
         progress(model.name, "verify")
         report = check_parity(model, result, resolve_max_batch_size(model, result.signature), settings)
         parity = report.to_dict()
-    return result, parity
+    optimized = None
+    if model.target == "onnx" and model.optimize and model.optimize.passes:
+        progress(model.name, "optimize")
+        max_batch_size = resolve_max_batch_size(model, result.signature)
+        optimized = optimize_model(model, result, max_batch_size, context.spec_dir)
+    return result, parity, optimized.to_dict() if optimized else None
 
 
 def build(
@@ -224,7 +237,7 @@ def build(
                         signature = Signature.from_dict(entry["signature"])
                         status, platform, parity = "reused", entry["platform"], entry.get("parity")
                     else:
-                        result, parity = _export(model, source, version_dir, progress, context)
+                        result, parity, optimized = _export(model, source, version_dir, progress, context)
                         signature, status, platform = result.signature, "exported", result.platform
                         entry = {
                             "model_file": result.model_file.name,
@@ -237,11 +250,14 @@ def build(
                             "files": {str(p.relative_to(version_dir)): sha256_file(p) for p in result.files},
                             "signature": signature.to_dict(),
                             "parity": parity,
+                            "optimize": optimized,
                             "details": result.details,
                         }
                 except GeneratorError as exc:
                     failures.append(exc)
                     continue
+                # A pass rejected by its accuracy budget: said on every build, reused ones too.
+                report.warnings.extend((entry.get("optimize") or {}).get("warnings", []))
                 entries[str(model.version)] = entry
                 build_record = ModelBuild(
                     name,

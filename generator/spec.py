@@ -200,6 +200,77 @@ class TensorRT(_Strict):
         return self
 
 
+class Budget(_Strict):
+    """How far an optimized model may drift from the reference (the source framework, else the unoptimized ONNX)."""
+
+    atol: float = Field(default=1e-2, ge=0, description="Absolute tolerance per output value.")
+    rtol: float = Field(
+        default=1e-2, ge=0, description="Relative tolerance: a value passes within atol + rtol * |reference|."
+    )
+    min_top1_agreement: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="Also require this share of rows whose argmax (last axis) matches the reference's, "
+        "for outputs with a class axis; unset: not checked.",
+    )
+
+
+class Optimize(_Strict):
+    """Optimization passes on the exported ONNX model, each kept only within the accuracy ``budget``."""
+
+    simplify: bool = Field(default=True, description="Graph simplification with onnxslim (runs first).")
+    quantize: Literal["none", "dynamic", "static"] = Field(
+        default="none",
+        description="INT8 post-training quantization: dynamic (weights; activations at run time) or "
+        "static (QDQ, activations calibrated on calibration_data).",
+    )
+    fp16: bool = Field(
+        default=False, description="Convert weights and compute to FP16; the served inputs/outputs stay FP32."
+    )
+    calibration_data: str | None = Field(
+        default=None,
+        description="An .npz of real input samples keyed by input name, first axis the samples (relative to "
+        "the spec file); needed by quantize: static; the gate uses it too when eval_data is unset.",
+    )
+    eval_data: str | None = Field(
+        default=None,
+        description="An .npz of held-out input samples (as calibration_data) the gate compares on; "
+        "unset: calibration_data, else seeded random inputs at the verify batch sizes.",
+    )
+    per_channel: bool = Field(default=False, description="Quantize weights per output channel.")
+    op_types: list[str] | None = Field(
+        default=None,
+        description="ONNX op types to quantize (e.g. [MatMul, Gemm]); unset: all that ONNX Runtime can.",
+    )
+    budget: Budget = Field(default_factory=Budget, description="The accuracy gate every pass must pass.")
+
+    @field_validator("quantize", mode="before")
+    @classmethod
+    def _none(cls, value: Any) -> Any:
+        return "none" if value is None or value is False else value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Optimize:
+        if self.quantize == "static" and not self.calibration_data:
+            raise ValueError(
+                "quantize static needs calibration_data: an .npz of real input samples keyed by input name"
+            )
+        if self.quantize != "none" and self.fp16:
+            raise ValueError(f"quantize {self.quantize} and fp16 are alternatives; keep one of them")
+        return self
+
+    @property
+    def passes(self) -> list[str]:
+        """The passes asked for, in the order they run (``simplify``, ``quantize dynamic``, ``fp16``...)."""
+        chosen = ["simplify"] if self.simplify else []
+        if self.quantize != "none":
+            chosen.append(f"quantize {self.quantize}")
+        if self.fp16:
+            chosen.append("fp16")
+        return chosen
+
+
 class ModelSettings(_Strict):
     """Settings a repository's ``defaults`` may set and each model may override (unset: inherited)."""
 
@@ -226,8 +297,13 @@ class ModelSettings(_Strict):
         default=None, description="ONNX Runtime backend execution accelerators (format onnx only)."
     )
     tensorrt: TensorRT | None = None
+    optimize: Optimize | Literal[False] | None = Field(
+        default=None,
+        description="Optimization passes for ONNX models (format onnx), each behind an accuracy budget; "
+        "true: simplify only; false or unset: none.",
+    )
 
-    @field_validator("dynamic_batching", "warmup", mode="before")
+    @field_validator("dynamic_batching", "warmup", "optimize", mode="before")
     @classmethod
     def _switch(cls, value: Any) -> Any:
         return {} if value is True else value
@@ -251,6 +327,11 @@ class ModelSpec(ModelSettings):
             raise ValueError(f"format torchscript needs framework torch, not {self.framework}")
         if self.accelerators and self.format not in (None, "onnx"):
             raise ValueError("accelerators apply to ONNX Runtime models only; drop them or use format: onnx")
+        if self.optimize and self.optimize.passes and self.target != "onnx":
+            raise ValueError(
+                f"optimize applies to format onnx only, not {self.target}; set optimize: false for this model"
+                + (" (tensorrt.precision sets a plan's precision)" if self.target == "tensorrt" else "")
+            )
         return self
 
     @property

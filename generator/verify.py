@@ -102,9 +102,10 @@ def onnx_runner(path: Path) -> ModelRunner:
     return run
 
 
-def _compare(
+def compare_output(
     name: str, batch: int, got: np.ndarray, want: np.ndarray, atol: float, rtol: float
 ) -> OutputParity:
+    """Compare one output with its reference (``|got - want| <= atol + rtol * |want|``, NaNs equal)."""
     got64 = np.asarray(got, dtype=np.float64)
     want64 = np.asarray(want, dtype=np.float64)
     diff = np.abs(got64 - want64)
@@ -172,7 +173,7 @@ def check_parity(
                     f"but the source gives {list(reference.shape)}"
                 )
                 continue
-            parity = _compare(out_name, size, got[out_name], reference, settings.atol, settings.rtol)
+            parity = compare_output(out_name, size, got[out_name], reference, settings.atol, settings.rtol)
             report.outputs.append(parity)
             if parity.mismatched:
                 report.problems.append(

@@ -4,12 +4,15 @@ embedded Triton serving it (started once per session, always stopped)."""
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pytest
 
+T = TypeVar("T")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_SPEC = REPO_ROOT / "examples" / "generator.yaml"
 
@@ -46,6 +49,20 @@ def make_linear_onnx(
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(path))
     return weights, bias
+
+
+def settle(read: Callable[[], T], done: Callable[[T], bool], timeout: float = 10.0) -> T:
+    """Re-read a value until ``done`` holds or ``timeout`` passes; return the last reading.
+
+    Triton updates a request's statistics just after it sends the response, so a client that counts
+    its responses can be a few milliseconds ahead of the server's counters.
+    """
+    deadline = time.monotonic() + timeout
+    value = read()
+    while not done(value) and time.monotonic() < deadline:
+        time.sleep(0.05)
+        value = read()
+    return value
 
 
 @pytest.fixture(scope="session")

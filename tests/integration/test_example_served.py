@@ -15,7 +15,7 @@ import tritonclient.http as httpclient
 
 from generator.exporters.base import load_factory
 
-from ..conftest import EXAMPLE_SPEC
+from ..conftest import EXAMPLE_SPEC, settle
 
 pytestmark = pytest.mark.integration
 
@@ -94,7 +94,9 @@ def test_dynamic_batching_groups_concurrent_requests(example_server, digits) -> 
 
         with ThreadPoolExecutor(16) as pool:
             list(pool.map(send, range(16)))
-        inferences, executions = _stats(client, "digits_cnn")
+        inferences, executions = settle(
+            lambda: _stats(client, "digits_cnn"), lambda s: s[0] - inferences_before >= 16 * 40
+        )
     assert inferences - inferences_before == 16 * 40
     assert executions - executions_before < inferences - inferences_before  # requests were batched
 

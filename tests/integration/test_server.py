@@ -25,6 +25,8 @@ from onnx import TensorProto, helper, numpy_helper
 from generator.errors import ServerError
 from generator.server import EmbeddedServer, Endpoints, find_free_port, locate_triton
 
+from ..conftest import settle
+
 pytestmark = pytest.mark.integration
 
 WEIGHTS = (np.arange(12, dtype=np.float32).reshape(4, 3) - 5.0) / 7.0
@@ -209,8 +211,12 @@ def test_concurrent_requests_are_batched(server: EmbeddedServer) -> None:
         thread.join()
     assert not failures, failures[:3]
 
-    after = client.get_inference_statistics("lin", "1")["model_stats"][0]
-    requests = after["inference_stats"]["success"]["count"] - before["inference_stats"]["success"]["count"]
+    success = before["inference_stats"]["success"]["count"]
+    after = settle(
+        lambda: client.get_inference_statistics("lin", "1")["model_stats"][0],
+        lambda stats: stats["inference_stats"]["success"]["count"] - success >= threads * per_thread,
+    )
+    requests = after["inference_stats"]["success"]["count"] - success
     inferences = after["inference_count"] - before["inference_count"]
     executions = after["execution_count"] - before["execution_count"]
     assert requests == threads * per_thread
