@@ -1,12 +1,16 @@
 """The main job end to end on the embedded default: build the bundled example, serve it with the real
-tritonserver, send real requests over HTTP and gRPC, and report what came back.
+tritonserver, send real requests over HTTP and gRPC, load-test it, and report what came back.
 
 The digits models are asked to classify held-out images; their answers are checked against the labels
-and against ONNX Runtime run in-process on the same repository files.
+and against ONNX Runtime run in-process on the same repository files. The load test is
+``python -m generator loadtest`` run as its own process against the same server (Locust patches the
+standard library for gevent when imported, which this process, with its threads, must not have).
 """
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from generator.build import build
+from generator.errors import GeneratorError
 from generator.exporters.base import load_factory
 from generator.resources import examples_dir
 from generator.server import EmbeddedServer
@@ -22,6 +27,23 @@ from generator.spec import bundled_example
 from generator.verify import onnx_runner
 
 Say = Callable[[str], None]
+#: The demo's load test: digits_cnn over gRPC at 1, 4 and 16 users, 5 s each, priced at $1/hour.
+DEFAULT_LOADTEST = [
+    "--model",
+    "digits_cnn",
+    "--protocol",
+    "grpc",
+    "--sweep",
+    "1,4,16",
+    "--duration",
+    "5",
+    "--price-per-hour",
+    "1.0",
+    "--fail-if",
+    "error_rate>0",
+    "--out",
+    "loadtest-report",
+]
 
 
 @dataclass
@@ -31,6 +53,7 @@ class DemoResult:
     accuracy: dict[str, float] = field(default_factory=dict)
     max_abs_error_vs_onnxruntime: dict[str, float] = field(default_factory=dict)
     requests: int = 0
+    loadtest_exit_code: int | None = None
 
 
 def _infer_http(url: str, model: str, name: str, output: str, batch: np.ndarray) -> np.ndarray:
@@ -63,8 +86,14 @@ def run_demo(
     metrics_port: int = 8002,
     address: str = "127.0.0.1",
     say: Say = lambda line: None,
+    loadtest_args: list[str] | None = None,
 ) -> DemoResult:
-    """Build, serve and query the bundled example; ``say`` receives the lines to show a user."""
+    """Build, serve, query and load-test the bundled example; ``say`` receives the lines to show a user.
+
+    Args:
+        loadtest_args: Arguments for ``python -m generator loadtest`` (the server's URL is added); ``[]``
+            skips the load test; ``None`` runs a short gRPC sweep of ``digits_cnn`` into ``loadtest-report/``.
+    """
     repo = Path(output)
     report = build(bundled_example(), repo)
     for model in report.models:
@@ -107,5 +136,26 @@ def run_demo(
                 f"max |served - ONNX Runtime in-process| = {result.max_abs_error_vs_onnxruntime[model]:.1e} "
                 f"({time.perf_counter() - started:.2f}s)"
             )
+        if loadtest_args != []:
+            args = DEFAULT_LOADTEST if loadtest_args is None else loadtest_args
+            grpc = "--protocol" not in args or "grpc" in args[args.index("--protocol") + 1 :][:1]
+            url = f"grpc://{endpoints.grpc}" if grpc else endpoints.http
+            command = [
+                sys.executable,
+                "-m",
+                "generator",
+                "loadtest",
+                "--url",
+                url,
+                "--metrics-url",
+                endpoints.metrics,
+                *args,
+            ]
+            say("load test: python -m generator loadtest " + " ".join(command[4:]))
+            result.loadtest_exit_code = subprocess.run(command, check=False).returncode
+            if result.loadtest_exit_code != 0:
+                raise GeneratorError(
+                    f"the load test failed (exit {result.loadtest_exit_code}); see its output above"
+                )
     say("tritonserver stopped")
     return result

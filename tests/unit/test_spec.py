@@ -60,7 +60,10 @@ def test_dtype_accepts_triton_spellings() -> None:
             "models[0].inputs[0].dtype: 'FP33' is not a Triton data type",
         ),
         ({"models": [{"name": "m", "framework": "onnx"}]}, "models[0].source: required field is missing"),
-        ({"models": [_model(framework="caffe")]}, "models[0].framework: Input should be 'torch', 'tensorflow' or 'onnx'"),
+        (
+            {"models": [_model(framework="caffe")]},
+            "models[0].framework: Input should be 'torch', 'tensorflow' or 'onnx'",
+        ),
         (
             {"models": [_model(inputs=[{"name": "x", "dtype": "FP32", "dims": [0]}])]},
             "models[0].inputs[0].dims: dimension 0 is invalid",

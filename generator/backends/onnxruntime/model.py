@@ -168,7 +168,9 @@ class TritonPythonModel:
             self._session = _TorchScriptSession(model_path, config)
         else:
             self._session = ort.InferenceSession(
-                str(model_path), sess_options=self._session_options(config), providers=["CPUExecutionProvider"]
+                str(model_path),
+                sess_options=self._session_options(config),
+                providers=["CPUExecutionProvider"],
             )
 
         self._output_names = [o["name"] for o in config.get("output", [])]

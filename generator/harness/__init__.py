@@ -1,0 +1,25 @@
+"""The load-test harness: Locust users on tritonclient, headless runs and sweeps, and the report.
+
+Modules, each with one job:
+
+* :mod:`~generator.harness.target` where the server is (URL, protocol, loopback check);
+* :mod:`~generator.harness.control` the server's metadata, config, statistics and health over tritonclient;
+* :mod:`~generator.harness.payloads` request tensors from the model's metadata or a data file;
+* :mod:`~generator.harness.clients` prebuilt requests and the per-user connections that send them;
+* :mod:`~generator.harness.plan` the options a test runs with and what they resolve to, once per process;
+* :mod:`~generator.harness.users` the Locust users (HTTP and gRPC);
+* :mod:`~generator.harness.shapes` step and ramp schedules, also as Locust load shapes;
+* :mod:`~generator.harness.recorder` every request's latency and outcome, also across Locust workers;
+* :mod:`~generator.harness.metrics` Triton's statistics deltas, Prometheus metrics, the server's processes;
+* :mod:`~generator.harness.figures` the figures of a run and their names, units and better direction;
+* :mod:`~generator.harness.baseline` and :mod:`~generator.harness.gate` comparison and CI bounds;
+* :mod:`~generator.harness.report` and :mod:`~generator.harness.plots` report.json, CSV and HTML;
+* :mod:`~generator.harness.distributed` Locust's worker processes on this machine;
+* :mod:`~generator.harness.session` one Locust environment driven through the phases, and its watchdog;
+* :mod:`~generator.harness.run` the orchestrator behind ``python -m generator loadtest``;
+* :mod:`~generator.harness.locustfile` the harness as a locustfile (``perf/locustfile.py``, the workers).
+
+Importing this package imports nothing heavy; only :mod:`~generator.harness.users`,
+:mod:`~generator.harness.run` and the modules they pull in import Locust, which monkey-patches the
+standard library for gevent.
+"""
