@@ -206,3 +206,27 @@ def test_serve_reports_a_model_triton_refuses_in_one_line(example_repo_copy: Pat
     )
     _one_line_error(result, "Triton did not start: model 'digits_", "version 1 failed to load", "KIND_GPU")
     assert "no GPUs are available" in result.stderr
+
+
+def test_demo_runs_the_main_job(tmp_path: Path) -> None:
+    from generator.server import find_free_port
+
+    ports = [str(find_free_port()) for _ in range(3)]
+    result = _cli(
+        "demo",
+        "--http-port",
+        ports[0],
+        "--grpc-port",
+        ports[1],
+        "--metrics-port",
+        ports[2],
+        cwd=tmp_path,
+        timeout=400,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "digits_cnn: 450 held-out digits over gRPC in batches of 64: accuracy 0.98" in result.stdout
+    report = json.loads((tmp_path / "loadtest-report" / "report.json").read_text())
+    assert [run["users"] for run in report["runs"]] == [1, 4, 16]
+    assert all(run["throughput"] > 0 and run["error_rate"] == 0 for run in report["runs"])
+    assert (tmp_path / "loadtest-report" / "report.html").stat().st_size > 10_000
+    assert "tritonserver stopped" in result.stdout
