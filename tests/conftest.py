@@ -83,16 +83,17 @@ def example_repo_copy(example_repo: Path, tmp_path: Path) -> Path:
     return target
 
 
+def free_ports() -> dict[str, int]:
+    """``http_port``, ``grpc_port`` and ``metrics_port`` keywords for EmbeddedServer, each a free port."""
+    from generator.server import find_free_port
+
+    return {"http_port": find_free_port(), "grpc_port": find_free_port(), "metrics_port": find_free_port()}
+
+
 @pytest.fixture(scope="session")
 def example_server(example_repo: Path) -> Iterator[object]:
     """The embedded tritonserver serving the example repository on free loopback ports."""
-    from generator.server import EmbeddedServer, find_free_port
+    from generator.server import EmbeddedServer
 
-    server = EmbeddedServer(
-        example_repo, http_port=find_free_port(), grpc_port=find_free_port(), metrics_port=find_free_port()
-    )
-    server.start()
-    try:
+    with EmbeddedServer(example_repo, **free_ports()) as server:
         yield server
-    finally:
-        server.stop()

@@ -20,7 +20,7 @@ import tritonclient.http as httpclient
 
 from generator.server import EmbeddedServer, find_free_port
 
-from ..conftest import REPO_ROOT
+from ..conftest import REPO_ROOT, free_ports
 
 pytestmark = pytest.mark.integration
 
@@ -141,14 +141,8 @@ def test_a_ramp_is_measured_in_windows(example_server: Any, tmp_path: Path) -> N
 @pytest.fixture
 def doomed_server(example_repo: Path) -> Iterator[EmbeddedServer]:
     """A server of the test's own, to be killed mid-run."""
-    server = EmbeddedServer(
-        example_repo, http_port=find_free_port(), grpc_port=find_free_port(), metrics_port=find_free_port()
-    )
-    server.start()
-    try:
+    with EmbeddedServer(example_repo, **free_ports()) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def test_a_server_that_dies_mid_run_ends_it_with_a_report_and_an_error(

@@ -12,9 +12,9 @@ import tritonclient.http as httpclient
 
 from generator.build import build
 from generator.exporters.base import load_factory
-from generator.server import EmbeddedServer, find_free_port
+from generator.server import EmbeddedServer
 
-from ..conftest import EXAMPLE_SPEC
+from ..conftest import EXAMPLE_SPEC, free_ports
 
 pytestmark = pytest.mark.integration
 
@@ -45,9 +45,8 @@ def test_torchscript_repository_is_served_and_matches_pytorch(tmp_path: Path) ->
 
     with torch.no_grad():
         expected = module(torch.from_numpy(images)).numpy()
-    ports = {"http_port": find_free_port(), "grpc_port": find_free_port(), "metrics_port": find_free_port()}
     with (
-        EmbeddedServer(tmp_path / "repo", **ports) as server,
+        EmbeddedServer(tmp_path / "repo", **free_ports()) as server,
         httpclient.InferenceServerClient(server.endpoints.http) as client,
     ):
         tensor = httpclient.InferInput("image__0", list(images.shape), "FP32")
