@@ -46,6 +46,10 @@ class ServerError(GeneratorError):
     """The embedded Triton server could not start, load its models, or stop."""
 
 
+class LoadTestError(GeneratorError):
+    """A load test could not be set up or run: bad options, unreachable server, unknown model, bad data."""
+
+
 class MissingDependencyError(GeneratorError):
     """An optional framework is needed but not installed."""
 
