@@ -69,6 +69,8 @@ class ModelBuild:
     parity: dict[str, Any] | None
     seconds: float
     max_batch_size: int = 0
+    #: Optimization passes whose output is served (empty when none ran or all were rejected).
+    optimized: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -269,6 +271,7 @@ def build(
                     parity,
                     round(time.perf_counter() - model_started, 3),
                     resolve_max_batch_size(model, signature),
+                    list((entry.get("optimize") or {}).get("kept", [])),
                 )
                 built.append((model, build_record))
                 report.models.append(build_record)

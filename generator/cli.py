@@ -176,7 +176,9 @@ def _run_build(args: argparse.Namespace) -> int:
         )
         console.print(
             f"[green]✓[/] {model.name} v{model.version}: {model.status} ({model.platform}, "
-            f"max_batch_size {model.max_batch_size}) {figure}  {model.seconds:.2f}s"
+            f"max_batch_size {model.max_batch_size}) {figure}"
+            + (f", optimized: {' + '.join(model.optimized)}" if model.optimized else "")
+            + f"  {model.seconds:.2f}s"
         )
     for warning in report.warnings:
         console.print(f"[yellow]warning[/]: {warning}")
