@@ -333,8 +333,17 @@ class Session:
             "server_cache_hits": None,
         }
         if complete:
-            gevent.sleep(0.2)  # let Triton account for the last replies
+            # Triton counts a request just after replying: wait (a little) until it has counted them all.
+            deadline = time.monotonic() + 5.0
             last = self._statistics()
+            while (
+                last is not None
+                and time.monotonic() < deadline
+                and sum(last[n]["inference_count"] - first[n]["inference_count"] for n in self.names)
+                < totals["inferences"]
+            ):
+                gevent.sleep(0.05)
+                last = self._statistics()
             if last is not None:
                 for key, name in (
                     ("server_inferences", "inference_count"),
