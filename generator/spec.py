@@ -25,7 +25,6 @@ from generator import dtypes
 from generator.errors import SpecError
 
 DEFAULT_SPEC = Path("generator.yaml")
-FRAMEWORKS = ("torch", "tensorflow", "onnx")
 
 
 class _Strict(BaseModel):

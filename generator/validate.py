@@ -317,13 +317,12 @@ def validate_model_dir(model_dir: Path) -> list[Problem]:
             for severity, message in _check_plan(config, model_file, label):
                 add(severity, message)
     if config.platform == "pytorch_libtorch":
-        for kind, tensors in (("input", config.input), ("output", config.output)):
-            for tensor in tensors:
-                if not re.search(r"__\d+$", tensor.name) and kind == "output":
-                    add(
-                        "warning",
-                        f"output '{tensor.name}' does not follow the PyTorch backend's NAME__index naming",
-                    )
+        for tensor in config.output:  # inputs may also be named after forward()'s arguments
+            if not re.search(r"__\d+$", tensor.name):
+                add(
+                    "warning",
+                    f"output '{tensor.name}' does not follow the PyTorch backend's NAME__index naming",
+                )
     for severity, message in _check_accelerators(config) + _check_gpus(config):
         add(severity, message)
     return problems
@@ -364,8 +363,8 @@ def _check_accelerators(config: model_config_pb2.ModelConfig) -> list[tuple[str,
         field, _ = ACCELERATORS.get(accelerator.name, (None, None))
         if field and not field.startswith(where):
             found.append(("error", f"accelerator '{accelerator.name}' belongs in {field}"))
-    gpu_only = all(g.kind == model_config_pb2.ModelInstanceGroup.KIND_CPU for g in config.instance_group)
-    if accelerators.gpu_execution_accelerator and config.instance_group and gpu_only:
+    cpu_only = all(g.kind == model_config_pb2.ModelInstanceGroup.KIND_CPU for g in config.instance_group)
+    if accelerators.gpu_execution_accelerator and config.instance_group and cpu_only:
         found.append(("warning", "GPU execution accelerators have no effect on KIND_CPU instances"))
     return found
 

@@ -27,11 +27,6 @@ def register(framework: str, target: str) -> None:
     _REGISTRY[framework] = target
 
 
-def frameworks() -> list[str]:
-    """Framework names that have an exporter."""
-    return sorted(_REGISTRY)
-
-
 def exporter_for(model: ModelSpec, context: ExportContext | None = None) -> Exporter:
     """The exporter that produces ``model``'s served format (its framework's, for ONNX).
 
@@ -57,7 +52,6 @@ __all__ = [
     "Exporter",
     "ModelRunner",
     "exporter_for",
-    "frameworks",
     "get_exporter",
     "register",
 ]

@@ -247,15 +247,6 @@ def build_plan(
     return bytes(serialized)
 
 
-def _onnx_reference(path: Path) -> ModelRunner:
-    """ONNX Runtime on the CPU; the session is loaded now, so the file may go away afterwards."""
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    names = [o.name for o in session.get_outputs()]
-    return lambda feeds: dict(zip(names, session.run(names, feeds), strict=True))
-
-
 class TensorRTExporter:
     """Exports to ONNX with the model's framework, then builds TensorRT plan(s) from it."""
 
@@ -290,6 +281,7 @@ class TensorRTExporter:
         """
         from generator.config import resolve_max_batch_size
         from generator.exporters import get_exporter
+        from generator.verify import onnx_runner
 
         trt = _import_tensorrt()
         gpus = self._target_gpus()
@@ -305,7 +297,7 @@ class TensorRTExporter:
         with tempfile.TemporaryDirectory() as tmp:
             onnx_result = get_exporter(model.framework).export(model, source, Path(tmp))
             # Parity compares the plan with the source framework, or with the ONNX file when that is the source.
-            reference = onnx_result.reference or _onnx_reference(onnx_result.model_file)
+            reference = onnx_result.reference or onnx_runner(onnx_result.model_file)
             max_batch_size = resolve_max_batch_size(model, onnx_result.signature)
             shapes = optimization_profile(model, onnx_result.signature, max_batch_size)
             by_cc = {g.cc: g for g in gpus}
