@@ -14,8 +14,9 @@ from __future__ import annotations
 import copy
 import difflib
 import json
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -25,6 +26,17 @@ from generator import dtypes
 from generator.errors import SpecError
 
 DEFAULT_SPEC = Path("generator.yaml")
+
+# Bounds of the protobuf fields the values end up in (model_config.proto), so that a number the spec
+# accepts always renders into a config Triton parses.
+INT32_MAX = 2**31 - 1
+UINT32_MAX = 2**32 - 1
+INT64_MAX = 2**63 - 1
+UINT64_MAX = 2**64 - 1
+#: Longest model name: a directory name with room for the staging suffixes beside it (NAME_MAX is 255).
+MAX_NAME_LENGTH = 200
+#: Names a model may not take: the repository's own bookkeeping files.
+RESERVED_NAMES = frozenset({"tritongen-manifest.json"})
 
 
 class _Strict(BaseModel):
@@ -52,7 +64,7 @@ class TensorSpec(_Strict):
     @classmethod
     def _dims(cls, value: list[int] | None) -> list[int] | None:
         for d in value or []:
-            if d == 0 or d < -1:
+            if d == 0 or d < -1 or d > INT64_MAX:
                 raise ValueError(f"dimension {d} is invalid; use a positive size or -1 for variable")
         return value
 
@@ -61,26 +73,26 @@ class QueuePolicy(_Strict):
     """Triton's ``default_queue_policy``: what happens to requests that wait too long."""
 
     timeout_action: Literal["REJECT", "DELAY"] = "REJECT"
-    default_timeout_microseconds: int = Field(default=0, ge=0)
+    default_timeout_microseconds: int = Field(default=0, ge=0, le=UINT64_MAX)
     allow_timeout_override: bool = False
-    max_queue_size: int = Field(default=0, ge=0, description="0 means unbounded.")
+    max_queue_size: int = Field(default=0, ge=0, le=INT32_MAX, description="0 means unbounded.")
 
 
 class DynamicBatching(_Strict):
     """Triton's dynamic batcher: groups requests into batches on the server."""
 
     preferred_batch_size: list[int] = Field(default_factory=list)
-    max_queue_delay_microseconds: int = Field(default=0, ge=0)
+    max_queue_delay_microseconds: int = Field(default=0, ge=0, le=UINT64_MAX)
     preserve_ordering: bool = False
-    priority_levels: int = Field(default=0, ge=0)
-    default_priority_level: int = Field(default=0, ge=0)
+    priority_levels: int = Field(default=0, ge=0, le=UINT64_MAX)
+    default_priority_level: int = Field(default=0, ge=0, le=UINT64_MAX)
     default_queue_policy: QueuePolicy | None = None
 
     @field_validator("preferred_batch_size")
     @classmethod
     def _positive(cls, value: list[int]) -> list[int]:
-        if any(v < 1 for v in value):
-            raise ValueError("preferred batch sizes must be positive")
+        if any(not 1 <= v <= INT32_MAX for v in value):
+            raise ValueError(f"preferred batch sizes must be between 1 and {INT32_MAX}")
         return sorted(set(value))
 
     @model_validator(mode="after")
@@ -95,19 +107,25 @@ class DynamicBatching(_Strict):
 class InstanceGroup(_Strict):
     """How many copies of the model run, and where."""
 
-    count: int = Field(default=1, ge=1, description="Instances per GPU (KIND_GPU) or in all (KIND_CPU).")
+    count: int = Field(
+        default=1, ge=1, le=INT32_MAX, description="Instances per GPU (KIND_GPU) or in all (KIND_CPU)."
+    )
     kind: Literal["auto", "cpu", "gpu"] | None = Field(
         default=None, description="Leave unset to follow `build --device`; 'auto' lets Triton choose."
     )
-    gpus: list[int] | None = Field(default=None, description="GPU ids; overrides `build --gpus`.")
+    gpus: list[Annotated[int, Field(ge=0, le=INT32_MAX)]] | None = Field(
+        default=None, description="GPU ids; overrides `build --gpus`."
+    )
 
 
 class VersionPolicy(_Strict):
     """Which versions Triton serves: the latest N, all, or a list."""
 
-    latest: int | None = Field(default=None, ge=1)
+    latest: int | None = Field(default=None, ge=1, le=UINT32_MAX)
     all: bool = False
-    specific: list[int] | None = None
+    specific: list[Annotated[int, Field(ge=1, le=INT64_MAX)]] | None = Field(
+        default=None, min_length=1, description="Version numbers (positive)."
+    )
 
     @model_validator(mode="after")
     def _one(self) -> VersionPolicy:
@@ -120,20 +138,20 @@ class VersionPolicy(_Strict):
 class Warmup(_Strict):
     """A warm-up request Triton sends each instance before it is marked ready."""
 
-    batch_size: int = Field(default=1, ge=1)
+    batch_size: int = Field(default=1, ge=1, le=UINT32_MAX)
     data: Literal["random", "zero"] = "random"
-    count: int = Field(default=1, ge=1)
+    count: int = Field(default=1, ge=1, le=UINT32_MAX)
 
 
 class Verify(_Strict):
     """Parity check of the exported model against the source framework."""
 
     enabled: bool = True
-    atol: float = Field(default=1e-4, ge=0)
-    rtol: float = Field(default=1e-3, ge=0)
-    seed: int = 0
-    batch_sizes: list[int] | None = Field(
-        default=None, description="Batch sizes to compare at; default 1 and max_batch_size."
+    atol: float = Field(default=1e-4, ge=0, allow_inf_nan=False)
+    rtol: float = Field(default=1e-3, ge=0, allow_inf_nan=False)
+    seed: int = Field(default=0, ge=0, le=UINT32_MAX)
+    batch_sizes: list[Annotated[int, Field(ge=1, le=INT32_MAX)]] | None = Field(
+        default=None, min_length=1, description="Batch sizes to compare at; default 1 and max_batch_size."
     )
 
 
@@ -164,9 +182,9 @@ class Accelerator(_Strict):
 class ShapeRange(_Strict):
     """A TensorRT optimization-profile range for one input, without the batch axis."""
 
-    min: list[int]
-    opt: list[int]
-    max: list[int]
+    min: list[Annotated[int, Field(le=INT64_MAX)]]
+    opt: list[Annotated[int, Field(le=INT64_MAX)]]
+    max: list[Annotated[int, Field(le=INT64_MAX)]]
 
     @model_validator(mode="after")
     def _ordered(self) -> ShapeRange:
@@ -181,12 +199,14 @@ class TensorRT(_Strict):
     """How to build a TensorRT plan (``format: tensorrt``)."""
 
     precision: Literal["fp32", "fp16", "int8"] = "fp32"
-    workspace_bytes: int = Field(default=1 << 30, ge=1 << 20, description="Builder workspace limit.")
+    workspace_bytes: int = Field(
+        default=1 << 30, ge=1 << 20, le=INT64_MAX, description="Builder workspace limit."
+    )
     calibration_data: str | None = Field(
         default=None,
         description="INT8: an .npz of real input samples keyed by input name (relative to the spec).",
     )
-    calibration_batch_size: int = Field(default=8, ge=1)
+    calibration_batch_size: int = Field(default=8, ge=1, le=INT32_MAX)
     shapes: dict[str, ShapeRange] | None = Field(
         default=None,
         description="Ranges for inputs with -1 dims (batch axis excluded; it comes from max_batch_size).",
@@ -202,9 +222,14 @@ class TensorRT(_Strict):
 class Budget(_Strict):
     """How far an optimized model may drift from the reference (the source framework, else the unoptimized ONNX)."""
 
-    atol: float = Field(default=1e-2, ge=0, description="Absolute tolerance per output value.")
+    atol: float = Field(
+        default=1e-2, ge=0, allow_inf_nan=False, description="Absolute tolerance per output value."
+    )
     rtol: float = Field(
-        default=1e-2, ge=0, description="Relative tolerance: a value passes within atol + rtol * |reference|."
+        default=1e-2,
+        ge=0,
+        allow_inf_nan=False,
+        description="Relative tolerance: a value passes within atol + rtol * |reference|.",
     )
     min_top1_agreement: float | None = Field(
         default=None,
@@ -274,7 +299,10 @@ class ModelSettings(_Strict):
     """Settings a repository's ``defaults`` may set and each model may override (unset: inherited)."""
 
     max_batch_size: int | None = Field(
-        default=None, ge=0, description="0 disables batching; unset: 8 if the model has a batch axis, else 0."
+        default=None,
+        ge=0,
+        le=INT32_MAX,
+        description="0 disables batching; unset: 8 if the model has a batch axis, else 0.",
     )
     dynamic_batching: DynamicBatching | Literal[False] | None = Field(
         default=None, description="false disables it; unset: on (with Triton's defaults) when batching."
@@ -286,7 +314,7 @@ class ModelSettings(_Strict):
     response_cache: bool | None = None
     verify: Verify | None = None
     opset: int | None = Field(
-        default=None, ge=7, description="ONNX opset for exports; unset: the exporter's."
+        default=None, ge=7, le=99, description="ONNX opset for exports; unset: the exporter's."
     )
     format: Literal["onnx", "torchscript", "tensorrt"] | None = Field(
         default=None,
@@ -308,17 +336,32 @@ class ModelSettings(_Strict):
         return {} if value is True else value
 
 
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
+
+
 class ModelSpec(ModelSettings):
     """One model: where it comes from and how Triton serves it."""
 
     name: str = Field(
-        pattern=r"^[A-Za-z0-9_.\-]+$", description="Model name: the directory in the repository."
+        max_length=MAX_NAME_LENGTH,
+        description="Model name: the directory in the repository (letters, digits, '_', '-', '.'; "
+        "not starting with '.' or '-').",
     )
     framework: Literal["torch", "tensorflow", "onnx"]
     source: str = Field(min_length=1, description="`path/file.py:function` factory, or a model file path.")
-    version: int = Field(default=1, ge=1)
+    version: int = Field(default=1, ge=1, le=INT64_MAX)
     inputs: list[TensorSpec] | None = Field(default=None, description="Unset: read from the exported model.")
     outputs: list[TensorSpec] | None = Field(default=None, description="Unset: read from the exported model.")
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, value: str) -> str:
+        if not _SAFE_NAME.fullmatch(value) or value in RESERVED_NAMES:
+            raise ValueError(
+                f"'{value}' cannot be a model name: it must be one directory name of letters, digits, "
+                "'_', '-' and '.', not starting with '.' or '-' (and not tritongen-manifest.json); rename it"
+            )
+        return value
 
     @model_validator(mode="after")
     def _format(self) -> ModelSpec:
@@ -342,7 +385,9 @@ class ModelSpec(ModelSettings):
 class Spec(_Strict):
     """A whole spec file."""
 
-    repository: str = Field(default="model_repository", description="Output directory (relative to cwd).")
+    repository: str = Field(
+        default="model_repository", min_length=1, description="Output directory (relative to cwd)."
+    )
     defaults: ModelSettings = Field(default_factory=ModelSettings)
     models: list[ModelSpec] = Field(min_length=1)
     #: Directory the spec file lives in; sources resolve against it. Not part of the YAML.
@@ -365,8 +410,18 @@ class Spec(_Strict):
         file_part = source.split(":", 1)[0] if _is_factory(source) else source
         candidates = [self.base_dir / file_part, Path.cwd() / file_part]
         for path in candidates:
-            if path.exists():
-                return path.resolve()
+            try:
+                found = path.exists()
+            except OSError:  # a name too long for the file system, say
+                continue
+            if found:
+                resolved = path.resolve()
+                if not (resolved.is_file() or resolved.is_dir()):
+                    raise SpecError(
+                        f"source '{source}': {resolved} is not a regular file or directory; "
+                        "point source at a model file, a SavedModel directory or a .py factory"
+                    )
+                return resolved
         tried = " or ".join(str(p) for p in dict.fromkeys(candidates))
         raise SpecError(f"source '{source}': no file at {tried}; fix the path in the spec")
 
@@ -393,26 +448,56 @@ def _deep_merge(base: Any, override: Any) -> Any:
     return copy.deepcopy(override)
 
 
-def _is_tag(part: Any) -> bool:
-    """Pydantic puts union-member and validator tags (``literal[False]``, ``Warmup``) into error paths."""
-    return isinstance(part, str) and ("[" in part or part[:1].isupper())
+def _data_loc(loc: tuple[Any, ...], data: Any, kind: str) -> tuple[Any, ...]:
+    """The parts of a pydantic error location that are keys and indexes of the user's data.
+
+    Pydantic also puts union members and validator tags (``literal[False]``, ``Warmup``, ``str``) into
+    locations. Walking the data itself tells them apart from keys, whatever the keys look like
+    (``Max_batch_size``, ``''``, ``[x]``). A missing field is the one part that is not in the data.
+    """
+    kept: list[Any] = []
+    current = data
+    for position, part in enumerate(loc):
+        in_dict = isinstance(current, dict) and part in current
+        in_list = isinstance(current, list) and isinstance(part, int) and 0 <= part < len(current)
+        if in_dict or in_list:
+            kept.append(part)
+            current = current[part]
+        elif kind == "missing" and position == len(loc) - 1:
+            kept.append(part)
+    return tuple(kept)
 
 
-def _clean_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
-    return tuple(part for part in loc if not _is_tag(part))
+def _tags(loc: tuple[Any, ...], clean: tuple[Any, ...]) -> list[str]:
+    remaining = list(clean)
+    tags = []
+    for part in loc:
+        if remaining and part == remaining[0] and type(part) is type(remaining[0]):
+            remaining.pop(0)
+        else:
+            tags.append(str(part))
+    return tags
+
+
+_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*")
 
 
 def _field_path(loc: tuple[Any, ...], prefix: str = "") -> str:
     path = prefix
-    for part in _clean_loc(loc):
-        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif not _PLAIN_KEY.fullmatch(str(part)):
+            path += f"[{json.dumps(str(part))}]"
+        else:
+            path += f".{part}" if path else str(part)
     return path or "(top level)"
 
 
 def _allowed_fields(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     """The field names valid at ``loc`` (the parent of an unknown key), for 'did you mean'."""
     current: Any = model
-    for part in _clean_loc(loc)[:-1]:
+    for part in loc[:-1]:
         if isinstance(part, int) or current is None:
             continue
         field = getattr(current, "model_fields", {}).get(part)
@@ -432,12 +517,17 @@ def _model_in(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
-def _describe(error: dict[str, Any], root: type[BaseModel], prefix: str) -> str:
-    loc = tuple(error["loc"])
+def _shown(value: Any) -> str:
+    if isinstance(value, (str, int, float, bool)) and len(str(value)) <= 80:
+        return f" (got {json.dumps(value, default=str)})"
+    return ""
+
+
+def _describe(error: dict[str, Any], loc: tuple[Any, ...], root: type[BaseModel], prefix: str) -> str:
     path = _field_path(loc, prefix)
     kind = error["type"]
     if kind == "extra_forbidden":
-        key = str(loc[-1])
+        key = str(loc[-1]) if loc else ""
         allowed = [f for f in _allowed_fields(root, loc) if f != "base_dir"]
         close = difflib.get_close_matches(key, allowed, n=1)
         hint = f"did you mean '{close[0]}'?" if close else f"allowed: {', '.join(allowed)}"
@@ -445,27 +535,90 @@ def _describe(error: dict[str, Any], root: type[BaseModel], prefix: str) -> str:
     if kind == "missing":
         return f"{path}: required field is missing; add it"
     message = str(error["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
-    value = error.get("input")
-    shown = f" (got {json.dumps(value, default=str)})" if isinstance(value, (str, int, float, bool)) else ""
-    return f"{path}: {message}{shown}"
+    for pydantic_words, ours in _BOUNDS.items():
+        message = message.replace(pydantic_words, ours)
+    return f"{path}: {message}{_shown(error.get('input'))}"
 
 
-def _problems(exc: PydanticValidationError, root: type[BaseModel], prefix: str = "") -> list[str]:
-    errors = exc.errors()
-    # A switchable section (a mapping, or false) fails both union members; keep the useful error.
-    switch_paths = {_clean_loc(tuple(e["loc"])) for e in errors if "literal[False]" in e["loc"]}
-    lines: list[str] = []
-    for error in errors:
-        loc = tuple(error["loc"])
-        if "literal[False]" in loc:
-            continue
-        if _clean_loc(loc) in switch_paths and error["type"] == "model_type":
-            line = f"{_field_path(loc, prefix)}: must be a mapping of settings, or true/false to switch it on/off"
+_BOUNDS = {
+    "Input should be less than or equal to": "must be at most",
+    "Input should be greater than or equal to": "must be at least",
+    "Input should be greater than": "must be greater than",
+}
+
+
+_ALTERNATIVES = {"str": "a string", "int": "an integer", "float": "a number", "bool": "true or false"}
+
+
+def _alternatives(errors: list[tuple[dict[str, Any], tuple[Any, ...]]]) -> str:
+    """What the members of a union accept, from the tags pydantic put into the error locations."""
+    names: list[str] = []
+    for error, clean in errors:
+        tags = _tags(tuple(error["loc"]), clean)
+        member = tags[-1] if tags else ""
+        if member.startswith("literal["):
+            name = member.removeprefix("literal[").removesuffix("]").replace("False", "false")
+        elif member in _ALTERNATIVES:
+            name = _ALTERNATIVES[member]
+        elif member[:1].isupper():
+            name = "a mapping of settings"
         else:
-            line = _describe(error, root, prefix)
-        if line not in lines:
+            name = member or "another value"
+        if name not in names:
+            names.append(name)
+    if set(names) == {"a mapping of settings", "false"}:  # a section `true`/`false` switches on or off
+        return "a mapping of settings, or true/false to switch it on/off"
+    return ", ".join(names[:-1]) + " or " + names[-1] if len(names) > 1 else "".join(names)
+
+
+def _problems(exc: PydanticValidationError, root: type[BaseModel], data: Any, prefix: str = "") -> list[str]:
+    grouped: dict[tuple[Any, ...], list[tuple[dict[str, Any], tuple[Any, ...]]]] = {}
+    for error in exc.errors():
+        clean = _data_loc(tuple(error["loc"]), data, error["type"])
+        grouped.setdefault(clean, []).append((error, clean))
+    # A mapping member of a union failed deeper down: the other members' "not this kind" errors at
+    # the union itself (``should be False``) are noise beside the real problem.
+    for clean in list(grouped):
+        deeper = any(len(other) > len(clean) and other[: len(clean)] == clean for other in grouped)
+        if deeper:
+            kept = [(e, c) for e, c in grouped[clean] if not _tags(tuple(e["loc"]), c)]
+            if kept:
+                grouped[clean] = kept
+            else:
+                del grouped[clean]
+    lines: list[str] = []
+    for clean, errors in grouped.items():
+        # One value that fails every member of a union (a mapping or false, a string or a number):
+        # one line saying what is accepted, not one per member.
+        is_union = len(errors) > 1 and all(_tags(tuple(e["loc"]), c) for e, c in errors)
+        if is_union and not any(e["type"] in ("extra_forbidden", "missing") for e, _ in errors):
+            value = errors[0][0].get("input")
+            line = f"{_field_path(clean, prefix)}: must be {_alternatives(errors)}{_shown(value)}"
             lines.append(line)
+            continue
+        for error, _ in errors:
+            if is_union and error["type"] in ("model_type", "literal_error", "bool_type"):
+                continue
+            line = _describe(error, clean, root, prefix)
+            if line not in lines:
+                lines.append(line)
     return lines
+
+
+def _duplicate_names(models: list[Any]) -> list[str]:
+    seen: set[tuple[Any, Any]] = set()
+    problems = []
+    for index, model in enumerate(models):
+        if not isinstance(model, dict):
+            continue
+        key = (model.get("name"), model.get("version", 1))
+        if key in seen:
+            problems.append(
+                f"models[{index}].name: model '{key[0]}' version {key[1]} appears twice; "
+                "give each a different version or name"
+            )
+        seen.add(key)
+    return problems
 
 
 def parse_spec(data: Any, base_dir: Path = Path("."), origin: str = "spec") -> Spec:
@@ -474,6 +627,15 @@ def parse_spec(data: Any, base_dir: Path = Path("."), origin: str = "spec") -> S
     Raises:
         SpecError: with one line per problem, each naming the field path.
     """
+    try:
+        return _parse(data, base_dir, origin)
+    except RecursionError:
+        raise SpecError(
+            f"{origin}: the spec is nested too deeply to read; a spec needs only a few levels"
+        ) from None
+
+
+def _parse(data: Any, base_dir: Path, origin: str) -> Spec:
     if not isinstance(data, dict):
         raise SpecError(
             f"{origin}: the top level must be a mapping with 'models:'; see `python -m generator schema`"
@@ -483,7 +645,7 @@ def parse_spec(data: Any, base_dir: Path = Path("."), origin: str = "spec") -> S
     try:
         ModelSettings.model_validate(raw_defaults)
     except PydanticValidationError as exc:
-        problems += _problems(exc, ModelSettings, "defaults")
+        problems += _problems(exc, ModelSettings, raw_defaults, "defaults")
         raw_defaults = {}  # reported once, under defaults, not again under every model
     raw_models = data.get("models")
     merged_models: list[Any] = []
@@ -497,7 +659,9 @@ def parse_spec(data: Any, base_dir: Path = Path("."), origin: str = "spec") -> S
             try:
                 ModelSpec.model_validate(merged)
             except PydanticValidationError as exc:
-                problems += _problems(exc, ModelSpec, f"models[{index}]")
+                problems += _problems(exc, ModelSpec, merged, f"models[{index}]")
+        if isinstance(raw_models, list):
+            problems += _duplicate_names(raw_models)
     if problems:
         raise SpecError(*(f"{origin}: {p}" for p in problems))
     top = {k: v for k, v in data.items() if k != "models"}
@@ -505,7 +669,7 @@ def parse_spec(data: Any, base_dir: Path = Path("."), origin: str = "spec") -> S
     try:
         return Spec.model_validate({**top, "base_dir": base_dir})
     except PydanticValidationError as exc:
-        raise SpecError(*(f"{origin}: {p}" for p in _problems(exc, Spec))) from None
+        raise SpecError(*(f"{origin}: {p}" for p in _problems(exc, Spec, top))) from None
 
 
 def bundled_example() -> Path:
@@ -520,6 +684,36 @@ def default_spec_path() -> Path:
     return DEFAULT_SPEC if DEFAULT_SPEC.exists() else bundled_example()
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader that refuses a key given twice in one mapping (YAML forbids it; PyYAML
+    would keep the last silently, even for a whole ``models:`` list)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.get(key)
+            except TypeError:  # an unhashable key: the base class reports it
+                continue
+            if first is not None:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"key {json.dumps(key, default=str)} appears twice in one mapping "
+                    f"(first on line {first.line + 1}); keep one of them",
+                    key_node.start_mark,
+                )
+            seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep=deep)
+
+
+#: A spec is a few kilobytes; anything far larger is not a spec (and would be slow to read).
+MAX_SPEC_BYTES = 16 * 1024 * 1024
+
+
 def load_spec(path: str | Path | None = None) -> Spec:
     """Read and validate a spec file (default: :func:`default_spec_path`).
 
@@ -527,19 +721,29 @@ def load_spec(path: str | Path | None = None) -> Spec:
         SpecError: the file is missing, is not YAML, or does not validate.
     """
     spec_path = Path(path) if path is not None else default_spec_path()
-    if not spec_path.is_file():
-        raise SpecError(f"spec file '{spec_path}' not found; pass the path of a YAML spec")
     try:
-        data = yaml.safe_load(spec_path.read_text(encoding="utf-8"))
+        if not spec_path.is_file():
+            raise SpecError(f"spec file '{spec_path}' not found; pass the path of a YAML spec file")
+        if spec_path.stat().st_size > MAX_SPEC_BYTES:
+            raise SpecError(
+                f"{spec_path}: larger than {MAX_SPEC_BYTES >> 20} MiB, not a spec; pass a YAML spec"
+            )
+        text = spec_path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SpecError(f"cannot read the spec file '{spec_path}': {exc.strerror}; check the path") from None
+    except UnicodeDecodeError:
+        raise SpecError(f"{spec_path}: not a UTF-8 text file; pass a YAML spec") from None
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{spec_path}:{mark.line + 1}:{mark.column + 1}" if mark else str(spec_path)
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise SpecError(
-            f"{where}: YAML does not parse ({problem}); fix the indentation or quoting there"
+            f"{where}: YAML does not parse ({problem}); fix the indentation, quoting or keys there"
         ) from None
-    except UnicodeDecodeError:
-        raise SpecError(f"{spec_path}: not a UTF-8 text file; pass a YAML spec") from None
+    except RecursionError:
+        raise SpecError(f"{spec_path}: nested too deeply to read; a spec needs only a few levels") from None
     return parse_spec(data, base_dir=spec_path.resolve().parent, origin=str(spec_path))
 
 
