@@ -211,8 +211,6 @@ def build(
     context = ExportContext(spec.base_dir, profile.detected, profile.gpus)
     env = environment(Path(templates) if templates else None)
     repo = Path(output) if output is not None else Path(spec.repository)
-    old_manifest = read_manifest(repo) or {}
-    old_models: dict[str, Any] = old_manifest.get("models", {})
     libraries = library_versions()
     report = BuildReport(repo, Path(spec_path) if spec_path else None)
     failures: list[GeneratorError] = []
@@ -221,7 +219,9 @@ def build(
     for model in spec.models:
         by_name.setdefault(model.name, []).append(model)
 
-    with Staging(repo) as staging:
+    with Staging(repo, protect=(Path.cwd(), spec.base_dir)) as staging:
+        # Read under the output's lock: no other build changes it until this one has swapped.
+        old_models: dict[str, Any] = (read_manifest(repo) or {}).get("models", {})
         for name, versions in by_name.items():
             entries: dict[str, Any] = {}
             built: list[tuple[ModelSpec, ModelBuild]] = []
@@ -299,9 +299,9 @@ def build(
             progress(name, "validate")
             for problem in validate_model_dir(staging.path / name):
                 if problem.severity == "error":
-                    failures.append(GeneratorError(str(problem)))
+                    failures.append(GeneratorError(f"{problem.model}: {problem.message}"))
                 else:
-                    report.warnings.append(str(problem))
+                    report.warnings.append(f"{problem.model}: {problem.message}")
             manifest_models[name] = {
                 "versions": entries,
                 "config_sha256": sha256_file(staging.path / name / "config.pbtxt"),

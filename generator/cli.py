@@ -27,7 +27,15 @@ def _console(stderr: bool = False) -> Any:
     stream = sys.stderr if stderr else sys.stdout
     # Piped output (CI logs, a file) gets room for the report tables instead of rich's default 80 columns.
     width = None if stream.isatty() else 160
-    return Console(stderr=stderr, highlight=False, soft_wrap=True, width=width)
+    # markup=False: names, paths and messages come from users and print literally ("[prod]" stays).
+    return Console(stderr=stderr, highlight=False, soft_wrap=True, width=width, markup=False)
+
+
+def _labelled(console: Any, label: str, style: str, message: str) -> None:
+    """Print ``label: message`` with only the label coloured; the message is printed as is."""
+    from rich.text import Text
+
+    console.print(Text.assemble((label, style), ": ", message))
 
 
 def _add_ports(parser: argparse.ArgumentParser) -> None:
@@ -155,6 +163,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _run_build(args: argparse.Namespace) -> int:
     from rich.status import Status
+    from rich.text import Text
 
     from generator.build import build
 
@@ -162,7 +171,7 @@ def _run_build(args: argparse.Namespace) -> int:
     with Status("building", console=console) as status:
 
         def progress(name: str, stage: str) -> None:
-            status.update(f"{stage} {name}".strip())
+            status.update(Text(f"{stage} {name}".strip()))
 
         report = build(args.spec, args.output, args.device, args.gpus, args.templates, progress=progress)
     for model in report.models:
@@ -174,14 +183,15 @@ def _run_build(args: argparse.Namespace) -> int:
                 "runs at " + ", ".join(f"batch {b}" for b in parity.get("batch_sizes", [])) if parity else ""
             )
         )
-        console.print(
-            f"[green]✓[/] {model.name} v{model.version}: {model.status} ({model.platform}, "
+        line = (
+            f" {model.name} v{model.version}: {model.status} ({model.platform}, "
             f"max_batch_size {model.max_batch_size}) {figure}"
             + (f", optimized: {' + '.join(model.optimized)}" if model.optimized else "")
             + f"  {model.seconds:.2f}s"
         )
+        console.print(Text.assemble(("✓", "green"), line))
     for warning in report.warnings:
-        console.print(f"[yellow]warning[/]: {warning}")
+        _labelled(console, "warning", "yellow", warning)
     if report.carried_over:
         console.print(f"kept from the previous repository: {', '.join(report.carried_over)}")
     console.print(f"wrote {report.repository} in {report.seconds:.2f}s")
@@ -189,16 +199,22 @@ def _run_build(args: argparse.Namespace) -> int:
 
 
 def _run_validate(args: argparse.Namespace) -> int:
+    from rich.text import Text
+
     from generator.validate import validate_repository
 
     console = _console()
     report = validate_repository(args.repository)
     for problem in report.problems:
         color = "red" if problem.severity == "error" else "yellow"
-        console.print(f"[{color}]{problem.severity}[/]: {problem.model}: {problem.message}")
-    verdict = "[green]valid[/]" if report.ok else f"[red]{len(report.errors)} error(s)[/]"
+        _labelled(console, problem.severity, color, f"{problem.model}: {problem.message}")
+    verdict = ("valid", "green") if report.ok else (f"{len(report.errors)} error(s)", "red")
     console.print(
-        f"{args.repository}: {len(report.models)} model(s), {verdict}, {len(report.warnings)} warning(s)"
+        Text.assemble(
+            f"{args.repository}: {len(report.models)} model(s), ",
+            verdict,
+            f", {len(report.warnings)} warning(s)",
+        )
     )
     return EXIT_OK if report.ok else EXIT_FAILED
 
@@ -237,7 +253,7 @@ def _run_serve(args: argparse.Namespace) -> int:
     report = validate_repository(args.repository)
     report.raise_for_errors()
     for warning in report.warnings:
-        console.print(f"[yellow]warning[/]: {warning.model}: {warning.message}")
+        _labelled(console, "warning", "yellow", f"{warning.model}: {warning.message}")
     server = EmbeddedServer(
         args.repository,
         http_port=args.http_port,
@@ -279,6 +295,7 @@ def _run_loadtest(args: argparse.Namespace) -> int:
     import gevent
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
     from rich.table import Table
+    from rich.text import Text
 
     from generator.harness.report import summary_table
 
@@ -306,14 +323,16 @@ def _run_loadtest(args: argparse.Namespace) -> int:
     headers, rows = summary_table(result.report)
     table = Table(*headers)
     for row in rows:
-        table.add_row(*row)
+        table.add_row(*(Text(str(cell)) for cell in row))
     console.print(table)
     console.print(f"report: {result.files['html']} (also report.json, report.csv)")
     errors = _console(stderr=True)
     if result.aborted:
-        errors.print(f"[red]error[/]: the run was cut short: {result.aborted}; partial report in {args.out}")
+        _labelled(
+            errors, "error", "red", f"the run was cut short: {result.aborted}; partial report in {args.out}"
+        )
     for breach in result.breaches:
-        errors.print(f"[red]error[/]: --fail-if {breach}")
+        _labelled(errors, "error", "red", f"--fail-if {breach}")
     return EXIT_OK if result.passed else EXIT_FAILED
 
 
@@ -357,17 +376,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _COMMANDS[args.command](args)
     except GeneratorError as exc:
         for line in exc.problems:
-            errors.print(f"[red]error[/]: {line}", markup=True, highlight=False)
+            _labelled(errors, "error", "red", line)
         return EXIT_FAILED
     except KeyboardInterrupt:
         errors.print("interrupted")
         return EXIT_INTERRUPTED
-    except Exception as exc:
+    except OSError as exc:  # the file system refused: a path too long, no space, no permission
         if args.debug:
             raise
-        errors.print(
-            f"[red]internal error[/]: {type(exc).__name__}: {exc} (run with --debug for the traceback)"
-        )
+        where = f" ({exc.filename})" if exc.filename else ""
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        _labelled(errors, "error", "red", f"{reason}{where}; check the path, its permissions and free space")
+        return EXIT_FAILED
+    except (Exception, SystemExit) as exc:
+        # SystemExit here did not come from argparse (parsing is done): code we ran tried to exit.
+        if args.debug:
+            raise
+        what = f"{type(exc).__name__}: {exc}".rstrip(": ")
+        _labelled(errors, "internal error", "red", f"{what} (run with --debug for the traceback)")
         return EXIT_FAILED
 
 

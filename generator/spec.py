@@ -560,7 +560,7 @@ def _alternatives(errors: list[tuple[dict[str, Any], tuple[Any, ...]]]) -> str:
             name = member.removeprefix("literal[").removesuffix("]").replace("False", "false")
         elif member in _ALTERNATIVES:
             name = _ALTERNATIVES[member]
-        elif member[:1].isupper():
+        elif re.search(r"\b[A-Z]\w*\]?$", member):  # a model class, maybe inside a validator tag
             name = "a mapping of settings"
         else:
             name = member or "another value"
@@ -569,6 +569,11 @@ def _alternatives(errors: list[tuple[dict[str, Any], tuple[Any, ...]]]) -> str:
     if set(names) == {"a mapping of settings", "false"}:  # a section `true`/`false` switches on or off
         return "a mapping of settings, or true/false to switch it on/off"
     return ", ".join(names[:-1]) + " or " + names[-1] if len(names) > 1 else "".join(names)
+
+
+def _is_kind_mismatch(kind: str) -> bool:
+    """Errors that say only "this union member takes another kind of value"."""
+    return kind.endswith(("_type", "_parsing")) or kind in ("literal_error", "is_instance_of")
 
 
 def _problems(exc: PydanticValidationError, root: type[BaseModel], data: Any, prefix: str = "") -> list[str]:
@@ -591,13 +596,13 @@ def _problems(exc: PydanticValidationError, root: type[BaseModel], data: Any, pr
         # One value that fails every member of a union (a mapping or false, a string or a number):
         # one line saying what is accepted, not one per member.
         is_union = len(errors) > 1 and all(_tags(tuple(e["loc"]), c) for e, c in errors)
-        if is_union and not any(e["type"] in ("extra_forbidden", "missing") for e, _ in errors):
+        if is_union and all(_is_kind_mismatch(e["type"]) for e, _ in errors):
             value = errors[0][0].get("input")
             line = f"{_field_path(clean, prefix)}: must be {_alternatives(errors)}{_shown(value)}"
             lines.append(line)
             continue
         for error, _ in errors:
-            if is_union and error["type"] in ("model_type", "literal_error", "bool_type"):
+            if is_union and _is_kind_mismatch(error["type"]):
                 continue
             line = _describe(error, clean, root, prefix)
             if line not in lines:

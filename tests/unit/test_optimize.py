@@ -58,8 +58,8 @@ def _run(path: Path, x: np.ndarray) -> np.ndarray:
         ({"quantize": "dynamic", "fp16": True}, "quantize dynamic and fp16 are alternatives; keep one"),
         ({"quantize": "int4"}, "optimize.quantize: Input should be 'none', 'dynamic' or 'static'"),
         ({"simplfy": True}, "optimize.simplfy: unknown field; did you mean 'simplify'?"),
-        ({"budget": {"min_top1_agreement": 1.5}}, "optimize.budget.min_top1_agreement: Input should be less"),
-        ({"budget": {"atol": -1}}, "optimize.budget.atol: Input should be greater than or equal to 0"),
+        ({"budget": {"min_top1_agreement": 1.5}}, "optimize.budget.min_top1_agreement: must be at most 1"),
+        ({"budget": {"atol": -1}}, "optimize.budget.atol: must be at least 0"),
         ("yes", "optimize: must be a mapping of settings, or true/false"),
     ],
 )

@@ -17,6 +17,7 @@ def test_commit_replaces_the_target_and_leaves_no_staging(tmp_path: Path) -> Non
     target = tmp_path / "repo"
     (target / "old").mkdir(parents=True)
     (target / "old" / "f").write_text("old")
+    (target / MANIFEST).write_text("{}")
     with Staging(target) as staging:
         (staging.path / "new").mkdir()
         (staging.path / "new" / "f").write_text("new")
