@@ -611,15 +611,16 @@ def _problems(exc: PydanticValidationError, root: type[BaseModel], data: Any, pr
 
 
 def _duplicate_names(models: list[Any]) -> list[str]:
-    seen: set[tuple[Any, Any]] = set()
+    seen: set[str] = set()
     problems = []
     for index, model in enumerate(models):
         if not isinstance(model, dict):
             continue
-        key = (model.get("name"), model.get("version", 1))
+        name, version = model.get("name"), model.get("version", 1)
+        key = json.dumps([name, version], default=str)  # any YAML value, hashable
         if key in seen:
             problems.append(
-                f"models[{index}].name: model '{key[0]}' version {key[1]} appears twice; "
+                f"models[{index}].name: model '{name}' version {version} appears twice; "
                 "give each a different version or name"
             )
         seen.add(key)
@@ -643,7 +644,7 @@ def parse_spec(data: Any, base_dir: Path = Path("."), origin: str = "spec") -> S
 def _parse(data: Any, base_dir: Path, origin: str) -> Spec:
     if not isinstance(data, dict):
         raise SpecError(
-            f"{origin}: the top level must be a mapping with 'models:'; see `python -m generator schema`"
+            f"{origin}: (top level): must be a mapping with 'models:'; see `python -m generator schema`"
         )
     problems: list[str] = []
     raw_defaults = data.get("defaults") or {}

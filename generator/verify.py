@@ -7,6 +7,7 @@ into one error; the figures go into the build manifest either way.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,7 @@ def make_inputs(
         rest = [DYNAMIC_DIM if d == -1 else d for d in rest]
         shape = ([batch_size] if batch_size is not None else []) + rest
         dtype = dtypes.to_numpy(tensor.dtype)
+        _check_size(model.name, tensor.name, shape, dtype.itemsize if dtype.kind != "O" else 8)
         if dtype.kind == "f":
             feeds[tensor.name] = rng.standard_normal(shape).astype(dtype)
         elif dtype.kind == "b" or dtype.kind in "iu":
@@ -85,6 +87,19 @@ def make_inputs(
         else:
             feeds[tensor.name] = np.array([b"x"] * int(np.prod(shape)), dtype=object).reshape(shape)
     return feeds
+
+
+#: The largest input the parity check makes (per tensor); more is a spec mistake, not a model.
+MAX_INPUT_BYTES = 1 << 30
+
+
+def _check_size(model: str, tensor: str, shape: list[int], itemsize: int) -> None:
+    size = math.prod(shape) * itemsize
+    if size > MAX_INPUT_BYTES:
+        raise VerificationError(
+            f"model '{model}': parity input '{tensor}' of shape {shape} would take {size / (1 << 30):,.1f} GiB; "
+            "set verify.batch_sizes to smaller batches (or check max_batch_size and dims in the spec)"
+        )
 
 
 def onnx_runner(path: Path) -> ModelRunner:

@@ -74,7 +74,7 @@ def test_dtype_accepts_triton_spellings() -> None:
         ),
         ({"models": [_model(), _model()]}, "model 'm' version 1 appears twice"),
         ({"models": []}, "models: List should have at least 1 item"),
-        ([1, 2], "the top level must be a mapping"),
+        ([1, 2], "(top level): must be a mapping"),
     ],
 )
 def test_errors_name_the_field_and_the_fix(data: object, expected: str) -> None:

@@ -1,0 +1,222 @@
+"""Property-based fuzzing of the spec: whatever a user writes either loads or fails with field-path
+errors; never another exception. A spec that loads renders a config Triton's schema parses.
+
+Specs are generated as a valid spec mutated at random: keys drawn from the real field names (any
+letter case, empty, bracketed) and values drawn from what breaks parsers (bounds of int32/int64,
+huge and negative numbers, NaN, nested lists, strings with markup and path characters).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from generator.config import DeviceProfile, build_config, check_rendered, environment, render
+from generator.errors import GeneratorError, SpecError
+from generator.signature import Signature, TensorInfo
+from generator.spec import ModelSettings, ModelSpec, json_schema, load_spec, parse_spec
+
+FIELDS = sorted(
+    set(ModelSpec.model_fields)
+    | {"repository", "defaults", "models", "dims", "dtype", "reshape", "optional", "count", "kind"}
+    | {"preferred_batch_size", "max_queue_delay_microseconds", "latest", "specific", "all", "seed"}
+    | {"batch_sizes", "atol", "rtol", "batch_size", "data", "quantize", "fp16", "simplify", "budget"}
+)
+EDGE_NUMBERS = [0, 1, -1, -5, 2**31 - 1, 2**31, 2**32, 2**63 - 1, 2**63, 2**64, 10**12, 10**30]
+STRINGS = [
+    "",
+    "..",
+    ".",
+    "/",
+    "../x",
+    "[/x]",
+    "[red]x[/]",
+    "x" * 300,
+    "tritongen-manifest.json",
+    "FP32",
+    "-1",
+]
+
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.sampled_from(EDGE_NUMBERS),
+    st.integers(),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from(STRINGS),
+    st.text(max_size=12),
+)
+keys = st.one_of(
+    st.sampled_from(FIELDS),
+    st.sampled_from(FIELDS).map(str.capitalize),
+    st.sampled_from(["", "[x]", "Threads", "str"]),
+    st.text(max_size=6),
+)
+values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(keys, inner, max_size=4)),
+    max_leaves=12,
+)
+
+
+def _base_model(index: int) -> dict[str, Any]:
+    return {
+        "name": f"m{index}",
+        "framework": "onnx",
+        "source": "m.onnx",
+        "inputs": [{"name": "x", "dtype": "FP32", "dims": [4]}],
+        "outputs": [{"name": "y", "dtype": "FP32", "dims": [3]}],
+    }
+
+
+@st.composite
+def specs(draw: st.DrawFn) -> Any:
+    """A valid two-model spec with a few random edits anywhere in it, or something else entirely."""
+    if draw(st.integers(0, 9)) == 0:
+        return draw(values)
+    spec: dict[str, Any] = {"defaults": {"max_batch_size": 8}, "models": [_base_model(0), _base_model(1)]}
+    for _ in range(draw(st.integers(1, 4))):
+        target: Any = spec
+        # Walk a random path into the spec, then set, replace or delete a key there.
+        for _depth in range(draw(st.integers(0, 3))):
+            if isinstance(target, dict) and target:
+                child = target[draw(st.sampled_from(sorted(target, key=str)))]
+            elif isinstance(target, list) and target:
+                child = target[draw(st.integers(0, len(target) - 1))]
+            else:
+                break
+            if not isinstance(child, (dict, list)):
+                break
+            target = child
+        if isinstance(target, dict):
+            if target and draw(st.booleans()):
+                target.pop(draw(st.sampled_from(sorted(target, key=str))))
+            target[draw(keys)] = draw(values)
+        elif isinstance(target, list):
+            target.append(draw(values))
+    return spec
+
+
+def _assert_field_path_errors(error: SpecError) -> None:
+    assert error.problems
+    for line in error.problems:
+        assert line.startswith("spec: "), line
+        assert ": " in line.removeprefix("spec: "), line
+        assert "\n" not in line
+
+
+def _render_declared(spec: Any) -> None:
+    """Render each model's config from its declared I/O and parse it back with Triton's schema."""
+    env = environment()
+    for model in spec.models:
+        if not model.inputs or not model.outputs:
+            continue
+        batch = (-1,) if (model.max_batch_size or 0) > 0 else ()
+
+        def info(t: Any, batch: tuple[int, ...] = batch) -> TensorInfo:
+            return TensorInfo(t.name, t.dtype, batch + tuple(t.dims))
+
+        signature = Signature(tuple(map(info, model.inputs)), tuple(map(info, model.outputs)))
+        try:
+            config = build_config(model, signature, "onnxruntime_onnx", DeviceProfile(), "model.onnx")
+            check_rendered(render(config, env), config, f"{model.name}/config.pbtxt")
+        except GeneratorError as exc:  # a clear error about the spec is fine; "unparsable" is not
+            assert all("does not parse" not in line for line in exc.problems), exc.problems
+
+
+@settings(max_examples=1000, deadline=None, suppress_health_check=list(HealthCheck))
+@given(specs())
+def test_any_spec_loads_or_fails_with_field_paths(data: Any) -> None:
+    try:
+        spec = parse_spec(data, origin="spec")
+    except SpecError as error:
+        _assert_field_path_errors(error)
+        return
+    _render_declared(spec)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
+@given(specs(), st.sampled_from(["plain", "duplicate"]))
+def test_any_spec_file_loads_or_fails_in_one_error_type(tmp_path_factory: Any, data: Any, twist: str) -> None:
+    text = yaml.safe_dump(data, allow_unicode=True) if not _has_nan(data) else "models: .nan\n"
+    if twist == "duplicate":
+        text = "models: []\n" + text
+    path = tmp_path_factory.mktemp("spec") / "spec.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(SpecError) if twist != "plain" else _loads_or_spec_error():
+        load_spec(path)
+
+
+class _loads_or_spec_error:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, *rest: object) -> bool:
+        return kind is None or issubclass(kind, SpecError)
+
+
+def _has_nan(data: Any) -> bool:
+    if isinstance(data, float):
+        return math.isnan(data)
+    if isinstance(data, dict):
+        return any(_has_nan(k) or _has_nan(v) for k, v in data.items())
+    if isinstance(data, list):
+        return any(map(_has_nan, data))
+    return False
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        ({"name": ".."}, "models[0].name: '..' cannot be a model name"),
+        ({"name": "tritongen-manifest.json"}, "cannot be a model name"),
+        ({"name": "x" * 300}, "models[0].name: String should have at most 200 characters"),
+        ({"max_batch_size": 2**31}, "models[0].max_batch_size: must be at most 2147483647"),
+        ({"max_batch_size": 10**12}, "models[0].max_batch_size: must be at most 2147483647"),
+        ({"verify": {"seed": -5}}, "models[0].verify.seed: must be at least 0"),
+        ({"verify": {"batch_sizes": [-1]}}, "models[0].verify.batch_sizes[0]: must be at least 1"),
+        ({"version_policy": {"specific": [0]}}, "models[0].version_policy.specific[0]: must be at least 1"),
+        ({"Max_batch_size": 4}, "models[0].Max_batch_size: unknown field; did you mean 'max_batch_size'?"),
+        ({"": 4}, 'models[0][""]: unknown field'),
+        ({"[x]": 4}, 'models[0]["[x]"]: unknown field'),
+        ({"parameters": {"Threads": [1]}}, "models[0].parameters.Threads: must be a string, an integer"),
+        ({"warmup": 3}, "models[0].warmup: must be a mapping of settings, or true/false"),
+    ],
+)
+def test_reported_mistakes_are_one_line_with_their_field_path(edit: dict, expected: str) -> None:
+    with pytest.raises(SpecError) as caught:
+        parse_spec({"models": [{**_base_model(0), **edit}]}, origin="s.yaml")
+    assert len(caught.value.problems) == 1, caught.value.problems
+    assert expected in caught.value.problems[0], caught.value.problems
+
+
+def test_duplicate_model_is_reported_at_the_second_entry() -> None:
+    with pytest.raises(SpecError) as caught:
+        parse_spec({"models": [_base_model(0), _base_model(0)]}, origin="s.yaml")
+    assert caught.value.problems == [
+        "s.yaml: models[1].name: model 'm0' version 1 appears twice; give each a different version or name"
+    ]
+
+
+def test_duplicate_yaml_keys_are_refused_with_their_line(tmp_path: Path) -> None:
+    path = tmp_path / "spec.yaml"
+    path.write_text("models:\n  - {name: a, framework: onnx, source: a.onnx}\nmodels: []\n")
+    with pytest.raises(SpecError, match=r"spec.yaml:3:1: .*key \"models\" appears twice.*first on line 1"):
+        load_spec(path)
+
+
+def test_deep_nesting_is_a_spec_error(tmp_path: Path) -> None:
+    path = tmp_path / "spec.yaml"
+    path.write_text("models: " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(SpecError, match="nested too deeply"):
+        load_spec(path)
+
+
+def test_schema_still_describes_the_settings() -> None:
+    assert set(ModelSettings.model_fields) <= set(json_schema()["$defs"]["ModelSpec"]["properties"])
