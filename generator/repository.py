@@ -181,7 +181,7 @@ def check_output(target: Path, protect: tuple[Path, ...] = ()) -> None:
     for directory in protect:
         if directory == target or target in directory.parents:
             raise RepositoryError(
-                f"output '{target}' contains '{directory}' (the working or spec directory); "
+                f"output '{target}' is or contains '{directory}' (the working or spec directory); "
                 "a build replaces its output whole, so pass a directory of its own, e.g. --output model_repository"
             )
     if target.is_dir() and not target.is_symlink() and not (target / MANIFEST).is_file():
