@@ -16,12 +16,16 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from generator.build import build
-from generator.errors import RepositoryError, SpecError
+from generator.errors import GeneratorError, RepositoryError, SpecError
 from generator.repository import MANIFEST, OutputLock, Staging
+from generator.spec import parse_spec
 
 from ..conftest import make_linear_onnx
+from ..unit.test_spec_fuzz import plausible_settings
 
 pytestmark = pytest.mark.integration
 
@@ -230,3 +234,25 @@ def test_duplicate_yaml_keys_are_refused(tmp_path: Path) -> None:
     spec.write_text(spec.read_text() + "models: []\n")
     with pytest.raises(SpecError, match="appears twice"):
         build(spec, tmp_path / "repo")
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+@given(plausible_settings, st.sampled_from(["cpu", "gpu", "auto"]))
+def test_any_plausible_spec_builds_or_fails_with_a_generator_error(
+    tmp_path_factory: pytest.TempPathFactory, extra: dict, device: str
+) -> None:
+    work = tmp_path_factory.mktemp("fuzz")
+    make_linear_onnx(work / "m.onnx")
+    data = {"models": [{"name": "m", "framework": "onnx", "source": "m.onnx", **extra}]}
+    try:
+        spec = parse_spec(data, base_dir=work)
+    except SpecError:
+        return
+    try:
+        build(spec=spec, output=work / "repo", device=device)
+    except GeneratorError as error:
+        assert all(line and "\n" not in line for line in error.problems)
+        assert not (work / "repo").exists()
+    else:
+        assert _whole(work / "repo")
+    assert [p.name for p in work.iterdir() if p.name.startswith(".")] == []

@@ -65,6 +65,90 @@ values = st.recursive(
 )
 
 
+small = st.integers(-2, 70)
+tensors = st.fixed_dictionaries(
+    {
+        "name": st.sampled_from(["x", "y", "", "[/x]"]),
+        "dtype": st.sampled_from(["FP32", "INT64", "FP16", "BOOL", "STRING", "BF16", "TYPE_FP32", "FP33"]),
+        "dims": st.lists(st.sampled_from([-2, -1, 0, 1, 3, 4, 2**40]), max_size=3),
+    },
+    optional={"reshape": st.lists(st.sampled_from([-1, 1, 4]), max_size=2), "optional": st.booleans()},
+)
+#: Settings a user plausibly writes: real field names, values near the edges of what is valid.
+plausible_settings = st.fixed_dictionaries(
+    {},
+    optional={
+        "max_batch_size": small,
+        "dynamic_batching": st.one_of(
+            st.booleans(),
+            st.fixed_dictionaries(
+                {},
+                optional={
+                    "preferred_batch_size": st.lists(small, max_size=3),
+                    "max_queue_delay_microseconds": small,
+                    "priority_levels": small,
+                    "default_priority_level": small,
+                    "preserve_ordering": st.booleans(),
+                    "default_queue_policy": st.fixed_dictionaries(
+                        {},
+                        optional={
+                            "max_queue_size": small,
+                            "timeout_action": st.sampled_from(["REJECT", "DELAY", "DROP"]),
+                        },
+                    ),
+                },
+            ),
+        ),
+        "instance_group": st.fixed_dictionaries(
+            {},
+            optional={
+                "count": small,
+                "kind": st.sampled_from(["cpu", "gpu", "auto"]),
+                "gpus": st.lists(small, max_size=2),
+            },
+        ),
+        "version_policy": st.one_of(
+            st.fixed_dictionaries({"latest": small}),
+            st.fixed_dictionaries({"all": st.booleans()}),
+            st.fixed_dictionaries({"specific": st.lists(small, max_size=3)}),
+        ),
+        "parameters": st.dictionaries(
+            st.sampled_from(["intra_op_thread_count", "x"]), st.one_of(small, st.text(max_size=3)), max_size=2
+        ),
+        "warmup": st.one_of(
+            st.booleans(),
+            st.fixed_dictionaries(
+                {},
+                optional={"batch_size": small, "count": small, "data": st.sampled_from(["random", "zero"])},
+            ),
+        ),
+        "response_cache": st.booleans(),
+        "verify": st.fixed_dictionaries(
+            {}, optional={"batch_sizes": st.lists(small, max_size=3), "seed": small, "enabled": st.booleans()}
+        ),
+        "opset": st.sampled_from([6, 7, 17, 20, 99, 100]),
+        "format": st.sampled_from(["onnx", "torchscript", "tensorrt"]),
+        "optimize": st.one_of(
+            st.booleans(),
+            st.fixed_dictionaries(
+                {},
+                optional={
+                    "simplify": st.booleans(),
+                    "quantize": st.sampled_from(["none", "dynamic"]),
+                    "fp16": st.booleans(),
+                },
+            ),
+        ),
+        "inputs": st.lists(tensors, max_size=2),
+        "outputs": st.lists(tensors, max_size=2),
+        "accelerators": st.lists(
+            st.fixed_dictionaries({"name": st.sampled_from(["openvino", "cuda", "tensorrt"])}), max_size=1
+        ),
+        "version": st.integers(0, 3),
+    },
+)
+
+
 def _base_model(index: int) -> dict[str, Any]:
     return {
         "name": f"m{index}",
@@ -111,7 +195,7 @@ def _assert_field_path_errors(error: SpecError) -> None:
         assert "\n" not in line
 
 
-def _render_declared(spec: Any) -> None:
+def _render_declared(spec: Any, profile: DeviceProfile | None = None) -> None:
     """Render each model's config from its declared I/O and parse it back with Triton's schema."""
     env = environment()
     for model in spec.models:
@@ -124,7 +208,9 @@ def _render_declared(spec: Any) -> None:
 
         signature = Signature(tuple(map(info, model.inputs)), tuple(map(info, model.outputs)))
         try:
-            config = build_config(model, signature, "onnxruntime_onnx", DeviceProfile(), "model.onnx")
+            config = build_config(
+                model, signature, "onnxruntime_onnx", profile or DeviceProfile(), "model.onnx"
+            )
             check_rendered(render(config, env), config, f"{model.name}/config.pbtxt")
         except GeneratorError as exc:  # a clear error about the spec is fine; "unparsable" is not
             assert all("does not parse" not in line for line in exc.problems), exc.problems
@@ -139,6 +225,17 @@ def test_any_spec_loads_or_fails_with_field_paths(data: Any) -> None:
         _assert_field_path_errors(error)
         return
     _render_declared(spec)
+
+
+@settings(max_examples=1000, deadline=None, suppress_health_check=list(HealthCheck))
+@given(plausible_settings, st.sampled_from(["cpu", "gpu", "auto"]))
+def test_plausible_settings_load_and_render_or_fail_with_field_paths(extra: dict, device: str) -> None:
+    try:
+        spec = parse_spec({"models": [{**_base_model(0), **extra}]}, origin="spec")
+    except SpecError as error:
+        _assert_field_path_errors(error)
+        return
+    _render_declared(spec, DeviceProfile.parse(device, None))
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
