@@ -353,6 +353,14 @@ class ModelSpec(ModelSettings):
     inputs: list[TensorSpec] | None = Field(default=None, description="Unset: read from the exported model.")
     outputs: list[TensorSpec] | None = Field(default=None, description="Unset: read from the exported model.")
 
+    @field_validator("outputs")
+    @classmethod
+    def _outputs_required(cls, value: list[TensorSpec] | None) -> list[TensorSpec] | None:
+        for tensor in value or []:
+            if tensor.optional:
+                raise ValueError(f"output '{tensor.name}' is marked optional; only inputs can be; remove it")
+        return value
+
     @field_validator("name")
     @classmethod
     def _safe_name(cls, value: str) -> str:
