@@ -330,7 +330,7 @@ def _check_root(repo: Path) -> tuple[list[Path], list[Problem]]:
             )
         elif not stat.S_ISDIR(status.st_mode):
             continue
-        elif not (path / "config.pbtxt").exists() and not version_dirs(path)[0]:
+        elif not os.path.lexists(path / "config.pbtxt") and not version_dirs(path)[0]:
             hidden = " (a hidden directory)" if name.startswith(".") else ""
             problems.append(
                 Problem(
