@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -118,3 +121,221 @@ def test_missing_config_is_a_warning_and_missing_repo_an_error(tmp_path: Path) -
     assert report.ok and "auto-complete" in report.warnings[0].message
     with pytest.raises(ValidationError, match="not a directory"):
         validate_repository(tmp_path / "absent")
+
+
+# Hostile repositories: each case plants one mistake into the good repository above. Every one must
+# come back as an error problem naming it (never an exception, never a hang), with a printable message.
+
+Mutation = Callable[[Path, Path], object]
+WARMUP = (
+    'model_warmup [ {{ name: "w" batch_size: {batch} inputs {{ key: "{name}" '
+    "value: {{ data_type: {dtype} dims: {dims} {data} }} }} }} ]\n"
+)
+
+
+def _config(text: str) -> Mutation:
+    return lambda repo, model: (model / "config.pbtxt").write_text(text)
+
+
+def _replace(old: str, new: str) -> Mutation:
+    assert old in GOOD
+    return _config(GOOD.replace(old, new))
+
+
+def _warmup(
+    batch: int = 4,
+    name: str = "x",
+    dtype: str = "TYPE_FP32",
+    dims: str = "[ 4 ]",
+    data: str = "zero_data: true",
+) -> Mutation:
+    return _config(GOOD + WARMUP.format(batch=batch, name=name, dtype=dtype, dims=dims, data=data))
+
+
+def _replace_path(relative: str, make: Callable[[Path], object]) -> Mutation:
+    def mutate(repo: Path, model: Path) -> None:
+        path = model / relative
+        shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+        make(path)
+
+    return mutate
+
+
+def _truncate(repo: Path, model: Path) -> None:
+    path = model / "1" / "model.onnx"
+    path.write_bytes(path.read_bytes()[:40])
+
+
+HOSTILE: dict[str, tuple[Mutation, str]] = {
+    "warm-up dims differ from the input": (
+        _warmup(dims="[ 5 ]"),
+        "input 'x' dims [5] do not fit the input's dims [4]",
+    ),
+    "warm-up dims hold -1": (_warmup(dims="[ -1 ]"), "input 'x' dims [-1] must all be fixed sizes; use [4]"),
+    "warm-up data type differs": (
+        _warmup(dtype="TYPE_INT32"),
+        "input 'x' is TYPE_INT32 but the input is TYPE_FP32",
+    ),
+    "warm-up feeds no input": (_warmup(name="X"), "feeds 'X', which is not an input; did you mean 'x'?"),
+    "warm-up batch above max_batch_size": (_warmup(batch=32), "batch_size 32 exceeds max_batch_size 16"),
+    "warm-up input without data": (_warmup(data=""), "input 'x' sets no data"),
+    "warm-up file missing": (
+        _warmup(data='input_data_file: "x.bin"'),
+        "reads warmup/x.bin, which is missing",
+    ),
+    "specific version missing": (
+        _config(GOOD + "version_policy { specific { versions: [ 2 ] } }\n"),
+        "version_policy names version(s) 2 with no directory (it has 1), so Triton loads nothing",
+    ),
+    "latest zero versions": (
+        _config(GOOD + "version_policy { latest { num_versions: 0 } }\n"),
+        "num_versions 0, so Triton loads nothing",
+    ),
+    "all with no version directory": (
+        lambda repo, model: (
+            shutil.rmtree(model / "1"),
+            (model / "config.pbtxt").write_text(GOOD + "version_policy { all { } }\n"),
+        ),
+        "no version directory; put the model file in lin/1/",
+    ),
+    "version directory with a leading zero": (
+        lambda repo, model: (model / "1").rename(model / "01"),
+        "no version directory",
+    ),
+    "version directory that is a file": (
+        _replace_path("1", lambda p: p.write_text("1")),
+        "no version directory",
+    ),
+    "config.pbtxt is a directory": (_replace_path("config.pbtxt", Path.mkdir), "config.pbtxt is a directory"),
+    "config.pbtxt is empty": (_config(""), "config.pbtxt is empty"),
+    "config.pbtxt is a symlink loop": (
+        _replace_path("config.pbtxt", lambda p: p.symlink_to(p.name)),
+        "config.pbtxt is a broken symbolic link",
+    ),
+    "non-UTF-8 bytes in a string value": (
+        lambda repo, model: (model / "config.pbtxt").write_bytes(GOOD.encode().replace(b'"x"', b'"x\xe9"')),
+        "config.pbtxt line 5: a value holds bytes that are not UTF-8",
+    ),
+    ".git in the root": (
+        lambda repo, model: (repo / ".git" / "objects").mkdir(parents=True),
+        ".git: is not a model (a hidden",
+    ),
+    "a directory with no config and no version": (
+        lambda repo, model: (repo / "docs").mkdir(),
+        "docs: is not a model",
+    ),
+    "a dangling symlink in the root": (
+        lambda repo, model: (repo / "old").symlink_to("gone"),
+        "old: is a broken symbolic link",
+    ),
+    "a dangling symlink in the model": (
+        lambda repo, model: (model / "2").symlink_to("gone"),
+        "'2' is a broken symbolic link or cannot be read",
+    ),
+    "model file is an empty directory": (
+        _replace_path("1/model.onnx", Path.mkdir),
+        "1/model.onnx is a directory without model.onnx in it",
+    ),
+    "model file is a FIFO": (_replace_path("1/model.onnx", os.mkfifo), "1/model.onnx is not a regular file"),
+    "model file is a symlink loop": (
+        _replace_path("1/model.onnx", lambda p: p.symlink_to(p.name)),
+        "version 1 has no model.onnx (a broken symbolic link)",
+    ),
+    "truncated ONNX": (_truncate, "not a readable ONNX model"),
+    "dims with 0": (_replace("dims: [ 4 ]", "dims: [ 0 ]"), "input 'x' dims [0] hold 0"),
+    "negative max_batch_size": (
+        _replace("max_batch_size: 16", "max_batch_size: -1"),
+        "max_batch_size -1 is negative",
+    ),
+    "unknown data_type number": (
+        _replace("TYPE_FP32 dims: [ 4 ]", "99 dims: [ 4 ]"),
+        "data_type 99 is not a Triton type",
+    ),
+    "unknown data_type name": (_replace("TYPE_FP32 dims: [ 4 ]", "TYPE_FLOAT dims: [ 4 ]"), "does not parse"),
+    "name differs from the directory": (
+        _replace('name: "lin"', 'name: "line"'),
+        "config name 'line' differs",
+    ),
+    "backend tensorflow without a platform": (
+        _replace('platform: "onnxruntime_onnx"', 'backend: "tensorflow"'),
+        "backend 'tensorflow' needs a platform",
+    ),
+    "platform and backend disagree": (
+        _replace('platform: "onnxruntime_onnx"', 'platform: "onnxruntime_onnx" backend: "pytorch"'),
+        "platform 'onnxruntime_onnx' and backend 'pytorch' disagree; use backend 'onnxruntime'",
+    ),
+    "nothing tells the backend": (
+        lambda repo, model: (
+            (model / "1" / "model.onnx").rename(model / "1" / "lin.onnx"),
+            (model / "config.pbtxt").write_text(GOOD.replace('platform: "onnxruntime_onnx"', "")),
+        ),
+        "neither platform nor backend is set and the version directory holds no model file",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_each_hostile_repository_gives_its_error(tmp_path: Path, case: str) -> None:
+    mutate, expected = HOSTILE[case]
+    repo = _repo(tmp_path)
+    mutate(repo, repo / "lin")
+    report = validate_repository(repo)
+    assert any(expected in str(p) for p in report.errors), [str(p) for p in report.problems]
+    assert all(str(p).isprintable() for p in report.problems)
+
+
+CLEAN: dict[str, Mutation] = {
+    "the good repository": lambda repo, model: None,
+    "backend onnxruntime without platform": _replace(
+        'platform: "onnxruntime_onnx"', 'backend: "onnxruntime"'
+    ),
+    "a comment that is not UTF-8": lambda repo, model: (model / "config.pbtxt").write_bytes(
+        b"# r\xe9sum\xe9 \xff\xfe\n" + GOOD.encode() + b"# \x80\n"
+    ),
+    "a warm-up that fits": _warmup(),
+    "a large ONNX model as a directory": lambda repo, model: (
+        (model / "1" / "model.onnx").rename(model / "m"),
+        (model / "1" / "model.onnx").mkdir(),
+        (model / "m").rename(model / "1" / "model.onnx" / "model.onnx"),
+    ),
+    "plain files in the root": lambda repo, model: (repo / "README.md").write_text("models\n"),
+    "a broken version that the policy does not load": lambda repo, model: (
+        (model / "2").mkdir(),
+        (model / "config.pbtxt").write_text(GOOD + "version_policy { specific { versions: [ 1 ] } }\n"),
+    ),
+    "a subdirectory named by a non-ASCII digit": lambda repo, model: (model / "\u00b2").mkdir(),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CLEAN))
+def test_clean_repositories_have_no_problem(tmp_path: Path, case: str) -> None:
+    repo = _repo(tmp_path)
+    CLEAN[case](repo, repo / "lin")
+    report = validate_repository(repo)
+    assert report.ok and not report.problems, [str(p) for p in report.problems]
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        (
+            GOOD.replace("count: 1", "count: 0"),
+            "instance_group count 0 is not positive, so Triton uses its default",
+        ),
+        (GOOD + "version_policy { specific { versions: [ 1, 2 ] } }\n", "version(s) 2 with no directory"),
+    ],
+)
+def test_what_triton_tolerates_is_a_warning(tmp_path: Path, config: str, expected: str) -> None:
+    report = validate_repository(_repo(tmp_path, config))
+    assert report.ok and any(expected in p.message for p in report.warnings), [
+        str(p) for p in report.problems
+    ]
+
+
+def test_names_from_the_repository_print_as_one_line(tmp_path: Path) -> None:
+    repo = _repo(tmp_path)
+    (repo / "a\x1b[31m\nb").mkdir()
+    (repo / os.fsdecode(b"\xff\xfe")).mkdir()
+    problems = validate_repository(repo).problems
+    assert {p.model for p in problems} == {"a\\x1b[31m\\nb", "\\xff\\xfe"}
+    assert all(str(p).isprintable() for p in problems)
