@@ -819,7 +819,7 @@ class EmbeddedServer:
         log_inside = self._log_path is not None and self._log_path.parent == workdir
         if keep_log and log_inside:
             shutil.rmtree(workdir / "backends", ignore_errors=True)
-            logger.warning("the server log is kept at %s", self._log_path)
+            logger.info("the server log is kept at %s", self._log_path)
         else:
             shutil.rmtree(workdir, ignore_errors=True)
 
