@@ -220,7 +220,11 @@ def _run_validate(args: argparse.Namespace) -> int:
 
 
 def _serve_until_signal(server: Any) -> int:
-    """Block until Ctrl-C / SIGTERM (clean stop, exit 0) or until the server dies (exit 1)."""
+    """Block until Ctrl-C / SIGTERM (clean stop, exit 0) or until the server is down for good (exit 1).
+
+    The server restarts itself after a crash; it is down for good only when it could not. Its log is
+    then kept, and the error names it.
+    """
 
     def on_term(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
@@ -234,7 +238,8 @@ def _serve_until_signal(server: Any) -> int:
         signal.signal(signal.SIGTERM, previous)
         server.stop()
     raise GeneratorError(
-        f"tritonserver exited unexpectedly with code {code}; see its log at {server.log_path}"
+        server.failure
+        or f"tritonserver exited unexpectedly with code {code}; see its log at {server.log_path}"
     )
 
 

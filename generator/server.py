@@ -8,6 +8,21 @@ waits until ``/v2/health/ready`` answers, reports Triton's own reason when the s
 stops the whole process group (server and stubs) on :meth:`EmbeddedServer.stop`, on context exit, and at
 interpreter exit.
 
+While it runs, a watcher thread supervises it (Triton 2.51 has neither a request-size limit nor a way to
+restart a dead backend stub):
+
+* if ``tritonserver`` dies (one HTTP request declaring a shape such as ``[2147483648, 64]`` makes this
+  build abort with ``std::bad_alloc``), the outage is logged and the server is restarted on the same ports,
+  its output appended to the same log; after ``max_restarts`` crashes within a minute it gives up;
+* if a model's Python backend stub dies, Triton keeps reporting the model ready while the requests routed
+  to that instance fail, so the model is reloaded through Triton's model-control API (models are loaded
+  with ``--model-control-mode=explicit --load-model=*``); if the reload fails, the model is unloaded so that
+  its readiness tells the truth.
+
+Stopping unloads every model first, so new requests fail at once with Triton's "unknown model" error while
+in-flight ones finish, then stops the process. A small reaper process (:mod:`generator.reaper`) kills the
+server's process group if the owning process dies without stopping it.
+
 Example::
 
     with EmbeddedServer("model_repository", http_port=find_free_port()) as server:
@@ -20,6 +35,7 @@ import atexit
 import contextlib
 import ctypes.util
 import importlib.util
+import json
 import logging
 import os
 import re
@@ -33,11 +49,15 @@ import tempfile
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Any
+
+import psutil
 
 from generator.errors import ServerError
 
@@ -51,6 +71,15 @@ RESPONSE_CACHE_BYTES = 64 * 1024 * 1024
 _INSTALL_HINT = "install it with: pip install nvidia-pytriton"
 _STUB_NAME = "triton_python_backend_stub"
 _ORT_BACKEND = Path(__file__).resolve().parent / "backends" / "onnxruntime" / "model.py"
+_REAPER = Path(__file__).resolve().parent / "reaper.py"
+_WATCH_SECONDS = 0.25
+_RESTART_WINDOW_SECONDS = 60.0
+# Triton 2.51 waits up to its exit timeout for idle keep-alive HTTP connections to close even when nothing
+# is in flight; stop() drains by unloading the models first, so Triton itself needs only a short one.
+_TRITON_EXIT_SECONDS = 3
+_BUSY_STATES = ("READY", "LOADING", "UNLOADING")
+_UNCAUGHT = re.compile(r"terminate called after throwing an instance of '([^']+)'")
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via a proxy
 _LOG_TAIL_BYTES = 1 << 20
 _SHM_DIR = Path("/dev/shm")
 _LOG_LINE = re.compile(r"^([IWE])\d{4} [\d:.]+\s+\d+ [^\]]+\] ?(.*)$")
@@ -191,13 +220,33 @@ def _client_host(address: str) -> str:
     return f"[{address}]" if ":" in address else address
 
 
-def _failure_reason(log_path: Path) -> str:
-    """Triton's own reason for not coming up, from its log, as one line ('' if none found)."""
+def _log_lines(log_path: Path, offset: int = 0) -> list[str]:
+    """The last lines of the log written from byte ``offset`` on (at most about a megabyte)."""
     try:
         with log_path.open("rb") as handle:
-            handle.seek(max(0, log_path.stat().st_size - _LOG_TAIL_BYTES))
-            lines = handle.read().decode("utf-8", errors="replace").splitlines()
+            handle.seek(max(offset, log_path.stat().st_size - _LOG_TAIL_BYTES))
+            return handle.read().decode("utf-8", errors="replace").splitlines()
     except OSError:
+        return []
+
+
+def _crash_reason(log_path: Path, offset: int, code: int) -> str:
+    """Why the server exited, in a few words: the signal or exit code, and an uncaught C++ exception."""
+    if code < 0:
+        try:
+            how = f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            how = f"killed by signal {-code}"
+    else:
+        how = f"exit code {code}"
+    uncaught = [m.group(1) for line in _log_lines(log_path, offset) if (m := _UNCAUGHT.search(line))]
+    return f"{how}, uncaught {uncaught[-1]}" if uncaught else how
+
+
+def _failure_reason(log_path: Path, offset: int = 0) -> str:
+    """Triton's own reason for not coming up, from its log, as one line ('' if none found)."""
+    lines = _log_lines(log_path, offset)
+    if not lines:
         return ""
     load_failures: dict[str, str] = {}
     last_error = ""
@@ -245,10 +294,18 @@ class EmbeddedServer:
         metrics_port: Prometheus metrics port.
         address: Address every endpoint binds to; loopback by default.
         startup_timeout: Seconds to wait for the server and all its models to become ready.
-        log_path: Where the server's output goes (truncated on each start). By default a file in the
-            per-start temporary directory, which :meth:`stop` deletes; it is kept when start fails.
-        exit_timeout: Seconds the server may spend draining in-flight requests when stopped.
+        log_path: Where the server's output goes (truncated on each start, appended to on each restart).
+            By default a file in the per-start temporary directory, which :meth:`stop` deletes; it is kept
+            when start fails or the server crashed.
+        exit_timeout: Seconds :meth:`stop` waits for in-flight requests to finish.
         extra_args: More ``tritonserver`` command-line arguments, appended last.
+        supervise: Restart the server when it dies and reload a model whose backend stub dies. Without
+            it, a dead server is reported by :meth:`wait` and :attr:`failure`.
+        max_restarts: Crashes within a minute after which the server is not restarted again.
+
+    Attributes:
+        restarts: How often the watcher restarted the server since the last :meth:`start`.
+        reloads: How often the watcher reloaded a model whose backend stub died since the last start.
     """
 
     def __init__(
@@ -263,6 +320,8 @@ class EmbeddedServer:
         log_path: Path | None = None,
         exit_timeout: int = 30,
         extra_args: Sequence[str] = (),
+        supervise: bool = True,
+        max_restarts: int = 5,
     ) -> None:
         self.repository = Path(repository)
         self.address = address
@@ -270,12 +329,29 @@ class EmbeddedServer:
         self.startup_timeout = float(startup_timeout)
         self.exit_timeout = int(exit_timeout)
         self.extra_args = tuple(str(a) for a in extra_args)
+        self.supervise = bool(supervise)
+        self.max_restarts = int(max_restarts)
         self._requested_log = Path(log_path) if log_path is not None else None
         self._log_path: Path | None = self._requested_log
+        self._log_offset = 0
         self._process: subprocess.Popen[bytes] | None = None
+        self._reaper: subprocess.Popen[bytes] | None = None
+        self._command_line: list[str] = []
+        self._env: dict[str, str] = {}
         self._returncode: int | None = None
         self._workdir: Path | None = None
         self._lock = threading.RLock()
+        self._watcher: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._down = threading.Event()
+        self._down.set()
+        self._crash_times: list[float] = []
+        self._crashed = False
+        self._failure: str | None = None
+        self._stubs: dict[int, str] = {}  # pid -> model of the live backend stubs seen
+        self._handled: set[int] = set()  # dead stubs already acted on
+        self.restarts = 0
+        self.reloads = 0
         host = _client_host(address)
         self._endpoints = Endpoints(
             http=f"{host}:{self.ports['HTTP']}",
@@ -305,13 +381,18 @@ class EmbeddedServer:
             raise ServerError("the server has no log yet: it has not been started")
         return self._log_path
 
+    @property
+    def failure(self) -> str | None:
+        """Why the server is down for good (it died and was not restarted), as one line; else None."""
+        return self._failure
+
     def is_running(self) -> bool:
         """Whether the ``tritonserver`` process is alive."""
         process = self._process
         return process is not None and process.poll() is None
 
     def start(self) -> Endpoints:
-        """Start ``tritonserver`` and wait until it and all its models are ready.
+        """Start ``tritonserver``, wait until it and all its models are ready, and start supervising it.
 
         Returns:
             The endpoints to connect to.
@@ -323,7 +404,7 @@ class EmbeddedServer:
         with self._lock:
             if self.is_running():
                 raise ServerError(f"the Triton server is already running (pid {self.pid})")
-            self._release()
+            self.stop()
             install = locate_triton()
             stub = install.stub_for()
             libpython = _libpython_dir()
@@ -341,35 +422,57 @@ class EmbeddedServer:
 
             self._workdir = Path(tempfile.mkdtemp(prefix="tritongen-triton-"))
             self._log_path = self._requested_log or self._workdir / "tritonserver.log"
+            self._stopping.clear()
+            self._down.clear()
+            self._failure, self._crashed, self._crash_times = None, False, []
+            self.restarts = self.reloads = 0
+            self._returncode = None
             try:
-                self._launch(install, stub, libpython)
+                self._command_line = self._command(install, self._prepare_backends(install, stub))
+                self._env = self._environment(install, libpython)
+                logger.info("starting Triton: %s", " ".join(self._command_line))
+                self._spawn(append=False)
                 self._wait_ready()
             except BaseException:
-                self._release(keep_log=True)
+                self._release(keep_log=True, drain=False)
+                self._down.set()
                 raise
+            assert self._process is not None
             logger.info("Triton is ready (pid %d): %s", self._process.pid, self._endpoints)
+            self._stubs.clear()
+            self._handled.clear()
+            self._dead_stubs(self._process.pid)  # know every stub before one can die unseen
+            self._watcher = threading.Thread(target=self._watch, name="tritonserver-watcher", daemon=True)
+            self._watcher.start()
             return self._endpoints
 
     def stop(self) -> None:
         """Stop the server and its stub processes and delete the temporary directory. Idempotent.
 
-        Sends SIGTERM so in-flight requests drain (up to ``exit_timeout`` seconds), then SIGKILLs the
-        whole process group.
+        Unloads every model first, so that new requests are refused at once while in-flight ones finish
+        (up to ``exit_timeout`` seconds), then SIGTERMs the server and SIGKILLs whatever is left of its
+        process group. The log is kept, and its path logged, when the server had crashed.
         """
+        self._stopping.set()
+        watcher = self._watcher
+        if watcher is not None and watcher is not threading.current_thread():
+            watcher.join()
         with self._lock:
-            self._release()
+            self._watcher = None
+            self._release(keep_log=self._crashed)
+            self._down.set()
 
     def wait(self) -> int:
-        """Block until the server process exits and return its exit code.
+        """Block until the server is down for good and return the exit code of its last process.
 
-        If the server has already been stopped, return the exit code of that run.
+        Down for good means stopped with :meth:`stop`, or dead and not restarted (then :attr:`failure`
+        says why). With ``supervise``, a crash the watcher recovers from does not end the wait.
 
         Raises:
             ServerError: The server was never started.
         """
-        process = self._process
-        if process is not None:
-            return process.wait()
+        while not self._down.wait(0.5):
+            pass
         if self._returncode is None:
             raise ServerError("the Triton server has not been started")
         return self._returncode
@@ -386,27 +489,41 @@ class EmbeddedServer:
     ) -> None:
         self.stop()
 
-    def _launch(self, install: TritonInstall, stub: Path, libpython: Path | None) -> None:
-        assert self._log_path is not None
-        backends = self._prepare_backends(install, stub)
-        command = self._command(install, backends)
+    def _spawn(self, append: bool) -> None:
+        """Run ``tritonserver`` in a new process group, and a reaper that kills the group if we die."""
+        assert self._log_path is not None and self._workdir is not None
         self._log_path.parent.mkdir(parents=True, exist_ok=True)
-        logger.info("starting Triton: %s", " ".join(command))
         try:
-            with self._log_path.open("wb") as log:
+            with self._log_path.open("ab" if append else "wb") as log:
+                self._log_offset = log.tell()
                 self._process = subprocess.Popen(
-                    command,
+                    self._command_line,
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
-                    env=self._environment(install, libpython),
+                    env=self._env,
                     start_new_session=True,
                     close_fds=True,
                 )
         except OSError as error:
-            raise ServerError(f"could not run {install.binary}: {error}") from error
-        self._returncode = None
+            raise ServerError(f"could not run {self._command_line[0]}: {error}") from error
         _RUNNING.add(self)
+        reaper = [sys.executable, "-I", str(_REAPER), str(self._process.pid), str(self._workdir)]
+        try:
+            self._reaper = subprocess.Popen(
+                [*reaper, self._shm_prefix()],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+                close_fds=True,
+            )
+        except OSError as error:
+            logger.warning(
+                "no reaper for Triton (%s): if this process is killed, stop pid %d yourself",
+                error,
+                self._process.pid,
+            )
 
     def _prepare_backends(self, install: TritonInstall, stub: Path) -> Path:
         assert self._workdir is not None
@@ -440,7 +557,11 @@ class EmbeddedServer:
             "--allow-gpu-metrics=false",
             f"--cache-config=local,size={RESPONSE_CACHE_BYTES}",
             f"--cache-directory={install.caches_dir}",
-            f"--exit-timeout-secs={self.exit_timeout}",
+            f"--exit-timeout-secs={min(self.exit_timeout, _TRITON_EXIT_SECONDS)}",
+            # Every model loads at start-up as in the default mode; explicit control lets the watcher
+            # reload a model whose stub died and stop() unload models before stopping.
+            "--model-control-mode=explicit",
+            "--load-model=*",
             f"--backend-config=python,shm-region-prefix-name={self._shm_prefix()}",
             *self.extra_args,
         ]
@@ -465,43 +586,240 @@ class EmbeddedServer:
     def _wait_ready(self) -> None:
         assert self._process is not None and self._log_path is not None
         url = f"http://{self._endpoints.http}/v2/health/ready"
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via a proxy
         deadline = time.monotonic() + self.startup_timeout
         while True:
             code = self._process.poll()
             if code is not None:
-                reason = _failure_reason(self._log_path) or f"tritonserver exited with code {code}"
+                reason = _failure_reason(self._log_path, self._log_offset)
+                reason = reason or f"tritonserver exited with code {code}"
                 raise ServerError(f"Triton did not start: {reason} (server log: {self._log_path})")
             try:
-                with opener.open(url, timeout=1.0) as response:
+                with _OPENER.open(url, timeout=1.0) as response:
                     if response.status == 200:
                         return
             except (urllib.error.URLError, OSError):
                 pass
             if time.monotonic() >= deadline:
-                reason = _failure_reason(self._log_path)
+                reason = _failure_reason(self._log_path, self._log_offset)
                 detail = f": {reason}" if reason else ""
                 raise ServerError(
                     f"Triton was not ready within {self.startup_timeout:g} s{detail} "
                     f"(server log: {self._log_path})"
                 )
-            time.sleep(0.1)
+            if self._stopping.wait(0.1):
+                raise ServerError("the Triton server was stopped while it was starting")
 
-    def _release(self, keep_log: bool = False) -> None:
+    def _api(self, method: str, path: str, body: Any = None, timeout: float = 10.0) -> Any:
+        """Call Triton's HTTP API; return the decoded JSON answer (None when empty).
+
+        Raises:
+            ServerError: Triton refused the call; the message carries its error.
+            OSError: Triton could not be reached.
+        """
+        data = b"" if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(
+            f"http://{self._endpoints.http}{path}",
+            data=data if method == "POST" else None,
+            method=method,
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            with _OPENER.open(request, timeout=timeout) as response:
+                payload = response.read()
+        except urllib.error.HTTPError as error:
+            detail = error.read().decode("utf-8", errors="replace").strip()
+            raise ServerError(f"{method} {path}: HTTP {error.code} {detail}") from None
+        return json.loads(payload) if payload else None
+
+    def _watch(self) -> None:
+        """The watcher thread: restart a dead server, reload models whose stub died."""
+        while not self._stopping.wait(_WATCH_SECONDS):
+            process = self._process
+            if process is None:
+                return
+            code = process.poll()
+            if code is not None:
+                if self._stopping.is_set() or not self._recover(process, code):
+                    self._down.set()
+                    return
+                self._stubs.clear()
+                self._handled.clear()
+                if self._process is not None:
+                    self._dead_stubs(self._process.pid)
+            elif self.supervise:
+                for model, pids in self._dead_stubs(process.pid).items():
+                    self._reload(model, pids)
+                    self._dead_stubs(process.pid)  # learn the new stubs at once
+
+    def _recover(self, process: subprocess.Popen[bytes], code: int) -> bool:
+        """Log the crash and restart the server on the same ports; False when it stays down."""
+        assert self._log_path is not None
+        self._crashed = True
+        self._returncode = code
+        reason = _crash_reason(self._log_path, self._log_offset, code)
+        where = f"(server log: {self._log_path})"
+        crashed_at = time.monotonic()
+        self._crash_times = [t for t in self._crash_times if crashed_at - t < _RESTART_WINDOW_SECONDS]
+        self._crash_times.append(crashed_at)
+        if not self.supervise:
+            self._failure = f"tritonserver exited unexpectedly ({reason}) {where}"
+        elif len(self._crash_times) > self.max_restarts:
+            self._failure = (
+                f"tritonserver exited unexpectedly {len(self._crash_times)} times within "
+                f"{_RESTART_WINDOW_SECONDS:g} s, last with {reason}; not restarting it again {where}"
+            )
+        if self._failure is not None:
+            logger.error("%s", self._failure)
+            self._kill_group(process)
+            return False
+        logger.error(
+            "tritonserver (pid %d) exited unexpectedly (%s); restarting it on the same ports %s",
+            process.pid,
+            reason,
+            where,
+        )
+        self._kill_group(process)
+        try:
+            self._spawn(append=True)
+            self._wait_ready()
+        except ServerError as error:
+            if self._stopping.is_set():
+                return False
+            self._failure = f"tritonserver exited unexpectedly ({reason}) and did not restart: {error}"
+            logger.error("%s", self._failure)
+            return False
+        self.restarts += 1
+        logger.warning(
+            "Triton is serving again (pid %d) after an outage of %.1f s",
+            self._process.pid if self._process else -1,
+            time.monotonic() - crashed_at,
+        )
+        return True
+
+    def _kill_group(self, process: subprocess.Popen[bytes]) -> None:
+        """After the server died: kill its orphaned stubs, release its reaper, remove its shm regions."""
+        _terminate(process, 0.0)
+        self._release_reaper()
+        self._remove_shm()
+
+    def _dead_stubs(self, server: int) -> dict[str, list[int]]:
+        """Models whose backend stub process died since the last look, with the stubs' pids.
+
+        A stub that dies on its own stays a zombie child of ``tritonserver`` (Triton does not reap it),
+        while Triton reaps the stubs it stops itself; so a zombie stub is a dead model instance. A
+        zombie's command line cannot be read, so each live stub's model is noted when it is first seen.
+        """
+        stubs, handled = self._stubs, self._handled
+        try:
+            children = psutil.Process(server).children()
+        except psutil.Error:
+            return {}
+        dead: dict[str, list[int]] = {}
+        present = set()
+        for child in children:
+            present.add(child.pid)
+            try:
+                if child.status() == psutil.STATUS_ZOMBIE:
+                    if child.pid in stubs and child.pid not in handled:
+                        handled.add(child.pid)
+                        dead.setdefault(stubs[child.pid], []).append(child.pid)
+                elif child.pid not in stubs:
+                    command = child.cmdline()
+                    if len(command) > 1 and Path(command[0]).name == _STUB_NAME:
+                        stubs[child.pid] = self._model_of(Path(command[1]))
+            except psutil.Error:
+                continue
+        for pid in set(stubs) - present:
+            del stubs[pid]
+        handled &= present
+        return dead
+
+    def _model_of(self, model_file: Path) -> str:
+        """The model a stub serves, from its first argument: ``<repository>/<model>/<version>/<file>``."""
+        try:
+            return model_file.relative_to(self.repository.resolve()).parts[0]
+        except ValueError:
+            return model_file.parents[1].name
+
+    def _reload(self, model: str, pids: list[int]) -> None:
+        """Reload ``model`` in place (its healthy instances serve meanwhile); unload it if that fails."""
+        logger.error(
+            "the backend stub process of model '%s' (pid %s) died; reloading the model",
+            model,
+            ", ".join(map(str, pids)),
+        )
+        name = urllib.parse.quote(model, safe="")
+        began = time.monotonic()
+        try:
+            config = self._api("GET", f"/v2/models/{name}/config")
+            # A load request that carries a config always reloads, even when the files are unchanged.
+            body = {"parameters": {"config": json.dumps(config)}}
+            self._api("POST", f"/v2/repository/models/{name}/load", body, timeout=self.startup_timeout)
+        except (OSError, ValueError, ServerError) as error:
+            logger.error("could not reload model '%s' (%s); unloading it so it reports unready", model, error)
+            with contextlib.suppress(OSError, ValueError, ServerError):
+                self._api("POST", f"/v2/repository/models/{name}/unload")
+            return
+        self.reloads += 1
+        logger.warning("model '%s' was reloaded in %.1f s", model, time.monotonic() - began)
+
+    def _drain(self) -> None:
+        """Unload every model so that new requests fail at once; wait for in-flight ones to finish."""
+        deadline = time.monotonic() + self.exit_timeout
+        try:
+            index = self._api("POST", "/v2/repository/index") or []
+            for name in dict.fromkeys(m["name"] for m in index if m.get("state") in _BUSY_STATES):
+                self._api("POST", f"/v2/repository/models/{urllib.parse.quote(name, safe='')}/unload")
+            while time.monotonic() < deadline:
+                index = self._api("POST", "/v2/repository/index") or []
+                if not any(m.get("state") in _BUSY_STATES for m in index):
+                    return
+                time.sleep(0.05)
+            logger.warning(
+                "requests were still in flight after %d s; stopping Triton anyway", self.exit_timeout
+            )
+        except (OSError, ValueError, KeyError, ServerError) as error:
+            logger.warning("could not unload the models before stopping Triton: %s", error)
+
+    def _release_reaper(self) -> None:
+        """Tell the reaper that the group was stopped here, so it exits without killing anything."""
+        reaper, self._reaper = self._reaper, None
+        if reaper is None:
+            return
+        with contextlib.suppress(OSError, ValueError):
+            assert reaper.stdin is not None
+            reaper.stdin.write(b"released")
+            reaper.stdin.close()
+        try:
+            reaper.wait(timeout=5.0)
+        except subprocess.TimeoutExpired:
+            reaper.kill()
+            reaper.wait()
+
+    def _remove_shm(self) -> None:
+        if self._workdir is not None and _SHM_DIR.is_dir():
+            for region in _SHM_DIR.glob(f"{self._shm_prefix()}*"):
+                region.unlink(missing_ok=True)
+
+    def _release(self, keep_log: bool = False, drain: bool = True) -> None:
         """Stop the process group (if any) and delete the temporary directory."""
         process, self._process = self._process, None
         _RUNNING.discard(self)
         if process is not None:
-            self._returncode = _terminate(process, self.exit_timeout + 10.0)
+            if drain and process.poll() is None:
+                self._drain()
+            code = _terminate(process, _TRITON_EXIT_SECONDS + 10.0)
+            if self._failure is None:
+                self._returncode = code
+        self._release_reaper()
+        self._remove_shm()
         workdir, self._workdir = self._workdir, None
         if workdir is None:
             return
-        if process is not None and _SHM_DIR.is_dir():
-            for region in _SHM_DIR.glob(f"{workdir.name}_*"):
-                region.unlink(missing_ok=True)
         log_inside = self._log_path is not None and self._log_path.parent == workdir
         if keep_log and log_inside:
             shutil.rmtree(workdir / "backends", ignore_errors=True)
+            logger.info("the server log is kept at %s", self._log_path)
         else:
             shutil.rmtree(workdir, ignore_errors=True)
 
