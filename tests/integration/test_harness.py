@@ -141,7 +141,7 @@ def test_a_ramp_is_measured_in_windows(example_server: Any, tmp_path: Path) -> N
 @pytest.fixture
 def doomed_server(example_repo: Path) -> Iterator[EmbeddedServer]:
     """A server of the test's own, to be killed mid-run."""
-    with EmbeddedServer(example_repo, **free_ports()) as server:
+    with EmbeddedServer(example_repo, **free_ports(), supervise=False) as server:
         yield server
 
 
