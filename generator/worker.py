@@ -3,7 +3,7 @@
 A ``file.py:function`` factory, a pickled module or a Keras file runs arbitrary Python: it may call
 ``sys.exit``, ``os._exit``, raise ``BaseException`` or crash the interpreter. Run in the build's own
 process, any of these ends the build (and leaves its staging directory behind). :class:`ExportWorker`
-runs the step in one spawned child process, reused across the models of a build so the frameworks are
+runs the step in one child process, reused across the models of a build so the frameworks are
 imported once; whatever the child does, the build gets a result or an :class:`ExportError` naming the
 model, and a child that died is replaced by a fresh one for the next model.
 
@@ -95,6 +95,7 @@ class ExportWorker:
         self.in_process = in_process
         self._process: subprocess.Popen[bytes] | None = None
         self._conn: Connection | None = None
+        self._busy = False  # a step is running: closing now (Ctrl-C, an error here) kills the process
 
     def __enter__(self) -> ExportWorker:
         return self
@@ -168,6 +169,7 @@ class ExportWorker:
             raise ExportError(f"{label}: cannot hand the model to the export process: {exc}") from None
         except OSError:
             self._died(label)
+        self._busy = True
         while True:
             try:
                 kind, payload = conn.recv()
@@ -175,9 +177,12 @@ class ExportWorker:
                 self._died(label)
             if kind == "progress":
                 progress(payload)
-            elif kind == "log":
+                continue
+            if kind == "log":
                 logging.getLogger(payload.name).handle(payload)
-            elif kind == "done":
+                continue
+            self._busy = False
+            if kind == "done":
                 return payload
             elif kind == "error":
                 error_type, problems = payload
@@ -198,6 +203,7 @@ class ExportWorker:
     def _stop(self, wait: float) -> int | None:
         """Wait up to ``wait`` seconds for the process to end, then kill it; return its exit code."""
         process, conn, self._process, self._conn = self._process, self._conn, None, None
+        self._busy = False
         if conn is not None:
             conn.close()
         if process is None:
@@ -209,7 +215,10 @@ class ExportWorker:
             return process.wait()
 
     def close(self) -> None:
-        """Stop the process (asking first, then killing it); safe to call more than once."""
+        """Stop the process (asking first; killing it if it is still running a step); safe to call again."""
+        if self._busy:
+            self._stop(wait=0)
+            return
         if self._conn is not None:
             with suppress(OSError):
                 self._conn.send(None)
