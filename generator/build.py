@@ -2,8 +2,11 @@
 atomically.
 
 This is the one module that calls the steps in order. A model whose source, spec and libraries are
-unchanged since the last build (same cache key in the manifest, same file hashes) is reused from the
-existing repository instead of being exported and verified again.
+unchanged since the last build (same cache key in the manifest, same file hashes, and the same files
+its last export imported or read from the spec's directory) is reused from the existing repository
+instead of being exported and verified again. A source that runs user code (a factory, a pickled
+module, a Keras file) is exported in a separate process (:mod:`generator.worker`), so a factory that
+exits or crashes fails its model, not the build.
 """
 
 from __future__ import annotations
@@ -102,7 +105,9 @@ def source_files(model: ModelSpec, source: Path) -> list[Path]:
     """Files whose content determines an export.
 
     A model file (with any ONNX external-data files), or a factory module plus the files beside it
-    that the module names (its weights, say): editing the spec next to it does not count.
+    that the module names (its weights, say): editing the spec next to it does not count. What the
+    export turns out to import or read besides (helper modules) is recorded after it runs, as the
+    manifest entry's ``user_files``, and checked by the reuse test.
     """
     if factory_parts(model.source) is None:
         if source.is_dir():  # a SavedModel directory: every file in it

@@ -221,10 +221,10 @@ def test_editing_a_module_the_factory_imports_re_exports_the_model(tmp_path: Pat
     assert sorted(entry["user_files"]) == ["helpers.py", "scaled.py"]
     assert [m.status for m in build(spec, repo).models] == ["reused"]
 
-    _write(tmp_path, "helpers.py", HELPERS.format(scale=3.0))
+    _write(tmp_path, "helpers.py", HELPERS.format(scale=3.25))
     again = build(spec, repo)
     assert [m.status for m in again.models] == ["exported"]
-    np.testing.assert_allclose(_run_onnx(repo / "scaled" / "1" / "model.onnx", {"x": x})[0], x * 3.0)
+    np.testing.assert_allclose(_run_onnx(repo / "scaled" / "1" / "model.onnx", {"x": x})[0], x * 3.25)
 
 
 NUMERIC = """\
