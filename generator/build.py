@@ -2,8 +2,11 @@
 atomically.
 
 This is the one module that calls the steps in order. A model whose source, spec and libraries are
-unchanged since the last build (same cache key in the manifest, same file hashes) is reused from the
-existing repository instead of being exported and verified again.
+unchanged since the last build (same cache key in the manifest, same file hashes, and the same files
+its last export imported or read from the spec's directory) is reused from the existing repository
+instead of being exported and verified again. A source that runs user code (a factory, a pickled
+module, a Keras file) is exported in a separate process (:mod:`generator.worker`), so a factory that
+exits or crashes fails its model, not the build.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,6 +41,7 @@ from generator.signature import Signature
 from generator.spec import ModelSpec, Spec, Verify, factory_parts, load_spec
 from generator.validate import validate_model_dir
 from generator.verify import check_parity
+from generator.worker import ExportWorker
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +105,9 @@ def source_files(model: ModelSpec, source: Path) -> list[Path]:
     """Files whose content determines an export.
 
     A model file (with any ONNX external-data files), or a factory module plus the files beside it
-    that the module names (its weights, say): editing the spec next to it does not count.
+    that the module names (its weights, say): editing the spec next to it does not count. What the
+    export turns out to import or read besides (helper modules) is recorded after it runs, as the
+    manifest entry's ``user_files``, and checked by the reuse test.
     """
     if factory_parts(model.source) is None:
         if source.is_dir():  # a SavedModel directory: every file in it
@@ -151,9 +158,18 @@ def cache_key(model: ModelSpec, source: Path, libraries: dict[str, str], context
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _reusable(entry: dict[str, Any] | None, key: str, old_version_dir: Path) -> bool:
+def _reusable(entry: dict[str, Any] | None, key: str, old_version_dir: Path, spec_dir: Path) -> bool:
+    """Whether an old manifest entry still describes this model: same key, its files intact, and every
+    file its export imported or read from the user's directories (``user_files``) unchanged."""
     if not entry or entry.get("cache_key") != key or not old_version_dir.is_dir():
         return False
+    user_files = entry.get("user_files")
+    if user_files is None and factory_parts(str(entry.get("source", ""))) is not None:
+        return False  # built before imports were recorded: its helper modules are unknown
+    for rel, digest in (user_files or {}).items():
+        path = spec_dir / rel
+        if not path.is_file() or sha256_file(path) != digest:
+            return False
     files = entry.get("files", {})
     return bool(files) and all(
         (old_version_dir / rel).is_file() and sha256_file(old_version_dir / rel) == digest
@@ -161,23 +177,66 @@ def _reusable(entry: dict[str, Any] | None, key: str, old_version_dir: Path) -> 
     )
 
 
-def _export(
-    model: ModelSpec, source: Path, version_dir: Path, progress: Progress, context: ExportContext
+def _export_step(
+    model: ModelSpec,
+    source: Path,
+    version_dir: Path,
+    context: ExportContext,
+    *,
+    progress: Callable[[str], None],
 ) -> tuple[ExportResult, dict | None, dict | None]:
-    progress(model.name, "export")
+    """Export, verify and optimize one model; what it returns can cross a process boundary."""
+    progress("export")
     result = exporter_for(model, context).export(model, source, version_dir)
     settings = model.verify or Verify()
     parity = None
     if settings.enabled:
-        progress(model.name, "verify")
+        progress("verify")
         report = check_parity(model, result, resolve_max_batch_size(model, result.signature), settings)
         parity = report.to_dict()
     optimized = None
     if model.target == "onnx" and model.optimize and model.optimize.passes:
-        progress(model.name, "optimize")
+        progress("optimize")
         max_batch_size = resolve_max_batch_size(model, result.signature)
         optimized = optimize_model(model, result, max_batch_size, context.spec_dir)
+    # Plain data only, so the build's process need not import a framework to read it (torch's version
+    # string is a torch type): the source model and its runners stay where they ran.
+    result.reference = result.runner = None
+    result.details = json.loads(json.dumps(result.details, default=str))
     return result, parity, optimized.to_dict() if optimized else None
+
+
+def _export(
+    model: ModelSpec,
+    source: Path,
+    version_dir: Path,
+    progress: Progress,
+    context: ExportContext,
+    worker: ExportWorker,
+) -> tuple[ExportResult, dict | None, dict | None, dict[str, str] | None]:
+    """Export one model; a source that runs user code (anything but an ONNX file) runs in ``worker``.
+
+    Returns:
+        The result, parity and optimize reports, and the user files the export imported or read
+        (paths relative to the spec's directory -> sha256; ``None`` for an ONNX source).
+    """
+
+    def stage(name: str) -> None:
+        progress(model.name, name)
+
+    if model.framework == "onnx":
+        return (*_export_step(model, source, version_dir, context, progress=stage), None)
+    spec_dir = context.spec_dir.resolve()
+    outcome = worker.run(
+        f"model '{model.name}'",
+        _export_step,
+        (model, source, version_dir, context),
+        roots=list(dict.fromkeys([spec_dir, source.parent])),
+        exclude=[version_dir.parent.parent],
+        progress=stage,
+    )
+    user_files = {os.path.relpath(path, spec_dir): sha256_file(Path(path)) for path in outcome.user_files}
+    return (*outcome.value, user_files)
 
 
 def build(
@@ -219,7 +278,7 @@ def build(
     for model in spec.models:
         by_name.setdefault(model.name, []).append(model)
 
-    with Staging(repo, protect=(Path.cwd(), spec.base_dir)) as staging:
+    with Staging(repo, protect=(Path.cwd(), spec.base_dir)) as staging, ExportWorker() as worker:
         # Read under the output's lock: no other build changes it until this one has swapped.
         old_models: dict[str, Any] = (read_manifest(repo) or {}).get("models", {})
         for name, versions in by_name.items():
@@ -232,14 +291,16 @@ def build(
                     source = spec.resolve_source(model.source)
                     key = cache_key(model, source, libraries, context)
                     old_entry = old_models.get(name, {}).get("versions", {}).get(str(model.version))
-                    if _reusable(old_entry, key, repo / name / str(model.version)):
+                    if _reusable(old_entry, key, repo / name / str(model.version), context.spec_dir):
                         progress(name, "reuse")
                         link_or_copy_tree(repo / name / str(model.version), version_dir)
                         entry = dict(old_entry)
                         signature = Signature.from_dict(entry["signature"])
                         status, platform, parity = "reused", entry["platform"], entry.get("parity")
                     else:
-                        result, parity, optimized = _export(model, source, version_dir, progress, context)
+                        result, parity, optimized, user_files = _export(
+                            model, source, version_dir, progress, context, worker
+                        )
                         signature, status, platform = result.signature, "exported", result.platform
                         entry = {
                             "model_file": result.model_file.name,
@@ -248,6 +309,7 @@ def build(
                             "framework": model.framework,
                             "source": model.source,
                             "source_files": _source_hashes(model, source),
+                            "user_files": user_files,
                             "platform": platform,
                             "files": {str(p.relative_to(version_dir)): sha256_file(p) for p in result.files},
                             "signature": signature.to_dict(),

@@ -71,23 +71,37 @@ class Exporter(Protocol):
         ...
 
 
+def first_line(exc: BaseException) -> str:
+    """``Type: first line of the message``, or just ``Type`` when the message is empty."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
 def load_factory(source: Path, function: str, model_name: str) -> Callable[[], Any]:
     """Import ``function`` from the Python file ``source`` (not added to ``sys.path`` for good).
 
+    The module is registered in ``sys.modules`` while it runs and stays there, as an imported module
+    would, so code that looks itself up there (dataclasses, ``inspect.getsource``, pickling) works.
+
     Raises:
-        ExportError: the file does not import, or has no callable of that name.
+        ExportError: the file does not import (or exits while importing), or has no callable of that name.
     """
     module_name = f"_tritongen_factory_{model_name.replace('-', '_').replace('.', '_')}"
     spec = importlib.util.spec_from_file_location(module_name, source)
     if spec is None or spec.loader is None:
         raise ExportError(f"model '{model_name}': cannot import {source}; the source must be a .py file")
     module: ModuleType = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
     sys.path.insert(0, str(source.parent))
     try:
         spec.loader.exec_module(module)
-    except Exception as exc:
+    except KeyboardInterrupt:
+        sys.modules.pop(module_name, None)
+        raise
+    except BaseException as exc:  # SystemExit or KeyboardInterrupt from the module is its failure too
+        sys.modules.pop(module_name, None)
         raise ExportError(
-            f"model '{model_name}': importing {source} failed: {type(exc).__name__}: {exc}; fix the factory module"
+            f"model '{model_name}': importing {source} failed: {first_line(exc)}; fix the factory module"
         ) from exc
     finally:
         sys.path.remove(str(source.parent))
@@ -109,16 +123,17 @@ def call_factory(model: ModelSpec, source: Path) -> tuple[Any, Any]:
         only the model.
 
     Raises:
-        ExportError: the factory cannot be imported or raises.
+        ExportError: the factory cannot be imported, raises, or exits.
     """
     parts = factory_parts(model.source)
     assert parts is not None
     factory = load_factory(source, parts[1], model.name)
     try:
         produced = factory()
-    except Exception as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # sys.exit() in a factory must not end the build
         raise ExportError(
-            f"model '{model.name}': the factory {model.source} raised {type(exc).__name__}: {reason}; fix the factory"
+            f"model '{model.name}': the factory {model.source} raised {first_line(exc)}; fix the factory"
         ) from exc
     return produced if isinstance(produced, tuple) and len(produced) == 2 else (produced, None)

@@ -187,7 +187,9 @@ def _load(model: ModelSpec, source: Path, tf: Any, keras: Any) -> tuple[Any, Any
         factory = load_factory(source, parts[1], model.name)
         try:
             produced = factory()
-        except Exception as exc:
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # sys.exit() in a factory must not end the build
             raise ExportError(
                 f"model '{model.name}': the factory {model.source} raised {_first_line(exc)}; fix the factory"
             ) from exc

@@ -16,13 +16,33 @@ import numpy as np
 
 from generator import dtypes
 from generator.errors import ExportError, MissingDependencyError
-from generator.exporters.base import ExportResult, ModelRunner, call_factory
+from generator.exporters.base import ExportResult, ModelRunner, call_factory, first_line
 from generator.exporters.onnx import MODEL_FILENAME
 from generator.signature import read_onnx_signature
 from generator.spec import ModelSpec, factory_parts
 
 EXAMPLE_BATCH = 2  # torch.export specialises sizes 0 and 1, so trace with 2
 EXAMPLE_DYNAMIC_DIM = 4
+#: Input dtypes a torch export cannot take, and what to do instead.
+UNSUPPORTED_INPUTS = {
+    "STRING": "torch models take numeric tensors; turn text into token ids before the model "
+    "(a Python-backend step) and declare the input INT64",
+    "BF16": "numpy (the parity check) has no bfloat16 and ONNX Runtime's CPU kernels do not run it; "
+    "declare the input FP32 or FP16 and cast with .to(torch.bfloat16) inside forward()",
+}
+
+
+def check_input_dtypes(model: ModelSpec, dtypes_by_name: dict[str, str]) -> None:
+    """Refuse input dtypes a torch model cannot be exported and verified with.
+
+    Raises:
+        ExportError: an input is STRING or BF16; the message says what to declare instead.
+    """
+    for name, dtype in dtypes_by_name.items():
+        if dtype in UNSUPPORTED_INPUTS:
+            raise ExportError(
+                f"model '{model.name}': input '{name}' is {dtype}, but {UNSUPPORTED_INPUTS[dtype]}"
+            )
 
 
 def _import_torch() -> Any:
@@ -88,7 +108,7 @@ def _example_inputs(model: ModelSpec, example: Any, batching: bool) -> tuple[lis
         torch_dtype = getattr(torch, dtypes.to_torch_name(tensor.dtype))
         if torch_dtype.is_floating_point:
             tensors.append(torch.randn(shape, generator=generator).to(torch_dtype))
-        else:
+        else:  # 0 and 1: valid indices, flags and counts for any model (parity draws from the same range)
             tensors.append(torch.randint(0, 2, shape, generator=generator).to(torch_dtype))
     return [t.name for t in model.inputs], tensors
 
@@ -117,14 +137,20 @@ def _flatten(outputs: Any) -> list[Any]:
     return [outputs]
 
 
-def _reference(module: Any, input_names: list[str], output_names: list[str]) -> ModelRunner:
+def _reference(model_name: str, module: Any, input_names: list[str], output_names: list[str]) -> ModelRunner:
     torch = _import_torch()
 
     def run(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        with torch.no_grad():
-            outputs = _flatten(
-                module(*[torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in input_names])
-            )
+        try:
+            with torch.no_grad():
+                outputs = _flatten(
+                    module(*[torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in input_names])
+                )
+        except Exception as exc:
+            raise ExportError(
+                f"model '{model_name}': the torch module fails on the parity inputs: {first_line(exc)}; "
+                "make forward() accept the declared input dtypes and shapes"
+            ) from exc
         return {name: out.detach().cpu().numpy() for name, out in zip(output_names, outputs, strict=False)}
 
     return run
@@ -142,6 +168,7 @@ class TorchExporter:
             ExportError: the module cannot be loaded or torch.onnx.export fails.
         """
         torch = _import_torch()
+        check_input_dtypes(model, {t.name: t.dtype for t in model.inputs or []})
         module, example = _load_module(model, source)
         batching = model.max_batch_size != 0
         input_names, tensors = _example_inputs(model, example, batching)
@@ -165,18 +192,18 @@ class TorchExporter:
                     verbose=False,
                 )
         except Exception as exc:
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ExportError(
-                f"model '{model.name}': torch.onnx.export failed: {type(exc).__name__}: {reason}; "
+                f"model '{model.name}': torch.onnx.export failed: {first_line(exc)}; "
                 "make the module exportable with torch.export (no data-dependent control flow)"
             ) from exc
         signature = read_onnx_signature(target)
+        check_input_dtypes(model, {t.name: t.dtype for t in signature.inputs})
         names_out = [t.name for t in signature.outputs]
         return ExportResult(
             files=[target],
             platform="onnxruntime_onnx",
             signature=signature,
-            reference=_reference(module, input_names, names_out),
+            reference=_reference(model.name, module, input_names, names_out),
             details={
                 "opset": signature.details.get("opset"),
                 "torch": torch.__version__,

@@ -16,21 +16,33 @@ import numpy as np
 
 from generator import dtypes
 from generator.errors import ExportError
-from generator.exporters.base import ExportContext, ExportResult, ModelRunner
-from generator.exporters.torch import _example_inputs, _flatten, _import_torch, _load_module
+from generator.exporters.base import ExportContext, ExportResult, ModelRunner, first_line
+from generator.exporters.torch import (
+    _example_inputs,
+    _flatten,
+    _import_torch,
+    _load_module,
+    check_input_dtypes,
+)
 from generator.signature import Signature, TensorInfo, libtorch_name
 from generator.spec import ModelSpec
 
 MODEL_FILENAME = "model.pt"
 
 
-def _runner(module: Any, input_names: list[str], output_names: list[str]) -> ModelRunner:
+def _runner(what: str, module: Any, input_names: list[str], output_names: list[str]) -> ModelRunner:
     torch = _import_torch()
 
     def run(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        with torch.no_grad():
-            tensors = [torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in input_names]
-            outputs = _flatten(module(*tensors))
+        try:
+            with torch.no_grad():
+                tensors = [torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in input_names]
+                outputs = _flatten(module(*tensors))
+        except Exception as exc:
+            raise ExportError(
+                f"{what} fails on the parity inputs: {first_line(exc)}; "
+                "make forward() accept the declared input dtypes and shapes"
+            ) from exc
         return {name: out.detach().cpu().numpy() for name, out in zip(output_names, outputs, strict=False)}
 
     return run
@@ -62,6 +74,7 @@ class TorchScriptExporter:
             ExportError: the module cannot be loaded or traced.
         """
         torch = _import_torch()
+        check_input_dtypes(model, {t.name: t.dtype for t in model.inputs or []})
         module, example = _load_module(model, source)
         batching = model.max_batch_size != 0
         names, tensors = _example_inputs(model, example, batching)
@@ -73,7 +86,7 @@ class TorchScriptExporter:
                 outputs = _flatten(traced(*tensors))
         except Exception as exc:
             raise ExportError(
-                f"model '{model.name}': torch.jit.trace failed: {type(exc).__name__}: {str(exc).splitlines()[0]}; "
+                f"model '{model.name}': torch.jit.trace failed: {first_line(exc)}; "
                 "make forward() traceable or use format: onnx"
             ) from exc
         version_dir.mkdir(parents=True, exist_ok=True)
@@ -99,13 +112,19 @@ class TorchScriptExporter:
                 for i, (n, t) in enumerate(zip(out_names, outputs, strict=True))
             ),
         )
+        check_input_dtypes(model, {t.name: t.dtype for t in signature.inputs})
         in_names = [t.name for t in signature.inputs]
         result_names = [t.name for t in signature.outputs]
         return ExportResult(
             files=[target],
             platform="pytorch_libtorch",
             signature=signature,
-            reference=_runner(module, in_names, result_names),
-            runner=_runner(torch.jit.load(str(target), map_location="cpu"), in_names, result_names),
+            reference=_runner(f"model '{model.name}': the torch module", module, in_names, result_names),
+            runner=_runner(
+                f"model '{model.name}': the saved TorchScript",
+                torch.jit.load(str(target), map_location="cpu"),
+                in_names,
+                result_names,
+            ),
             details={"torch": torch.__version__, "export_seconds": round(time.perf_counter() - started, 3)},
         )

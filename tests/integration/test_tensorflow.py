@@ -317,6 +317,7 @@ def test_without_tensorflow_the_error_names_the_extra(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setitem(sys.modules, "tensorflow", None)  # `import tensorflow` now fails as if absent
+    monkeypatch.setenv("TRITONGEN_EXPORT_IN_PROCESS", "1")  # ... in this process, so export here
     spec = _write_spec(tmp_path, KERAS_SPEC)
     with pytest.raises(MissingDependencyError) as caught:
         build(spec, tmp_path / "repo")
