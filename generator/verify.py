@@ -8,6 +8,7 @@ into one error; the figures go into the build manifest either way.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -163,7 +164,14 @@ def check_parity(
             f"model '{model.name}': max_batch_size is {max_batch_size} but the model has a fixed first dimension "
             f"({', '.join(fixed)}), so Triton cannot batch it; set max_batch_size: 0 or export it with a dynamic batch axis"
         )
-    exported = result.runner or onnx_runner(result.model_file)
+    try:
+        exported = result.runner or onnx_runner(result.model_file)
+    except Exception as exc:  # ONNX Runtime refuses the graph itself (e.g. int64 fed into a float Gemm)
+        reason = re.sub(r"Load model from \S+ failed:", "", " ".join(str(exc).split()))[:400]
+        raise VerificationError(
+            f"model '{model.name}': ONNX Runtime cannot load the exported model: {reason}; check that the "
+            "spec's input dtypes are the ones the model computes with (cast inside forward() if needed)"
+        ) from exc
     for size in sizes:
         feeds = make_inputs(result.signature, model, size if batching else None, settings.seed + size)
         try:

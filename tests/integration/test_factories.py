@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from generator.build import build
-from generator.errors import ExportError
+from generator.errors import ExportError, GeneratorError
 from generator.repository import MANIFEST
 
 from ..conftest import make_linear_onnx
@@ -287,6 +287,27 @@ def test_string_and_bfloat16_inputs_are_refused_with_the_fix(tmp_path: Path) -> 
     assert text.startswith("model 'text': input 'x' is STRING, but torch models take numeric tensors;")
     assert "declare the input INT64" in text
     assert brain.startswith("model 'brain': input 'x' is BF16") and "declare the input FP32 or FP16" in brain
+
+
+def test_an_integer_input_into_float_layers_is_a_one_line_error(tmp_path: Path) -> None:
+    _write(
+        tmp_path,
+        "linear.py",
+        """\
+        from torch import nn
+
+
+        def build():
+            return nn.Linear(4, 2)
+        """,
+    )
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("models:\n" + _torch_model("ids", "linear.py:build", "INT64"))
+    with pytest.raises(GeneratorError) as caught:
+        build(spec, tmp_path / "repo")
+    (line,) = caught.value.problems
+    assert line.startswith("model 'ids': ") and "int64" in line and "input dtypes" in line, line
+    assert ".building-" not in line
 
 
 def test_a_trace_error_with_an_empty_message_is_an_export_error(tmp_path: Path) -> None:
