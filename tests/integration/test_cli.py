@@ -15,21 +15,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from ..conftest import EXAMPLE_SPEC
+from ..conftest import EXAMPLE_SPEC, run_cli
 
 pytestmark = pytest.mark.integration
-
-
-def _cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "generator", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-    )
 
 
 def _tree(root: Path) -> dict[str, bytes]:
@@ -46,11 +34,11 @@ def _one_line_error(result: subprocess.CompletedProcess[str], *expected: str) ->
 
 
 def test_build_writes_the_repository(tmp_path: Path) -> None:
-    result = _cli("build", str(EXAMPLE_SPEC), "--output", "repo", cwd=tmp_path)
+    result = run_cli("build", str(EXAMPLE_SPEC), "--output", "repo", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "digits_cnn v1: exported" in result.stdout and "digits_linear v1: exported" in result.stdout
     assert (tmp_path / "repo" / "digits_cnn" / "config.pbtxt").is_file()
-    again = _cli(
+    again = run_cli(
         "build", str(EXAMPLE_SPEC), "--output", "repo", "--device", "gpu", "--gpus", "0,1", cwd=tmp_path
     )
     assert again.returncode == 0 and "digits_cnn v1: reused" in again.stdout
@@ -58,7 +46,7 @@ def test_build_writes_the_repository(tmp_path: Path) -> None:
 
 
 def test_build_with_no_arguments_builds_the_bundled_example(tmp_path: Path) -> None:
-    result = _cli("build", cwd=tmp_path)
+    result = run_cli("build", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     from generator.spec import load_spec
 
@@ -90,32 +78,32 @@ def test_bad_input_is_one_line_and_leaves_the_repository_intact(
     (tmp_path / "f.py").write_text("def other():\n    return None\n")
     (tmp_path / "bad.yaml").write_text(spec_text)
     before = _tree(example_repo_copy)
-    result = _cli("build", "bad.yaml", "--output", str(example_repo_copy), cwd=tmp_path)
+    result = run_cli("build", "bad.yaml", "--output", str(example_repo_copy), cwd=tmp_path)
     _one_line_error(result, *expected)
     assert _tree(example_repo_copy) == before
     assert not [p for p in example_repo_copy.parent.iterdir() if p.name.startswith(".")]
 
 
 def test_validate_lists_every_problem(example_repo_copy: Path, tmp_path: Path) -> None:
-    good = _cli("validate", str(example_repo_copy), cwd=tmp_path)
+    good = run_cli("validate", str(example_repo_copy), cwd=tmp_path)
     assert good.returncode == 0 and "2 model(s), valid" in good.stdout
     config = example_repo_copy / "digits_cnn" / "config.pbtxt"
     config.write_text(
         config.read_text().replace('name: "image"', 'name: "img"').replace("[ 16, 32 ]", "[ 128 ]")
     )
-    bad = _cli("validate", str(example_repo_copy), cwd=tmp_path)
+    bad = run_cli("validate", str(example_repo_copy), cwd=tmp_path)
     assert bad.returncode == 1 and "Traceback" not in bad.stderr
     assert "input 'img' is not an input of 1/model.onnx; did you mean 'image'?" in bad.stdout
     assert "preferred_batch_size 128 exceeds max_batch_size 64" in bad.stdout
 
 
 def test_schema_prints_json(tmp_path: Path) -> None:
-    result = _cli("schema", cwd=tmp_path)
+    result = run_cli("schema", cwd=tmp_path)
     assert result.returncode == 0 and json.loads(result.stdout)["title"] == "tritongen spec"
 
 
 def test_no_command_prints_usage(tmp_path: Path) -> None:
-    result = _cli(cwd=tmp_path)
+    result = run_cli(cwd=tmp_path)
     assert result.returncode == 2 and "build" in result.stdout
 
 
@@ -124,7 +112,7 @@ def test_serve_with_a_port_in_use_is_one_line(example_repo: Path, tmp_path: Path
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = _cli("serve", str(example_repo), "--http-port", str(port), cwd=tmp_path, timeout=120)
+        result = run_cli("serve", str(example_repo), "--http-port", str(port), cwd=tmp_path, timeout=120)
     _one_line_error(result, f"port {port}", "--http-port")
 
 
@@ -192,7 +180,7 @@ def test_serve_reports_a_model_triton_refuses_in_one_line(example_repo_copy: Pat
     for config in example_repo_copy.glob("*/config.pbtxt"):  # GPU instances on a machine without GPUs
         config.write_text(config.read_text().replace("KIND_CPU", "KIND_GPU"))
     ports = [str(find_free_port()) for _ in range(3)]
-    result = _cli(
+    result = run_cli(
         "serve",
         str(example_repo_copy),
         "--http-port",
@@ -212,7 +200,7 @@ def test_demo_runs_the_main_job(tmp_path: Path) -> None:
     from generator.server import find_free_port
 
     ports = [str(find_free_port()) for _ in range(3)]
-    result = _cli(
+    result = run_cli(
         "demo",
         "--http-port",
         ports[0],

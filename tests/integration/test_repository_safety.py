@@ -24,22 +24,10 @@ from generator.errors import GeneratorError, RepositoryError, SpecError
 from generator.repository import MANIFEST, OutputLock, Staging
 from generator.spec import parse_spec
 
-from ..conftest import make_linear_onnx
+from ..conftest import make_linear_onnx, run_cli
 from ..unit.test_spec_fuzz import plausible_settings
 
 pytestmark = pytest.mark.integration
-
-
-def _cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "generator", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-    )
 
 
 def _spec(tmp_path: Path, models: int = 2, name: str = "spec.yaml", model_name: str = "m{i}") -> Path:
@@ -72,7 +60,7 @@ def _whole(repo: Path) -> bool:
 def test_a_model_named_dot_dot_writes_nothing_outside(tmp_path: Path) -> None:
     spec = _spec(tmp_path, models=1, model_name="..")
     before = sorted(p.name for p in tmp_path.iterdir())
-    result = _cli("build", str(spec), "--output", "repo", cwd=tmp_path)
+    result = run_cli("build", str(spec), "--output", "repo", cwd=tmp_path)
     assert result.returncode == 1
     assert (
         result.stderr.startswith("error: ") and "models[0].name: '..' cannot be a model name" in result.stderr
@@ -85,7 +73,7 @@ def test_a_model_named_dot_dot_writes_nothing_outside(tmp_path: Path) -> None:
 def test_an_output_that_holds_the_work_is_refused(tmp_path: Path, output: str) -> None:
     spec = _spec(tmp_path)
     before = sorted(p.name for p in tmp_path.iterdir())
-    result = _cli("build", str(spec), "--output", output, cwd=tmp_path)
+    result = run_cli("build", str(spec), "--output", output, cwd=tmp_path)
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 1 and len(lines) == 1 and lines[0].startswith("error: output"), result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == before
@@ -104,7 +92,7 @@ def test_user_text_prints_literally(tmp_path: Path) -> None:
     configs = tmp_path / "configs" / "[prod]"
     configs.mkdir(parents=True)
     (configs / "x.yaml").write_text('models:\n  - {name: m, framework: onnx, source: "[/x]"}\n')
-    result = _cli("build", "configs/[prod]/x.yaml", cwd=tmp_path)
+    result = run_cli("build", "configs/[prod]/x.yaml", cwd=tmp_path)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "source '[/x]': no file at" in result.stderr and "configs/[prod]/[/x]" in result.stderr
 
@@ -127,7 +115,7 @@ def test_a_second_build_into_a_locked_output_fails_clearly(tmp_path: Path) -> No
     lock = OutputLock(repo.absolute())
     lock.acquire()
     try:
-        result = _cli("build", str(spec), "--output", "repo", cwd=tmp_path)
+        result = run_cli("build", str(spec), "--output", "repo", cwd=tmp_path)
     finally:
         lock.release()
     assert result.returncode == 1
