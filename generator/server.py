@@ -70,7 +70,8 @@ RESPONSE_CACHE_BYTES = 64 * 1024 * 1024
 
 _INSTALL_HINT = "install it with: pip install nvidia-pytriton"
 _STUB_NAME = "triton_python_backend_stub"
-_ORT_BACKEND = Path(__file__).resolve().parent / "backends" / "onnxruntime" / "model.py"
+#: The Python-based backend that serves ONNX (through ONNX Runtime) and TorchScript (through libtorch) models.
+_CPU_BACKEND = Path(__file__).resolve().parent / "backends" / "onnx_torchscript_model.py"
 _REAPER = Path(__file__).resolve().parent / "reaper.py"
 _WATCH_SECONDS = 0.25
 _RESTART_WINDOW_SECONDS = 60.0
@@ -534,13 +535,13 @@ class EmbeddedServer:
             if item.is_file():
                 shutil.copy2(item, python_dir / item.name)
         shutil.copy2(stub, python_dir / _STUB_NAME)
-        if not _ORT_BACKEND.is_file():
+        if not _CPU_BACKEND.is_file():
             raise ServerError(
-                f"tritongen's ONNX Runtime backend ({_ORT_BACKEND}) is missing; reinstall tritongen"
+                f"tritongen's ONNX/TorchScript backend ({_CPU_BACKEND}) is missing; reinstall tritongen"
             )
         for name in ("onnxruntime", "pytorch"):  # platforms onnxruntime_onnx and pytorch_libtorch
             (backends / name).mkdir()
-            shutil.copy2(_ORT_BACKEND, backends / name / "model.py")
+            shutil.copy2(_CPU_BACKEND, backends / name / "model.py")
         return backends
 
     def _command(self, install: TritonInstall, backends: Path) -> list[str]:

@@ -1,10 +1,11 @@
-"""A Python-based ONNX Runtime (and TorchScript) backend for the embedded Triton server.
+"""The Python-based backend that serves ONNX models (ONNX Runtime) and TorchScript models (libtorch) on
+the CPU for the embedded Triton server.
 
 The Triton build that ships in the ``nvidia-pytriton`` wheel has only the Python backend. Triton resolves a
 backend named ``B`` by looking in ``<backend-dir>/B/``; when there is no ``libtriton_B.so`` but a
 ``model.py``, it runs that file through the Python backend for every model whose config says
 ``backend: "B"`` or a platform that maps to it. The embedded server copies this file to
-``<backend-dir>/onnxruntime/model.py``, so ordinary configs with ``platform: "onnxruntime_onnx"`` (or
+``<backend-dir>/onnxruntime/model.py`` and ``<backend-dir>/pytorch/model.py``, so ordinary configs with ``platform: "onnxruntime_onnx"`` (or
 ``backend: "onnxruntime"``) load unchanged, and the same repository also loads in the official Triton
 container with its native C++ ONNX Runtime backend.
 
