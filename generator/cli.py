@@ -302,7 +302,7 @@ def _run_loadtest(args: argparse.Namespace) -> int:
     from rich.table import Table
     from rich.text import Text
 
-    from generator.harness.report import summary_table
+    from generator.loadreport.report import summary_table
 
     console = _console()
     config = LoadTestConfig(**{f.name: getattr(args, f.name) for f in fields(LoadTestConfig)})

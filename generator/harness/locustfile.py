@@ -26,8 +26,8 @@ import gevent
 from locust import events
 from locust.runners import MasterRunner, WorkerRunner
 
+from generator.errors import LoadTestError
 from generator.harness import shapes
-from generator.harness.errors import LoadTestError
 from generator.harness.plan import DEFAULT_TIMEOUT, plan_for
 from generator.harness.recorder import REPORT_KEY, Recorder
 from generator.harness.users import InferenceUser

@@ -14,10 +14,10 @@ from typing import Any
 
 from gevent.lock import RLock
 
+from generator.errors import LoadTestError
 from generator.harness.clients import GrpcChannel, GrpcConnection, GrpcRequests, HttpConnection, HttpRequests
 from generator.harness.control import ServerControl
-from generator.harness.errors import LoadTestError
-from generator.harness.payloads import Batch, ModelInfo, load_samples, make_batches, model_info
+from generator.harness.payloads import Batch, ModelInfo, load_payload_samples, make_batches, model_info
 from generator.harness.target import Target, resolve_target
 
 __all__ = ["HarnessOptions", "Plan", "build_plan", "options_from", "parse_models", "plan_for"]
@@ -174,7 +174,7 @@ def build_plan(options: HarnessOptions) -> Plan:
         LoadTestError: The server is unreachable, a model is unknown, or the inputs cannot be built.
     """
     target = resolve_target(options.host or None, options.protocol, options.grpc_url)
-    samples = load_samples(options.data) if options.data else None
+    samples = load_payload_samples(options.data) if options.data else None
     with ServerControl(target, timeout=min(options.request_timeout, 10.0)) as control:
         server = control.check_ready()
         models = [model_info(*control.model(name)) for name, _ in options.models]
