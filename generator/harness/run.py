@@ -26,6 +26,7 @@ from generator.errors import LoadTestError
 from generator.harness.control import ServerControl
 from generator.harness.distributed import LocalWorkers
 from generator.harness.metrics import Sampler, find_listening_pid, server_figures
+from generator.harness.options import default
 from generator.harness.plan import Plan, build_plan, options_from, parse_models, remember_plan
 from generator.harness.recorder import Records
 from generator.harness.session import LoadProgress, LoadProgressCallback, Session, Window
@@ -45,6 +46,8 @@ logger = logging.getLogger(__name__)
 @dataclass
 class LoadTestConfig:
     """What ``python -m generator loadtest`` was asked to do (see its ``--help`` for each option).
+
+    Every field is an option of :data:`~generator.harness.options.OPTIONS`, and takes its default from there.
 
     Attributes:
         models: ``NAME`` or ``NAME:WEIGHT`` entries.
@@ -71,26 +74,26 @@ class LoadTestConfig:
     """
 
     models: list[str]
-    url: str | None = None
-    protocol: str | None = None
-    batch_size: int = 1
-    users: int | None = None
-    sweep: list[int] | str | None = None
-    duration: float = 10.0
-    warmup: float = 1.0
-    spawn_rate: float | None = None
-    shape: str = "step"
-    workers: int = 0
-    data: str | Path | None = None
-    serve: str | Path | None = None
-    price_per_hour: float | None = None
-    baseline: str | Path | None = None
-    fail_if: list[str] = field(default_factory=list)
-    out: str | Path = "loadtest-report"
-    allow_remote: bool = False
-    metrics_url: str | None = None
-    seed: int = 0
-    request_timeout: float = 30.0
+    url: str | None = default("url")
+    protocol: str | None = default("protocol")
+    batch_size: int = default("batch_size")
+    users: int | None = default("users")
+    sweep: list[int] | str | None = default("sweep")
+    duration: float = default("duration")
+    warmup: float = default("warmup")
+    spawn_rate: float | None = default("spawn_rate")
+    shape: str = default("shape")
+    workers: int = default("workers")
+    data: str | Path | None = default("data")
+    serve: str | Path | None = default("serve")
+    price_per_hour: float | None = default("price_per_hour")
+    baseline: str | Path | None = default("baseline")
+    fail_if: list[str] = field(default_factory=lambda: list(default("fail_if")))
+    out: str | Path = default("out")
+    allow_remote: bool = default("allow_remote")
+    metrics_url: str | None = default("metrics_url")
+    seed: int = default("seed")
+    request_timeout: float = default("request_timeout")
 
 
 @dataclass
@@ -234,7 +237,7 @@ def _parsed_options(config: LoadTestConfig, host: str, data: str | None) -> Any:
     parsed = parser.parse_args(args=[])
     parsed.headless = True
     parsed.host = host
-    parsed.model = [f"{name}:{weight:g}" for name, weight in parse_models(config.models)]
+    parsed.models = [f"{name}:{weight:g}" for name, weight in parse_models(config.models)]
     parsed.protocol = config.protocol or resolve_target(host).protocol
     parsed.grpc_url = None
     parsed.batch_size = int(config.batch_size)
