@@ -98,64 +98,9 @@ def _parser() -> argparse.ArgumentParser:
         "loadtest",
         help="load-test models on a Triton server with Locust and write a report (JSON, CSV, HTML)",
     )
-    loadtest.add_argument(
-        "--model",
-        action="append",
-        required=True,
-        dest="models",
-        metavar="NAME[:WEIGHT]",
-        help="model to load, NAME or NAME:WEIGHT (repeat for several)",
-    )
-    loadtest.add_argument("--url", help="server endpoint, e.g. 127.0.0.1:8000 or grpc://127.0.0.1:8001")
-    loadtest.add_argument("--protocol", choices=["http", "grpc"], help="default: the URL's scheme, else http")
-    loadtest.add_argument("--batch-size", type=int, default=1, help="samples per request (default 1)")
-    levels = loadtest.add_mutually_exclusive_group()
-    levels.add_argument("--users", type=int, help="concurrent users, each a closed loop (default 1)")
-    levels.add_argument("--sweep", help="load levels run in turn, e.g. 1,2,4,8,16")
-    loadtest.add_argument(
-        "--duration", type=float, default=10.0, help="measured seconds per level, or of the ramp (default 10)"
-    )
-    loadtest.add_argument(
-        "--warmup", type=float, default=1.0, help="unmeasured seconds per level (default 1)"
-    )
-    loadtest.add_argument("--spawn-rate", type=float, help="users started per second (default: all at once)")
-    loadtest.add_argument(
-        "--shape", choices=["step", "ramp"], default="step", help="load shape (default step)"
-    )
-    loadtest.add_argument(
-        "--workers",
-        type=int,
-        default=0,
-        help="Locust worker processes for more load (default 0: one process)",
-    )
-    loadtest.add_argument("--data", help="real samples, .npz or .json (default: seeded random inputs)")
-    loadtest.add_argument(
-        "--serve", metavar="DIR", help="serve this repository with the embedded Triton for the run"
-    )
-    loadtest.add_argument(
-        "--price-per-hour", type=float, help="machine price per hour, for cost per 1,000 inferences"
-    )
-    loadtest.add_argument("--baseline", help="an earlier report.json to compare with")
-    loadtest.add_argument(
-        "--fail-if",
-        action="append",
-        default=[],
-        metavar="EXPR",
-        help="fail (exit 1) when a run meets EXPR, e.g. 'p99_ms>50' or 'error_rate>0.001' (repeatable)",
-    )
-    loadtest.add_argument(
-        "--out", default="loadtest-report", help="report directory (default loadtest-report)"
-    )
-    loadtest.add_argument(
-        "--allow-remote", action="store_true", help="allow a server that is not on this machine"
-    )
-    loadtest.add_argument(
-        "--metrics-url", help="Triton's metrics page (default: the server host's port 8002)"
-    )
-    loadtest.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
-    loadtest.add_argument(
-        "--request-timeout", type=float, default=30.0, help="seconds before a request fails (default 30)"
-    )
+    from generator.harness.options import add_cli_options  # the option table alone: no Locust
+
+    add_cli_options(loadtest)
 
     commands.add_parser("schema", help="print the JSON Schema of the spec file")
     return parser
@@ -294,7 +239,8 @@ def _run_demo(args: argparse.Namespace) -> int:
 def _run_loadtest(args: argparse.Namespace) -> int:
     from dataclasses import fields
 
-    # Before the other imports: Locust patches the standard library for gevent when it is imported.
+    # The load side first: importing Locust patches the standard library for gevent, which must happen
+    # before rich and the rest import it. The report side (generator.loadreport) needs no such care.
     from generator.harness.run import LoadTestConfig, run_loadtest  # isort: skip
 
     import gevent
@@ -302,7 +248,7 @@ def _run_loadtest(args: argparse.Namespace) -> int:
     from rich.table import Table
     from rich.text import Text
 
-    from generator.harness.report import summary_table
+    from generator.loadreport.report import summary_table
 
     console = _console()
     config = LoadTestConfig(**{f.name: getattr(args, f.name) for f in fields(LoadTestConfig)})

@@ -5,7 +5,7 @@ imports that point up the layers of docs/architecture.md, and imports of another
 
 Layers, lowest first (a module may import its own layer and the ones below):
 leaf helpers -> spec -> runners -> exporters -> verify -> optimize -> config -> validate/repository/server
--> build and the harness -> demo -> cli.
+-> the load-test report (loadreport) -> build and the harness -> demo -> cli.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ RANKS = {
     "generator.validate": 10,
     "generator.repository": 10,
     "generator.server": 10,
+    "generator.loadreport": 11,
     "generator.build": 12,
     "generator.harness": 12,
     "generator.tune": 13,

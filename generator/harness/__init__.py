@@ -1,7 +1,8 @@
-"""The load-test harness: Locust users on tritonclient, headless runs and sweeps, and the report.
+"""The load side of the load-test harness: Locust users on tritonclient, headless runs and sweeps.
 
 Modules, each with one job:
 
+* :mod:`~generator.harness.options` the load-test options, declared once for the CLI, Locust and the run;
 * :mod:`~generator.harness.target` where the server is (URL, protocol, loopback check);
 * :mod:`~generator.harness.control` the server's metadata, config, statistics and health over tritonclient;
 * :mod:`~generator.harness.payloads` request tensors from the model's metadata or a data file;
@@ -11,9 +12,6 @@ Modules, each with one job:
 * :mod:`~generator.harness.shapes` step and ramp schedules, also as Locust load shapes;
 * :mod:`~generator.harness.recorder` every request's latency and outcome, also across Locust workers;
 * :mod:`~generator.harness.metrics` Triton's statistics deltas, Prometheus metrics, the server's processes;
-* :mod:`~generator.harness.figures` the figures of a run and their names, units and better direction;
-* :mod:`~generator.harness.baseline` and :mod:`~generator.harness.gate` comparison and CI bounds;
-* :mod:`~generator.harness.report` and :mod:`~generator.harness.plots` report.json, CSV and HTML;
 * :mod:`~generator.harness.distributed` Locust's worker processes on this machine;
 * :mod:`~generator.harness.session` one Locust environment driven through the phases, and its watchdog;
 * :mod:`~generator.harness.run` the orchestrator behind ``python -m generator loadtest``;
@@ -21,5 +19,6 @@ Modules, each with one job:
 
 Importing this package imports nothing heavy; only :mod:`~generator.harness.users`,
 :mod:`~generator.harness.run` and the modules they pull in import Locust, which monkey-patches the
-standard library for gevent.
+standard library for gevent. The figures, baseline, gate and written report live in
+:mod:`generator.loadreport`, which imports nothing from here.
 """

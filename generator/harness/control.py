@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from generator.harness.errors import LoadTestError
+from generator.errors import LoadTestError
 from generator.harness.target import Target
 
 __all__ = ["ServerControl"]

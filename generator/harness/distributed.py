@@ -20,7 +20,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from generator.harness.errors import LoadTestError
+from generator.errors import LoadTestError
 
 __all__ = ["LOCUSTFILE", "LocalWorkers"]
 

@@ -2,23 +2,15 @@
 
 ``perf/locustfile.py`` re-exports this module's user for plain Locust runs (web UI or headless);
 ``python -m generator loadtest --workers K`` starts its Locust workers on this file, so it ships inside the
-package. Options added to Locust's own parser (``locust -f perf/locustfile.py --help`` lists them):
-
-    --model NAME[:WEIGHT]   model to load (repeat for several; weights split the requests)
-    --protocol http|grpc    default: the --host URL's scheme, else http
-    --batch-size B          samples per request (default 1)
-    --data FILE             real samples (.npz or .json) instead of seeded random inputs
-    --seed S                seed of the random inputs (default 0)
-    --grpc-url HOST:PORT    gRPC endpoint when --host is an http:// URL (default: its host, port 8001)
-    --request-timeout S     seconds before a request counts as failed (default 30)
-    --shape step|ramp       play a load shape instead of -u/-r: step holds each --sweep level for
-                            --level-duration seconds after --warmup; ramp grows to the top level over it
-    --sweep 1,2,4,8         load levels for --shape (default: -u)
+package. Its options are the load-test options of :mod:`generator.harness.options` that apply to plain
+Locust (``locust -f perf/locustfile.py --help`` lists them); Locust's own ``-u``, ``-r``, ``-t`` and
+``--host`` set the users, spawn rate, run time and server. ``--shape step|ramp`` plays a load shape
+instead of ``-u``/``-r``: step holds each ``--sweep`` level for ``--duration`` seconds (``--level-duration``
+also works) after ``--warmup``; ramp grows to the top level over it.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 from typing import Any
 
@@ -26,9 +18,10 @@ import gevent
 from locust import events
 from locust.runners import MasterRunner, WorkerRunner
 
+from generator.errors import LoadTestError
 from generator.harness import shapes
-from generator.harness.errors import LoadTestError
-from generator.harness.plan import DEFAULT_TIMEOUT, plan_for
+from generator.harness.options import add_locust_options
+from generator.harness.plan import plan_for
 from generator.harness.recorder import REPORT_KEY, Recorder
 from generator.harness.users import InferenceUser
 
@@ -39,30 +32,8 @@ logger = logging.getLogger(__name__)
 
 @events.init_command_line_parser.add_listener
 def add_arguments(parser: Any) -> None:
-    """Add the harness's options to Locust's command-line parser."""
-    group = parser  # Locust's parser (not an argument group) understands include_in_web_ui
-    group.add_argument("--model", action="append", help="model to load, NAME or NAME:WEIGHT (repeatable)")
-    group.add_argument("--protocol", choices=["http", "grpc"], default=None, help="default: from --host")
-    group.add_argument("--batch-size", type=int, default=1, help="samples per request (default 1)")
-    group.add_argument("--data", default=None, help="file of real samples (.npz or .json)")
-    group.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
-    group.add_argument("--grpc-url", default=None, help="gRPC endpoint when --host is an http:// URL")
-    group.add_argument(
-        "--request-timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds per request (default 30)"
-    )
-    group.add_argument("--shape", choices=["step", "ramp"], default=None, help="play a load shape")
-    group.add_argument("--sweep", default=None, help="load levels for --shape, e.g. 1,2,4,8 (default: -u)")
-    group.add_argument(
-        "--level-duration", type=float, default=10.0, help="seconds per level, or of the ramp (default 10)"
-    )
-    group.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds per step (default 1)")
-    group.add_argument(
-        "--record-requests",
-        action="store_true",
-        default=False,
-        help=argparse.SUPPRESS,
-        include_in_web_ui=False,
-    )
+    """Add the harness's options (:data:`~generator.harness.options.OPTIONS`) to Locust's parser."""
+    add_locust_options(parser)
 
 
 @events.init.add_listener
@@ -74,7 +45,7 @@ def _on_init(environment: Any, **_: Any) -> None:
         _record_for_master(environment)
     elif options.shape:
         levels = shapes.parse_levels(options.sweep) if options.sweep else [int(options.num_users or 1)]
-        phases = shapes.schedule(levels, options.shape, options.level_duration, options.warmup)
+        phases = shapes.schedule(levels, options.shape, options.duration, options.warmup)
         shape = shapes.PhasedShape.create(phases)
         shape.runner = environment.runner  # type: ignore[attr-defined]
         environment.shape_class = shape

@@ -3,7 +3,7 @@
 :func:`model_info` reads what a request needs from the model's metadata and config on the server (input
 and output names, datatypes, dims without the batch axis, ``max_batch_size``, optional inputs).
 :func:`make_batches` builds a small pool of distinct request batches from it: seeded random values, or
-consecutive samples of a data file read by :func:`load_samples` (``.npz``, or ``.json`` either as
+consecutive samples of a data file read by :func:`load_payload_samples` (``.npz``, or ``.json`` either as
 ``{"input": [sample, ...]}`` or perf_analyzer's ``{"data": [{"input": sample}, ...]}``). Keys of a data
 file may be ``input`` or ``model/input`` (for a file shared by several models). Building them is the only
 costly part, done once per process before the load starts.
@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from generator.harness.errors import LoadTestError
+from generator.errors import LoadTestError
 
-__all__ = ["Batch", "ModelInfo", "TensorSpec", "load_samples", "make_batches", "model_info"]
+__all__ = ["Batch", "ModelInfo", "PayloadTensor", "load_payload_samples", "make_batches", "model_info"]
 
 Batch = dict[str, np.ndarray]
 """One request: input name -> array, batch axis first when the model batches."""
@@ -37,8 +37,8 @@ _INTS = ("INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64
 
 
 @dataclass(frozen=True)
-class TensorSpec:
-    """One input or output of a model.
+class PayloadTensor:
+    """One input or output of a served model, as its metadata and config describe it.
 
     Attributes:
         name: Tensor name.
@@ -78,8 +78,8 @@ class ModelInfo:
 
     name: str
     max_batch_size: int
-    inputs: tuple[TensorSpec, ...]
-    outputs: tuple[TensorSpec, ...]
+    inputs: tuple[PayloadTensor, ...]
+    outputs: tuple[PayloadTensor, ...]
 
 
 def model_info(metadata: dict[str, Any], config: dict[str, Any]) -> ModelInfo:
@@ -88,20 +88,22 @@ def model_info(metadata: dict[str, Any], config: dict[str, Any]) -> ModelInfo:
     max_batch = int(config.get("max_batch_size", 0) or 0)
     optional = {str(i["name"]) for i in config.get("input", []) if i.get("optional")}
 
-    def specs(entries: list[dict[str, Any]]) -> tuple[TensorSpec, ...]:
+    def specs(entries: list[dict[str, Any]]) -> tuple[PayloadTensor, ...]:
         result = []
         for entry in entries:
             shape = [int(d) for d in entry.get("shape", [])]
             dims = shape[1:] if max_batch > 0 and shape else shape
             result.append(
-                TensorSpec(str(entry["name"]), str(entry["datatype"]), tuple(dims), entry["name"] in optional)
+                PayloadTensor(
+                    str(entry["name"]), str(entry["datatype"]), tuple(dims), entry["name"] in optional
+                )
             )
         return tuple(result)
 
     return ModelInfo(name, max_batch, specs(metadata.get("inputs", [])), specs(metadata.get("outputs", [])))
 
 
-def load_samples(path: str | Path) -> dict[str, np.ndarray]:
+def load_payload_samples(path: str | Path) -> dict[str, np.ndarray]:
     """Read real samples from ``.npz`` or ``.json``: key (``input`` or ``model/input``) -> samples.
 
     Returns:
@@ -182,7 +184,7 @@ def make_batches(
         info: The model.
         batch_size: Samples per request; must be 1 when the model does not batch.
         seed: Seed of the random values (the same seed gives the same requests).
-        samples: Real samples from :func:`load_samples`, or None for random values.
+        samples: Real samples from :func:`load_payload_samples`, or None for random values.
         variants: Number of random requests to build.
 
     Raises:
@@ -218,7 +220,7 @@ def make_batches(
     return batches
 
 
-def _random(rng: np.random.Generator, spec: TensorSpec, shape: tuple[int, ...]) -> np.ndarray:
+def _random(rng: np.random.Generator, spec: PayloadTensor, shape: tuple[int, ...]) -> np.ndarray:
     dtype = spec.numpy_dtype
     if spec.datatype in _FLOATS:
         return rng.standard_normal(shape).astype(dtype)
@@ -263,7 +265,7 @@ def _sample_batches(info: ModelInfo, batch_size: int, samples: dict[str, np.ndar
     return batches
 
 
-def _fit(info: ModelInfo, spec: TensorSpec, values: np.ndarray) -> np.ndarray:
+def _fit(info: ModelInfo, spec: PayloadTensor, values: np.ndarray) -> np.ndarray:
     """Cast samples to the input's dtype and shape (flat samples are reshaped when sizes agree)."""
     where = f"the data file's samples for input '{spec.name}' of model '{info.name}'"
     if values.ndim == 0 or len(values) == 0:

@@ -14,17 +14,18 @@ from typing import Any
 
 from gevent.lock import RLock
 
+from generator.errors import LoadTestError
 from generator.harness.clients import GrpcChannel, GrpcConnection, GrpcRequests, HttpConnection, HttpRequests
 from generator.harness.control import ServerControl
-from generator.harness.errors import LoadTestError
-from generator.harness.payloads import Batch, ModelInfo, load_samples, make_batches, model_info
+from generator.harness.options import default
+from generator.harness.payloads import Batch, ModelInfo, load_payload_samples, make_batches, model_info
 from generator.harness.target import Target, resolve_target
 
 __all__ = ["HarnessOptions", "Plan", "build_plan", "options_from", "parse_models", "plan_for"]
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_TIMEOUT = 30.0
+_DEFAULT_TIMEOUT: float = default("request_timeout")
 
 
 def parse_models(values: str | list[str] | tuple[str, ...] | None) -> tuple[tuple[str, float], ...]:
@@ -82,7 +83,7 @@ class HarnessOptions:
     batch_size: int = 1
     data: str | None = None
     seed: int = 0
-    request_timeout: float = DEFAULT_TIMEOUT
+    request_timeout: float = _DEFAULT_TIMEOUT
 
 
 def options_from(parsed: Any, host: str | None) -> HarnessOptions:
@@ -93,13 +94,13 @@ def options_from(parsed: Any, host: str | None) -> HarnessOptions:
     """
     return HarnessOptions(
         host=host or "",
-        models=parse_models(getattr(parsed, "model", None)),
+        models=parse_models(getattr(parsed, "models", None)),
         protocol=getattr(parsed, "protocol", None) or None,
         grpc_url=getattr(parsed, "grpc_url", None) or None,
         batch_size=int(getattr(parsed, "batch_size", 1) or 1),
         data=getattr(parsed, "data", None) or None,
         seed=int(getattr(parsed, "seed", 0) or 0),
-        request_timeout=float(getattr(parsed, "request_timeout", DEFAULT_TIMEOUT) or DEFAULT_TIMEOUT),
+        request_timeout=float(getattr(parsed, "request_timeout", None) or _DEFAULT_TIMEOUT),
     )
 
 
@@ -174,7 +175,7 @@ def build_plan(options: HarnessOptions) -> Plan:
         LoadTestError: The server is unreachable, a model is unknown, or the inputs cannot be built.
     """
     target = resolve_target(options.host or None, options.protocol, options.grpc_url)
-    samples = load_samples(options.data) if options.data else None
+    samples = load_payload_samples(options.data) if options.data else None
     with ServerControl(target, timeout=min(options.request_timeout, 10.0)) as control:
         server = control.check_ready()
         models = [model_info(*control.model(name)) for name, _ in options.models]

@@ -22,22 +22,23 @@ from typing import Any
 from locust import argument_parser
 
 from generator import __version__
-from generator.harness.baseline import compare, load_baseline, mismatches
+from generator.errors import LoadTestError
 from generator.harness.control import ServerControl
 from generator.harness.distributed import LocalWorkers
-from generator.harness.errors import LoadTestError
-from generator.harness.figures import client_figures, cost_per_1k
-from generator.harness.gate import Bound, check_bounds, parse_bound
 from generator.harness.metrics import Sampler, find_listening_pid, server_figures
+from generator.harness.options import default
 from generator.harness.plan import Plan, build_plan, options_from, parse_models, remember_plan
 from generator.harness.recorder import Records
-from generator.harness.report import write_report
-from generator.harness.session import Progress, ProgressCallback, Session, Window
+from generator.harness.session import LoadProgress, LoadProgressCallback, Session, Window
 from generator.harness.shapes import Phase, parse_levels, schedule
 from generator.harness.target import PROTOCOLS, is_loopback, require_loopback, resolve_target
+from generator.loadreport.baseline import compare, load_baseline, mismatches
+from generator.loadreport.figures import client_figures, cost_per_1k
+from generator.loadreport.gate import Bound, check_bounds, parse_bound
+from generator.loadreport.report import write_report
 from generator.server import EmbeddedServer, find_free_port
 
-__all__ = ["LoadTestConfig", "LoadTestResult", "Progress", "run_loadtest"]
+__all__ = ["LoadProgress", "LoadTestConfig", "LoadTestResult", "run_loadtest"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +46,8 @@ logger = logging.getLogger(__name__)
 @dataclass
 class LoadTestConfig:
     """What ``python -m generator loadtest`` was asked to do (see its ``--help`` for each option).
+
+    Every field is an option of :data:`~generator.harness.options.OPTIONS`, and takes its default from there.
 
     Attributes:
         models: ``NAME`` or ``NAME:WEIGHT`` entries.
@@ -71,26 +74,26 @@ class LoadTestConfig:
     """
 
     models: list[str]
-    url: str | None = None
-    protocol: str | None = None
-    batch_size: int = 1
-    users: int | None = None
-    sweep: list[int] | str | None = None
-    duration: float = 10.0
-    warmup: float = 1.0
-    spawn_rate: float | None = None
-    shape: str = "step"
-    workers: int = 0
-    data: str | Path | None = None
-    serve: str | Path | None = None
-    price_per_hour: float | None = None
-    baseline: str | Path | None = None
-    fail_if: list[str] = field(default_factory=list)
-    out: str | Path = "loadtest-report"
-    allow_remote: bool = False
-    metrics_url: str | None = None
-    seed: int = 0
-    request_timeout: float = 30.0
+    url: str | None = default("url")
+    protocol: str | None = default("protocol")
+    batch_size: int = default("batch_size")
+    users: int | None = default("users")
+    sweep: list[int] | str | None = default("sweep")
+    duration: float = default("duration")
+    warmup: float = default("warmup")
+    spawn_rate: float | None = default("spawn_rate")
+    shape: str = default("shape")
+    workers: int = default("workers")
+    data: str | Path | None = default("data")
+    serve: str | Path | None = default("serve")
+    price_per_hour: float | None = default("price_per_hour")
+    baseline: str | Path | None = default("baseline")
+    fail_if: list[str] = field(default_factory=lambda: list(default("fail_if")))
+    out: str | Path = default("out")
+    allow_remote: bool = default("allow_remote")
+    metrics_url: str | None = default("metrics_url")
+    seed: int = default("seed")
+    request_timeout: float = default("request_timeout")
 
 
 @dataclass
@@ -115,12 +118,12 @@ class LoadTestResult:
         return not self.breaches and self.aborted is None
 
 
-def run_loadtest(config: LoadTestConfig, progress: ProgressCallback | None = None) -> LoadTestResult:
+def run_loadtest(config: LoadTestConfig, progress: LoadProgressCallback | None = None) -> LoadTestResult:
     """Run a load test and write its report (see the module docstring).
 
     Args:
         config: What to run.
-        progress: Called with a :class:`Progress` several times a second while the test runs.
+        progress: Called with a :class:`LoadProgress` several times a second while the test runs.
 
     Returns:
         The report, the files written, the gate's breaches, and whether the run was cut short.
@@ -137,7 +140,7 @@ def run_loadtest(config: LoadTestConfig, progress: ProgressCallback | None = Non
         server = None
         url = config.url
         if config.serve:
-            notify(Progress("starting Triton"))
+            notify(LoadProgress("starting Triton"))
             server = _serve(Path(config.serve), stack)
             endpoint = server.endpoints.grpc if config.protocol == "grpc" else server.endpoints.http
             url = f"{config.protocol or 'http'}://{endpoint}"
@@ -146,11 +149,11 @@ def run_loadtest(config: LoadTestConfig, progress: ProgressCallback | None = Non
         workers = None
         if config.workers > 0:
             # Started before this process opens any gRPC channel: gRPC's fork handlers can abort a forked child.
-            notify(Progress("starting Locust workers"))
+            notify(LoadProgress("starting Locust workers"))
             workers = LocalWorkers(config.workers, find_free_port())
             stack.callback(workers.stop)
             workers.start()
-        notify(Progress("checking the server and models"))
+        notify(LoadProgress("checking the server and models"))
         parsed = _parsed_options(config, target.url, data)
         plan = build_plan(options_from(parsed, target.url))
         plan.requests(plan.target.protocol)  # build them now: a problem shows before any load starts
@@ -166,7 +169,7 @@ def run_loadtest(config: LoadTestConfig, progress: ProgressCallback | None = Non
         session = Session(plan, parsed, control, probe, server, workers, sampler, notify, stack)
         windows, totals, aborted = session.run(phases)
 
-    notify(Progress("writing the report"))
+    notify(LoadProgress("writing the report"))
     notes = sampler.notes + session.notes
     if local:
         notes.append(
@@ -234,7 +237,7 @@ def _parsed_options(config: LoadTestConfig, host: str, data: str | None) -> Any:
     parsed = parser.parse_args(args=[])
     parsed.headless = True
     parsed.host = host
-    parsed.model = [f"{name}:{weight:g}" for name, weight in parse_models(config.models)]
+    parsed.models = [f"{name}:{weight:g}" for name, weight in parse_models(config.models)]
     parsed.protocol = config.protocol or resolve_target(host).protocol
     parsed.grpc_url = None
     parsed.batch_size = int(config.batch_size)

@@ -20,9 +20,9 @@ import gevent
 from locust.env import Environment
 from locust.event import Events
 
+from generator.errors import LoadTestError
 from generator.harness.control import ServerControl
 from generator.harness.distributed import LocalWorkers
-from generator.harness.errors import LoadTestError
 from generator.harness.metrics import Sampler
 from generator.harness.plan import Plan
 from generator.harness.recorder import REPORT_KEY, Recorder, Records
@@ -30,7 +30,7 @@ from generator.harness.shapes import Phase, total_seconds
 from generator.harness.users import InferenceUser
 from generator.server import EmbeddedServer
 
-__all__ = ["STOP_TIMEOUT", "Progress", "ProgressCallback", "Session", "Window"]
+__all__ = ["STOP_TIMEOUT", "LoadProgress", "LoadProgressCallback", "Session", "Window"]
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ STOP_TIMEOUT = 2.0  # users finish the request in flight; Locust workers also id
 
 
 @dataclass(frozen=True)
-class Progress:
+class LoadProgress:
     """Where a running test is, for a progress display.
 
     Attributes:
@@ -69,7 +69,7 @@ class Progress:
     rps: float = 0.0
 
 
-ProgressCallback = Callable[[Progress], None]
+LoadProgressCallback = Callable[[LoadProgress], None]
 
 
 @dataclass
@@ -101,7 +101,7 @@ class Session:
         server: The embedded server when the harness started it, else None.
         workers: Started Locust worker processes, or None to run in this process.
         sampler: The resource sampler.
-        notify: Progress callback.
+        notify: LoadProgress callback.
         stack: Where the runner's shutdown is registered.
     """
 
@@ -114,7 +114,7 @@ class Session:
         server: EmbeddedServer | None,
         workers: LocalWorkers | None,
         sampler: Sampler,
-        notify: ProgressCallback,
+        notify: LoadProgressCallback,
         stack: contextlib.ExitStack,
     ) -> None:
         self.plan = plan
@@ -179,7 +179,7 @@ class Session:
             )
             self.env.events.worker_report.add_listener(self._on_worker_report)
             self.stack.callback(runner.quit)  # before workers.stop: quit tells the workers to exit
-            self.notify(Progress("waiting for Locust workers"))
+            self.notify(LoadProgress("waiting for Locust workers"))
             self.workers.wait_connected(runner)
             return runner
         self.recorder = Recorder()
@@ -256,9 +256,9 @@ class Session:
         self._watch()
         self.notify(self._progress(stage, level, levels))
 
-    def _progress(self, stage: str, level: int, levels: int) -> Progress:
+    def _progress(self, stage: str, level: int, levels: int) -> LoadProgress:
         total = self.env.stats.total
-        return Progress(
+        return LoadProgress(
             stage=stage,
             users=float(self.env.runner.user_count) if self.env.runner else 0.0,
             level=level,

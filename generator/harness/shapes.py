@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from generator.harness.errors import LoadTestError
+from generator.errors import LoadTestError
 
 __all__ = ["SHAPES", "Phase", "PhasedShape", "parse_levels", "schedule", "total_seconds"]
 

@@ -17,7 +17,7 @@ import socket
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from generator.harness.errors import LoadTestError
+from generator.errors import LoadTestError
 
 __all__ = ["DEFAULT_PORTS", "PROTOCOLS", "Target", "is_loopback", "require_loopback", "resolve_target"]
 

@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 from locust import User, constant, task
 from locust.exception import StopUser
 
-from generator.harness.errors import LoadTestError
+from generator.errors import LoadTestError
 from generator.harness.plan import plan_for
 
 __all__ = ["InferenceUser", "TritonGrpcUser", "TritonHttpUser", "TritonUser"]

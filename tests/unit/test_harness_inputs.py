@@ -8,14 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from generator.harness.errors import LoadTestError
-from generator.harness.figures import client_figures, cost_per_1k
+from generator.errors import LoadTestError
 from generator.harness.metrics import parse_prometheus, server_figures
-from generator.harness.payloads import load_samples, make_batches, model_info
+from generator.harness.payloads import load_payload_samples, make_batches, model_info
 from generator.harness.plan import parse_models
 from generator.harness.recorder import Recorder, Records
 from generator.harness.shapes import parse_levels, schedule
 from generator.harness.target import is_loopback, resolve_target
+from generator.loadreport.figures import client_figures, cost_per_1k
 
 METADATA = {
     "name": "cnn",
@@ -102,26 +102,26 @@ def test_samples_from_npz_and_json_are_cycled_in_batches(tmp_path: Path) -> None
     info = model_info(METADATA, CONFIG)
     images = np.arange(5 * 64, dtype=np.float64).reshape(5, 64)
     np.savez(tmp_path / "s.npz", **{"cnn/image": images})
-    batches = make_batches(info, 2, samples=load_samples(tmp_path / "s.npz"))
+    batches = make_batches(info, 2, samples=load_payload_samples(tmp_path / "s.npz"))
     assert len(batches) == 3 and batches[0]["image"].shape == (2, 1, 8, 8)
     assert batches[0]["image"].dtype == np.float32
     assert batches[2]["image"][1].reshape(-1)[0] == 0.0  # wrapped around to the first sample
     document = {"data": [{"image": images[i].tolist()} for i in range(3)]}
     (tmp_path / "s.json").write_text(json.dumps(document))
-    assert len(make_batches(info, 1, samples=load_samples(tmp_path / "s.json"))) == 3
+    assert len(make_batches(info, 1, samples=load_payload_samples(tmp_path / "s.json"))) == 3
 
 
 def test_samples_that_do_not_fit_are_clear_errors(tmp_path: Path) -> None:
     info = model_info(METADATA, CONFIG)
     (tmp_path / "other.json").write_text(json.dumps({"pixels": [[1.0, 2.0]]}))
     with pytest.raises(LoadTestError, match=r"no samples for input 'image'.*it has: pixels"):
-        make_batches(info, 1, samples=load_samples(tmp_path / "other.json"))
+        make_batches(info, 1, samples=load_payload_samples(tmp_path / "other.json"))
     (tmp_path / "short.json").write_text(json.dumps({"image": [[1.0, 2.0]]}))
     with pytest.raises(LoadTestError, match=r"shape \[2\] each, but the input takes \[1, 8, 8\]"):
-        make_batches(info, 1, samples=load_samples(tmp_path / "short.json"))
+        make_batches(info, 1, samples=load_payload_samples(tmp_path / "short.json"))
     (tmp_path / "s.csv").write_text("1,2")
     with pytest.raises(LoadTestError, match=r"\.npz or \.json"):
-        load_samples(tmp_path / "s.csv")
+        load_payload_samples(tmp_path / "s.csv")
 
 
 def test_shapes_schedule_steps_and_ramps() -> None:

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from generator.harness.errors import LoadTestError
-from generator.harness.figures import FIGURE_NAMES, FIGURES, figure_value
+from generator.errors import LoadTestError
+from generator.loadreport.figures import FIGURE_NAMES, FIGURES, figure_value
 
 __all__ = ["CSV_COLUMNS", "format_value", "render_html", "summary_table", "write_report"]
 
@@ -90,7 +90,7 @@ def render_html(report: dict[str, Any]) -> str:
     """The HTML page of a report, with its plots embedded."""
     import jinja2
 
-    from generator.harness import plots
+    from generator.loadreport import plots
 
     environment = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(Path(__file__).resolve().parent)),

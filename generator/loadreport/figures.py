@@ -12,12 +12,12 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["FIGURES", "FIGURE_NAMES", "Figure", "client_figures", "cost_per_1k", "figure_value"]
+__all__ = ["FIGURES", "FIGURE_NAMES", "Metric", "client_figures", "cost_per_1k", "figure_value"]
 
 
 @dataclass(frozen=True)
-class Figure:
-    """One figure of a run.
+class Metric:
+    """One figure of a run: its name, label, unit, place in the run dict and better direction.
 
     Attributes:
         name: The flat name (CSV column, ``--fail-if`` metric, baseline key).
@@ -34,27 +34,27 @@ class Figure:
     better: str
 
 
-FIGURES: tuple[Figure, ...] = (
-    Figure("throughput", "throughput", "infer/s", ("throughput",), "higher"),
-    Figure("requests_per_s", "requests per second", "req/s", ("requests_per_s",), "higher"),
-    Figure("p50_ms", "p50 latency", "ms", ("latency_ms", "p50"), "lower"),
-    Figure("p90_ms", "p90 latency", "ms", ("latency_ms", "p90"), "lower"),
-    Figure("p95_ms", "p95 latency", "ms", ("latency_ms", "p95"), "lower"),
-    Figure("p99_ms", "p99 latency", "ms", ("latency_ms", "p99"), "lower"),
-    Figure("max_ms", "max latency", "ms", ("latency_ms", "max"), "lower"),
-    Figure("mean_ms", "mean latency", "ms", ("latency_ms", "mean"), "lower"),
-    Figure("error_rate", "error rate", "", ("error_rate",), "lower"),
-    Figure("queue_us", "server queue", "us", ("server", "queue_us"), "lower"),
-    Figure("compute_input_us", "server compute input", "us", ("server", "compute_input_us"), "lower"),
-    Figure("compute_infer_us", "server compute infer", "us", ("server", "compute_infer_us"), "lower"),
-    Figure("compute_output_us", "server compute output", "us", ("server", "compute_output_us"), "lower"),
-    Figure("avg_batch_size", "average executed batch", "", ("server", "avg_batch_size"), "higher"),
-    Figure("cache_hit_rate", "response cache hit rate", "", ("server", "cache_hit_rate"), "higher"),
-    Figure("cpu_utilization", "server CPU utilization", "", ("cpu_utilization",), "lower"),
-    Figure("memory_bytes", "server memory", "bytes", ("memory_bytes",), "lower"),
-    Figure("gpu_utilization", "GPU utilization", "", ("gpu_utilization",), "lower"),
-    Figure("gpu_memory_bytes", "GPU memory", "bytes", ("gpu_memory_bytes",), "lower"),
-    Figure("cost_per_1k", "cost per 1,000 inferences", "", ("cost_per_1k",), "lower"),
+FIGURES: tuple[Metric, ...] = (
+    Metric("throughput", "throughput", "infer/s", ("throughput",), "higher"),
+    Metric("requests_per_s", "requests per second", "req/s", ("requests_per_s",), "higher"),
+    Metric("p50_ms", "p50 latency", "ms", ("latency_ms", "p50"), "lower"),
+    Metric("p90_ms", "p90 latency", "ms", ("latency_ms", "p90"), "lower"),
+    Metric("p95_ms", "p95 latency", "ms", ("latency_ms", "p95"), "lower"),
+    Metric("p99_ms", "p99 latency", "ms", ("latency_ms", "p99"), "lower"),
+    Metric("max_ms", "max latency", "ms", ("latency_ms", "max"), "lower"),
+    Metric("mean_ms", "mean latency", "ms", ("latency_ms", "mean"), "lower"),
+    Metric("error_rate", "error rate", "", ("error_rate",), "lower"),
+    Metric("queue_us", "server queue", "us", ("server", "queue_us"), "lower"),
+    Metric("compute_input_us", "server compute input", "us", ("server", "compute_input_us"), "lower"),
+    Metric("compute_infer_us", "server compute infer", "us", ("server", "compute_infer_us"), "lower"),
+    Metric("compute_output_us", "server compute output", "us", ("server", "compute_output_us"), "lower"),
+    Metric("avg_batch_size", "average executed batch", "", ("server", "avg_batch_size"), "higher"),
+    Metric("cache_hit_rate", "response cache hit rate", "", ("server", "cache_hit_rate"), "higher"),
+    Metric("cpu_utilization", "server CPU utilization", "", ("cpu_utilization",), "lower"),
+    Metric("memory_bytes", "server memory", "bytes", ("memory_bytes",), "lower"),
+    Metric("gpu_utilization", "GPU utilization", "", ("gpu_utilization",), "lower"),
+    Metric("gpu_memory_bytes", "GPU memory", "bytes", ("gpu_memory_bytes",), "lower"),
+    Metric("cost_per_1k", "cost per 1,000 inferences", "", ("cost_per_1k",), "lower"),
 )
 
 FIGURE_NAMES: tuple[str, ...] = tuple(f.name for f in FIGURES)

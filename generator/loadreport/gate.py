@@ -16,8 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from generator.harness.errors import LoadTestError
-from generator.harness.figures import FIGURE_NAMES, figure_value
+from generator.errors import LoadTestError
+from generator.loadreport.figures import FIGURE_NAMES, figure_value
 
 __all__ = ["Bound", "check_bounds", "parse_bound", "valid_metrics"]
 

@@ -12,8 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from generator.harness.errors import LoadTestError
-from generator.harness.figures import FIGURES, figure_value
+from generator.errors import LoadTestError
+from generator.loadreport.figures import FIGURES, figure_value
 
 __all__ = ["compare", "load_baseline", "mismatches"]
 
