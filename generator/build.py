@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from generator import __version__
 from generator.config import (
@@ -35,6 +35,7 @@ from generator.config import (
 from generator.errors import GeneratorError
 from generator.exporters import exporter_for
 from generator.exporters.base import ExportContext, ExportResult
+from generator.manifest import Manifest, ModelEntry, VersionEntry
 from generator.optimize import optimize_model
 from generator.repository import MANIFEST, Staging, link_or_copy_tree, read_manifest, sha256_file, write_json
 from generator.signature import Signature
@@ -42,6 +43,9 @@ from generator.spec import ModelSpec, Spec, Verify, factory_parts, load_spec
 from generator.validate import validate_model_dir
 from generator.verify import check_parity
 from generator.worker import ExportWorker
+
+if TYPE_CHECKING:
+    import jinja2
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +61,11 @@ LIBRARIES = (
     "numpy",
     "tritonclient",
 )
-#: A callback the CLI passes to show progress: (model name, stage).
-Progress = Callable[[str, str], None]
+#: Called with (model name, stage) as a build goes, e.g. ("digits", "export"); the CLI shows it.
+StageCallback = Callable[[str, str], None]
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ModelBuild:
     """What the build did for one model version."""
 
@@ -158,19 +162,18 @@ def cache_key(model: ModelSpec, source: Path, libraries: dict[str, str], context
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _reusable(entry: dict[str, Any] | None, key: str, old_version_dir: Path, spec_dir: Path) -> bool:
+def _reusable(entry: VersionEntry, key: str, old_version_dir: Path, spec_dir: Path) -> bool:
     """Whether an old manifest entry still describes this model: same key, its files intact, and every
     file its export imported or read from the user's directories (``user_files``) unchanged."""
-    if not entry or entry.get("cache_key") != key or not old_version_dir.is_dir():
+    if entry.cache_key != key or not old_version_dir.is_dir():
         return False
-    user_files = entry.get("user_files")
-    if user_files is None and factory_parts(str(entry.get("source", ""))) is not None:
+    if entry.user_files is None and factory_parts(entry.source or "") is not None:
         return False  # built before imports were recorded: its helper modules are unknown
-    for rel, digest in (user_files or {}).items():
+    for rel, digest in (entry.user_files or {}).items():
         path = spec_dir / rel
         if not path.is_file() or sha256_file(path) != digest:
             return False
-    files = entry.get("files", {})
+    files = entry.files
     return bool(files) and all(
         (old_version_dir / rel).is_file() and sha256_file(old_version_dir / rel) == digest
         for rel, digest in files.items()
@@ -210,7 +213,7 @@ def _export(
     model: ModelSpec,
     source: Path,
     version_dir: Path,
-    progress: Progress,
+    progress: StageCallback,
     context: ExportContext,
     worker: ExportWorker,
 ) -> tuple[ExportResult, dict | None, dict | None, dict[str, str] | None]:
@@ -239,13 +242,195 @@ def _export(
     return (*outcome.value, user_files)
 
 
+@dataclass
+class _BuildRun:
+    """What one call of :func:`build` shares across its models, and what it collects from them."""
+
+    spec: Spec
+    spec_name: str
+    repo: Path
+    staging: Staging
+    worker: ExportWorker
+    context: ExportContext
+    profile: DeviceProfile
+    env: jinja2.Environment
+    libraries: dict[str, str]
+    previous: Manifest
+    progress: StageCallback
+    report: BuildReport
+    failures: list[GeneratorError] = field(default_factory=list)
+
+
+@dataclass
+class _VersionBuilt:
+    """One model version in the staging repository: its spec, manifest entry and build record."""
+
+    model: ModelSpec
+    entry: VersionEntry
+    record: ModelBuild
+
+
+def _cc_model_filenames(result: ExportResult) -> dict[str, str] | None:
+    """The TensorRT plans per compute capability an export wrote (``None`` for other targets)."""
+    return result.details.pop("cc_model_filenames", None)
+
+
+def _reuse_version(run: _BuildRun, model: ModelSpec, key: str, version_dir: Path) -> VersionEntry | None:
+    """Link an unchanged version from the existing repository into staging.
+
+    Returns:
+        The previous build's entry, or ``None`` when the version must be built again.
+    """
+    old_dir = run.repo / model.name / str(model.version)
+    entry = run.previous.version(model.name, model.version)
+    if entry is None or not _reusable(entry, key, old_dir, run.context.spec_dir):
+        return None
+    run.progress(model.name, "reuse")
+    link_or_copy_tree(old_dir, version_dir)
+    return entry
+
+
+def _export_version(
+    run: _BuildRun, model: ModelSpec, source: Path, key: str, version_dir: Path
+) -> VersionEntry:
+    """Export, verify and optimize one version into staging; its manifest entry."""
+    result, parity, optimized, user_files = _export(
+        model, source, version_dir, run.progress, run.context, run.worker
+    )
+    return VersionEntry(
+        model_file=result.model_file.name,
+        cc_model_filenames=_cc_model_filenames(result),
+        cache_key=key,
+        framework=model.framework,
+        source=model.source,
+        source_files=_source_hashes(model, source),
+        user_files=user_files,
+        platform=result.platform,
+        files={str(p.relative_to(version_dir)): sha256_file(p) for p in result.files},
+        signature=result.signature,
+        parity=parity,
+        optimize=optimized,
+        details=result.details,
+    )
+
+
+def _build_version(run: _BuildRun, model: ModelSpec) -> _VersionBuilt:
+    """Reuse or export one model version.
+
+    Raises:
+        GeneratorError: the source cannot be resolved, or its export, parity or optimize step failed.
+    """
+    started = time.perf_counter()
+    version_dir = run.staging.path / model.name / str(model.version)
+    source = run.spec.resolve_source(model.source)
+    key = cache_key(model, source, run.libraries, run.context)
+    entry = _reuse_version(run, model, key, version_dir)
+    status = "reused"
+    if entry is None:
+        entry, status = _export_version(run, model, source, key, version_dir), "exported"
+    record = ModelBuild(
+        name=model.name,
+        version=model.version,
+        status=status,
+        platform=entry.platform,
+        files=sorted(entry.files),
+        signature=entry.signature,
+        parity=entry.parity,
+        seconds=round(time.perf_counter() - started, 3),
+        max_batch_size=resolve_max_batch_size(model, entry.signature),
+        optimized=entry.optimized_passes,
+    )
+    return _VersionBuilt(model, entry, record)
+
+
+def _configure_model(run: _BuildRun, latest: _VersionBuilt) -> None:
+    """Render, check and write a model's config.pbtxt from its latest version's spec and artifact.
+
+    Raises:
+        GeneratorError: the config cannot be built, rendered, or does not parse back as intended.
+    """
+    name = latest.model.name
+    config = build_config(
+        latest.model,
+        latest.record.signature,
+        latest.record.platform,
+        run.profile,
+        latest.entry.model_file or latest.record.files[0],
+        latest.entry.cc_model_filenames,
+    )
+    text = render(config, run.env, spec_name=run.spec_name)
+    check_rendered(text, config, f"{name}/config.pbtxt")
+    (run.staging.path / name / "config.pbtxt").write_text(text, encoding="utf-8")
+
+
+def _validate_staged(run: _BuildRun, name: str) -> None:
+    """Check a staged model as Triton would load it: errors fail the build, the rest are warnings."""
+    for problem in validate_model_dir(run.staging.path / name):
+        if problem.severity == "error":
+            run.failures.append(GeneratorError(f"{problem.model}: {problem.message}"))
+        else:
+            run.report.warnings.append(f"{problem.model}: {problem.message}")
+
+
+def _build_model(run: _BuildRun, name: str, versions: list[ModelSpec]) -> ModelEntry | None:
+    """Build every version of one model, then its config; problems are collected in ``run``.
+
+    Returns:
+        The model's manifest entry, or ``None`` when no version or its config could be built.
+    """
+    built: list[_VersionBuilt] = []
+    for model in sorted(versions, key=lambda m: m.version):
+        try:
+            version = _build_version(run, model)
+        except GeneratorError as exc:
+            run.failures.append(exc)
+            continue
+        # A pass rejected by its accuracy budget: said on every build, reused ones too.
+        run.report.warnings.extend(version.entry.optimize_warnings)
+        built.append(version)
+        run.report.models.append(version.record)
+    if not built:
+        return None
+    # One config per model: rendered from its latest version's spec and artifact.
+    run.progress(name, "configure")
+    try:
+        _configure_model(run, built[-1])
+    except GeneratorError as exc:
+        run.failures.append(exc)
+        return None
+    run.progress(name, "validate")
+    _validate_staged(run, name)
+    return ModelEntry(
+        versions={str(version.model.version): version.entry for version in built},
+        config_sha256=sha256_file(run.staging.path / name / "config.pbtxt"),
+    )
+
+
+def _raise_failures(failures: list[GeneratorError]) -> None:
+    """Raise every collected problem as one error of the first one's type (nothing when none)."""
+    if failures:
+        problems = [line for failure in failures for line in failure.problems]
+        raise type(failures[0])(*problems)
+
+
+def _write_manifest(run: _BuildRun, models: dict[str, ModelEntry]) -> None:
+    """Write the staging repository's manifest."""
+    manifest = Manifest(
+        tool_version=__version__,
+        device={"kind": run.profile.kind, "gpus": list(run.profile.gpus) if run.profile.gpus else None},
+        libraries=run.libraries,
+        models=models,
+    )
+    write_json(run.staging.path / MANIFEST, manifest.to_dict())
+
+
 def build(
     spec_path: str | Path | None = None,
     output: str | Path | None = None,
     device: str = "cpu",
     gpus: str | None = None,
     templates: str | Path | None = None,
-    progress: Progress | None = None,
+    progress: StageCallback | None = None,
     spec: Spec | None = None,
 ) -> BuildReport:
     """Build the model repository a spec describes.
@@ -264,7 +449,6 @@ def build(
             and all problems are reported together. The existing repository is left as it was.
     """
     started = time.perf_counter()
-    progress = progress or (lambda name, stage: None)
     spec = spec or load_spec(spec_path)
     profile = DeviceProfile.parse(device, gpus)
     context = ExportContext(spec.base_dir, profile.detected, profile.gpus)
@@ -272,118 +456,35 @@ def build(
     repo = Path(output) if output is not None else Path(spec.repository)
     libraries = library_versions()
     report = BuildReport(repo, Path(spec_path) if spec_path else None)
-    failures: list[GeneratorError] = []
-    manifest_models: dict[str, Any] = {}
     by_name: dict[str, list[ModelSpec]] = {}
     for model in spec.models:
         by_name.setdefault(model.name, []).append(model)
 
     with Staging(repo, protect=(Path.cwd(), spec.base_dir)) as staging, ExportWorker() as worker:
-        # Read under the output's lock: no other build changes it until this one has swapped.
-        old_models: dict[str, Any] = (read_manifest(repo) or {}).get("models", {})
-        for name, versions in by_name.items():
-            entries: dict[str, Any] = {}
-            built: list[tuple[ModelSpec, ModelBuild]] = []
-            for model in sorted(versions, key=lambda m: m.version):
-                model_started = time.perf_counter()
-                version_dir = staging.path / name / str(model.version)
-                try:
-                    source = spec.resolve_source(model.source)
-                    key = cache_key(model, source, libraries, context)
-                    old_entry = old_models.get(name, {}).get("versions", {}).get(str(model.version))
-                    if _reusable(old_entry, key, repo / name / str(model.version), context.spec_dir):
-                        progress(name, "reuse")
-                        link_or_copy_tree(repo / name / str(model.version), version_dir)
-                        entry = dict(old_entry)
-                        signature = Signature.from_dict(entry["signature"])
-                        status, platform, parity = "reused", entry["platform"], entry.get("parity")
-                    else:
-                        result, parity, optimized, user_files = _export(
-                            model, source, version_dir, progress, context, worker
-                        )
-                        signature, status, platform = result.signature, "exported", result.platform
-                        entry = {
-                            "model_file": result.model_file.name,
-                            "cc_model_filenames": result.details.pop("cc_model_filenames", None),
-                            "cache_key": key,
-                            "framework": model.framework,
-                            "source": model.source,
-                            "source_files": _source_hashes(model, source),
-                            "user_files": user_files,
-                            "platform": platform,
-                            "files": {str(p.relative_to(version_dir)): sha256_file(p) for p in result.files},
-                            "signature": signature.to_dict(),
-                            "parity": parity,
-                            "optimize": optimized,
-                            "details": result.details,
-                        }
-                except GeneratorError as exc:
-                    failures.append(exc)
-                    continue
-                # A pass rejected by its accuracy budget: said on every build, reused ones too.
-                report.warnings.extend((entry.get("optimize") or {}).get("warnings", []))
-                entries[str(model.version)] = entry
-                build_record = ModelBuild(
-                    name,
-                    model.version,
-                    status,
-                    platform,
-                    sorted(entry["files"]),
-                    signature,
-                    parity,
-                    round(time.perf_counter() - model_started, 3),
-                    resolve_max_batch_size(model, signature),
-                    list((entry.get("optimize") or {}).get("kept", [])),
-                )
-                built.append((model, build_record))
-                report.models.append(build_record)
-            if not built:
-                continue
-            # One config per model: rendered from its latest version's spec and artifact.
-            latest_model, latest = built[-1]
-            progress(name, "configure")
-            try:
-                latest_entry = entries[str(latest.version)]
-                config = build_config(
-                    latest_model,
-                    latest.signature,
-                    latest.platform,
-                    profile,
-                    latest_entry.get("model_file", latest.files[0]),
-                    latest_entry.get("cc_model_filenames"),
-                )
-                text = render(config, env, spec_name=Path(spec_path).name if spec_path else "spec")
-                check_rendered(text, config, f"{name}/config.pbtxt")
-                (staging.path / name / "config.pbtxt").write_text(text, encoding="utf-8")
-            except GeneratorError as exc:
-                failures.append(exc)
-                continue
-            progress(name, "validate")
-            for problem in validate_model_dir(staging.path / name):
-                if problem.severity == "error":
-                    failures.append(GeneratorError(f"{problem.model}: {problem.message}"))
-                else:
-                    report.warnings.append(f"{problem.model}: {problem.message}")
-            manifest_models[name] = {
-                "versions": entries,
-                "config_sha256": sha256_file(staging.path / name / "config.pbtxt"),
-            }
-
-        if failures:
-            problems = [line for failure in failures for line in failure.problems]
-            raise type(failures[0])(*problems)
-        report.carried_over = staging.carry_over(set(manifest_models), set(old_models))
-        write_json(
-            staging.path / MANIFEST,
-            {
-                "tool": "tritongen",
-                "tool_version": __version__,
-                "device": {"kind": profile.kind, "gpus": list(profile.gpus) if profile.gpus else None},
-                "libraries": libraries,
-                "models": manifest_models,
-            },
+        run = _BuildRun(
+            spec=spec,
+            spec_name=Path(spec_path).name if spec_path else "spec",
+            repo=repo,
+            staging=staging,
+            worker=worker,
+            context=context,
+            profile=profile,
+            env=env,
+            libraries=libraries,
+            # Read under the output's lock: no other build changes it until this one has swapped.
+            previous=Manifest.from_dict(read_manifest(repo)),
+            progress=progress or (lambda name, stage: None),
+            report=report,
         )
-        progress("", "write")
+        models = {}
+        for name, versions in by_name.items():
+            entry = _build_model(run, name, versions)
+            if entry is not None:
+                models[name] = entry
+        _raise_failures(run.failures)
+        report.carried_over = staging.carry_over(set(models), set(run.previous.models))
+        _write_manifest(run, models)
+        run.progress("", "write")
         staging.commit()
     report.seconds = round(time.perf_counter() - started, 3)
     return report

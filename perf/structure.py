@@ -43,6 +43,7 @@ RANKS = {
     "generator.artifact_checks": 9,
     "generator.validate": 10,
     "generator.repository": 10,
+    "generator.manifest": 10,
     "generator.server": 10,
     "generator.loadreport": 11,
     "generator.build": 12,
