@@ -30,7 +30,6 @@ from generator.config import (
     check_rendered,
     environment,
     render,
-    resolve_max_batch_size,
 )
 from generator.errors import GeneratorError
 from generator.exporters import exporter_for
@@ -39,6 +38,7 @@ from generator.optimize import optimize_model
 from generator.repository import MANIFEST, Staging, link_or_copy_tree, read_manifest, sha256_file, write_json
 from generator.signature import Signature
 from generator.spec import ModelSpec, Spec, Verify, factory_parts, load_spec
+from generator.triton import resolve_max_batch_size
 from generator.validate import validate_model_dir
 from generator.verify import check_parity
 from generator.worker import ExportWorker
@@ -304,7 +304,7 @@ def build(
                         signature, status, platform = result.signature, "exported", result.platform
                         entry = {
                             "model_file": result.model_file.name,
-                            "cc_model_filenames": result.details.pop("cc_model_filenames", None),
+                            "cc_model_filenames": result.cc_model_filenames,
                             "cache_key": key,
                             "framework": model.framework,
                             "source": model.source,

@@ -33,14 +33,13 @@ import numpy as np
 from generator import dtypes
 from generator.errors import GeneratorError, MissingDependencyError, SpecError, VerificationError
 from generator.exporters.base import ExportResult
+from generator.runners import Feeds, onnx_runner
 from generator.signature import Signature, read_onnx_signature
 from generator.spec import Budget, ModelSpec, Optimize, Verify
-from generator.verify import OutputParity, compare_output, make_inputs, onnx_runner
+from generator.verify import OutputParity, compare_output, make_inputs
 
 log = logging.getLogger(__name__)
 
-#: Named input arrays for one run of a model.
-Feeds = dict[str, np.ndarray]
 #: A pass: (model in, model out, settings, calibration batches or None).
 Pass = Callable[[Path, Path, Optimize, "list[Feeds] | None"], None]
 
@@ -102,7 +101,7 @@ class OptimizeReport:
         return asdict(self) | {"kept": self.kept}
 
 
-def load_samples(
+def read_npz_samples(
     path: Path, signature: Signature, batch_size: int | None, model_name: str, setting: str
 ) -> list[Feeds]:
     """Real input samples from an ``.npz`` keyed by input name, its first axis the samples.
@@ -166,7 +165,7 @@ def _gate_samples(
     for setting in ("eval_data", "calibration_data"):
         name = getattr(settings, setting)
         if name:
-            batches = load_samples(
+            batches = read_npz_samples(
                 spec_dir / name, signature, max_batch_size if batching else None, model.name, setting
             )
             count = sum(len(next(iter(b.values()))) for b in batches) if batching else len(batches)
@@ -469,7 +468,7 @@ def optimize_model(
     if settings.quantize == "static":
         assert settings.calibration_data is not None  # the spec validator requires it
         per_run = min(max_batch_size, CALIBRATION_BATCH) if batching else None
-        calibration = load_samples(
+        calibration = read_npz_samples(
             spec_dir / settings.calibration_data, result.signature, per_run, model.name, "calibration_data"
         )
     references = _reference_outputs(model, result, batches)
