@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from generator import dtypes
-from generator.errors import GeneratorError, MissingDependencyError, SpecError, VerificationError
+from generator.errors import GeneratorError, MissingDependencyError, SpecError, VerificationError, first_line
 from generator.exporters.base import ExportResult
 from generator.runners import Feeds, onnx_runner
 from generator.signature import Signature, read_onnx_signature
@@ -246,7 +246,7 @@ def _gate(
     try:
         run = onnx_runner(candidate)
     except Exception as exc:
-        record.reason = f"ONNX Runtime cannot load the result ({_first_line(exc)})"
+        record.reason = f"ONNX Runtime cannot load the result ({first_line(exc)})"
         return record
     outputs: list[OutputParity] = []
     agree, rows, classified = 0, 0, False
@@ -254,7 +254,7 @@ def _gate(
         try:
             got = run(feeds)
         except Exception as exc:
-            record.reason = f"ONNX Runtime failed to run the result ({_first_line(exc)})"
+            record.reason = f"ONNX Runtime failed to run the result ({first_line(exc)})"
             return record
         size = len(next(iter(feeds.values()))) if batching else 1
         for name, reference in want.items():
@@ -319,7 +319,7 @@ def _prepared(source: Path, work: Path) -> Path:
     try:
         quant_pre_process(str(source), str(prepared))
     except Exception as exc:
-        log.info("quantization pre-processing skipped for %s: %s", source, _first_line(exc))
+        log.info("quantization pre-processing skipped for %s: %s", source, first_line(exc))
         return source
     return prepared
 
@@ -384,11 +384,6 @@ PASSES: dict[str, Pass] = {
 }
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
-
-
 def _model_bytes(path: Path) -> int:
     """Size of an ONNX file plus any external-data files it names."""
     from generator.exporters.onnx import external_data_files
@@ -427,7 +422,7 @@ def _reference_outputs(model: ModelSpec, result: ExportResult, batches: list[Fee
         return [reference(feeds) for feeds in batches]
     except Exception as exc:
         raise VerificationError(
-            f"model '{model.name}': the reference model fails on the optimize gate's inputs ({_first_line(exc)}); "
+            f"model '{model.name}': the reference model fails on the optimize gate's inputs ({first_line(exc)}); "
             "check that optimize.eval_data / calibration_data hold the model's inputs"
         ) from exc
 
@@ -496,7 +491,7 @@ def optimize_model(
             except GeneratorError:
                 raise
             except Exception as exc:
-                record.reason = f"the pass failed ({_first_line(exc)})"
+                record.reason = f"the pass failed ({first_line(exc)})"
             else:
                 _gate(record, candidate, result.signature, batches, references, settings.budget, batching)
             record.seconds = round(time.perf_counter() - started, 3)
