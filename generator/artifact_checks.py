@@ -19,27 +19,7 @@ from tritonclient.grpc import model_config_pb2
 from generator.config_checks import Found, shape_text, suggest, type_name
 from generator.errors import ValidationError
 from generator.signature import Signature, TensorInfo, read_onnx_signature, read_plan_signature
-
-#: Triton platform -> the backend that serves it.
-PLATFORM_BACKENDS = {
-    "onnxruntime_onnx": "onnxruntime",
-    "tensorrt_plan": "tensorrt",
-    "pytorch_libtorch": "pytorch",
-    "tensorflow_savedmodel": "tensorflow",
-    "tensorflow_graphdef": "tensorflow",
-    "ensemble": "",
-}
-
-#: Backend -> the model filename Triton's auto-complete assumes when ``default_model_filename`` is unset.
-BACKEND_FILENAMES = {
-    "tensorrt": "model.plan",
-    "onnxruntime": "model.onnx",
-    "openvino": "model.xml",
-    "pytorch": "model.pt",
-    "python": "model.py",
-}
-
-_TENSORFLOW_FILENAMES = {"tensorflow_savedmodel": "model.savedmodel", "tensorflow_graphdef": "model.graphdef"}
+from generator.triton import BACKEND_FILENAMES, PLATFORM_BACKENDS, TENSORFLOW_FILENAMES
 
 #: Backends whose platform Triton checks against the backend (any platform goes with another backend).
 _TYPED_BACKENDS = ("tensorflow", "tensorrt", "onnxruntime", "pytorch")
@@ -103,7 +83,7 @@ def resolve_serving(config: model_config_pb2.ModelConfig, first_version: Path | 
     platform, backend, filename = config.platform, config.backend, config.default_model_filename
     contents = set(list_dir(first_version)) if first_version is not None else set()
     if not platform and backend in ("", "tensorflow"):
-        by_filename = {v: k for k, v in _TENSORFLOW_FILENAMES.items()}
+        by_filename = {v: k for k, v in TENSORFLOW_FILENAMES.items()}
         if filename in by_filename:
             platform = by_filename[filename]
         elif not filename and first_version is not None:
@@ -111,8 +91,8 @@ def resolve_serving(config: model_config_pb2.ModelConfig, first_version: Path | 
                 platform = "tensorflow_savedmodel"
             if "model.graphdef" in contents and not is_dir(first_version / "model.graphdef"):
                 platform = "tensorflow_graphdef"
-    if platform in _TENSORFLOW_FILENAMES:
-        return Serving(platform, backend or "tensorflow", filename or _TENSORFLOW_FILENAMES[platform])
+    if platform in TENSORFLOW_FILENAMES:
+        return Serving(platform, backend or "tensorflow", filename or TENSORFLOW_FILENAMES[platform])
     if not backend:
         backend = PLATFORM_BACKENDS.get(platform, "")
     if not backend:

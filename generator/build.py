@@ -30,7 +30,6 @@ from generator.config import (
     check_rendered,
     environment,
     render,
-    resolve_max_batch_size,
 )
 from generator.errors import GeneratorError
 from generator.exporters import exporter_for
@@ -40,6 +39,7 @@ from generator.optimize import optimize_model
 from generator.repository import MANIFEST, Staging, link_or_copy_tree, read_manifest, sha256_file, write_json
 from generator.signature import Signature
 from generator.spec import ModelSpec, Spec, Verify, factory_parts, load_spec
+from generator.triton import resolve_max_batch_size
 from generator.validate import validate_model_dir
 from generator.verify import check_parity
 from generator.worker import ExportWorker
@@ -270,11 +270,6 @@ class _VersionBuilt:
     record: ModelBuild
 
 
-def _cc_model_filenames(result: ExportResult) -> dict[str, str] | None:
-    """The TensorRT plans per compute capability an export wrote (``None`` for other targets)."""
-    return result.details.pop("cc_model_filenames", None)
-
-
 def _reuse_version(run: _BuildRun, model: ModelSpec, key: str, version_dir: Path) -> VersionEntry | None:
     """Link an unchanged version from the existing repository into staging.
 
@@ -299,7 +294,7 @@ def _export_version(
     )
     return VersionEntry(
         model_file=result.model_file.name,
-        cc_model_filenames=_cc_model_filenames(result),
+        cc_model_filenames=result.cc_model_filenames,
         cache_key=key,
         framework=model.framework,
         source=model.source,

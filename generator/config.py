@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-from google.protobuf import json_format, text_format
+from google.protobuf import json_format
 from tritonclient.grpc import model_config_pb2
 
 from generator import __version__, dtypes
@@ -26,16 +26,16 @@ from generator.gpus import Gpu, NvmlUnavailable, detect_gpus
 from generator.resources import templates_dir
 from generator.signature import Signature, TensorInfo, libtorch_name
 from generator.spec import DynamicBatching, InstanceGroup, ModelSpec, TensorSpec
+from generator.triton import (
+    DEFAULT_MODEL_FILENAMES,
+    LIBTORCH_PLATFORM,
+    parse_config_text,
+    resolve_max_batch_size,
+)
 
 log = logging.getLogger(__name__)
 
 CONFIG_TEMPLATE = "config.pbtxt.j2"
-DEFAULT_MAX_BATCH_SIZE = 8
-DEFAULT_FILENAMES = {
-    "onnxruntime_onnx": "model.onnx",
-    "tensorrt_plan": "model.plan",
-    "pytorch_libtorch": "model.pt",
-}
 _KINDS = {"cpu": "KIND_CPU", "gpu": "KIND_GPU", "auto": "KIND_AUTO"}
 
 
@@ -90,13 +90,6 @@ class DeviceProfile:
         if not ids or min(ids) < 0:
             raise ConfigError(f"--gpus '{gpus}' must list GPU ids >= 0 (e.g. 0,1)")
         return cls(device, ids)
-
-
-def resolve_max_batch_size(model: ModelSpec, signature: Signature) -> int:
-    """The spec's ``max_batch_size``, or 8 when the model has a batch axis and 0 when it has none."""
-    if model.max_batch_size is not None:
-        return model.max_batch_size
-    return DEFAULT_MAX_BATCH_SIZE if signature.supports_batching else 0
 
 
 def _tensor_entry(name: str, dtype: str, dims: list[int], reshape: list[int] | None, optional: bool) -> dict:
@@ -194,7 +187,7 @@ def build_config(
     max_batch_size = resolve_max_batch_size(model, signature)
     batching = max_batch_size > 0
     config: dict[str, Any] = {"name": model.name, "platform": platform, "max_batch_size": max_batch_size}
-    if model_filename and model_filename != DEFAULT_FILENAMES.get(platform):
+    if model_filename and model_filename != DEFAULT_MODEL_FILENAMES.get(platform):
         config["default_model_filename"] = model_filename
     if model.version_policy is not None:
         policy = model.version_policy
@@ -214,7 +207,7 @@ def build_config(
         if model.outputs
         else [_from_signature(t, batching) for t in signature.outputs]
     )
-    if platform == "pytorch_libtorch":
+    if platform == LIBTORCH_PLATFORM:
         for tensors in (config["input"], config["output"]):
             for index, tensor in enumerate(tensors):
                 tensor["name"] = libtorch_name(tensor["name"], index)
@@ -299,18 +292,6 @@ def render(config: dict[str, Any], env: jinja2.Environment, spec_name: str = "sp
 def intended_proto(config: dict[str, Any]) -> model_config_pb2.ModelConfig:
     """:func:`build_config` data as Triton's ``ModelConfig`` message."""
     return json_format.ParseDict(config, model_config_pb2.ModelConfig())
-
-
-def parse_config_text(text: str, origin: str = "config.pbtxt") -> model_config_pb2.ModelConfig:
-    """Parse config.pbtxt text with Triton's schema.
-
-    Raises:
-        ConfigError: the text does not parse; the message carries the parser's line and column.
-    """
-    try:
-        return text_format.Parse(text, model_config_pb2.ModelConfig())
-    except text_format.ParseError as exc:
-        raise ConfigError(f"{origin}: does not parse as a Triton ModelConfig: {exc}") from None
 
 
 def _differences(intended: Any, rendered: Any, path: str = "") -> list[str]:

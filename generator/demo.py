@@ -22,9 +22,9 @@ from generator.build import build
 from generator.errors import GeneratorError
 from generator.exporters.base import load_factory
 from generator.resources import examples_dir
+from generator.runners import onnx_runner
 from generator.server import EmbeddedServer
 from generator.spec import bundled_example
-from generator.verify import onnx_runner
 
 Say = Callable[[str], None]
 #: The demo's load test: digits_cnn over gRPC at 1, 4 and 16 users, 5 s each, priced at $1/hour.

@@ -18,6 +18,12 @@ class GeneratorError(Exception):
         super().__init__("\n".join(self.problems))
 
 
+def first_line(exc: BaseException) -> str:
+    """``Type: first line of the message``, or just ``Type`` when the message is empty."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
 class SpecError(GeneratorError):
     """The YAML spec is missing, malformed, or does not validate."""
 

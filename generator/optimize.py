@@ -31,16 +31,15 @@ from typing import Any
 import numpy as np
 
 from generator import dtypes
-from generator.errors import GeneratorError, MissingDependencyError, SpecError, VerificationError
+from generator.errors import GeneratorError, MissingDependencyError, SpecError, VerificationError, first_line
 from generator.exporters.base import ExportResult
+from generator.runners import Feeds, onnx_runner
 from generator.signature import Signature, read_onnx_signature
 from generator.spec import Budget, ModelSpec, Optimize, Verify
-from generator.verify import OutputParity, compare_output, make_inputs, onnx_runner
+from generator.verify import OutputParity, compare_output, make_inputs
 
 log = logging.getLogger(__name__)
 
-#: Named input arrays for one run of a model.
-Feeds = dict[str, np.ndarray]
 #: A pass: (model in, model out, settings, calibration batches or None).
 Pass = Callable[[Path, Path, Optimize, "list[Feeds] | None"], None]
 
@@ -102,7 +101,7 @@ class OptimizeReport:
         return asdict(self) | {"kept": self.kept}
 
 
-def load_samples(
+def read_npz_samples(
     path: Path, signature: Signature, batch_size: int | None, model_name: str, setting: str
 ) -> list[Feeds]:
     """Real input samples from an ``.npz`` keyed by input name, its first axis the samples.
@@ -166,7 +165,7 @@ def _gate_samples(
     for setting in ("eval_data", "calibration_data"):
         name = getattr(settings, setting)
         if name:
-            batches = load_samples(
+            batches = read_npz_samples(
                 spec_dir / name, signature, max_batch_size if batching else None, model.name, setting
             )
             count = sum(len(next(iter(b.values()))) for b in batches) if batching else len(batches)
@@ -247,7 +246,7 @@ def _gate(
     try:
         run = onnx_runner(candidate)
     except Exception as exc:
-        record.reason = f"ONNX Runtime cannot load the result ({_first_line(exc)})"
+        record.reason = f"ONNX Runtime cannot load the result ({first_line(exc)})"
         return record
     outputs: list[OutputParity] = []
     agree, rows, classified = 0, 0, False
@@ -255,7 +254,7 @@ def _gate(
         try:
             got = run(feeds)
         except Exception as exc:
-            record.reason = f"ONNX Runtime failed to run the result ({_first_line(exc)})"
+            record.reason = f"ONNX Runtime failed to run the result ({first_line(exc)})"
             return record
         size = len(next(iter(feeds.values()))) if batching else 1
         for name, reference in want.items():
@@ -320,7 +319,7 @@ def _prepared(source: Path, work: Path) -> Path:
     try:
         quant_pre_process(str(source), str(prepared))
     except Exception as exc:
-        log.info("quantization pre-processing skipped for %s: %s", source, _first_line(exc))
+        log.info("quantization pre-processing skipped for %s: %s", source, first_line(exc))
         return source
     return prepared
 
@@ -385,11 +384,6 @@ PASSES: dict[str, Pass] = {
 }
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
-
-
 def _model_bytes(path: Path) -> int:
     """Size of an ONNX file plus any external-data files it names."""
     from generator.exporters.onnx import external_data_files
@@ -428,7 +422,7 @@ def _reference_outputs(model: ModelSpec, result: ExportResult, batches: list[Fee
         return [reference(feeds) for feeds in batches]
     except Exception as exc:
         raise VerificationError(
-            f"model '{model.name}': the reference model fails on the optimize gate's inputs ({_first_line(exc)}); "
+            f"model '{model.name}': the reference model fails on the optimize gate's inputs ({first_line(exc)}); "
             "check that optimize.eval_data / calibration_data hold the model's inputs"
         ) from exc
 
@@ -469,7 +463,7 @@ def optimize_model(
     if settings.quantize == "static":
         assert settings.calibration_data is not None  # the spec validator requires it
         per_run = min(max_batch_size, CALIBRATION_BATCH) if batching else None
-        calibration = load_samples(
+        calibration = read_npz_samples(
             spec_dir / settings.calibration_data, result.signature, per_run, model.name, "calibration_data"
         )
     references = _reference_outputs(model, result, batches)
@@ -497,7 +491,7 @@ def optimize_model(
             except GeneratorError:
                 raise
             except Exception as exc:
-                record.reason = f"the pass failed ({_first_line(exc)})"
+                record.reason = f"the pass failed ({first_line(exc)})"
             else:
                 _gate(record, candidate, result.signature, batches, references, settings.budget, batching)
             record.seconds = round(time.perf_counter() - started, 3)

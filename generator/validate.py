@@ -40,6 +40,7 @@ from generator.artifact_checks import (
 from generator.config_checks import Found, check_config
 from generator.errors import ValidationError
 from generator.gpus import NvmlUnavailable, detect_gpus
+from generator.triton import parse_model_config
 
 
 def plain(text: object) -> str:
@@ -151,7 +152,7 @@ def read_config(model_dir: Path) -> tuple[model_config_pb2.ModelConfig | None, F
         return None, [("error", f"config.pbtxt cannot be read ({exc.strerror}); fix its permissions")]
     text = data.decode("utf-8", "surrogateescape")
     try:
-        return text_format.Parse(text, model_config_pb2.ModelConfig()), []
+        return parse_model_config(text), []
     except text_format.ParseError as exc:
         if "utf-8" in str(exc).lower():
             return None, [

@@ -10,14 +10,14 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from generator import dtypes
 from generator.errors import VerificationError
-from generator.exporters.base import ExportResult, ModelRunner
+from generator.exporters.base import ExportResult
+from generator.runners import onnx_runner
 from generator.signature import Signature
 from generator.spec import ModelSpec, Verify
 
@@ -101,21 +101,6 @@ def _check_size(model: str, tensor: str, shape: list[int], itemsize: int) -> Non
             f"model '{model}': parity input '{tensor}' of shape {shape} would take {size / (1 << 30):,.1f} GiB; "
             "set verify.batch_sizes to smaller batches (or check max_batch_size and dims in the spec)"
         )
-
-
-def onnx_runner(path: Path) -> ModelRunner:
-    """Run an ONNX file in ONNX Runtime on the CPU."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    names = [o.name for o in session.get_outputs()]
-
-    def run(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return dict(zip(names, session.run(names, feeds), strict=True))
-
-    return run
 
 
 def compare_output(

@@ -10,14 +10,10 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Protocol
 
-import numpy as np
-
-from generator.errors import ExportError
+from generator.errors import ExportError, first_line
+from generator.runners import ModelRunner
 from generator.signature import Signature
 from generator.spec import ModelSpec, factory_parts
-
-#: Runs a model on named numpy inputs and returns named numpy outputs.
-ModelRunner = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 
 
 @dataclass
@@ -30,7 +26,9 @@ class ExportResult:
         signature: I/O read back from the written artifact.
         reference: Runs the source model (for parity); ``None`` when the source is the artifact itself.
         runner: Runs the artifact; ``None`` means an ONNX file that parity runs in ONNX Runtime.
-        details: Facts for the manifest (opset, framework version, export time).
+        details: Facts for the manifest (opset, framework version, export time); plain data.
+        cc_model_filenames: Plan file per GPU compute capability (``{"8.0": "model_sm80.plan"}``) when
+            one plan was built per capability, for the config's ``cc_model_filenames``; else ``None``.
     """
 
     files: list[Path]
@@ -39,6 +37,7 @@ class ExportResult:
     reference: ModelRunner | None = None
     runner: ModelRunner | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    cc_model_filenames: dict[str, str] | None = None
 
     @property
     def model_file(self) -> Path:
@@ -69,12 +68,6 @@ class Exporter(Protocol):
     def export(self, model: ModelSpec, source: Path, version_dir: Path) -> ExportResult:
         """Write the served artifact into ``version_dir`` and describe it."""
         ...
-
-
-def first_line(exc: BaseException) -> str:
-    """``Type: first line of the message``, or just ``Type`` when the message is empty."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
 
 
 def load_factory(source: Path, function: str, model_name: str) -> Callable[[], Any]:

@@ -9,8 +9,7 @@ from generator.errors import ExportError
 from generator.exporters.base import ExportResult
 from generator.signature import read_onnx_signature
 from generator.spec import ModelSpec
-
-MODEL_FILENAME = "model.onnx"
+from generator.triton import DEFAULT_MODEL_FILENAMES, ONNX_PLATFORM
 
 
 def external_data_files(path: Path) -> list[str]:
@@ -47,7 +46,7 @@ class OnnxExporter:
                 f"model '{model.name}': {source} is not a valid ONNX model ({first}); re-export it"
             ) from None
         version_dir.mkdir(parents=True, exist_ok=True)
-        target = version_dir / MODEL_FILENAME
+        target = version_dir / DEFAULT_MODEL_FILENAMES[ONNX_PLATFORM]
         shutil.copyfile(source, target)
         files = [target]
         for location in external_data_files(source):
@@ -58,7 +57,7 @@ class OnnxExporter:
         signature = read_onnx_signature(target)
         return ExportResult(
             files=files,
-            platform="onnxruntime_onnx",
+            platform=ONNX_PLATFORM,
             signature=signature,
             reference=None,
             details={"opset": signature.details.get("opset"), "onnx": onnx.__version__},

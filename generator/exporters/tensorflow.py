@@ -38,10 +38,11 @@ import numpy as np
 
 from generator import dtypes
 from generator.errors import ExportError, MissingDependencyError
-from generator.exporters.base import ExportResult, ModelRunner, load_factory
-from generator.exporters.onnx import MODEL_FILENAME
+from generator.exporters.base import ExportResult, load_factory
+from generator.runners import named_outputs
 from generator.signature import read_onnx_signature
 from generator.spec import ModelSpec, factory_parts
+from generator.triton import DEFAULT_MODEL_FILENAMES, ONNX_PLATFORM
 
 DEFAULT_OPSET = 17
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
@@ -373,7 +374,8 @@ def _rename_io(model: ModelSpec, proto: Any, input_names: list[str], output_name
     _rename(graph, mapping)
 
 
-def _check(model: ModelSpec, proto: Any, opset: int) -> None:
+def _check_converted_onnx(model: ModelSpec, proto: Any, opset: int) -> None:
+    """Refuse a conversion with ops ONNX does not define, or that onnx.checker rejects."""
     import onnx
 
     unsupported = sorted(
@@ -552,12 +554,12 @@ class TensorflowExporter:
         output_names = traced.output_names or [f"output_{i}" for i in range(len(proto.graph.output))]
         input_names = [i.name for i in traced.inputs]
         _rename_io(model, proto, input_names, output_names)
-        _check(model, proto, opset)
+        _check_converted_onnx(model, proto, opset)
         _canonicalize(proto, model.name)
         if batching:
             _name_batch_axis(proto)
         version_dir.mkdir(parents=True, exist_ok=True)
-        target = version_dir / MODEL_FILENAME
+        target = version_dir / DEFAULT_MODEL_FILENAMES[ONNX_PLATFORM]
         try:
             onnx.save(proto, str(target))
         except ValueError as exc:  # protobuf's 2 GB limit
@@ -568,9 +570,9 @@ class TensorflowExporter:
         signature = read_onnx_signature(target)
         return ExportResult(
             files=[target],
-            platform="onnxruntime_onnx",
+            platform=ONNX_PLATFORM,
             signature=signature,
-            reference=_named_runner(traced.reference, output_names),
+            reference=named_outputs(traced.reference, output_names),
             details={
                 "opset": signature.details.get("opset"),
                 "tensorflow": tf.__version__,
@@ -579,14 +581,3 @@ class TensorflowExporter:
                 "export_seconds": round(seconds, 3),
             },
         )
-
-
-def _named_runner(
-    run: Callable[[dict[str, np.ndarray]], list[np.ndarray]], output_names: list[str]
-) -> ModelRunner:
-    """``run``'s list of outputs keyed by the exported model's output names."""
-
-    def named(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return dict(zip(output_names, run(feeds), strict=True))
-
-    return named

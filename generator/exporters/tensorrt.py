@@ -20,15 +20,23 @@ from typing import Any
 
 import numpy as np
 
-from generator import dtypes
-from generator.errors import ExportError, MissingDependencyError
-from generator.exporters.base import ExportContext, ExportResult, ModelRunner
+from generator.errors import ExportError
+from generator.exporters.base import ExportContext, ExportResult
+from generator.runners import (
+    DeviceBuffers,
+    check_cuda_call,
+    cuda_runtime,
+    import_tensorrt,
+    onnx_runner,
+    plan_runner,
+)
 from generator.signature import Signature, read_plan_signature
 from generator.spec import ModelSpec, TensorRT
+from generator.triton import DEFAULT_MODEL_FILENAMES, TENSORRT_PLATFORM, resolve_max_batch_size
 
 log = logging.getLogger(__name__)
 
-MODEL_FILENAME = "model.plan"
+MODEL_FILENAME = DEFAULT_MODEL_FILENAMES[TENSORRT_PLATFORM]
 Shapes = dict[str, tuple[list[int], list[int], list[int]]]
 
 
@@ -77,98 +85,6 @@ def plan_filenames(compute_capabilities: Sequence[str]) -> dict[str, str]:
     return {cc: f"model_sm{cc.replace('.', '')}.plan" for cc in unique}
 
 
-def _import_tensorrt() -> Any:
-    try:
-        import tensorrt as trt
-    except ImportError:
-        raise MissingDependencyError(
-            "TensorRT is not installed, so no plan can be built; on a machine with an NVIDIA GPU run "
-            "pip install 'tritongen[tensorrt]', or use format: onnx"
-        ) from None
-    return trt
-
-
-def _cudart() -> Any:
-    try:
-        from cuda.bindings import runtime as cudart
-    except ImportError:
-        raise MissingDependencyError.for_package(
-            "cuda-python", extra="tensorrt", purpose="to run TensorRT plans"
-        ) from None
-    return cudart
-
-
-def _check(result: Any) -> Any:
-    error, *rest = result if isinstance(result, tuple) else (result,)
-    if int(error) != 0:
-        raise ExportError(f"CUDA call failed: {error}; check the GPU and its driver")
-    return rest[0] if len(rest) == 1 else rest
-
-
-class _DeviceBuffers:
-    """Device memory for host arrays (cuda-python), freed on close."""
-
-    def __init__(self) -> None:
-        self.cudart = _cudart()
-        self.pointers: list[int] = []
-
-    def upload(self, array: np.ndarray) -> int:
-        array = np.ascontiguousarray(array)
-        pointer = _check(self.cudart.cudaMalloc(max(array.nbytes, 1)))
-        self.pointers.append(pointer)
-        kind = self.cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
-        _check(self.cudart.cudaMemcpy(pointer, array.ctypes.data, array.nbytes, kind))
-        return int(pointer)
-
-    def empty(self, nbytes: int) -> int:
-        pointer = _check(self.cudart.cudaMalloc(max(nbytes, 1)))
-        self.pointers.append(pointer)
-        return int(pointer)
-
-    def download(self, pointer: int, shape: Sequence[int], dtype: np.dtype) -> np.ndarray:
-        out = np.empty(shape, dtype=dtype)
-        kind = self.cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
-        _check(self.cudart.cudaMemcpy(out.ctypes.data, pointer, out.nbytes, kind))
-        return out
-
-    def close(self) -> None:
-        for pointer in self.pointers:
-            self.cudart.cudaFree(pointer)
-        self.pointers.clear()
-
-
-def plan_runner(path: Path) -> ModelRunner:
-    """Run a plan on the current GPU with TensorRT (for parity)."""
-    trt = _import_tensorrt()
-    engine = trt.Runtime(trt.Logger(trt.Logger.ERROR)).deserialize_cuda_engine(path.read_bytes())
-    if engine is None:
-        raise ExportError(f"{path}: TensorRT could not load the plan it just built; see the TensorRT log")
-    signature = read_plan_signature(path)
-
-    def run(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        context = engine.create_execution_context()
-        buffers = _DeviceBuffers()
-        try:
-            for tensor in signature.inputs:
-                context.set_input_shape(tensor.name, feeds[tensor.name].shape)
-                context.set_tensor_address(tensor.name, buffers.upload(feeds[tensor.name]))
-            pending = []
-            for tensor in signature.outputs:
-                shape = tuple(context.get_tensor_shape(tensor.name))
-                dtype = dtypes.to_numpy(tensor.dtype)
-                pointer = buffers.empty(int(np.prod(shape)) * dtype.itemsize)
-                context.set_tensor_address(tensor.name, pointer)
-                pending.append((tensor.name, pointer, shape, dtype))
-            if not context.execute_async_v3(0):
-                raise ExportError(f"{path}: TensorRT failed to run the plan")
-            _check(buffers.cudart.cudaDeviceSynchronize())
-            return {name: buffers.download(p, shape, dtype) for name, p, shape, dtype in pending}
-        finally:
-            buffers.close()
-
-    return run
-
-
 def _calibration_batches(path: Path, names: list[str], batch_size: int) -> Iterator[dict[str, np.ndarray]]:
     data = np.load(path)
     missing = [n for n in names if n not in data]
@@ -188,7 +104,7 @@ def _calibrator(trt: Any, path: Path, names: list[str], batch_size: int, cache: 
         def __init__(self) -> None:
             super().__init__()
             self.batches = _calibration_batches(path, names, batch_size)
-            self.buffers = _DeviceBuffers()
+            self.buffers = DeviceBuffers()
 
         def get_batch_size(self) -> int:
             return batch_size
@@ -217,7 +133,7 @@ def build_plan(
     Raises:
         ExportError: TensorRT cannot parse the ONNX or build the engine; the message carries its reason.
     """
-    trt = _import_tensorrt()
+    trt = import_tensorrt()
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     network = builder.create_network(0)
@@ -279,11 +195,9 @@ class TensorRTExporter:
             MissingDependencyError: TensorRT is not installed.
             ExportError: no GPU, or the ONNX export / engine build fails.
         """
-        from generator.config import resolve_max_batch_size
         from generator.exporters import get_exporter
-        from generator.verify import onnx_runner
 
-        trt = _import_tensorrt()
+        trt = import_tensorrt()
         gpus = self._target_gpus()
         settings = model.tensorrt or TensorRT()
         calibration = (
@@ -303,28 +217,27 @@ class TensorRTExporter:
             by_cc = {g.cc: g for g in gpus}
             filenames = plan_filenames(list(by_cc))
             version_dir.mkdir(parents=True, exist_ok=True)
-            cudart = _cudart()
+            cudart = cuda_runtime()
             for cc, filename in filenames.items():
-                _check(cudart.cudaSetDevice(by_cc[cc].index))
+                check_cuda_call(cudart.cudaSetDevice(by_cc[cc].index))
                 plan = build_plan(onnx_result.model_file, shapes, settings, calibration, model.name)
                 (version_dir / filename).write_bytes(plan)
         files = [version_dir / f for f in dict.fromkeys(filenames.values())]
-        _check(cudart.cudaSetDevice(gpus[0].index))
+        check_cuda_call(cudart.cudaSetDevice(gpus[0].index))
         signature = read_plan_signature(files[0])
-        details: dict[str, Any] = {
-            "tensorrt": trt.__version__,
-            "precision": settings.precision,
-            "profile": {k: [list(s) for s in v] for k, v in shapes.items()},
-            "compute_capabilities": sorted(by_cc),
-            "export_seconds": round(time.perf_counter() - started, 3),
-        }
-        if len(files) > 1:
-            details["cc_model_filenames"] = filenames
+        seconds = time.perf_counter() - started
         return ExportResult(
             files=files,
-            platform="tensorrt_plan",
+            platform=TENSORRT_PLATFORM,
             signature=signature,
             reference=reference,
             runner=plan_runner(files[0]),
-            details=details,
+            details={
+                "tensorrt": trt.__version__,
+                "precision": settings.precision,
+                "profile": {k: [list(s) for s in v] for k, v in shapes.items()},
+                "compute_capabilities": sorted(by_cc),
+                "export_seconds": round(seconds, 3),
+            },
+            cc_model_filenames=filenames if len(files) > 1 else None,
         )

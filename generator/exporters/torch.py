@@ -12,14 +12,13 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from generator import dtypes
-from generator.errors import ExportError, MissingDependencyError
-from generator.exporters.base import ExportResult, ModelRunner, call_factory, first_line
-from generator.exporters.onnx import MODEL_FILENAME
+from generator.errors import ExportError, MissingDependencyError, first_line
+from generator.exporters.base import ExportResult, call_factory
+from generator.runners import torch_runner
 from generator.signature import read_onnx_signature
 from generator.spec import ModelSpec, factory_parts
+from generator.triton import DEFAULT_MODEL_FILENAMES, ONNX_PLATFORM
 
 EXAMPLE_BATCH = 2  # torch.export specialises sizes 0 and 1, so trace with 2
 EXAMPLE_DYNAMIC_DIM = 4
@@ -45,7 +44,12 @@ def check_input_dtypes(model: ModelSpec, dtypes_by_name: dict[str, str]) -> None
             )
 
 
-def _import_torch() -> Any:
+def import_torch() -> Any:
+    """The ``torch`` module, with the ONNX exporter's per-op registration warnings silenced.
+
+    Raises:
+        MissingDependencyError: torch is not installed; the message says how to install it.
+    """
     try:
         import torch
     except ImportError:
@@ -55,9 +59,15 @@ def _import_torch() -> Any:
     return torch
 
 
-def _load_module(model: ModelSpec, source: Path) -> tuple[Any, Any]:
-    """The module and the factory's example inputs (or None)."""
-    torch = _import_torch()
+def load_module(model: ModelSpec, source: Path) -> tuple[Any, Any]:
+    """A model's torch module (in eval mode) and its factory's example inputs (or None).
+
+    The source is a ``file.py:function`` factory, a TorchScript file or a pickled ``nn.Module``.
+
+    Raises:
+        ExportError: the source cannot be loaded, or does not give an ``nn.Module``.
+    """
+    torch = import_torch()
     if factory_parts(model.source) is not None:
         module, example = call_factory(model, source)
     else:
@@ -80,8 +90,16 @@ def _load_module(model: ModelSpec, source: Path) -> tuple[Any, Any]:
     return module.eval(), example
 
 
-def _example_inputs(model: ModelSpec, example: Any, batching: bool) -> tuple[list[str], list[Any]]:
-    torch = _import_torch()
+def example_inputs(model: ModelSpec, example: Any, batching: bool) -> tuple[list[str], list[Any]]:
+    """Input names and tensors to export or trace with.
+
+    The factory's example inputs when it gave some (a dict names them; else the spec's input names or
+    ``input_N``), else seeded tensors of the spec's inputs (batch 2 when ``batching``, dynamic dims 4).
+
+    Raises:
+        ExportError: the example and the spec disagree on the number of inputs, or neither gives any.
+    """
+    torch = import_torch()
     if example is not None:
         if isinstance(example, dict):
             return list(example), list(example.values())
@@ -114,7 +132,7 @@ def _example_inputs(model: ModelSpec, example: Any, batching: bool) -> tuple[lis
 
 
 def _dynamic_shapes(model: ModelSpec, tensors: list[Any], batching: bool) -> tuple[dict[int, Any], ...]:
-    torch = _import_torch()
+    torch = import_torch()
     batch = torch.export.Dim("batch")
     shapes: list[dict[int, Any]] = []
     for index, tensor in enumerate(tensors):
@@ -129,33 +147,6 @@ def _dynamic_shapes(model: ModelSpec, tensors: list[Any], batching: bool) -> tup
     return tuple(shapes)
 
 
-def _flatten(outputs: Any) -> list[Any]:
-    if isinstance(outputs, dict):
-        return [v for value in outputs.values() for v in _flatten(value)]
-    if isinstance(outputs, (tuple, list)):
-        return [v for value in outputs for v in _flatten(value)]
-    return [outputs]
-
-
-def _reference(model_name: str, module: Any, input_names: list[str], output_names: list[str]) -> ModelRunner:
-    torch = _import_torch()
-
-    def run(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        try:
-            with torch.no_grad():
-                outputs = _flatten(
-                    module(*[torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in input_names])
-                )
-        except Exception as exc:
-            raise ExportError(
-                f"model '{model_name}': the torch module fails on the parity inputs: {first_line(exc)}; "
-                "make forward() accept the declared input dtypes and shapes"
-            ) from exc
-        return {name: out.detach().cpu().numpy() for name, out in zip(output_names, outputs, strict=False)}
-
-    return run
-
-
 class TorchExporter:
     """Exports a torch ``nn.Module`` to ONNX (opset from the spec, or torch's default)."""
 
@@ -167,14 +158,14 @@ class TorchExporter:
         Raises:
             ExportError: the module cannot be loaded or torch.onnx.export fails.
         """
-        torch = _import_torch()
+        torch = import_torch()
         check_input_dtypes(model, {t.name: t.dtype for t in model.inputs or []})
-        module, example = _load_module(model, source)
+        module, example = load_module(model, source)
         batching = model.max_batch_size != 0
-        input_names, tensors = _example_inputs(model, example, batching)
+        input_names, tensors = example_inputs(model, example, batching)
         output_names = [t.name for t in model.outputs] if model.outputs else None
         version_dir.mkdir(parents=True, exist_ok=True)
-        target = version_dir / MODEL_FILENAME
+        target = version_dir / DEFAULT_MODEL_FILENAMES[ONNX_PLATFORM]
         started = time.perf_counter()
         try:
             with warnings.catch_warnings():
@@ -201,9 +192,9 @@ class TorchExporter:
         names_out = [t.name for t in signature.outputs]
         return ExportResult(
             files=[target],
-            platform="onnxruntime_onnx",
+            platform=ONNX_PLATFORM,
             signature=signature,
-            reference=_reference(model.name, module, input_names, names_out),
+            reference=torch_runner(f"model '{model.name}': the torch module", module, input_names, names_out),
             details={
                 "opset": signature.details.get("opset"),
                 "torch": torch.__version__,

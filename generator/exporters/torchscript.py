@@ -12,40 +12,14 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from generator import dtypes
-from generator.errors import ExportError
-from generator.exporters.base import ExportContext, ExportResult, ModelRunner, first_line
-from generator.exporters.torch import (
-    _example_inputs,
-    _flatten,
-    _import_torch,
-    _load_module,
-    check_input_dtypes,
-)
+from generator.errors import ExportError, first_line
+from generator.exporters.base import ExportContext, ExportResult
+from generator.exporters.torch import check_input_dtypes, example_inputs, import_torch, load_module
+from generator.runners import flatten_outputs, torch_runner, torchscript_runner
 from generator.signature import Signature, TensorInfo, libtorch_name
 from generator.spec import ModelSpec
-
-MODEL_FILENAME = "model.pt"
-
-
-def _runner(what: str, module: Any, input_names: list[str], output_names: list[str]) -> ModelRunner:
-    torch = _import_torch()
-
-    def run(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        try:
-            with torch.no_grad():
-                tensors = [torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in input_names]
-                outputs = _flatten(module(*tensors))
-        except Exception as exc:
-            raise ExportError(
-                f"{what} fails on the parity inputs: {first_line(exc)}; "
-                "make forward() accept the declared input dtypes and shapes"
-            ) from exc
-        return {name: out.detach().cpu().numpy() for name, out in zip(output_names, outputs, strict=False)}
-
-    return run
+from generator.triton import DEFAULT_MODEL_FILENAMES, LIBTORCH_PLATFORM
 
 
 def _tensor(name: str, tensor: Any, batching: bool, spec_dims: list[int] | None) -> TensorInfo:
@@ -73,24 +47,24 @@ class TorchScriptExporter:
         Raises:
             ExportError: the module cannot be loaded or traced.
         """
-        torch = _import_torch()
+        torch = import_torch()
         check_input_dtypes(model, {t.name: t.dtype for t in model.inputs or []})
-        module, example = _load_module(model, source)
+        module, example = load_module(model, source)
         batching = model.max_batch_size != 0
-        names, tensors = _example_inputs(model, example, batching)
+        names, tensors = example_inputs(model, example, batching)
         started = time.perf_counter()
         try:
             with warnings.catch_warnings(), torch.no_grad():
                 warnings.simplefilter("ignore")
                 traced = torch.jit.trace(module, tuple(tensors), check_trace=True)
-                outputs = _flatten(traced(*tensors))
+                outputs = flatten_outputs(traced(*tensors))
         except Exception as exc:
             raise ExportError(
                 f"model '{model.name}': torch.jit.trace failed: {first_line(exc)}; "
                 "make forward() traceable or use format: onnx"
             ) from exc
         version_dir.mkdir(parents=True, exist_ok=True)
-        target = version_dir / MODEL_FILENAME
+        target = version_dir / DEFAULT_MODEL_FILENAMES[LIBTORCH_PLATFORM]
         torch.jit.save(traced, str(target))
         spec_in = {i: t.dims for i, t in enumerate(model.inputs or [])}
         spec_out = {i: t.dims for i, t in enumerate(model.outputs or [])}
@@ -117,14 +91,11 @@ class TorchScriptExporter:
         result_names = [t.name for t in signature.outputs]
         return ExportResult(
             files=[target],
-            platform="pytorch_libtorch",
+            platform=LIBTORCH_PLATFORM,
             signature=signature,
-            reference=_runner(f"model '{model.name}': the torch module", module, in_names, result_names),
-            runner=_runner(
-                f"model '{model.name}': the saved TorchScript",
-                torch.jit.load(str(target), map_location="cpu"),
-                in_names,
-                result_names,
+            reference=torch_runner(f"model '{model.name}': the torch module", module, in_names, result_names),
+            runner=torchscript_runner(
+                f"model '{model.name}': the saved TorchScript", target, in_names, result_names
             ),
             details={"torch": torch.__version__, "export_seconds": round(time.perf_counter() - started, 3)},
         )

@@ -14,10 +14,10 @@ import tritonclient.http as httpclient
 from generator.build import BuildReport, build
 from generator.exporters.base import load_factory
 from generator.repository import MANIFEST
+from generator.runners import onnx_runner
 from generator.server import EmbeddedServer, find_free_port
 from generator.signature import read_onnx_signature
 from generator.validate import validate_repository
-from generator.verify import onnx_runner
 
 from ..conftest import EXAMPLE_SPEC
 

@@ -14,13 +14,13 @@ from generator.config import (
     build_config,
     check_rendered,
     environment,
-    parse_config_text,
     render,
 )
 from generator.errors import ConfigError
 from generator.resources import templates_dir
 from generator.signature import Signature, TensorInfo
 from generator.spec import parse_spec
+from generator.triton import parse_config_text
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"
 SIGNATURE = Signature(

@@ -13,7 +13,7 @@ from generator import optimize
 from generator.build import cache_key
 from generator.errors import SpecError
 from generator.exporters.base import ExportContext, ExportResult
-from generator.optimize import PassRecord, judge, load_samples, optimize_model
+from generator.optimize import PassRecord, judge, optimize_model, read_npz_samples
 from generator.signature import Signature, TensorInfo, read_onnx_signature
 from generator.spec import Budget, json_schema, parse_spec
 from generator.verify import OutputParity
@@ -43,7 +43,7 @@ def _samples(path: Path, count: int = 200, seed: int = 1) -> np.ndarray:
 
 
 def _run(path: Path, x: np.ndarray) -> np.ndarray:
-    from generator.verify import onnx_runner
+    from generator.runners import onnx_runner
 
     return onnx_runner(path)({"x": x})["y"]
 
@@ -127,13 +127,13 @@ SIGNATURE = Signature((TensorInfo("x", "FP32", (-1, 4)),), (TensorInfo("y", "FP3
 
 def test_samples_are_cast_and_split_into_batches(tmp_path: Path) -> None:
     np.savez(tmp_path / "s.npz", x=np.arange(40, dtype=np.float64).reshape(10, 4), extra=np.zeros(3))
-    batches = load_samples(tmp_path / "s.npz", SIGNATURE, 4, "m", "eval_data")
+    batches = read_npz_samples(tmp_path / "s.npz", SIGNATURE, 4, "m", "eval_data")
     assert [b["x"].shape for b in batches] == [(4, 4), (4, 4), (2, 4)]
     assert batches[0]["x"].dtype == np.float32
     # Without a batch axis each sample is the model's whole input, fed one at a time.
     np.savez(tmp_path / "fixed.npz", x=np.zeros((10, 1, 4), np.float32))
     fixed = Signature((TensorInfo("x", "FP32", (1, 4)),), (TensorInfo("y", "FP32", (1, 3)),))
-    single = load_samples(tmp_path / "fixed.npz", fixed, None, "m", "eval_data")
+    single = read_npz_samples(tmp_path / "fixed.npz", fixed, None, "m", "eval_data")
     assert len(single) == 10 and single[0]["x"].shape == (1, 4)
 
 
@@ -150,13 +150,13 @@ def test_bad_sample_files_are_spec_errors(tmp_path: Path, arrays: dict | None, m
     if arrays is not None:
         np.savez(tmp_path / "s.npz", **arrays)
     with pytest.raises(SpecError, match=message):
-        load_samples(tmp_path / "s.npz", SIGNATURE, 8, "m", "calibration_data")
+        read_npz_samples(tmp_path / "s.npz", SIGNATURE, 8, "m", "calibration_data")
 
 
 def test_a_file_that_is_not_npz_is_a_spec_error(tmp_path: Path) -> None:
     (tmp_path / "s.npz").write_text("not numpy")
     with pytest.raises(SpecError, match=r"is not a readable .npz .*; write it with numpy.savez"):
-        load_samples(tmp_path / "s.npz", SIGNATURE, 8, "m", "eval_data")
+        read_npz_samples(tmp_path / "s.npz", SIGNATURE, 8, "m", "eval_data")
 
 
 # --- the gate -------------------------------------------------------------------------------------
