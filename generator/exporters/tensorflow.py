@@ -38,7 +38,7 @@ import numpy as np
 
 from generator import dtypes
 from generator.errors import ExportError, MissingDependencyError
-from generator.exporters.base import ExportResult, load_factory
+from generator.exporters.base import ExportResult, call_factory
 from generator.runners import named_outputs
 from generator.signature import read_onnx_signature
 from generator.spec import ModelSpec, factory_parts
@@ -183,18 +183,8 @@ def _tf_dtype(tf: Any, triton_dtype: str) -> Any:
 
 def _load(model: ModelSpec, source: Path, tf: Any, keras: Any) -> tuple[Any, Any, bool]:
     """``(object, example_inputs, is_saved_model)`` for the model's source."""
-    parts = factory_parts(model.source)
-    if parts is not None:
-        factory = load_factory(source, parts[1], model.name)
-        try:
-            produced = factory()
-        except KeyboardInterrupt:
-            raise
-        except BaseException as exc:  # sys.exit() in a factory must not end the build
-            raise ExportError(
-                f"model '{model.name}': the factory {model.source} raised {_first_line(exc)}; fix the factory"
-            ) from exc
-        found, example = produced if isinstance(produced, tuple) and len(produced) == 2 else (produced, None)
+    if factory_parts(model.source) is not None:
+        found, example = call_factory(model, source)
         if not isinstance(found, keras.Model):
             raise ExportError(
                 f"model '{model.name}': {model.source} gave a {type(found).__name__}, not a keras.Model; "
