@@ -38,11 +38,22 @@ def _labelled(console: Any, label: str, style: str, message: str) -> None:
     console.print(Text.assemble((label, style), ": ", message))
 
 
+def _port(text: str) -> int:
+    """An argparse type: a TCP port a server can bind (1-65535)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a port number") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port {port} is out of range; use 1-65535")
+    return port
+
+
 def _add_ports(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--http-port", type=int, default=8000, help="HTTP port (default 8000)")
-    parser.add_argument("--grpc-port", type=int, default=8001, help="gRPC port (default 8001)")
+    parser.add_argument("--http-port", type=_port, default=8000, help="HTTP port (default 8000)")
+    parser.add_argument("--grpc-port", type=_port, default=8001, help="gRPC port (default 8001)")
     parser.add_argument(
-        "--metrics-port", type=int, default=8002, help="Prometheus metrics port (default 8002)"
+        "--metrics-port", type=_port, default=8002, help="Prometheus metrics port (default 8002)"
     )
     parser.add_argument(
         "--address",

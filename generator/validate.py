@@ -104,7 +104,7 @@ class ValidationReport:
     def raise_for_errors(self) -> None:
         """Raise :class:`ValidationError` listing every error, if there are any."""
         if self.errors:
-            raise ValidationError(*(str(p) for p in self.errors))
+            raise ValidationError(*(f"{p.model}: {p.message}" for p in self.errors))
 
 
 def read_config(model_dir: Path) -> tuple[model_config_pb2.ModelConfig | None, Found]:

@@ -98,7 +98,12 @@ def _split_scheme(text: str) -> tuple[str, str]:
 
 
 def _host_port_path(rest: str, original: str, default_port: int) -> tuple[str, int, str]:
-    parts = urlsplit(f"//{rest}")
+    try:
+        parts = urlsplit(f"//{rest}")
+    except ValueError as error:  # e.g. an unclosed [IPv6 bracket
+        raise LoadTestError(
+            f"the URL '{original}' does not parse ({error}); write it as HOST:PORT, e.g. 127.0.0.1:8000"
+        ) from error
     try:
         port = parts.port
     except ValueError as error:

@@ -218,3 +218,17 @@ def test_demo_runs_the_main_job(tmp_path: Path) -> None:
     assert all(run["throughput"] > 0 and run["error_rate"] == 0 for run in report["runs"])
     assert (tmp_path / "loadtest-report" / "report.html").stat().st_size > 10_000
     assert "tritonserver stopped" in result.stdout
+
+
+@pytest.mark.parametrize("args", [("serve", "--http-port", "70000"), ("demo", "--grpc-port", "0")])
+def test_a_port_out_of_range_is_a_usage_error(tmp_path: Path, args: tuple[str, ...]) -> None:
+    result = run_cli(*args, cwd=tmp_path)
+    assert result.returncode == 2 and "out of range; use 1-65535" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_names_validation_errors_once(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    result = run_cli("serve", "empty", cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.strip() == "error: empty: the repository holds no model directory"

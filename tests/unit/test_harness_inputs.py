@@ -47,6 +47,7 @@ def test_targets_follow_the_url_rules(url: str | None, protocol: str | None, exp
         ("grpc://h:1", "http", "is a gRPC endpoint"),
         ("https://h:1", None, "does not speak"),
         ("h:99999", None, "bad port"),
+        ("grpc://[::1", None, "does not parse"),
         ("h", "smtp", "unknown protocol"),
     ],
 )
