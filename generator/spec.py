@@ -16,7 +16,7 @@ import difflib
 import json
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -456,35 +456,36 @@ def _deep_merge(base: Any, override: Any) -> Any:
     return copy.deepcopy(override)
 
 
-def _data_loc(loc: tuple[Any, ...], data: Any, kind: str) -> tuple[Any, ...]:
-    """The parts of a pydantic error location that are keys and indexes of the user's data.
+class _Located(NamedTuple):
+    """A pydantic error with its location split into the user's keys and pydantic's own tags."""
+
+    error: dict[str, Any]
+    path: tuple[Any, ...]
+    tags: tuple[str, ...]
+
+
+def _locate(error: dict[str, Any], data: Any) -> _Located:
+    """Split an error's location into the keys and indexes of the user's data, and the rest.
 
     Pydantic also puts union members and validator tags (``literal[False]``, ``Warmup``, ``str``) into
     locations. Walking the data itself tells them apart from keys, whatever the keys look like
     (``Max_batch_size``, ``''``, ``[x]``). A missing field is the one part that is not in the data.
     """
-    kept: list[Any] = []
+    loc = tuple(error["loc"])
+    path: list[Any] = []
+    tags: list[str] = []
     current = data
     for position, part in enumerate(loc):
         in_dict = isinstance(current, dict) and part in current
         in_list = isinstance(current, list) and isinstance(part, int) and 0 <= part < len(current)
         if in_dict or in_list:
-            kept.append(part)
+            path.append(part)
             current = current[part]
-        elif kind == "missing" and position == len(loc) - 1:
-            kept.append(part)
-    return tuple(kept)
-
-
-def _tags(loc: tuple[Any, ...], clean: tuple[Any, ...]) -> list[str]:
-    remaining = list(clean)
-    tags = []
-    for part in loc:
-        if remaining and part == remaining[0] and type(part) is type(remaining[0]):
-            remaining.pop(0)
+        elif error["type"] == "missing" and position == len(loc) - 1:
+            path.append(part)
         else:
             tags.append(str(part))
-    return tags
+    return _Located(error, tuple(path), tuple(tags))
 
 
 _PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*")
@@ -558,12 +559,11 @@ _BOUNDS = {
 _ALTERNATIVES = {"str": "a string", "int": "an integer", "float": "a number", "bool": "true or false"}
 
 
-def _alternatives(errors: list[tuple[dict[str, Any], tuple[Any, ...]]]) -> str:
+def _alternatives(errors: list[_Located]) -> str:
     """What the members of a union accept, from the tags pydantic put into the error locations."""
     names: list[str] = []
-    for error, clean in errors:
-        tags = _tags(tuple(error["loc"]), clean)
-        member = tags[-1] if tags else ""
+    for located in errors:
+        member = located.tags[-1] if located.tags else ""
         if member.startswith("literal["):
             name = member.removeprefix("literal[").removesuffix("]").replace("False", "false")
         elif member in _ALTERNATIVES:
@@ -585,34 +585,33 @@ def _is_kind_mismatch(kind: str) -> bool:
 
 
 def _problems(exc: PydanticValidationError, root: type[BaseModel], data: Any, prefix: str = "") -> list[str]:
-    grouped: dict[tuple[Any, ...], list[tuple[dict[str, Any], tuple[Any, ...]]]] = {}
+    grouped: dict[tuple[Any, ...], list[_Located]] = {}
     for error in exc.errors():
-        clean = _data_loc(tuple(error["loc"]), data, error["type"])
-        grouped.setdefault(clean, []).append((error, clean))
+        located = _locate(error, data)
+        grouped.setdefault(located.path, []).append(located)
     # A mapping member of a union failed deeper down: the other members' "not this kind" errors at
     # the union itself (``should be False``) are noise beside the real problem.
-    for clean in list(grouped):
-        deeper = any(len(other) > len(clean) and other[: len(clean)] == clean for other in grouped)
+    for path in list(grouped):
+        deeper = any(len(other) > len(path) and other[: len(path)] == path for other in grouped)
         if deeper:
-            kept = [(e, c) for e, c in grouped[clean] if not _tags(tuple(e["loc"]), c)]
+            kept = [located for located in grouped[path] if not located.tags]
             if kept:
-                grouped[clean] = kept
+                grouped[path] = kept
             else:
-                del grouped[clean]
+                del grouped[path]
     lines: list[str] = []
-    for clean, errors in grouped.items():
+    for path, errors in grouped.items():
         # One value that fails every member of a union (a mapping or false, a string or a number):
         # one line saying what is accepted, not one per member.
-        is_union = len(errors) > 1 and all(_tags(tuple(e["loc"]), c) for e, c in errors)
-        if is_union and all(_is_kind_mismatch(e["type"]) for e, _ in errors):
-            value = errors[0][0].get("input")
-            line = f"{_field_path(clean, prefix)}: must be {_alternatives(errors)}{_shown(value)}"
-            lines.append(line)
+        is_union = len(errors) > 1 and all(located.tags for located in errors)
+        if is_union and all(_is_kind_mismatch(located.error["type"]) for located in errors):
+            value = errors[0].error.get("input")
+            lines.append(f"{_field_path(path, prefix)}: must be {_alternatives(errors)}{_shown(value)}")
             continue
-        for error, _ in errors:
-            if is_union and _is_kind_mismatch(error["type"]):
+        for located in errors:
+            if is_union and _is_kind_mismatch(located.error["type"]):
                 continue
-            line = _describe(error, clean, root, prefix)
+            line = _describe(located.error, path, root, prefix)
             if line not in lines:
                 lines.append(line)
     return lines
