@@ -2,8 +2,9 @@
 
 A build takes a lock on the output, writes a complete new repository into a staging directory beside
 it, then swaps it in with one atomic exchange (Linux ``renameat2``; two renames elsewhere, undone on the
-next build if interrupted), so the output path always holds a whole repository. Entries of the old repository that tritongen did not build (hand-written models, a
-README) are carried over; models it built that left the spec are dropped.
+next build if interrupted), so the output path always holds a whole repository. Entries of the old
+repository that tritongen did not build (hand-written models, a README) are carried over; models it
+built that left the spec are dropped.
 """
 
 from __future__ import annotations
@@ -81,6 +82,7 @@ class OutputLock:
     """
 
     def __init__(self, target: Path) -> None:
+        self.target = target
         self.path = target.parent / f".{_short(target.name)}.lock"
         self._fd: int | None = None
 
@@ -103,7 +105,7 @@ class OutputLock:
                 holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
                 os.close(fd)
                 raise RepositoryError(
-                    f"another build (pid {holder}) is writing '{self.path.parent / self.path.name[1:-5]}'; "
+                    f"another build (pid {holder}) is writing '{self.target}'; "
                     "wait for it to finish or pass another --output"
                 ) from None
             # The holder before us may have removed the file after we opened it: lock the live one.
