@@ -113,6 +113,14 @@ def _parser() -> argparse.ArgumentParser:
 
     add_cli_options(loadtest)
 
+    tune = commands.add_parser(
+        "tune",
+        help="search serving settings (instances, batching, threads) on a live Triton and write the winner back",
+    )
+    from generator.tune.options import add_tune_options  # the option table alone: no Locust
+
+    add_tune_options(tune)
+
     commands.add_parser("schema", help="print the JSON Schema of the spec file")
     return parser
 
@@ -298,6 +306,72 @@ def _run_loadtest(args: argparse.Namespace) -> int:
     return EXIT_OK if result.passed else EXIT_FAILED
 
 
+def _run_tune(args: argparse.Namespace) -> int:
+    # Locust (under the tune) patches the standard library for gevent: import it before rich and the rest.
+    from generator.tune.run import run_tune  # isort: skip
+
+    import gevent
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from generator.tune.options import config_from_args
+
+    console = _console()
+    config = config_from_args(args)
+    hub = gevent.get_hub()
+    on_term = gevent.signal_handler(signal.SIGTERM, lambda: hub.parent.throw(KeyboardInterrupt))
+    try:
+        with Progress(
+            SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console
+        ) as bar:
+            task = bar.add_task("starting", total=None)
+
+            def progress(p: Any) -> None:
+                bar.update(task, description=_tune_line(p))
+
+            result = run_tune(config, progress=progress)
+    except KeyboardInterrupt:
+        _labelled(
+            _console(stderr=True),
+            "interrupted",
+            "yellow",
+            f"the trials so far are in {args.out}/tune.json; the spec and repository are unchanged",
+        )
+        return EXIT_INTERRUPTED
+    finally:
+        on_term.cancel()
+    return _print_tune(console, result)
+
+
+def _tune_line(p: Any) -> str:
+    if not p.model:
+        return p.stage
+    trials = f"/{p.trials}" if p.trials else ""
+    line = f"{p.model} trial {p.trial}{trials} {p.stage}: {p.settings}"
+    if p.load is not None and p.load.levels:
+        line += f" [{p.load.users:g} users, {p.load.rps:,.0f} req/s]"
+    return line + (f"  ({p.best})" if p.best else "")
+
+
+def _print_tune(console: Any, result: Any) -> int:
+    errors = _console(stderr=True)
+    for model, entry in result.report["models"].items():
+        measured = sum(1 for t in entry.get("trials", []) if t["status"] == "measured")
+        _labelled(
+            console, "tuned", "green", f"{model}: {measured} trials measured; {entry.get('verdict', '')}"
+        )
+        winner = result.winners.get(model)
+        if winner is not None:
+            _labelled(console, "winner", "green", f"{model}: {winner.settings.describe()}")
+    if result.tuned_file is not None:
+        _labelled(console, "wrote", "green", f"{result.tuned_file} (build applies it); repository rebuilt")
+    console.print(f"report: {result.files.get('html', result.files.get('json'))} (also tune.json)")
+    if result.stopped:
+        _labelled(errors, "error", "red", f"the search stopped early: {result.stopped}; nothing was written")
+    for line in result.unmet.values():
+        _labelled(errors, "error", "red", line)
+    return EXIT_FAILED if result.stopped or result.unmet else EXIT_OK
+
+
 def _run_schema(args: argparse.Namespace) -> int:
     from generator.spec import json_schema
 
@@ -311,6 +385,7 @@ _COMMANDS = {
     "serve": _run_serve,
     "demo": _run_demo,
     "loadtest": _run_loadtest,
+    "tune": _run_tune,
     "schema": _run_schema,
 }
 

@@ -56,6 +56,10 @@ class LoadTestError(GeneratorError):
     """A load test could not be set up or run: bad options, unreachable server, unknown model, bad data."""
 
 
+class TuneError(GeneratorError):
+    """A tune could not run as asked (options, search space, server), or no trial met the constraints."""
+
+
 class MissingDependencyError(GeneratorError):
     """An optional framework is needed but not installed."""
 

@@ -126,6 +126,29 @@ class ServerControl:
             config = config.get("config", config)
         return dict(metadata), dict(config)
 
+    def load(self, name: str, config: str | None = None) -> None:
+        """Load (or reload) a model through Triton's model control, optionally with a config of its own.
+
+        Args:
+            name: The model, as the repository names it.
+            config: Model config JSON that replaces the repository's ``config.pbtxt`` for this load (the
+                model's files still come from the repository), or None for the repository's own.
+
+        Raises:
+            LoadTestError: Triton refused or failed the load; the message carries Triton's reason.
+        """
+        try:
+            self._call("load_model", name, config=config)
+        except Exception as error:
+            raise LoadTestError(f"Triton did not load model '{name}': {_reason(error)}") from error
+
+    def unload(self, name: str) -> None:
+        """Unload a model (waits until it is unloaded). Raises :class:`LoadTestError` when Triton refuses."""
+        try:
+            self._call("unload_model", name)
+        except Exception as error:
+            raise LoadTestError(f"Triton did not unload model '{name}': {_reason(error)}") from error
+
     def ready_models(self) -> list[str]:
         """Names of the models the server reports READY (empty when it cannot say)."""
         try:

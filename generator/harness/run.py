@@ -154,7 +154,7 @@ def run_loadtest(config: LoadTestConfig, progress: LoadProgressCallback | None =
             stack.callback(workers.stop)
             workers.start()
         notify(LoadProgress("checking the server and models"))
-        parsed = _parsed_options(config, target.url, data)
+        parsed = parsed_options(config, target.url, data)
         plan = build_plan(options_from(parsed, target.url))
         plan.requests(plan.target.protocol)  # build them now: a problem shows before any load starts
         remember_plan(plan)
@@ -175,7 +175,7 @@ def run_loadtest(config: LoadTestConfig, progress: LoadProgressCallback | None =
         notes.append(
             f"the client ran on the same machine as the server ({os.cpu_count()} CPUs): they compete for CPU"
         )
-    runs = [_run_entry(w, session.records, config.price_per_hour) for w in windows]
+    runs = [run_entry(w, session.records, config.price_per_hour) for w in windows]
     metadata = _metadata(config, plan, levels, target.url, totals, aborted, notes)
     comparisons = compare(runs, baseline) if baseline else None
     if baseline is not None:
@@ -230,8 +230,8 @@ def _serve(repository: Path, stack: contextlib.ExitStack) -> EmbeddedServer:
     return server
 
 
-def _parsed_options(config: LoadTestConfig, host: str, data: str | None) -> Any:
-    """Locust's parsed options with the harness's own: the master sends these to its workers."""
+def parsed_options(config: LoadTestConfig, host: str, data: str | None) -> Any:
+    """Locust's parsed options with the harness's own (the master sends these to its workers)."""
     parser = argument_parser.get_empty_argument_parser()
     argument_parser.setup_parser_arguments(parser)
     parsed = parser.parse_args(args=[])
@@ -248,7 +248,8 @@ def _parsed_options(config: LoadTestConfig, host: str, data: str | None) -> Any:
     return parsed
 
 
-def _run_entry(window: Window, records: Records, price: float | None) -> dict[str, Any]:
+def run_entry(window: Window, records: Records, price: float | None) -> dict[str, Any]:
+    """One run of the report (a load level): the client's, the server's and the resource figures of a window."""
     seconds = window.end - window.start
     client = client_figures(
         records.between(window.start, window.end), seconds, records.names, records.messages

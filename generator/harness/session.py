@@ -30,7 +30,7 @@ from generator.harness.shapes import Phase, total_seconds
 from generator.harness.users import InferenceUser
 from generator.server import EmbeddedServer
 
-__all__ = ["STOP_TIMEOUT", "LoadProgress", "LoadProgressCallback", "Session", "Window"]
+__all__ = ["STOP_TIMEOUT", "LoadProgress", "LoadProgressCallback", "Session", "SteadyLevel", "Window"]
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +84,32 @@ class Window:
     resources: dict[str, Any] = field(default_factory=dict)
     complete: bool = True
     user_samples: list[float] = field(default_factory=list)
+
+
+@dataclass
+class SteadyLevel:
+    """One load level measured until steady (:meth:`Session.run_steady`).
+
+    Attributes:
+        users: The level.
+        windows: Every window measured at this level, in order.
+        kept: How many of the last windows make the measurement (the steady ones, or the last few).
+        throughputs: Inferences per second of each window (Triton's count, else the client's).
+        spread_pct: (max - min) / mean of the kept windows' throughputs, in percent.
+        stable: Whether the spread came within the tolerance before the window limit.
+    """
+
+    users: int
+    windows: list[Window] = field(default_factory=list)
+    kept: int = 0
+    throughputs: list[float] = field(default_factory=list)
+    spread_pct: float | None = None
+    stable: bool = False
+
+    @property
+    def measured(self) -> list[Window]:
+        """The windows the level's figures come from."""
+        return self.windows[-self.kept :] if self.kept else []
 
 
 class Aborted(Exception):
@@ -172,6 +198,56 @@ class Session:
         totals = self._totals(first, started, ended, aborted is None)
         return windows, totals, aborted
 
+    def run_steady(
+        self, levels: list[int], warmup: float, window: float, tolerance_pct: float, windows: tuple[int, int]
+    ) -> tuple[list[SteadyLevel], str | None]:
+        """Measure each level in windows until throughput is steady, as perf_analyzer's stability windows do.
+
+        At each level: spawn the users, warm up, then measure window after window until the last
+        ``windows[0]`` throughputs are within ``tolerance_pct`` of their mean ((max - min) / mean), or
+        ``windows[1]`` windows have been measured (then the last ``windows[0]`` are kept, marked unstable).
+
+        Returns:
+            One :class:`SteadyLevel` per level measured, and the reason the run was cut short (or None).
+        """
+        least, most = windows
+        self._planned = sum(warmup + least * window for _ in levels)
+        runner = self._start_runner()
+        steady: list[SteadyLevel] = []
+        aborted = None
+        try:
+            for index, users in enumerate(levels):
+                level = SteadyLevel(users)
+                steady.append(level)
+                self._spawn(runner, users, float(users), index + 1, len(levels))
+                self._hold(warmup, "warming up", index + 1, len(levels))
+                while len(level.windows) < most:
+                    self._measure_window(level, window, index + 1, len(levels))
+                    if _settle(level, least, tolerance_pct):
+                        break
+        except Aborted as reason:
+            aborted = str(reason)
+            last = self.windows[-1] if self.windows else None
+            if last is not None and last.end == 0.0:
+                last.complete = False
+                self._close(last)
+        self.notify(self._progress("stopping", len(levels), len(levels)))
+        self._stop(runner)
+        return steady, aborted
+
+    def _measure_window(self, level: SteadyLevel, seconds: float, index: int, levels: int) -> None:
+        total = self.env.stats.total
+        requests = total.num_requests - total.num_failures
+        window = self._open(float(level.users))
+        level.windows.append(window)
+        self._hold(seconds, "measuring", index, levels)
+        self._close(window)
+        elapsed = max(window.end - window.start, 1e-9)
+        counted = _inferences(window, self.names)
+        if counted is None:
+            counted = (total.num_requests - total.num_failures - requests) * self.plan.batch_size
+        level.throughputs.append(counted / elapsed)
+
     def _start_runner(self) -> Any:
         if self.workers is not None:
             runner = self.env.create_master_runner(
@@ -194,19 +270,22 @@ class Session:
             self.records.add_chunk(chunk, source=client_id)
 
     def _step(self, runner: Any, phase: Phase, level: int, levels: int) -> None:
-        runner.start(phase.users, phase.spawn_rate)
-        deadline = time.monotonic() + phase.users / phase.spawn_rate + _SPAWN_GRACE
-        while runner.user_count != phase.users or runner.state == "spawning":
-            if time.monotonic() > deadline:
-                self.notes.append(
-                    f"only {runner.user_count} of {phase.users} users were running when the level was measured"
-                )
-                break
-            self._wait(_TICK, "spawning", level, levels)
+        self._spawn(runner, phase.users, phase.spawn_rate, level, levels)
         self._hold(phase.warmup, "warming up", level, levels)
         window = self._open(float(phase.users))
         self._hold(phase.hold, "measuring", level, levels)
         self._close(window)
+
+    def _spawn(self, runner: Any, users: int, rate: float, level: int, levels: int) -> None:
+        runner.start(users, rate)
+        deadline = time.monotonic() + users / rate + _SPAWN_GRACE
+        while runner.user_count != users or runner.state == "spawning":
+            if time.monotonic() > deadline:
+                self.notes.append(
+                    f"only {runner.user_count} of {users} users were running when the level was measured"
+                )
+                break
+            self._wait(_TICK, "spawning", level, levels)
 
     def _ramp(self, runner: Any, phase: Phase) -> None:
         runner.start(phase.users, phase.spawn_rate)
@@ -351,3 +430,21 @@ class Session:
                 ):
                     totals[key] = sum(last[n][name] - first[n][name] for n in self.names)
         return totals
+
+
+def _inferences(window: Window, names: list[str]) -> int | None:
+    """Inferences Triton counted across a window, or None without both statistics snapshots."""
+    before, after = window.stats_before, window.stats_after
+    if before is None or after is None:
+        return None
+    return sum(after[n]["inference_count"] - before[n]["inference_count"] for n in names)
+
+
+def _settle(level: SteadyLevel, least: int, tolerance_pct: float) -> bool:
+    """Keep the last ``least`` windows; return whether their throughputs are within the tolerance."""
+    recent = level.throughputs[-least:]
+    level.kept = len(recent)
+    mean = sum(recent) / len(recent)
+    level.spread_pct = (max(recent) - min(recent)) / mean * 100.0 if mean > 0 else None
+    level.stable = len(recent) >= least and level.spread_pct is not None and level.spread_pct <= tolerance_pct
+    return level.stable

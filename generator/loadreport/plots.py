@@ -17,7 +17,7 @@ from typing import Any
 from matplotlib.figure import Figure
 from matplotlib.ticker import ScalarFormatter
 
-__all__ = ["latency_histogram", "latency_vs_throughput", "server_breakdown"]
+__all__ = ["latency_histogram", "latency_vs_throughput", "png", "server_breakdown"]
 
 _SIZE = (7.5, 4.2)
 _DPI = 100
@@ -30,7 +30,8 @@ _STAGES = (
 _OTHER_COLOR = "#d9d9d9"
 
 
-def _png(figure: Figure) -> str:
+def png(figure: Figure) -> str:
+    """The figure as a base64 PNG, for an <img> in a report."""
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=_DPI, metadata={"Software": None})
@@ -72,7 +73,7 @@ def latency_vs_throughput(runs: list[dict[str, Any]]) -> str | None:
     axes.grid(alpha=0.3)
     axes.legend(loc="upper left")
     axes.set_title("Latency against throughput")
-    return _png(figure)
+    return png(figure)
 
 
 def server_breakdown(runs: list[dict[str, Any]]) -> str | None:
@@ -97,7 +98,7 @@ def server_breakdown(runs: list[dict[str, Any]]) -> str | None:
     axes.grid(axis="y", alpha=0.3)
     axes.legend(loc="upper left", fontsize=8)
     axes.set_title("Where a request's time goes (server-side breakdown)")
-    return _png(figure)
+    return png(figure)
 
 
 def latency_histogram(runs: list[dict[str, Any]]) -> str | None:
@@ -120,4 +121,4 @@ def latency_histogram(runs: list[dict[str, Any]]) -> str | None:
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
     axes.set_title("Latency distribution")
-    return _png(figure)
+    return png(figure)

@@ -21,7 +21,7 @@ import numpy as np
 from generator.errors import LoadTestError
 from generator.loadreport.figures import FIGURE_NAMES, FIGURES, figure_value
 
-__all__ = ["CSV_COLUMNS", "format_value", "render_html", "summary_table", "write_report"]
+__all__ = ["CSV_COLUMNS", "format_value", "render_html", "summary_table", "write_report", "write_text"]
 
 TEMPLATE = "report.html.j2"
 CSV_COLUMNS = ("users", "window_s", "complete", "requests", "failures", "inferences", *FIGURE_NAMES)
@@ -43,9 +43,9 @@ def write_report(report: dict[str, Any], out: Path) -> dict[str, Path]:
             f"cannot create the report directory {out} ({error}); pick another with --out"
         ) from error
     files = {"json": out / "report.json", "csv": out / "report.csv", "html": out / "report.html"}
-    _write(files["json"], json.dumps(report, indent=2, sort_keys=False, default=_jsonable) + "\n")
-    _write(files["csv"], _csv(report))
-    _write(files["html"], render_html(report))
+    write_text(files["json"], json.dumps(report, indent=2, sort_keys=False, default=_jsonable) + "\n")
+    write_text(files["csv"], _csv(report))
+    write_text(files["html"], render_html(report))
     return files
 
 
@@ -57,7 +57,8 @@ def _jsonable(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
-def _write(path: Path, text: str) -> None:
+def write_text(path: Path, text: str) -> None:
+    """Write a file atomically (a temporary file beside it, then a rename)."""
     try:
         handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
         with os.fdopen(handle, "w", encoding="utf-8", newline="") as stream:

@@ -1,0 +1,12 @@
+"""Tune: search a model's serving settings on a live Triton and write the winner back.
+
+Modules, each with one job:
+
+* :mod:`~generator.tune.space` the settings searched, the space of them, and a point as a config;
+* :mod:`~generator.tune.search` the strategies (``grid``; ``quick``, a hill climb), ask and tell;
+* :mod:`~generator.tune.objective` the objective and the constraints, in the load test's figures;
+* :mod:`~generator.tune.report` ``tune.json`` and ``report.html``;
+* :mod:`~generator.tune.run` the orchestrator behind ``python -m generator tune``.
+
+Importing this package imports nothing heavy; :mod:`~generator.tune.run` imports the harness (Locust).
+"""

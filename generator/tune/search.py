@@ -1,0 +1,189 @@
+"""Search strategies over a :class:`~generator.tune.space.Space`: ask for a point, tell its outcome.
+
+* :class:`GridSearch` tries every distinct settings of the space, the start first: the reference.
+* :class:`HillClimb` (``--search quick``, the default) starts at the start config and moves, step by step,
+  to the best of its neighbours (one value up or down in one dimension) while that beats the current point
+  by more than the noise margin; it stops at a point no neighbour beats.
+* :class:`RandomSearch` samples points at random (a yardstick for the benchmark, ``perf/bench_search.py``).
+
+A strategy never measures: the caller runs the trial for each asked point and tells the
+:class:`Outcome`. Points with equal settings are one trial (the caller keeps a cache); budgets are the
+caller's too. Strategies are deterministic given their seed.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+
+from generator.tune.space import Settings, Space
+
+__all__ = ["SEARCHES", "GridSearch", "HillClimb", "Outcome", "RandomSearch", "Search", "make_search"]
+
+Point = tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a trial scored.
+
+    Attributes:
+        score: The objective, higher is better (a latency is negated); None: the trial failed.
+        violation: 0 when every constraint held, else how far the worst one was broken (relative).
+    """
+
+    score: float | None
+    violation: float = 0.0
+
+    @property
+    def feasible(self) -> bool:
+        """Measured, and every constraint held."""
+        return self.score is not None and self.violation == 0.0
+
+    def key(self) -> tuple[int, float]:
+        """Sort key, larger is better: feasible by score, then infeasible by violation, then failed."""
+        if self.score is None:
+            return (0, 0.0)
+        if self.violation > 0:
+            return (1, -self.violation)
+        return (2, self.score)
+
+    def beats(self, other: Outcome | None, margin: float = 0.0) -> bool:
+        """Whether this outcome is better than ``other`` by more than ``margin`` (relative, same class)."""
+        if other is None:
+            return self.score is not None
+        mine, theirs = self.key(), other.key()
+        if mine[0] != theirs[0]:
+            return mine[0] > theirs[0]
+        return mine[1] - theirs[1] > margin * max(abs(theirs[1]), 1e-12)
+
+
+class Search:
+    """The interface: :meth:`ask` a point (None: done), :meth:`tell` its outcome."""
+
+    name = "search"
+
+    def __init__(self, space: Space) -> None:
+        self.space = space
+
+    def ask(self) -> Point | None:
+        raise NotImplementedError
+
+    def tell(self, point: Point, outcome: Outcome) -> None:
+        """Record a trial's outcome (the point was the last one asked)."""
+
+
+class GridSearch(Search):
+    """Every distinct settings of the space, the start first."""
+
+    name = "grid"
+
+    def __init__(self, space: Space) -> None:
+        super().__init__(space)
+        self._points = space.points()
+        self._next = 0
+
+    @property
+    def size(self) -> int:
+        """How many trials the grid has."""
+        return len(self._points)
+
+    def ask(self) -> Point | None:
+        if self._next >= len(self._points):
+            return None
+        self._next += 1
+        return self._points[self._next - 1]
+
+
+class HillClimb(Search):
+    """Steepest-ascent hill climbing from the start point, with a noise margin.
+
+    Args:
+        space: The space.
+        margin: A neighbour must beat the current point by more than this fraction to move there (a
+            measured difference smaller than the measurement noise is not a step).
+    """
+
+    name = "quick"
+
+    def __init__(self, space: Space, margin: float = 0.03) -> None:
+        super().__init__(space)
+        self.margin = margin
+        self.current: Point = space.start
+        self.current_outcome: Outcome | None = None
+        self._outcomes: dict[Settings, Outcome] = {}
+        self._pending: list[Point] = [space.start]
+        self._round: list[Point] = []
+        self.moves = 0
+
+    def ask(self) -> Point | None:
+        while True:
+            while self._pending:
+                point = self._pending.pop(0)
+                if self.space.settings(point) not in self._outcomes:
+                    return point
+                self._round.append(point)
+            if not self._advance():
+                return None
+
+    def tell(self, point: Point, outcome: Outcome) -> None:
+        self._outcomes[self.space.settings(point)] = outcome
+        if point == self.current and self.current_outcome is None:
+            self.current_outcome = outcome
+        else:
+            self._round.append(point)
+
+    def _advance(self) -> bool:
+        """After a round of neighbours: move to the best if it beats the current point; queue the next round."""
+        if self.current_outcome is None:
+            return False
+        if self._round:
+            best = max(self._round, key=lambda p: self._outcomes[self.space.settings(p)].key())
+            self._round = []
+            outcome = self._outcomes[self.space.settings(best)]
+            if not outcome.beats(self.current_outcome, self.margin):
+                return False
+            self.current, self.current_outcome = best, outcome
+            self.moves += 1
+        self._pending = [
+            p
+            for p in self.space.neighbours(self.current)
+            if self.space.settings(p) != self.space.settings(self.current)
+        ]
+        return bool(self._pending)
+
+
+class RandomSearch(Search):
+    """Points drawn at random without repeats, the start first (a yardstick, not a default)."""
+
+    name = "random"
+
+    def __init__(self, space: Space, seed: int = 0) -> None:
+        super().__init__(space)
+        points = space.points()
+        rest = points[1:]
+        random.Random(seed).shuffle(rest)
+        self._points = [points[0], *rest]
+
+    def ask(self) -> Point | None:
+        return self._points.pop(0) if self._points else None
+
+
+SEARCHES = ("quick", "grid")
+
+
+def make_search(name: str, space: Space) -> Search:
+    """The strategy called ``name`` (``quick`` or ``grid``) over ``space``."""
+    if name == "grid":
+        return GridSearch(space)
+    if name == "quick":
+        return HillClimb(space)
+    raise ValueError(f"unknown search '{name}'; use one of: {', '.join(SEARCHES)}")
+
+
+def geometric_mean(values: list[float]) -> float:
+    """The geometric mean of positive values (0 when any is 0)."""
+    if any(v <= 0 for v in values):
+        return 0.0
+    return math.exp(sum(math.log(v) for v in values) / len(values))

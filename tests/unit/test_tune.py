@@ -1,0 +1,261 @@
+"""The tune's pure parts: the space, the search strategies on synthetic objectives, the objective."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+
+import pytest
+
+from generator.errors import TuneError
+from generator.loadreport.gate import parse_bound
+from generator.tune.objective import Objective, parse_bytes
+from generator.tune.report import pareto_front
+from generator.tune.search import GridSearch, HillClimb, Outcome, RandomSearch
+from generator.tune.space import Settings, Space, SpaceOptions, config_json, spec_settings, start_settings
+
+BASE = {
+    "name": "m",
+    "platform": "onnxruntime_onnx",
+    "max_batch_size": 64,
+    "dynamic_batching": {"preferred_batch_size": [16, 32], "max_queue_delay_microseconds": "500"},
+    "instance_group": [{"name": "m", "kind": "KIND_CPU", "count": 2, "gpus": []}],
+    "parameters": {"execution_mode": {"string_value": "0"}},
+    "model_warmup": [{"name": "w", "batch_size": 8, "inputs": {}}],
+}
+
+
+def _space(**options: object) -> Space:
+    return Space(start_settings(BASE), SpaceOptions(**options), batch_limit=2**16, smallest_batch=8, cpus=2)
+
+
+def test_start_settings_read_from_tritons_json() -> None:
+    start = start_settings(BASE)
+    assert start == Settings(2, None, 64, True, 500, (16, 32), None)
+    gpu = start_settings({**BASE, "instance_group": [{"kind": "KIND_GPU", "count": 3, "gpus": [1, 0]}]})
+    assert (gpu.instances, gpu.gpus) == (3, (0, 1))
+    plain = start_settings(
+        {"max_batch_size": 0, "parameters": {"intra_op_thread_count": {"string_value": "4"}}}
+    )
+    assert (plain.instances, plain.threads, plain.batching) == (1, 4, False)
+
+
+def test_space_contains_the_start_and_respects_the_models_limits() -> None:
+    space = _space()
+    assert space.settings(space.start) == start_settings(BASE)
+    names = [d.name for d in space.dimensions]
+    assert names == ["instances", "threads", "max_batch_size", "batching", "queue_delay_us", "preferred"]
+    assert all(size >= 8 for size in space.dimensions[2].values)  # never below the warm-up batch
+    with pytest.raises(TuneError, match="max_batch_size from 8"):
+        _space(max_batch_sizes=[4, 16])
+    unbatched = Space(Settings(1, None, 0, False), SpaceOptions(), 0, 1, 2)
+    assert [d.name for d in unbatched.dimensions] == ["instances", "threads"]
+
+
+def test_points_are_distinct_settings_and_inactive_dimensions_collapse() -> None:
+    space = _space(
+        instances=[1, 2], threads=[None], max_batch_sizes=[64], queue_delays=[0, 500], preferred=["none"]
+    )
+    settings = [space.settings(p) for p in space.points()]
+    assert len(settings) == len(set(settings))
+    off = [s for s in settings if not s.batching]
+    assert off and all(s.queue_delay_us == 0 and s.preferred == () for s in off)
+    # instances {1, 2} x (off, on at 0 us, on at 500 us) x preferred {start, none}: off collapses
+    assert len(settings) == 2 * (1 + 2 * 2)
+    assert space.settings(space.points()[0]) == start_settings(BASE)
+
+
+def test_preferred_choices_follow_the_max_batch_size() -> None:
+    space = _space(max_batch_sizes=[16], preferred=["max", "start", "4+8"], batching=[True], queue_delays=[0])
+    found = {space.settings(p).preferred for p in space.points() if space.settings(p).max_batch_size == 16}
+    assert found == {(16,), (16,), (4, 8)} | {(16,)}
+    with pytest.raises(TuneError, match="--preferred"):
+        _space(preferred=["big"])
+
+
+def test_config_json_applies_settings_and_keeps_the_rest() -> None:
+    settings = Settings(4, 1, 16, True, 100, (8, 16), None)
+    config = json.loads(config_json(BASE, settings))
+    assert config["max_batch_size"] == 16
+    assert config["dynamic_batching"] == {
+        "preferred_batch_size": [8, 16],
+        "max_queue_delay_microseconds": 100,
+    }
+    assert config["instance_group"] == [{"count": 4, "kind": "KIND_CPU"}]
+    assert config["parameters"]["intra_op_thread_count"] == {"string_value": "1"}
+    assert config["parameters"]["execution_mode"] == {"string_value": "0"}
+    assert config["model_warmup"][0]["batch_size"] == 8
+    off = json.loads(config_json(BASE, Settings(1, None, 4, False, gpus=(0, 1))))
+    assert "dynamic_batching" not in off and off["model_warmup"][0]["batch_size"] == 4
+    assert off["instance_group"] == [{"count": 1, "kind": "KIND_GPU", "gpus": [0, 1]}]
+    assert BASE["max_batch_size"] == 64  # the base is not changed
+
+
+def test_spec_settings_reproduce_the_settings() -> None:
+    assert spec_settings(Settings(2, None, 32, False)) == {
+        "max_batch_size": 32,
+        "instance_group": {"count": 2},
+        "dynamic_batching": False,
+    }
+    tuned = spec_settings(Settings(1, 2, 8, True, 0, (8,), (0,)))
+    assert tuned["dynamic_batching"] == {"max_queue_delay_microseconds": 0, "preferred_batch_size": [8]}
+    assert tuned["instance_group"] == {"count": 1, "gpus": [0]}
+    assert tuned["parameters"] == {"intra_op_thread_count": 2}
+
+
+# ---- the strategies on synthetic objectives ------------------------------------------------------------
+
+
+def _synthetic(space: Space, noise: float = 0.0, seed: int = 0):
+    """A smooth objective with one peak away from the start: 2 instances, batcher on, 100 us, max batch 32."""
+    rng = random.Random(seed)
+
+    def score(settings: Settings) -> Outcome:
+        value = 1000.0
+        value *= {1: 0.7, 2: 1.0, 4: 0.85}.get(settings.instances, 0.6)
+        value *= 1.0 if settings.threads in (None, 1) else 0.9
+        if settings.batching:
+            value *= 1.3 * (1.0 - abs(math.log2(max(settings.max_batch_size, 1) / 32)) * 0.05)
+            value *= 1.0 - settings.queue_delay_us / 10_000
+        return Outcome(value * (1 + rng.uniform(-noise, noise)))
+
+    return score
+
+
+def _run(search, space: Space, score) -> tuple[int, float]:
+    best = -math.inf
+    trials = 0
+    seen: dict[Settings, Outcome] = {}
+    while (point := search.ask()) is not None:
+        settings = space.settings(point)
+        if settings not in seen:
+            seen[settings] = score(settings)
+            trials += 1
+        search.tell(point, seen[settings])
+        best = max(best, seen[settings].score)
+    return trials, best
+
+
+def test_grid_tries_every_distinct_settings_once() -> None:
+    space = _space()
+    grid = GridSearch(space)
+    trials, best = _run(grid, space, _synthetic(space))
+    assert trials == grid.size == len(space.points())
+    assert best == max(_synthetic(space)(space.settings(p)).score for p in space.points())
+
+
+def test_quick_reaches_near_the_grids_best_in_far_fewer_trials() -> None:
+    space = _space()
+    grid_trials, grid_best = _run(GridSearch(space), space, _synthetic(space))
+    quick = HillClimb(space)
+    quick_trials, quick_best = _run(quick, space, _synthetic(space))
+    assert quick_best >= 0.95 * grid_best
+    assert quick_trials <= grid_trials / 3
+    assert quick.moves >= 1
+
+
+def test_quick_stays_put_when_nothing_beats_the_start_by_the_margin() -> None:
+    space = _space()
+    flat = HillClimb(space, margin=0.05)
+    trials, _ = _run(flat, space, lambda s: Outcome(1000.0 + (1.0 if s.instances == 1 else 0.0)))
+    assert flat.moves == 0 and flat.current == space.start
+    assert trials == 1 + len(
+        {space.settings(p) for p in space.neighbours(space.start)} - {space.settings(space.start)}
+    )
+
+
+def test_quick_moves_from_an_infeasible_start_to_a_feasible_point() -> None:
+    space = _space()
+
+    def score(settings: Settings) -> Outcome:
+        if settings.instances == 2:
+            return Outcome(2000.0, violation=0.5)  # fast but breaks a constraint
+        return Outcome(1000.0)
+
+    search = HillClimb(space)
+    _run(search, space, score)
+    assert search.current_outcome is not None and search.current_outcome.feasible
+
+
+def test_failed_trials_rank_below_everything() -> None:
+    assert Outcome(1.0).beats(Outcome(None))
+    assert Outcome(1.0, violation=2.0).beats(Outcome(None))
+    assert Outcome(1.0).beats(Outcome(5.0, violation=0.1))
+    assert not Outcome(1.02).beats(Outcome(1.0), margin=0.03)
+    assert Outcome(-1.0).beats(Outcome(-2.0), margin=0.03)  # latencies are negated
+
+
+def test_random_search_starts_at_the_start_and_covers_the_space() -> None:
+    space = _space(instances=[1, 2], threads=[None], queue_delays=[0])
+    search = RandomSearch(space, seed=3)
+    trials, _ = _run(search, space, _synthetic(space))
+    assert trials == len(space.points())
+
+
+# ---- the objective -------------------------------------------------------------------------------------
+
+
+def _run_dict(users: int, throughput: float, p99: float, errors: float = 0.0) -> dict:
+    return {
+        "users": users,
+        "throughput": throughput,
+        "latency_ms": {"p99": p99, "p50": p99 / 2},
+        "error_rate": errors,
+    }
+
+
+def test_objective_scores_the_geometric_mean_and_checks_bounds_at_every_level() -> None:
+    objective = Objective.parse("throughput", max_p99_ms=10)
+    runs = [_run_dict(1, 100.0, 2.0), _run_dict(16, 400.0, 12.0)]
+    outcome = objective.outcome(runs, 2)
+    assert outcome.score == pytest.approx(200.0)
+    assert outcome.violation == pytest.approx(0.2)
+    assert objective.constraints(runs)["p99_ms>10"] == {
+        "value": 12.0,
+        "passed": False,
+        "excess": pytest.approx(0.2),
+    }
+    assert objective.outcome(runs[:1], 2).score is None  # a level missing: not scored
+    latency = Objective.parse("p99")
+    assert latency.outcome(runs, 2).score == pytest.approx(-math.sqrt(24.0))
+    assert latency.value(latency.outcome(runs, 2)) == pytest.approx(math.sqrt(24.0))
+
+
+def test_failed_requests_break_the_implicit_error_bound() -> None:
+    objective = Objective.parse()
+    assert objective.outcome([_run_dict(1, 100.0, 1.0, errors=0.01)], 1).violation > 0
+    assert objective.describe([1, 8]) == "max throughput at 1, 8 users"
+
+
+def test_constraint_options_are_the_load_tests_bounds() -> None:
+    objective = Objective.parse(
+        "p50", max_p99_ms=20, min_throughput=500, max_memory="1GiB", constraints=["cpu_utilization>0.9"]
+    )
+    texts = [b.text for b in objective.bounds]
+    assert texts == [
+        "p99_ms>20",
+        "throughput<500",
+        f"memory_bytes>{2**30}",
+        "cpu_utilization>0.9",
+        "error_rate>0",
+    ]
+    assert parse_bound("p99_ms>20") in objective.bounds
+    assert "p99_ms <= 20" in objective.describe([1])
+    with pytest.raises(TuneError, match="baseline"):
+        Objective.parse(constraints=["throughput_change_pct<-5"])
+    with pytest.raises(TuneError, match="--objective"):
+        Objective.parse("speed")
+
+
+def test_parse_bytes() -> None:
+    assert parse_bytes("512MiB") == 512 * 2**20
+    assert parse_bytes("2GB") == 2 * 10**9
+    assert parse_bytes("1000") == 1000
+    with pytest.raises(TuneError, match="--max-memory"):
+        parse_bytes("lots")
+
+
+def test_pareto_front() -> None:
+    points = [(100.0, 5.0), (200.0, 8.0), (150.0, 9.0), (90.0, 4.0), (200.0, 7.0)]
+    assert pareto_front(points) == [0, 3, 4]
