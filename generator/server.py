@@ -387,6 +387,20 @@ class EmbeddedServer:
         """Why the server is down for good (it died and was not restarted), as one line; else None."""
         return self._failure
 
+    def log_size(self) -> int:
+        """Bytes in the server log now: mark it before an action, then ask :meth:`reason_since` after."""
+        try:
+            return self.log_path.stat().st_size
+        except (OSError, ServerError):
+            return 0
+
+    def reason_since(self, offset: int) -> str:
+        """Triton's own reason for a failure it logged after byte ``offset``, as one line ('' if none)."""
+        try:
+            return _failure_reason(self.log_path, offset)
+        except ServerError:
+            return ""
+
     def is_running(self) -> bool:
         """Whether the ``tritonserver`` process is alive."""
         process = self._process

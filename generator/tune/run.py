@@ -530,10 +530,12 @@ def _trial(
     show = TuneProgress("loading", model, number, planned, settings.describe(), _best_line(context, model))
     context.notify(show)
     if role != "start":
+        mark = context.server.log_size() if context.server else 0
         try:
             context.control.load(model, None if role == "restart" else config_json(base, settings))
         except LoadTestError as error:
-            trial.status, trial.error = "failed", str(error)
+            reason = context.server.reason_since(mark) if context.server else ""
+            trial.status, trial.error = "failed", f"{error}: {reason}" if reason else str(error)
             trial.seconds = time.monotonic() - started
             _check_alive(context, model, number)
             return trial

@@ -159,12 +159,12 @@ class RandomSearch(Search):
 
     name = "random"
 
-    def __init__(self, space: Space, seed: int = 0) -> None:
+    def __init__(self, space: Space, seed: int = 0, limit: int | None = None) -> None:
         super().__init__(space)
         points = space.points()
         rest = points[1:]
         random.Random(seed).shuffle(rest)
-        self._points = [points[0], *rest]
+        self._points = [points[0], *rest][:limit]
 
     def ask(self) -> Point | None:
         return self._points.pop(0) if self._points else None

@@ -1,0 +1,134 @@
+"""``python -m generator tune`` on the embedded Triton: real trials, the report, the winner written back."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from generator.gpus import NvmlUnavailable, detect_gpus
+from generator.spec import bundled_example
+from generator.triton import parse_config_text
+from tests.conftest import run_cli
+
+# Short windows keep each trial to a few seconds; the figures are real measurements all the same.
+FAST = ["--trial-seconds", "0.75", "--warmup", "0.5", "--max-windows", "5", "--stability-pct", "25"]
+ONE_SETTING = ["--instances", "2", "--threads", "auto", "--max-batch-sizes", "64", "--batching", "on"]
+
+
+@pytest.fixture
+def project(tmp_path: Path, example_repo: Path) -> Path:
+    """The bundled example's spec and sources in a private directory, with its repository already built."""
+    root = tmp_path / "project"
+    shutil.copytree(bundled_example().parent, root, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(example_repo, root / "model_repository")
+    return root
+
+
+def _config(repository: Path, model: str):
+    return parse_config_text((repository / model / "config.pbtxt").read_bytes())
+
+
+def test_a_two_trial_grid_writes_the_report_and_the_winner_back(project: Path) -> None:
+    # At one user a 500 us queue delay makes every request wait for a batch that never fills: 0 us wins.
+    before = _config(project / "model_repository", "digits_cnn")
+    assert before.dynamic_batching.max_queue_delay_microseconds == 500
+    done = run_cli(
+        "tune", "generator.yaml", "--model", "digits_cnn", "--search", "grid", *ONE_SETTING,
+        "--queue-delays", "0,500", "--preferred", "start", "--users", "1", "--objective", "p50",
+        "--out", "report", *FAST,
+        cwd=project, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads((project / "report" / "tune.json").read_text())
+    entry = report["models"]["digits_cnn"]
+    searched = [t for t in entry["trials"] if t["role"] != "confirm"]
+    assert [t["settings"]["queue_delay_us"] for t in searched] == [500, 0]
+    for trial in searched:
+        [level] = trial["levels"]
+        assert trial["status"] == "measured" and level["users"] == 1
+        assert level["throughput"] > 0 and 0 < level["p50_ms"] <= level["p99_ms"]
+        assert level["requests"] > 0 and level["failures"] == 0
+        assert (
+            level["avg_batch_size"] >= 1 and level["queue_us"] is not None and level["compute_infer_us"] > 0
+        )
+        assert level["cpu_utilization"] is not None and level["memory_bytes"] > 0
+        assert level["stability"]["windows"] >= 3
+        assert trial["constraints"]["error_rate>0"]["passed"]
+    assert entry["best_per_level"]["1"]["trial"] == entry["winner"] == 1
+    assert entry["confirmation"]["confirmed"]
+    assert (project / "report" / "report.html").read_text().count("<img") == 1
+
+    tuned = project / "generator.tuned.yaml"
+    assert tuned.is_file() and "Commit it" in tuned.read_text()
+    after = _config(project / "model_repository", "digits_cnn")
+    assert after.dynamic_batching.max_queue_delay_microseconds == 0
+    assert list(after.dynamic_batching.preferred_batch_size) == [16, 32]
+    assert after.instance_group[0].count == 2
+    manifest = json.loads((project / "model_repository" / "tritongen-manifest.json").read_text())
+    assert manifest["models"]["digits_cnn"]["tuned"]["trial"] == f"{report['run']}/1"
+    assert manifest["models"]["digits_linear"].get("tuned") is None
+
+    # A later build reproduces the tuned config from the spec and the tuned file alone.
+    rebuilt = run_cli("build", "generator.yaml", "--output", "again", cwd=project)
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert _config(project / "again", "digits_cnn") == after
+
+
+def test_constraints_no_trial_meets_and_a_candidate_triton_refuses(project: Path) -> None:
+    repository = project / "model_repository"
+    manifest_before = (repository / "tritongen-manifest.json").read_bytes()
+    done = run_cli(
+        "tune", "generator.yaml", "--model", "digits_cnn", "--search", "grid", *ONE_SETTING,
+        "--queue-delays", "500", "--preferred", "start,128", "--users", "2", "--max-p99-ms", "0.001",
+        "--out", "report", *FAST,
+        cwd=project, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    assert "no trial met the constraints; the closest was trial 0" in done.stderr
+    assert "p99_ms>0.001" in done.stderr
+    report = json.loads((project / "report" / "tune.json").read_text())
+    trials = report["models"]["digits_cnn"]["trials"]
+    assert [t["status"] for t in trials] == ["measured", "failed"]
+    refused = trials[1]
+    assert refused["settings"]["preferred"] == [128]
+    assert "Triton did not load model 'digits_cnn'" in refused["error"]
+    assert "preferred" in refused["error"].lower()  # Triton's own reason
+    assert trials[0]["constraints"]["p99_ms>0.001"]["passed"] is False
+    assert not (project / "generator.tuned.yaml").exists()
+    assert (repository / "tritongen-manifest.json").read_bytes() == manifest_before
+
+
+def test_bad_options_are_one_line_errors(project: Path) -> None:
+    for args, message in (
+        (["--model", "nope"], "--model nope: not in the spec"),
+        (["--model", "digits_cnn", "--users", "0"], "--users"),
+        (["--model", "digits_cnn", "--instances", "two"], "--instances 'two'"),
+        (["--model", "digits_cnn", "--max-memory", "lots"], "--max-memory 'lots'"),
+        (["--model", "digits_cnn", "--constraint", "speed>1"], "--fail-if 'speed>1'"),
+    ):
+        done = run_cli("tune", "generator.yaml", *args, cwd=project, timeout=120)
+        assert done.returncode != 0 and message in done.stderr, (args, done.stderr)
+        assert "Traceback" not in done.stderr
+
+
+def test_gpu_search_on_a_machine_without_gpus_says_so(project: Path) -> None:
+    try:
+        if detect_gpus():
+            pytest.skip("this machine has GPUs; the test is about one without")
+    except NvmlUnavailable:
+        pass
+    done = run_cli(
+        "tune", "generator.yaml", "--model", "digits_linear", "--device", "gpu", "--search", "grid",
+        "--instances", "1", "--threads", "auto", "--batching", "off", "--max-batch-sizes", "64",
+        "--users", "1", "--no-write", "--out", "report", *FAST,
+        cwd=project, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads((project / "report" / "tune.json").read_text())
+    assert report["device"] == "cpu"
+    assert any("no GPU is visible here: searching CPU settings" in note for note in report["notes"])
+    assert all(t["settings"]["gpus"] is None for t in report["models"]["digits_linear"]["trials"])
