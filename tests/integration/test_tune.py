@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from generator.gpus import NvmlUnavailable, detect_gpus
+from generator.server import EmbeddedServer
 from generator.spec import bundled_example
 from generator.triton import parse_config_text
-from tests.conftest import run_cli
+from tests.conftest import free_ports, run_cli
 
 # Short windows keep each trial to a few seconds; the figures are real measurements all the same.
 FAST = ["--trial-seconds", "0.75", "--warmup", "0.5", "--max-windows", "5", "--stability-pct", "25"]
@@ -132,3 +138,89 @@ def test_gpu_search_on_a_machine_without_gpus_says_so(project: Path) -> None:
     assert report["device"] == "cpu"
     assert any("no GPU is visible here: searching CPU settings" in note for note in report["notes"])
     assert all(t["settings"]["gpus"] is None for t in report["models"]["digits_linear"]["trials"])
+
+
+def _tune_process(project: Path, *args: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "generator", "tune", "generator.yaml", *args],
+        cwd=project,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
+def _wait_for_trials(report: Path, process: subprocess.Popen[str], count: int, timeout: float = 300) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            data = json.loads(report.read_text())
+            if len(data["models"]["digits_cnn"]["trials"]) >= count:
+                return data
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"no {count} trials in {report} (tune exited with {process.poll()})")
+
+
+# A grid of many trials, so that the test acts in the middle of it.
+LONG_GRID = ["--search", "grid", "--instances", "1,2,4", "--threads", "auto,1", "--users", "1", *FAST]
+
+
+def test_tune_on_a_running_server_over_grpc_survives_its_death(project: Path) -> None:
+    # --url: any Triton with explicit model control; the harness measures over gRPC. The server dies
+    # mid-search: the search ends, the trials so far are kept, nothing is written back.
+    server = EmbeddedServer(project / "model_repository", supervise=False, **free_ports())
+    process = None
+    try:
+        server.start()
+        process = _tune_process(
+            project,
+            "--model",
+            "digits_cnn",
+            "--url",
+            f"grpc://{server.endpoints.grpc}",
+            *LONG_GRID,
+            "--out",
+            "report",
+        )
+        data = _wait_for_trials(project / "report" / "tune.json", process, 2)
+        assert data["protocol"] == "grpc" and data["target"].startswith("grpc://127.0.0.1:")
+        assert data["models"]["digits_cnn"]["trials"][0]["levels"][0]["throughput"] > 0
+        os.kill(server.pid, signal.SIGKILL)
+        out, err = process.communicate(timeout=120)
+    finally:
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.communicate()
+        server.stop()
+    assert process.returncode == 1, out + err
+    assert "the search stopped early" in err and "Traceback" not in err
+    report = json.loads((project / "report" / "tune.json").read_text())
+    assert report["stopped"] and len(report["models"]["digits_cnn"]["trials"]) >= 2
+    assert not (project / "generator.tuned.yaml").exists()
+
+
+def test_ctrl_c_keeps_the_trials_and_changes_nothing(project: Path) -> None:
+    repository = project / "model_repository"
+    config_before = (repository / "digits_cnn" / "config.pbtxt").read_bytes()
+    process = _tune_process(project, "--model", "digits_cnn", *LONG_GRID, "--out", "report")
+    try:
+        _wait_for_trials(project / "report" / "tune.json", process, 2)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 130, out + err
+    assert "the trials so far are in report/tune.json" in err and "Traceback" not in err
+    report = json.loads((project / "report" / "tune.json").read_text())
+    assert report["stopped"] == "interrupted (Ctrl-C)" and len(report["models"]["digits_cnn"]["trials"]) >= 2
+    assert not (project / "generator.tuned.yaml").exists()
+    assert (repository / "digits_cnn" / "config.pbtxt").read_bytes() == config_before
+    assert (
+        subprocess.run(["pgrep", "-f", str(project)], capture_output=True).returncode == 1
+    )  # no server left
