@@ -38,8 +38,9 @@ from generator.manifest import Manifest, ModelEntry, VersionEntry
 from generator.optimize import optimize_model
 from generator.repository import MANIFEST, Staging, link_or_copy_tree, read_manifest, sha256_file, write_json
 from generator.signature import Signature
-from generator.spec import ModelSpec, Spec, Verify, factory_parts, load_spec
+from generator.spec import ModelSpec, Spec, Verify, factory_parts
 from generator.triton import resolve_max_batch_size
+from generator.tuned import TunedEntry, TunedInfo, load_spec_with_tuned
 from generator.validate import validate_model_dir
 from generator.verify import check_parity
 from generator.worker import ExportWorker
@@ -84,7 +85,12 @@ class ModelBuild:
 
 @dataclass
 class BuildReport:
-    """The outcome of :func:`build`."""
+    """The outcome of :func:`build`.
+
+    Attributes:
+        tuned: Model name -> the tuned settings entry merged into its spec entry.
+        tuned_file: The tuned settings file they came from (``None`` when no model got any).
+    """
 
     repository: Path
     spec: Path | None
@@ -92,6 +98,8 @@ class BuildReport:
     carried_over: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    tuned: dict[str, TunedEntry] = field(default_factory=dict)
+    tuned_file: Path | None = None
 
 
 def library_versions() -> dict[str, str]:
@@ -256,6 +264,7 @@ class _BuildRun:
     env: jinja2.Environment
     libraries: dict[str, str]
     previous: Manifest
+    tuned: TunedInfo
     progress: StageCallback
     report: BuildReport
     failures: list[GeneratorError] = field(default_factory=list)
@@ -398,6 +407,7 @@ def _build_model(run: _BuildRun, name: str, versions: list[ModelSpec]) -> ModelE
     return ModelEntry(
         versions={str(version.model.version): version.entry for version in built},
         config_sha256=sha256_file(run.staging.path / name / "config.pbtxt"),
+        tuned=run.tuned.record(name),
     )
 
 
@@ -427,6 +437,9 @@ def build(
     templates: str | Path | None = None,
     progress: StageCallback | None = None,
     spec: Spec | None = None,
+    *,
+    use_tuned: bool = True,
+    tuned: TunedInfo | None = None,
 ) -> BuildReport:
     """Build the model repository a spec describes.
 
@@ -437,20 +450,29 @@ def build(
         gpus: Comma-separated GPU ids for ``--device gpu`` (default: every GPU Triton sees).
         templates: A directory of the user's own Jinja templates (built-in ones fill the gaps).
         progress: Called with (model name, stage) as the build goes.
-        spec: An already loaded spec (then ``spec_path`` only labels it).
+        spec: An already loaded spec, used as it is (then ``spec_path`` only labels it, and no tuned
+            settings file is read).
+        use_tuned: Merge the tuned settings beside the spec (``generator.tuned.yaml`` for
+            ``generator.yaml``) over its models; ``False``: build from the spec alone.
+        tuned: With ``spec``: the tuned settings it was loaded with (from
+            :func:`generator.tuned.load_spec_with_tuned`), for the report and the manifest.
 
     Raises:
         GeneratorError: any export, parity, config or validation problem; every model is tried
             and all problems are reported together. The existing repository is left as it was.
     """
     started = time.perf_counter()
-    spec = spec or load_spec(spec_path)
+    if spec is None:
+        spec, tuned = load_spec_with_tuned(spec_path, use_tuned)
+    tuned = tuned or TunedInfo()
     profile = DeviceProfile.parse(device, gpus)
     context = ExportContext(spec.base_dir, profile.detected, profile.gpus)
     env = environment(Path(templates) if templates else None)
     repo = Path(output) if output is not None else Path(spec.repository)
     libraries = library_versions()
-    report = BuildReport(repo, Path(spec_path) if spec_path else None)
+    report = BuildReport(repo, Path(spec_path) if spec_path else None, warnings=list(tuned.warnings))
+    if tuned.applied:
+        report.tuned, report.tuned_file = dict(tuned.applied), tuned.path
     by_name: dict[str, list[ModelSpec]] = {}
     for model in spec.models:
         by_name.setdefault(model.name, []).append(model)
@@ -468,6 +490,7 @@ def build(
             libraries=libraries,
             # Read under the output's lock: no other build changes it until this one has swapped.
             previous=Manifest.from_dict(read_manifest(repo)),
+            tuned=tuned,
             progress=progress or (lambda name, stage: None),
             report=report,
         )

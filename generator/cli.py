@@ -88,6 +88,11 @@ def _parser() -> argparse.ArgumentParser:
         help="GPU ids for --device gpu: 0,1, or all (detected with NVML); default: every GPU Triton sees",
     )
     build.add_argument("--templates", help="directory with your own copies of the Jinja templates")
+    build.add_argument(
+        "--no-tuned",
+        action="store_true",
+        help="build from the spec alone, without the tuned settings beside it (SPEC_STEM.tuned.yaml)",
+    )
 
     validate = commands.add_parser("validate", help="check a model repository the way Triton will load it")
     validate.add_argument(
@@ -137,7 +142,20 @@ def _run_build(args: argparse.Namespace) -> int:
         def progress(name: str, stage: str) -> None:
             status.update(Text(f"{stage} {name}".strip()))
 
-        report = build(args.spec, args.output, args.device, args.gpus, args.templates, progress=progress)
+        report = build(
+            args.spec,
+            args.output,
+            args.device,
+            args.gpus,
+            args.templates,
+            progress=progress,
+            use_tuned=not args.no_tuned,
+        )
+    for name, entry in report.tuned.items():
+        source = report.tuned_file.name if report.tuned_file else "the tuned settings file"
+        console.print(
+            Text.assemble(("tuned", "cyan"), f"   {name}: settings from {source} (trial {entry.trial})")
+        )
     for model in report.models:
         parity = model.parity or {}
         figure = (

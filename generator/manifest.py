@@ -2,9 +2,9 @@
 
 The manifest (``tritongen-manifest.json`` at the repository's root) is JSON that tests and users read;
 these records write exactly its keys. Reading is tolerant: a missing key takes its default, a manifest
-written before ``user_files`` was recorded reads with ``user_files`` set to ``None``, a version entry
-that cannot be read is left out (that version is built again), and an unreadable manifest reads as an
-empty one.
+written before ``user_files`` (or a model's ``tuned`` settings) was recorded reads with it set to
+``None``, a version entry that cannot be read is left out (that version is built again), and an
+unreadable manifest reads as an empty one.
 """
 
 from __future__ import annotations
@@ -122,16 +122,20 @@ class ModelEntry:
     Attributes:
         versions: Version number (as text, ``"1"``) -> its entry.
         config_sha256: Hash of the model's ``config.pbtxt``.
+        tuned: The tuned settings merged into the model's spec entry (``{"file", "trial",
+            "settings"}``), or ``None`` when it was built from the spec alone (or before this was recorded).
     """
 
     versions: dict[str, VersionEntry] = field(default_factory=dict)
     config_sha256: str | None = None
+    tuned: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The model as the manifest's JSON object."""
         return {
             "versions": {version: entry.to_dict() for version, entry in self.versions.items()},
             "config_sha256": self.config_sha256,
+            "tuned": self.tuned,
         }
 
     @classmethod
@@ -143,7 +147,12 @@ class ModelEntry:
             entry = VersionEntry.from_dict(raw)
             if entry is not None:
                 versions[str(version)] = entry
-        return cls(versions=versions, config_sha256=data.get("config_sha256"))
+        tuned = data.get("tuned")
+        return cls(
+            versions=versions,
+            config_sha256=data.get("config_sha256"),
+            tuned=tuned if isinstance(tuned, dict) else None,
+        )
 
 
 @dataclass(kw_only=True)

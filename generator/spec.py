@@ -15,6 +15,7 @@ import copy
 import difflib
 import json
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, NamedTuple
 
@@ -491,7 +492,13 @@ def _locate(error: dict[str, Any], data: Any) -> _Located:
 _PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*")
 
 
-def _field_path(loc: tuple[Any, ...], prefix: str = "") -> str:
+def field_path(loc: tuple[Any, ...], prefix: str = "") -> str:
+    """A location as the user reads it: ``models[1].inputs[0].dtype``, ``models["a.b"].settings``.
+
+    Args:
+        loc: Keys and list indexes, outermost first.
+        prefix: A path the location continues (already written this way).
+    """
     path = prefix
     for part in loc:
         if isinstance(part, int):
@@ -533,7 +540,7 @@ def _shown(value: Any) -> str:
 
 
 def _describe(error: dict[str, Any], loc: tuple[Any, ...], root: type[BaseModel], prefix: str) -> str:
-    path = _field_path(loc, prefix)
+    path = field_path(loc, prefix)
     kind = error["type"]
     if kind == "extra_forbidden":
         key = str(loc[-1]) if loc else ""
@@ -584,7 +591,17 @@ def _is_kind_mismatch(kind: str) -> bool:
     return kind.endswith(("_type", "_parsing")) or kind in ("literal_error", "is_instance_of")
 
 
-def _problems(exc: PydanticValidationError, root: type[BaseModel], data: Any, prefix: str = "") -> list[str]:
+def validation_problems(
+    exc: PydanticValidationError, root: type[BaseModel], data: Any, prefix: str = ""
+) -> list[str]:
+    """One line per problem of a failed validation of ``data`` as ``root``: its field path and the fix.
+
+    Args:
+        exc: The validation error.
+        root: The model ``data`` was validated as.
+        data: The plain data validated.
+        prefix: The path of ``data`` itself (``models[1]``), for the lines' paths.
+    """
     grouped: dict[tuple[Any, ...], list[_Located]] = {}
     for error in exc.errors():
         located = _locate(error, data)
@@ -606,7 +623,7 @@ def _problems(exc: PydanticValidationError, root: type[BaseModel], data: Any, pr
         is_union = len(errors) > 1 and all(located.tags for located in errors)
         if is_union and all(_is_kind_mismatch(located.error["type"]) for located in errors):
             value = errors[0].error.get("input")
-            lines.append(f"{_field_path(path, prefix)}: must be {_alternatives(errors)}{_shown(value)}")
+            lines.append(f"{field_path(path, prefix)}: must be {_alternatives(errors)}{_shown(value)}")
             continue
         for located in errors:
             if is_union and _is_kind_mismatch(located.error["type"]):
@@ -634,21 +651,74 @@ def _duplicate_names(models: list[Any]) -> list[str]:
     return problems
 
 
-def parse_spec(data: Any, base_dir: Path = Path("."), origin: str = "spec") -> Spec:
+class Overlay(NamedTuple):
+    """Settings from another file merged over named models, after the defaults (tuned settings).
+
+    Attributes:
+        settings: Model name -> settings, deep-merged over every spec entry of that name.
+        origin: The file they come from; its problems are reported as
+            ``ORIGIN: models.NAME.settings.KEY: ...``.
+        hint: Appended to each of those lines: how to fix or skip the file.
+    """
+
+    settings: Mapping[str, Mapping[str, Any]]
+    origin: str
+    hint: str = ""
+
+
+def parse_spec(
+    data: Any, base_dir: Path = Path("."), origin: str = "spec", overlay: Overlay | None = None
+) -> Spec:
     """Validate a spec given as plain data (what ``yaml.safe_load`` returns).
+
+    Args:
+        data: The spec.
+        base_dir: Directory sources resolve against.
+        origin: The spec's name in error lines.
+        overlay: Settings merged over named models after the defaults, before validation.
 
     Raises:
         SpecError: with one line per problem, each naming the field path.
     """
     try:
-        return _parse(data, base_dir, origin)
+        return _parse(data, base_dir, origin, overlay)
     except RecursionError:
         raise SpecError(
             f"{origin}: the spec is nested too deeply to read; a spec needs only a few levels"
         ) from None
 
 
-def _parse(data: Any, base_dir: Path, origin: str) -> Spec:
+def _merged_model(
+    index: int, raw: Any, defaults: dict[str, Any], origin: str, overlay: Overlay | None
+) -> tuple[Any, list[str]]:
+    """One model's entry with the defaults, then the overlay's settings merged in; its problems.
+
+    The entry is validated without the overlay first, so that a problem the overlay brings is
+    reported against the overlay's file and one the spec has against the spec.
+    """
+    if not isinstance(raw, dict):
+        return raw, [f"{origin}: models[{index}]: must be a mapping with name, framework and source"]
+    merged = _deep_merge(defaults, raw)
+    try:
+        ModelSpec.model_validate(merged)
+    except PydanticValidationError as exc:
+        return merged, [
+            f"{origin}: {p}" for p in validation_problems(exc, ModelSpec, merged, f"models[{index}]")
+        ]
+    settings = overlay.settings.get(merged["name"]) if overlay else None
+    if not overlay or not settings:
+        return merged, []
+    merged = _deep_merge(merged, dict(settings))
+    try:
+        ModelSpec.model_validate(merged)
+    except PydanticValidationError as exc:
+        where = field_path(("models", merged["name"], "settings"))
+        lines = validation_problems(exc, ModelSpec, merged, where)
+        return merged, [f"{overlay.origin}: {line}{overlay.hint}" for line in lines]
+    return merged, []
+
+
+def _parse(data: Any, base_dir: Path, origin: str, overlay: Overlay | None) -> Spec:
     if not isinstance(data, dict):
         raise SpecError(
             f"{origin}: (top level): must be a mapping with 'models:'; see `python -m generator schema`"
@@ -658,31 +728,27 @@ def _parse(data: Any, base_dir: Path, origin: str) -> Spec:
     try:
         ModelSettings.model_validate(raw_defaults)
     except PydanticValidationError as exc:
-        problems += _problems(exc, ModelSettings, raw_defaults, "defaults")
+        problems += [
+            f"{origin}: {p}" for p in validation_problems(exc, ModelSettings, raw_defaults, "defaults")
+        ]
         raw_defaults = {}  # reported once, under defaults, not again under every model
     raw_models = data.get("models")
     merged_models: list[Any] = []
-    if isinstance(raw_models, list) and isinstance(raw_defaults, dict):
+    if isinstance(raw_models, list):
         for index, raw in enumerate(raw_models):
-            if not isinstance(raw, dict):
-                problems.append(f"models[{index}]: must be a mapping with name, framework and source")
-                continue
-            merged = _deep_merge(raw_defaults, raw)
-            merged_models.append(merged)
-            try:
-                ModelSpec.model_validate(merged)
-            except PydanticValidationError as exc:
-                problems += _problems(exc, ModelSpec, merged, f"models[{index}]")
-        if isinstance(raw_models, list):
-            problems += _duplicate_names(raw_models)
+            merged, found = _merged_model(index, raw, raw_defaults, origin, overlay)
+            if isinstance(merged, dict):
+                merged_models.append(merged)
+            problems += found
+        problems += [f"{origin}: {p}" for p in _duplicate_names(raw_models)]
     if problems:
-        raise SpecError(*(f"{origin}: {p}" for p in problems))
+        raise SpecError(*dict.fromkeys(problems))  # an overlay's problem once, not once per version
     top = {k: v for k, v in data.items() if k != "models"}
     top["models"] = merged_models if isinstance(raw_models, list) else raw_models
     try:
         return Spec.model_validate({**top, "base_dir": base_dir})
     except PydanticValidationError as exc:
-        raise SpecError(*(f"{origin}: {p}" for p in _problems(exc, Spec, top))) from None
+        raise SpecError(*(f"{origin}: {p}" for p in validation_problems(exc, Spec, top))) from None
 
 
 def bundled_example() -> Path:
@@ -727,37 +793,54 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 MAX_SPEC_BYTES = 16 * 1024 * 1024
 
 
-def load_spec(path: str | Path | None = None) -> Spec:
-    """Read and validate a spec file (default: :func:`default_spec_path`).
+def read_yaml(path: Path, what: str = "spec") -> Any:
+    """Read a YAML file as plain data, refusing a key given twice in one mapping.
+
+    Args:
+        path: The file.
+        what: What the file is, for the error lines (``spec``, ``tuned settings file``).
 
     Raises:
-        SpecError: the file is missing, is not YAML, or does not validate.
+        SpecError: the file is missing, unreadable, too large, not UTF-8 or not YAML.
     """
-    spec_path = Path(path) if path is not None else default_spec_path()
     try:
-        if not spec_path.is_file():
-            raise SpecError(f"spec file '{spec_path}' not found; pass the path of a YAML spec file")
-        if spec_path.stat().st_size > MAX_SPEC_BYTES:
+        if not path.is_file():
+            raise SpecError(f"{what} file '{path}' not found; pass the path of a YAML {what} file")
+        if path.stat().st_size > MAX_SPEC_BYTES:
             raise SpecError(
-                f"{spec_path}: larger than {MAX_SPEC_BYTES >> 20} MiB, not a spec; pass a YAML spec"
+                f"{path}: larger than {MAX_SPEC_BYTES >> 20} MiB, not a {what}; pass a YAML {what}"
             )
-        text = spec_path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise SpecError(f"cannot read the spec file '{spec_path}': {exc.strerror}; check the path") from None
+        raise SpecError(f"cannot read the {what} file '{path}': {exc.strerror}; check the path") from None
     except UnicodeDecodeError:
-        raise SpecError(f"{spec_path}: not a UTF-8 text file; pass a YAML spec") from None
+        raise SpecError(f"{path}: not a UTF-8 text file; pass a YAML {what}") from None
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)
+        return yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f"{spec_path}:{mark.line + 1}:{mark.column + 1}" if mark else str(spec_path)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise SpecError(
             f"{where}: YAML does not parse ({problem}); fix the indentation, quoting or keys there"
         ) from None
     except RecursionError:
-        raise SpecError(f"{spec_path}: nested too deeply to read; a spec needs only a few levels") from None
-    return parse_spec(data, base_dir=spec_path.resolve().parent, origin=str(spec_path))
+        raise SpecError(f"{path}: nested too deeply to read; a {what} needs only a few levels") from None
+
+
+def load_spec(path: str | Path | None = None, overlay: Overlay | None = None) -> Spec:
+    """Read and validate a spec file (default: :func:`default_spec_path`).
+
+    Args:
+        path: The spec file.
+        overlay: Settings merged over named models after the defaults (see :func:`parse_spec`).
+
+    Raises:
+        SpecError: the file is missing, is not YAML, or does not validate.
+    """
+    spec_path = Path(path) if path is not None else default_spec_path()
+    data = read_yaml(spec_path)
+    return parse_spec(data, base_dir=spec_path.resolve().parent, origin=str(spec_path), overlay=overlay)
 
 
 def json_schema() -> dict[str, Any]:

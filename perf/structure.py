@@ -4,8 +4,8 @@ imports that point up the layers of docs/architecture.md, and imports of another
     python perf/structure.py
 
 Layers, lowest first (a module may import its own layer and the ones below):
-leaf helpers -> spec -> runners -> exporters -> verify -> optimize -> config -> validate/repository/server
--> the load-test report (loadreport) -> build and the harness -> demo -> cli.
+leaf helpers -> spec -> tuned -> runners -> exporters -> verify -> optimize -> config
+-> validate/repository/server -> the load-test report (loadreport) -> build and the harness -> demo -> cli.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ RANKS = {
     "generator.accelerators": 1,
     "generator.signature": 1,
     "generator.spec": 2,
+    "generator.tuned": 3,  # above spec; beside runners, neither imports the other
     "generator.runners": 3,
     "generator.exporters.base": 4,
     "generator.exporters": 5,

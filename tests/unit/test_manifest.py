@@ -28,7 +28,13 @@ VERSION = {
 MANIFEST = {
     "device": {"gpus": None, "kind": "cpu"},
     "libraries": {"onnx": "1.17.0"},
-    "models": {"m": {"config_sha256": "1" * 64, "versions": {"1": VERSION}}},
+    "models": {
+        "m": {
+            "config_sha256": "1" * 64,
+            "tuned": {"file": "generator.tuned.yaml", "trial": "run/3", "settings": {"max_batch_size": 16}},
+            "versions": {"1": VERSION},
+        }
+    },
     "tool": "tritongen",
     "tool_version": "0.1.0",
 }
@@ -65,3 +71,10 @@ def test_an_unreadable_version_is_left_out_but_its_model_stays_known() -> None:
     manifest = Manifest.from_dict({"models": {"m": {"versions": {"1": {"signature": None}}}}})
     assert set(manifest.models) == {"m"}  # still a model tritongen built: not carried over
     assert manifest.version("m", 1) is None
+
+
+def test_a_model_built_before_tuned_settings_were_recorded_reads_as_untuned() -> None:
+    model = ModelEntry.from_dict({"config_sha256": "1" * 64, "versions": {"1": VERSION}})
+    assert model.tuned is None
+    assert model.to_dict()["tuned"] is None
+    assert ModelEntry.from_dict({"versions": {}, "tuned": "junk"}).tuned is None
