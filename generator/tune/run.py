@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import json
 import logging
 import subprocess
 import sys
@@ -40,7 +41,7 @@ from generator.harness.session import LoadProgress
 from generator.harness.target import require_loopback, resolve_target
 from generator.repository import MANIFEST, link_or_copy_tree
 from generator.server import EmbeddedServer, find_free_port
-from generator.spec import Spec, load_spec
+from generator.spec import Spec, bundled_example, default_spec_path
 from generator.tune.objective import Objective
 from generator.tune.report import write_tune_report
 from generator.tune.search import GridSearch, Outcome, make_search
@@ -53,6 +54,7 @@ from generator.tune.space import (
     spec_settings,
     start_settings,
 )
+from generator.tuned import TunedEntry, load_spec_with_tuned, tuned_path, write_tuned
 
 __all__ = ["Trial", "TuneConfig", "TuneProgress", "TuneResult", "run_tune"]
 
@@ -243,8 +245,13 @@ def run_tune(config: TuneConfig, progress: TuneProgressCallback | None = None) -
     """
     notify = progress or (lambda _: None)
     objective = _check(config)
-    spec_path = Path(config.spec) if config.spec else None
-    spec = load_spec(spec_path)
+    spec_path = Path(config.spec) if config.spec else default_spec_path()
+    if config.write and spec_path.resolve() == bundled_example().resolve():
+        raise TuneError(
+            "tune writes the winner beside the spec, and the bundled example lives inside the installed package; "
+            "copy it (with its sources) somewhere of yours and pass that spec, or add --no-write"
+        )
+    spec, _ = load_spec_with_tuned(spec_path)
     names = {m.name for m in spec.models}
     unknown = [m for m in config.models if m not in names]
     if unknown:
@@ -487,7 +494,7 @@ def _tune_model(context: _Context, model: str, models_left: int) -> dict[str, An
                 _record(context, entry, trials)
             _confirm(context, bench, base, model, trials, entry)
         finally:
-            _restore(context, model)
+            _restore(context, model, base)
     return entry
 
 
@@ -532,7 +539,9 @@ def _trial(
     if role != "start":
         mark = context.server.log_size() if context.server else 0
         try:
-            context.control.load(model, None if role == "restart" else config_json(base, settings))
+            # The start config is loaded as Triton first reported it: a load without a config after one with
+            # a config keeps the last one (Triton sees the repository unchanged and does not reload it).
+            context.control.load(model, json.dumps(base) if role == "restart" else config_json(base, settings))
         except LoadTestError as error:
             reason = context.server.reason_since(mark) if context.server else ""
             trial.status, trial.error = "failed", f"{error}: {reason}" if reason else str(error)
@@ -672,10 +681,10 @@ def _confirm(
     _record(context, entry, trials)
 
 
-def _restore(context: _Context, model: str) -> None:
-    """Load the model with the repository's own config again (what the server had before the tune)."""
+def _restore(context: _Context, model: str, base: dict[str, Any]) -> None:
+    """Load the model with the config it had before the tune (as Triton reported it)."""
     with contextlib.suppress(LoadTestError):
-        context.control.load(model)
+        context.control.load(model, json.dumps(base))
 
 
 def _decide(result: TuneResult, config: TuneConfig) -> None:
@@ -722,10 +731,6 @@ def _write_back(
     result: TuneResult, config: TuneConfig, spec_path: Path | None, notify: TuneProgressCallback
 ) -> None:
     """Write the winners to the tuned file and rebuild the repository; on a failed rebuild, undo the file."""
-    from generator.tuned import TunedEntry, tuned_path, write_tuned
-
-    if spec_path is None:
-        raise TuneError("writing the winner back needs the spec's path; pass SPEC or use --no-write")
     path = tuned_path(spec_path)
     before = path.read_bytes() if path.is_file() else None
     run_id = result.report["run"]
