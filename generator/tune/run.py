@@ -21,13 +21,11 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import json
 import logging
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,25 +33,20 @@ from typing import Any
 from generator import __version__
 from generator.errors import GeneratorError, LoadTestError, TuneError
 from generator.gpus import NvmlUnavailable, detect_gpus
-from generator.harness.bench import Measurement, ModelBench, Steadiness
+from generator.harness.bench import Steadiness
 from generator.harness.control import ServerControl
-from generator.harness.session import LoadProgress
 from generator.harness.target import require_loopback, resolve_target
 from generator.repository import MANIFEST, link_or_copy_tree
 from generator.server import EmbeddedServer, find_free_port
 from generator.spec import Spec, bundled_example, default_spec_path
 from generator.tune.objective import Objective
 from generator.tune.report import write_tune_report
-from generator.tune.search import GridSearch, Outcome, make_search
 from generator.tune.space import (
-    Settings,
-    Space,
     SpaceOptions,
-    config_json,
     cpu_count,
     spec_settings,
-    start_settings,
 )
+from generator.tune.trials import ModelTuner, Stop, Trial, TuneContext, TuneProgress, TuneProgressCallback
 from generator.tuned import TunedEntry, load_spec_with_tuned, tuned_path, write_tuned
 
 __all__ = ["Trial", "TuneConfig", "TuneProgress", "TuneResult", "run_tune"]
@@ -61,26 +54,6 @@ __all__ = ["Trial", "TuneConfig", "TuneProgress", "TuneResult", "run_tune"]
 logger = logging.getLogger(__name__)
 
 _LOAD_TIMEOUT = 600.0
-_LEVEL_FIGURES = {
-    "throughput": ("throughput",),
-    "requests_per_s": ("requests_per_s",),
-    "p50_ms": ("latency_ms", "p50"),
-    "p90_ms": ("latency_ms", "p90"),
-    "p99_ms": ("latency_ms", "p99"),
-    "mean_ms": ("latency_ms", "mean"),
-    "error_rate": ("error_rate",),
-    "requests": ("requests",),
-    "failures": ("failures",),
-    "avg_batch_size": ("server", "avg_batch_size"),
-    "queue_us": ("server", "queue_us"),
-    "compute_input_us": ("server", "compute_input_us"),
-    "compute_infer_us": ("server", "compute_infer_us"),
-    "compute_output_us": ("server", "compute_output_us"),
-    "cpu_utilization": ("cpu_utilization",),
-    "memory_bytes": ("memory_bytes",),
-    "gpu_utilization": ("gpu_utilization",),
-    "gpu_memory_bytes": ("gpu_memory_bytes",),
-}
 
 
 @dataclass
@@ -114,83 +87,6 @@ class TuneConfig:
     use_tuned: bool = True
 
 
-@dataclass(frozen=True)
-class TuneProgress:
-    """Where a tune is, for a progress display.
-
-    Attributes:
-        stage: ``"building"``, ``"starting Triton"``, ``"loading"``, ``"measuring"``, ``"confirming"``,
-            ``"rebuilding"``, ...
-        model: The model being tuned ("" outside a model).
-        trial: The trial's number within the model.
-        trials: Trials planned for the model (the grid's size), or None when the search decides as it goes.
-        settings: The trial's settings, as a short line.
-        best: The best objective value so far, as a short line.
-        load: The load test's own progress while it measures.
-    """
-
-    stage: str
-    model: str = ""
-    trial: int = 0
-    trials: int | None = None
-    settings: str = ""
-    best: str = ""
-    load: LoadProgress | None = None
-
-
-TuneProgressCallback = Callable[[TuneProgress], None]
-
-
-@dataclass
-class Trial:
-    """One measured (or failed) candidate.
-
-    Attributes:
-        model: The model.
-        number: Its number within the model's trials, from 0 (the start config).
-        role: ``"start"``, ``"search"`` or ``"confirm"``.
-        settings: What was loaded.
-        status: ``"measured"``, ``"failed"`` (Triton refused it, or no request succeeded) or ``"aborted"``.
-        error: Why it failed, or None.
-        levels: The figures at each load level (condensed from the load-test runs) with their stability.
-        constraints: Each constraint's worst value over the levels and whether it held.
-        outcome: The score the search saw.
-        seconds: How long the trial took, loading included.
-        load_seconds: How long Triton took to load the candidate.
-    """
-
-    model: str
-    number: int
-    role: str
-    settings: Settings
-    status: str = "measured"
-    error: str | None = None
-    levels: list[dict[str, Any]] = field(default_factory=list)
-    constraints: dict[str, Any] = field(default_factory=dict)
-    outcome: Outcome = field(default_factory=lambda: Outcome(None))
-    seconds: float = 0.0
-    load_seconds: float = 0.0
-
-    def as_dict(self, run_id: str, objective: Objective) -> dict[str, Any]:
-        """Plain data for tune.json."""
-        return {
-            "number": self.number,
-            "id": f"{run_id}/{self.number}",
-            "role": self.role,
-            "settings": self.settings.as_dict(),
-            "describe": self.settings.describe(),
-            "status": self.status,
-            "error": self.error,
-            "objective": objective.value(self.outcome),
-            "feasible": self.outcome.feasible,
-            "violation": self.outcome.violation,
-            "constraints": self.constraints,
-            "levels": self.levels,
-            "seconds": round(self.seconds, 3),
-            "load_seconds": round(self.load_seconds, 3),
-        }
-
-
 @dataclass
 class TuneResult:
     """The outcome of :func:`run_tune`.
@@ -212,26 +108,6 @@ class TuneResult:
     tuned_file: Path | None = None
     build_output: str | None = None
     stopped: str | None = None
-
-
-class _Stop(Exception):
-    """The search cannot go on (the server died); the trials so far are kept."""
-
-
-@dataclass
-class _Context:
-    """What every trial of a run shares."""
-
-    config: TuneConfig
-    objective: Objective
-    control: ServerControl
-    server: EmbeddedServer | None
-    url: str
-    run_id: str
-    notify: TuneProgressCallback
-    deadline: float | None
-    report: dict[str, Any]
-    out: Path
 
 
 def run_tune(config: TuneConfig, progress: TuneProgressCallback | None = None) -> TuneResult:
@@ -270,11 +146,13 @@ def run_tune(config: TuneConfig, progress: TuneProgressCallback | None = None) -
             ServerControl(resolve_target(url, config.protocol), timeout=_LOAD_TIMEOUT)
         )
         deadline = time.monotonic() + config.budget_minutes * 60 if config.budget_minutes else None
-        context = _Context(config, objective, control, server, url, run_id, notify, deadline, report, out)
+        context = TuneContext(config, objective, control, server, url, run_id, notify, deadline, report, out)
+        tuners: list[ModelTuner] = []
         try:
             for index, model in enumerate(config.models):
-                report["models"][model] = _tune_model(context, model, len(config.models) - index)
-        except _Stop as reason:
+                tuners.append(ModelTuner(context, model, len(config.models) - index))
+                tuners[-1].run()
+        except Stop as reason:
             result.stopped = report["stopped"] = str(reason)
         except KeyboardInterrupt:
             report["stopped"] = "interrupted (Ctrl-C)"
@@ -282,7 +160,7 @@ def run_tune(config: TuneConfig, progress: TuneProgressCallback | None = None) -
             raise
     result.files = write_tune_report(report, out)
     if result.stopped is None:
-        _decide(result, config)
+        _decide(result, tuners)
         if config.write and result.winners:
             _write_back(result, config, spec_path, notify)
             result.files = write_tune_report(report, out)
@@ -440,291 +318,24 @@ def _report_head(
     }
 
 
-def _tune_model(context: _Context, model: str, models_left: int) -> dict[str, Any]:
-    """Search one model's settings; return its part of the report (also written as it goes)."""
-    config = context.config
-    _, base = context.control.model(model)
-    start = start_settings(base)
-    space = _space(config, base, start)
-    search = make_search(config.search, space)
-    planned = search.size if isinstance(search, GridSearch) else None
-    entry: dict[str, Any] = {
-        "space": space.describe(),
-        "start": start.as_dict(),
-        "trials": [],
-        "planned_trials": planned,
-    }
-    context.report["models"][model] = entry
-    trials: list[Trial] = []
-    seen: dict[Settings, Trial] = {}
-    budget_end = _model_deadline(context, models_left)
-    with ModelBench(
-        context.url,
-        model,
-        server=context.server,
-        protocol=config.protocol,
-        batch_size=config.batch_size,
-        data=str(config.data) if config.data else None,
-        seed=config.seed,
-        request_timeout=config.request_timeout,
-        allow_remote=config.allow_remote,
-    ) as bench:
-        try:
-            while (point := search.ask()) is not None:
-                settings = space.settings(point)
-                if settings in seen:
-                    search.tell(point, seen[settings].outcome)
-                    continue
-                if trials and not _time_for_another(trials, budget_end):
-                    entry["budget_reached"] = True
-                    break
-                trial = _trial(
-                    context,
-                    bench,
-                    base,
-                    model,
-                    len(trials),
-                    settings,
-                    "start" if not trials else "search",
-                    planned,
-                )
-                trials.append(trial)
-                seen[settings] = trial
-                search.tell(point, trial.outcome)
-                _record(context, entry, trials)
-            _confirm(context, bench, base, model, trials, entry)
-        finally:
-            _restore(context, model, base)
-    return entry
-
-
-def _space(config: TuneConfig, base: dict[str, Any], start: Settings) -> Space:
-    limit = start.max_batch_size
-    if limit > 0 and base.get("platform") != "tensorrt_plan" and base.get("backend") != "tensorrt":
-        limit = 2**16  # the batch axis is dynamic; a plan keeps the batch its engine was built for
-    warmups = [int(w.get("batch_size", 1)) for w in base.get("model_warmup") or []]
-    smallest = max([config.batch_size, *warmups])
-    return Space(start, config.space, limit, smallest, cpu_count())
-
-
-def _model_deadline(context: _Context, models_left: int) -> float | None:
-    if context.deadline is None:
-        return None
-    return time.monotonic() + max(0.0, context.deadline - time.monotonic()) / models_left
-
-
-def _time_for_another(trials: list[Trial], deadline: float | None) -> bool:
-    """Whether one more trial and the confirmation (two trials) fit before the deadline."""
-    if deadline is None:
-        return True
-    typical = sorted(t.seconds for t in trials)[len(trials) // 2]
-    return time.monotonic() + 3 * typical <= deadline
-
-
-def _trial(
-    context: _Context,
-    bench: ModelBench,
-    base: dict[str, Any],
-    model: str,
-    number: int,
-    settings: Settings,
-    role: str,
-    planned: int | None,
-) -> Trial:
-    """Load ``settings`` (the start config is measured as loaded) and measure it at every level."""
-    trial = Trial(model, number, role, settings)
-    started = time.monotonic()
-    show = TuneProgress("loading", model, number, planned, settings.describe(), _best_line(context, model))
-    context.notify(show)
-    if role != "start":
-        mark = context.server.log_size() if context.server else 0
-        try:
-            # The start config is loaded as Triton first reported it: a load without a config after one with
-            # a config keeps the last one (Triton sees the repository unchanged and does not reload it).
-            context.control.load(model, json.dumps(base) if role == "restart" else config_json(base, settings))
-        except LoadTestError as error:
-            reason = context.server.reason_since(mark) if context.server else ""
-            trial.status, trial.error = "failed", f"{error}: {reason}" if reason else str(error)
-            trial.seconds = time.monotonic() - started
-            _check_alive(context, model, number)
-            return trial
-    trial.load_seconds = time.monotonic() - started
-
-    def relay(load: LoadProgress) -> None:
-        context.notify(TuneProgress("measuring", model, number, planned, show.settings, show.best, load))
-
-    measurement = bench.measure(context.config.users, context.config.steadiness, relay)
-    _score(context, trial, measurement)
-    trial.seconds = time.monotonic() - started
-    if measurement.aborted:
-        trial.status, trial.error = "aborted", measurement.aborted
-        raise _Stop(f"{measurement.aborted} (trial {number} of model '{model}')")
-    return trial
-
-
-def _score(context: _Context, trial: Trial, measurement: Measurement) -> None:
-    runs = measurement.levels
-    trial.levels = [_condensed(run) for run in runs]
-    trial.constraints = {
-        text: {"value": c["value"], "passed": c["passed"]}
-        for text, c in context.objective.constraints(runs).items()
-    }
-    trial.outcome = context.objective.outcome(runs, len(context.config.users))
-    if runs and all(run.get("requests", 0) == run.get("failures", 0) for run in runs):
-        trial.status = "failed"
-        first = next((e for run in runs for e in run.get("errors", [])), None)
-        trial.error = f"every request failed: {first.get('message') if isinstance(first, dict) else first}"
-        trial.outcome = Outcome(None)
-
-
-def _condensed(run: dict[str, Any]) -> dict[str, Any]:
-    figures: dict[str, Any] = {"users": run.get("users")}
-    for name, path in _LEVEL_FIGURES.items():
-        value: Any = run
-        for key in path:
-            value = value.get(key) if isinstance(value, dict) else None
-        figures[name] = value
-    figures["stability"] = run.get("stability")
-    return figures
-
-
-def _check_alive(context: _Context, model: str, number: int) -> None:
-    server = context.server
-    if server is not None and not server.is_running():
-        raise _Stop(f"the Triton server process exited while loading trial {number} of model '{model}'")
-    if server is None and not context.control.is_live():
-        raise _Stop(
-            f"Triton at {context.url} stopped answering while loading trial {number} of model '{model}'"
-        )
-
-
-def _best(trials: list[Trial]) -> Trial | None:
-    measured = [t for t in trials if t.role != "confirm" and t.outcome.score is not None]
-    return max(measured, key=lambda t: t.outcome.key()) if measured else None
-
-
-def _best_line(context: _Context, model: str) -> str:
-    entry = context.report["models"].get(model) or {}
-    best = entry.get("best")
-    if not best or best.get("objective") is None:
-        return ""
-    unit = "infer/s" if context.objective.maximise else "ms"
-    return f"best {best['objective']:.4g} {unit} (trial {best['number']})"
-
-
-def _record(context: _Context, entry: dict[str, Any], trials: list[Trial]) -> None:
-    """Put the trials and the best so far in the report, and write tune.json now (nothing measured is lost)."""
-    entry["trials"] = [t.as_dict(context.run_id, context.objective) for t in trials]
-    best = _best(trials)
-    entry["best"] = best.as_dict(context.run_id, context.objective) if best else None
-    entry["best_per_level"] = _best_per_level(context, trials)
-    write_tune_report(context.report, context.out, html=False)
-
-
-def _best_per_level(context: _Context, trials: list[Trial]) -> dict[str, Any]:
-    metric = context.objective.metric
-    sign = 1.0 if context.objective.maximise else -1.0
-    best: dict[str, Any] = {}
-    for index, users in enumerate(context.config.users):
-        candidates = [
-            (sign * t.levels[index][metric], t)
-            for t in trials
-            if t.role != "confirm"
-            and t.outcome.feasible
-            and index < len(t.levels)
-            and t.levels[index].get(metric) is not None
-        ]
-        if candidates:
-            value, trial = max(candidates, key=lambda c: c[0])
-            best[str(users)] = {
-                "trial": trial.number,
-                metric: sign * value,
-                "describe": trial.settings.describe(),
-            }
-    return best
-
-
-def _confirm(
-    context: _Context,
-    bench: ModelBench,
-    base: dict[str, Any],
-    model: str,
-    trials: list[Trial],
-    entry: dict[str, Any],
-) -> None:
-    """Measure the best trial and the start config again, side by side; the best must still win."""
-    best = _best(trials)
-    start = trials[0] if trials else None
-    entry["winner"] = None
-    if best is None or start is None:
-        entry["verdict"] = "no trial was measured"
-        return
-    if not best.outcome.feasible:
-        entry["verdict"] = "no trial met the constraints"
-        return
-    if best is start:
-        entry["verdict"] = "the start config is the best measured; nothing to change"
-        return
-    again_start = _trial(context, bench, base, model, len(trials), start.settings, "restart", None)
-    again_start.role = "confirm"
-    again_best = _trial(context, bench, base, model, len(trials) + 1, best.settings, "confirm", None)
-    trials += [again_start, again_best]
-    confirmed = again_best.outcome.feasible and again_best.outcome.beats(again_start.outcome)
-    entry["confirmation"] = {"start": again_start.number, "best": again_best.number, "confirmed": confirmed}
-    if confirmed:
-        entry["winner"] = best.number
-        entry["verdict"] = f"trial {best.number} confirmed: it beat the start config again"
-    else:
-        entry["verdict"] = (
-            f"trial {best.number} did not beat the start config when both were measured again; nothing to change"
-        )
-    _record(context, entry, trials)
-
-
-def _restore(context: _Context, model: str, base: dict[str, Any]) -> None:
-    """Load the model with the config it had before the tune (as Triton reported it)."""
-    with contextlib.suppress(LoadTestError):
-        context.control.load(model, json.dumps(base))
-
-
-def _decide(result: TuneResult, config: TuneConfig) -> None:
+def _decide(result: TuneResult, tuners: list[ModelTuner]) -> None:
     """The winners to write, and the models whose trials all broke a constraint (the closest named)."""
-    for model in config.models:
-        entry = result.report["models"].get(model) or {}
-        trials = entry.get("trials", [])
-        winner = entry.get("winner")
-        if winner is not None:
-            trial = next(t for t in trials if t["number"] == winner)
-            result.winners[model] = _trial_back(model, trial)
+    for tuner in tuners:
+        if tuner.winner is not None:
+            result.winners[tuner.model] = tuner.winner
             continue
-        measured = [t for t in trials if t["objective"] is not None and t["role"] != "confirm"]
-        if measured and not any(t["feasible"] for t in measured):
-            closest = min(measured, key=lambda t: t["violation"])
+        measured = [t for t in tuner.trials if t.outcome.score is not None and t.role != "confirm"]
+        if measured and not any(t.outcome.feasible for t in measured):
+            closest = min(measured, key=lambda t: t.outcome.violation)
             broken = [
-                f"{k} ({v['value']:.4g})"
-                for k, v in closest["constraints"].items()
-                if not v["passed"] and v["value"] is not None
+                f"{text} ({c['value']:.4g})"
+                for text, c in closest.constraints.items()
+                if not c["passed"] and c["value"] is not None
             ]
-            result.unmet[model] = (
-                f"model '{model}': no trial met the constraints; the closest was trial {closest['number']} "
-                f"({closest['describe']}), which broke {', '.join(broken) or 'a constraint'}"
+            result.unmet[tuner.model] = (
+                f"model '{tuner.model}': no trial met the constraints; the closest was trial {closest.number} "
+                f"({closest.settings.describe()}), which broke {', '.join(broken) or 'a constraint'}"
             )
-
-
-def _trial_back(model: str, data: dict[str, Any]) -> Trial:
-    s = data["settings"]
-    settings = Settings(
-        instances=s["instances"],
-        threads=s["threads"],
-        max_batch_size=s["max_batch_size"],
-        batching=s["batching"],
-        queue_delay_us=s["queue_delay_us"],
-        preferred=tuple(s["preferred"]),
-        gpus=tuple(s["gpus"]) if s["gpus"] is not None else None,
-    )
-    trial = Trial(model, data["number"], data["role"], settings, levels=data["levels"])
-    trial.outcome = Outcome(data["objective"], data["violation"])
-    return trial
 
 
 def _write_back(
