@@ -387,6 +387,16 @@ class EmbeddedServer:
         """Why the server is down for good (it died and was not restarted), as one line; else None."""
         return self._failure
 
+    def stub_count(self) -> int:
+        """Backend stub processes alive now (one per Python-backend model instance; 0 when not running)."""
+        pid = self.pid
+        if pid is None:
+            return 0
+        try:
+            return len(psutil.Process(pid).children(recursive=False))
+        except psutil.Error:
+            return 0
+
     def log_size(self) -> int:
         """Bytes in the server log now: mark it before an action, then ask :meth:`reason_since` after."""
         try:

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import gevent
+
 from generator.errors import LoadTestError
 from generator.harness.bench import Measurement, ModelBench
 from generator.harness.control import ServerControl
@@ -29,6 +31,8 @@ from generator.tune.space import Settings, Space, config_json, cpu_count, start_
 
 if TYPE_CHECKING:
     from generator.tune.run import TuneConfig
+
+_SETTLE_SECONDS = 30.0
 
 __all__ = ["ModelTuner", "Stop", "Trial", "TuneContext", "TuneProgress", "TuneProgressCallback"]
 
@@ -182,6 +186,8 @@ class ModelTuner:
             self.deadline = time.monotonic() + max(0.0, context.deadline - time.monotonic()) / models_left
         self.bench: ModelBench | None = None
         self.winner: Trial | None = None
+        # The embedded server runs one stub process per instance: those of the other models stay.
+        self._other_stubs = context.server.stub_count() - start.instances if context.server else 0
 
     def _space(self, start: Settings) -> Space:
         limit = start.max_batch_size
@@ -262,6 +268,7 @@ class ModelTuner:
                 trial.seconds = time.monotonic() - started
                 self._check_alive(number)
                 return trial
+            self._settle(settings)
         trial.load_seconds = time.monotonic() - started
 
         def relay(load: LoadProgress) -> None:
@@ -279,6 +286,16 @@ class ModelTuner:
             self._record()
             raise Stop(f"{measurement.aborted} (trial {number} of model '{self.model}')")
         return trial
+
+    def _settle(self, settings: Settings) -> None:
+        """Wait until the instances a reload replaced have exited (Triton ends them a few seconds after the
+        load returns): until then they hold memory and CPU that the new config would be charged with."""
+        server = self.context.server
+        if server is None:
+            return
+        deadline = time.monotonic() + _SETTLE_SECONDS
+        while server.stub_count() > self._other_stubs + settings.instances and time.monotonic() < deadline:
+            gevent.sleep(0.1)
 
     def _score(self, trial: Trial, measurement: Measurement) -> None:
         objective = self.context.objective
