@@ -1,8 +1,8 @@
 """Benchmark: search strategies replayed on measured grids (from ``perf/bench_tune.py``), no server needed.
 
 Each saved grid (``perf/results/tune-grid-*.json``) holds every settings of a space with its measured
-objective and constraint outcome. This replays, on that table, ``quick`` (the hill climb ``tune`` uses),
-random search and, when installed, Optuna's TPE sampler, and reports for each: the trials it ran, the best
+objective and constraint outcome. This replays, on that table, ``quick`` (the greedy hill climb ``tune`` uses),
+steepest-ascent hill climbing, random search and, when installed, Optuna's TPE sampler, and reports for each: the trials it ran, the best
 objective it found as a share of the grid's best, and how often it reached 95% of it. A measurement is
 never exact, so each strategy is also replayed with multiplicative noise (``--noise``, default 5%) on every
 value it sees, over many seeds; the share is always scored on the noise-free table.
@@ -23,7 +23,7 @@ import random
 import statistics
 from typing import Any
 
-from generator.tune.search import HillClimb, Outcome, RandomSearch, Search
+from generator.tune.search import GreedyClimb, HillClimb, Outcome, RandomSearch, Search
 from generator.tune.space import Settings, Space, SpaceOptions
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -142,12 +142,14 @@ def compare(path: Path, seeds: int, noise_level: float) -> None:
     print(f"{model}: grid of {len(table)} trials, best objective {abs(best.score or 0):,.1f}")
     for noise in (0.0, noise_level):
         print(f" noise {noise:.0%}:")
-        quick = [
-            replay(HillClimb(space), space, table, noise, random.Random(s))
-            for s in range(seeds if noise else 1)
-        ]
-        print(summarise("quick", [(t, share(c)) for t, c in quick], len(table)))
-        budget = max(t for t, _ in quick)
+        runs_of = seeds if noise else 1
+        climbs = {}
+        for name, kind in (("quick", GreedyClimb), ("steepest", HillClimb)):
+            climbs[name] = [
+                replay(kind(space), space, table, noise, random.Random(s)) for s in range(runs_of)
+            ]
+            print(summarise(name, [(t, share(c)) for t, c in climbs[name]], len(table)))
+        budget = max(t for runs in climbs.values() for t, _ in runs)
         chance = [
             replay(RandomSearch(space, seed=s, limit=budget), space, table, noise, random.Random(s))
             for s in range(seeds)

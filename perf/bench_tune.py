@@ -157,8 +157,7 @@ def side_by_side(
             repository, http_port=find_free_port(), grpc_port=find_free_port(), metrics_port=find_free_port(),
             supervise=False,
         )  # fmt: skip
-        with server:
-            server.start()
+        with server:  # started on entry, stopped on exit
             url = f"http://{server.endpoints.http}"
             control = ServerControl(resolve_target(url), timeout=600)
             _, base = control.model(model)
@@ -196,6 +195,7 @@ def main() -> None:
     parser.add_argument("--window", type=float, default=1.0)
     parser.add_argument("--max-p99-ms", type=float, default=50.0)
     parser.add_argument("--save", default=str(Path(__file__).resolve().parent / "results"))
+    parser.add_argument("--reuse-grid", action="store_true", help="reuse a grid saved by an earlier run")
     args = parser.parse_args()
     save = Path(args.save)
     save.mkdir(parents=True, exist_ok=True)
@@ -205,8 +205,15 @@ def main() -> None:
         for which in args.models.split(","):
             spec, model = project(work / which, which)
             build_in_child(spec, None, "cpu", None)  # export once; the tunes reuse it
-            grid = tune(spec, model, "grid", args, work / f"{which}-grid")
-            (save / f"tune-grid-{model}.json").write_text(json.dumps(grid["report"], indent=1))
+            saved = save / f"tune-grid-{model}.json"
+            if args.reuse_grid and saved.is_file():  # the reference is long to measure: reuse the last one
+                grid = json.loads(saved.with_suffix(".summary.json").read_text())
+                grid["report"] = json.loads(saved.read_text())
+            else:
+                grid = tune(spec, model, "grid", args, work / f"{which}-grid")
+                saved.write_text(json.dumps(grid["report"], indent=1))
+                summary_of_grid = {k: v for k, v in grid.items() if k != "report"}
+                saved.with_suffix(".summary.json").write_text(json.dumps(summary_of_grid, indent=1))
             quick = tune(spec, model, "quick", args, work / f"{which}-quick")
             chosen = settings_of((quick["best"] or grid["best"])["settings"])
             figures = side_by_side(spec, model, chosen, args.rounds, args.window)

@@ -89,7 +89,9 @@ class Objective:
     def describe(self, levels: list[int]) -> str:
         """One line: ``max throughput at 1, 16 users subject to p99_ms <= 20``."""
         plural = "s" if levels != [1] else ""
-        goal = f"{'max' if self.maximise else 'min'} {self.metric} at {', '.join(map(str, levels))} user{plural}"
+        goal = (
+            f"{'max' if self.maximise else 'min'} {self.metric} at {', '.join(map(str, levels))} user{plural}"
+        )
         shown = [_negate(b) for b in self.bounds if b.text != "error_rate>0"]
         return goal + (f" subject to {' and '.join(shown)}" if shown else "")
 

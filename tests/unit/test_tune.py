@@ -12,7 +12,7 @@ from generator.errors import TuneError
 from generator.loadreport.gate import parse_bound
 from generator.tune.objective import Objective, parse_bytes
 from generator.tune.report import pareto_front
-from generator.tune.search import GridSearch, HillClimb, Outcome, RandomSearch
+from generator.tune.search import GreedyClimb, GridSearch, HillClimb, Outcome, RandomSearch, make_search
 from generator.tune.space import Settings, Space, SpaceOptions, config_json, spec_settings, start_settings
 
 BASE = {
@@ -145,19 +145,39 @@ def test_grid_tries_every_distinct_settings_once() -> None:
     assert best == max(_synthetic(space)(space.settings(p)).score for p in space.points())
 
 
-def test_quick_reaches_near_the_grids_best_in_far_fewer_trials() -> None:
+@pytest.mark.parametrize("strategy", [GreedyClimb, HillClimb])
+def test_climbs_reach_near_the_grids_best_in_far_fewer_trials(strategy: type) -> None:
     space = _space()
     grid_trials, grid_best = _run(GridSearch(space), space, _synthetic(space))
-    quick = HillClimb(space)
-    quick_trials, quick_best = _run(quick, space, _synthetic(space))
-    assert quick_best >= 0.95 * grid_best
-    assert quick_trials <= grid_trials / 3
-    assert quick.moves >= 1
+    climb = strategy(space)
+    trials, best = _run(climb, space, _synthetic(space))
+    assert best >= 0.95 * grid_best
+    assert trials <= grid_trials / 3
+    assert climb.moves >= 1
 
 
-def test_quick_stays_put_when_nothing_beats_the_start_by_the_margin() -> None:
+def test_quick_is_the_greedy_climb() -> None:
+    assert isinstance(make_search("quick", _space()), GreedyClimb)
+    assert isinstance(make_search("grid", _space()), GridSearch)
+
+
+def test_quick_holds_up_under_measurement_noise() -> None:
     space = _space()
-    flat = HillClimb(space, margin=0.05)
+    _, grid_best = _run(GridSearch(space), space, _synthetic(space))
+    reached = 0
+    for seed in range(20):
+        search = GreedyClimb(space)
+        _run(search, space, _synthetic(space, noise=0.02, seed=seed))
+        assert search.current_outcome is not None
+        true = _synthetic(space)(space.settings(search.current)).score
+        reached += true >= 0.95 * grid_best
+    assert reached >= 18
+
+
+@pytest.mark.parametrize("strategy", [GreedyClimb, HillClimb])
+def test_climbs_stay_put_when_nothing_beats_the_start_by_the_margin(strategy: type) -> None:
+    space = _space()
+    flat = strategy(space, margin=0.05)
     trials, _ = _run(flat, space, lambda s: Outcome(1000.0 + (1.0 if s.instances == 1 else 0.0)))
     assert flat.moves == 0 and flat.current == space.start
     assert trials == 1 + len(
@@ -165,7 +185,8 @@ def test_quick_stays_put_when_nothing_beats_the_start_by_the_margin() -> None:
     )
 
 
-def test_quick_moves_from_an_infeasible_start_to_a_feasible_point() -> None:
+@pytest.mark.parametrize("strategy", [GreedyClimb, HillClimb])
+def test_climbs_move_from_an_infeasible_start_to_a_feasible_point(strategy: type) -> None:
     space = _space()
 
     def score(settings: Settings) -> Outcome:
@@ -173,7 +194,7 @@ def test_quick_moves_from_an_infeasible_start_to_a_feasible_point() -> None:
             return Outcome(2000.0, violation=0.5)  # fast but breaks a constraint
         return Outcome(1000.0)
 
-    search = HillClimb(space)
+    search = strategy(space)
     _run(search, space, score)
     assert search.current_outcome is not None and search.current_outcome.feasible
 
