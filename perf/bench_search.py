@@ -1,9 +1,10 @@
 """Benchmark: search strategies replayed on measured grids (from ``perf/bench_tune.py``), no server needed.
 
 Each saved grid (``perf/results/tune-grid-*.json``) holds every settings of a space with its measured
-objective and constraint outcome. This replays, on that table, ``quick`` (the greedy hill climb ``tune`` uses),
-steepest-ascent hill climbing, random search and, when installed, Optuna's TPE sampler, and reports for each: the trials it ran, the best
-objective it found as a share of the grid's best, and how often it reached 95% of it. A measurement is
+objective and constraint outcome. This replays, on that table, ``quick`` (the greedy hill climb ``tune``
+uses), steepest-ascent hill climbing, random search and, when installed, Optuna's TPE sampler, and reports
+for each: the trials it ran, the best objective it found as a share of the grid's best, and how often it
+reached 95% of it. A measurement is
 never exact, so each strategy is also replayed with multiplicative noise (``--noise``, default 5%) on every
 value it sees, over many seeds; the share is always scored on the noise-free table.
 
