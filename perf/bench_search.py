@@ -24,7 +24,7 @@ import random
 import statistics
 from typing import Any
 
-from generator.tune.search import GreedyClimb, HillClimb, Outcome, RandomSearch, Search
+from generator.tune.search import BestFirst, GreedyClimb, HillClimb, Outcome, RandomSearch, Search
 from generator.tune.space import Settings, Space, SpaceOptions
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -151,6 +151,12 @@ def compare(path: Path, seeds: int, noise_level: float) -> None:
             ]
             print(summarise(name, [(t, share(c)) for t, c in climbs[name]], len(table)))
         budget = max(t for runs in climbs.values() for t, _ in runs)
+        third = -(-len(table) // 3)
+        best_first = [
+            replay(BestFirst(space, limit=third), space, table, noise, random.Random(s))
+            for s in range(runs_of)
+        ]
+        print(summarise("best-first", [(t, share(c)) for t, c in best_first], len(table)))
         chance = [
             replay(RandomSearch(space, seed=s, limit=budget), space, table, noise, random.Random(s))
             for s in range(seeds)

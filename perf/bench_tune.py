@@ -164,7 +164,8 @@ def side_by_side(
             figures: dict[str, list[dict]] = {"default": [], "tuned": []}
             with ModelBench(url, model, server=server) as bench:
                 for _ in range(rounds):
-                    for label, config in (("default", None), ("tuned", config_json(base, chosen))):
+                    # Both as config JSON: a bare reload after an override would keep the override.
+                    for label, config in (("default", json.dumps(base)), ("tuned", config_json(base, chosen))):
                         control.load(model, config)
                         measured = bench.measure(
                             [1, 16], Steadiness(window=window, warmup=1.0, least=3, most=6)

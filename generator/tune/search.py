@@ -229,6 +229,41 @@ class GreedyClimb(Search):
         ]
 
 
+class BestFirst(Search):
+    """Best-first local search: always measure the next unmeasured neighbour of the best point measured so far
+    that still has one (a yardstick: it runs until ``limit`` trials or the whole space).
+
+    Args:
+        space: The space.
+        limit: Trials at most (None: no limit).
+    """
+
+    name = "best-first"
+
+    def __init__(self, space: Space, limit: int | None = None) -> None:
+        super().__init__(space)
+        self.limit = limit
+        self._outcomes: dict[Settings, tuple[Point, Outcome]] = {}
+        self._asked = 0
+
+    def ask(self) -> Point | None:
+        if self.limit is not None and self._asked >= self.limit:
+            return None
+        if not self._outcomes:
+            self._asked += 1
+            return self.space.start
+        ranked = sorted(self._outcomes.values(), key=lambda item: item[1].key(), reverse=True)
+        for point, _ in ranked:
+            for neighbour in self.space.neighbours(point):
+                if self.space.settings(neighbour) not in self._outcomes:
+                    self._asked += 1
+                    return neighbour
+        return None
+
+    def tell(self, point: Point, outcome: Outcome) -> None:
+        self._outcomes.setdefault(self.space.settings(point), (point, outcome))
+
+
 class RandomSearch(Search):
     """Points drawn at random without repeats, the start first (a yardstick, not a default)."""
 
