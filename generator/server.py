@@ -61,7 +61,7 @@ import psutil
 
 from generator.errors import ServerError
 
-__all__ = ["EmbeddedServer", "Endpoints", "TritonInstall", "find_free_port", "locate_triton"]
+__all__ = ["EmbeddedServer", "Endpoints", "TritonInstall", "find_free_port", "launch_files", "locate_triton"]
 
 logger = logging.getLogger(__name__)
 
@@ -283,6 +283,36 @@ def _clean(message: str) -> str:
     message = message.replace("\\n", "\n").replace('\\"', '"')
     message = re.split(r"\n\s*At:\s*\n", message, maxsplit=1)[0]
     return " ".join(message.split())
+
+
+def _lay_out_backends(install: TritonInstall, stub: Path, backends: Path) -> Path:
+    """The backend directory the server runs with: the Python backend and tritongen's CPU backend."""
+    python_dir = backends / "python"
+    python_dir.mkdir(parents=True)
+    for item in (install.backends_dir / "python").iterdir():
+        if item.is_file():
+            shutil.copy2(item, python_dir / item.name)
+    shutil.copy2(stub, python_dir / _STUB_NAME)
+    if not _CPU_BACKEND.is_file():
+        raise ServerError(
+            f"tritongen's ONNX/TorchScript backend ({_CPU_BACKEND}) is missing; reinstall tritongen"
+        )
+    for name in ("onnxruntime", "pytorch"):  # platforms onnxruntime_onnx and pytorch_libtorch
+        (backends / name).mkdir()
+        shutil.copy2(_CPU_BACKEND, backends / name / "model.py")
+    return backends
+
+
+def launch_files(directory: Path) -> tuple[Path, Path, dict[str, str]]:
+    """What another launcher (Model Analyzer's, a script) needs to run the bundled ``tritonserver`` as the
+    embedded server does: the binary, a backend directory laid out in ``directory``, and the environment.
+
+    Raises:
+        ServerError: The server or its backends are missing.
+    """
+    install = locate_triton()
+    backends = _lay_out_backends(install, install.stub_for(), Path(directory) / "backends")
+    return install.binary, backends, EmbeddedServer._environment(install, _libpython_dir())
 
 
 class EmbeddedServer:
@@ -552,21 +582,7 @@ class EmbeddedServer:
 
     def _prepare_backends(self, install: TritonInstall, stub: Path) -> Path:
         assert self._workdir is not None
-        backends = self._workdir / "backends"
-        python_dir = backends / "python"
-        python_dir.mkdir(parents=True)
-        for item in (install.backends_dir / "python").iterdir():
-            if item.is_file():
-                shutil.copy2(item, python_dir / item.name)
-        shutil.copy2(stub, python_dir / _STUB_NAME)
-        if not _CPU_BACKEND.is_file():
-            raise ServerError(
-                f"tritongen's ONNX/TorchScript backend ({_CPU_BACKEND}) is missing; reinstall tritongen"
-            )
-        for name in ("onnxruntime", "pytorch"):  # platforms onnxruntime_onnx and pytorch_libtorch
-            (backends / name).mkdir()
-            shutil.copy2(_CPU_BACKEND, backends / name / "model.py")
-        return backends
+        return _lay_out_backends(install, stub, self._workdir / "backends")
 
     def _command(self, install: TritonInstall, backends: Path) -> list[str]:
         return [

@@ -73,7 +73,7 @@ from bench_harness import PerfAnalyzerUnavailable, fetch_perf_analyzer, library_
 from generator.errors import GeneratorError
 from generator.harness.control import ServerControl
 from generator.harness.target import resolve_target
-from generator.server import EmbeddedServer, _libpython_dir, find_free_port, locate_triton
+from generator.server import EmbeddedServer, find_free_port, launch_files
 from generator.spec import bundled_example
 from generator.tune.space import Settings, SpaceOptions, config_json, start_settings
 
@@ -182,11 +182,7 @@ def write_wrappers(scratch: Path) -> Wrappers:
     Raises:
         ModelAnalyzerFailed: perf_analyzer or the Triton files are not available.
     """
-    install = locate_triton()
-    layout = EmbeddedServer(scratch)  # never started: only its backend-directory layout is used
-    layout._workdir = scratch / "triton"
-    backends = layout._prepare_backends(install, install.stub_for())
-    env = EmbeddedServer._environment(install, _libpython_dir())
+    binary, backends, env = launch_files(scratch / "triton")
     pids = scratch / "pids"
     shm_prefix = f"tritongen_ma{os.getpid()}_"
     server = scratch / "tritonserver"
@@ -196,7 +192,7 @@ def write_wrappers(scratch: Path) -> Wrappers:
         f'echo "$$ tritonserver" >> {shlex.quote(str(pids))}\n'
         f"export LD_LIBRARY_PATH={shlex.quote(env['LD_LIBRARY_PATH'])}\n"
         f"export PATH={shlex.quote(env['PATH'])}\n"
-        f'exec {shlex.quote(str(install.binary))} "$@" --backend-directory={shlex.quote(str(backends))} '
+        f'exec {shlex.quote(str(binary))} "$@" --backend-directory={shlex.quote(str(backends))} '
         f"--backend-config=python,shm-region-prefix-name={shm_prefix} --allow-gpu-metrics=false\n"
     )
     try:

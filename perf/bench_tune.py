@@ -165,7 +165,10 @@ def side_by_side(
             with ModelBench(url, model, server=server) as bench:
                 for _ in range(rounds):
                     # Both as config JSON: a bare reload after an override would keep the override.
-                    for label, config in (("default", json.dumps(base)), ("tuned", config_json(base, chosen))):
+                    for label, config in (
+                        ("default", json.dumps(base)),
+                        ("tuned", config_json(base, chosen)),
+                    ):
                         control.load(model, config)
                         measured = bench.measure(
                             [1, 16], Steadiness(window=window, warmup=1.0, least=3, most=6)
