@@ -72,7 +72,7 @@ SPACE = SpaceOptions(
     threads=[None, 1],
     max_batch_sizes=[64],
     batching=[False, True],
-    queue_delays=[0, 500],
+    queue_delays=[0, 100, 500],
     preferred=["start", "none"],
 )
 

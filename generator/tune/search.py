@@ -167,11 +167,13 @@ class HillClimb(Search):
 
 
 class GreedyClimb(Search):
-    """First-improvement hill climbing from the start point, with a noise margin.
+    """First-improvement hill climbing from the start point, with a noise margin and a second look.
 
     Tries the current point's neighbours one at a time (one value down or up, dimension by dimension) and
-    moves to the first that beats it by more than ``margin``; after a move it first tries one more step
-    the same way. Stops when no neighbour beats the current point.
+    moves to the first that beats it by more than ``margin``; after a move it first tries one more step the
+    same way. When no neighbour beats the current point, it goes back to the start config's neighbours it has
+    not measured (each differs from the user's config in one setting) and climbs again from any that beats
+    the best so far; it stops when those are measured too.
 
     Args:
         space: The space.
@@ -187,13 +189,15 @@ class GreedyClimb(Search):
         self.current_outcome: Outcome | None = None
         self._outcomes: dict[Settings, Outcome] = {}
         self._pending: list[Point] = [space.start]
+        self._second_look: list[Point] = []
         self.moves = 0
 
     def ask(self) -> Point | None:
-        while self._pending:
-            point = self._pending.pop(0)
-            if self.space.settings(point) not in self._outcomes:
-                return point
+        for queue in (self._pending, self._second_look):
+            while queue:
+                point = queue.pop(0)
+                if self.space.settings(point) not in self._outcomes:
+                    return point
         return None
 
     def tell(self, point: Point, outcome: Outcome) -> None:
@@ -201,6 +205,7 @@ class GreedyClimb(Search):
         if self.current_outcome is None:
             self.current_outcome = outcome
             self._pending = self._around(self.current, None)
+            self._second_look = list(self._pending)
         elif outcome.beats(self.current_outcome, self.margin):
             direction = next(
                 (
@@ -210,6 +215,8 @@ class GreedyClimb(Search):
                 ),
                 None,
             )
+            if direction is not None and sum(a != b for a, b in zip(self.current, point, strict=True)) > 1:
+                direction = None  # a jump back to the start's neighbourhood: no direction to go on in
             self.current, self.current_outcome = point, outcome
             self.moves += 1
             self._pending = self._around(point, direction)
