@@ -84,7 +84,6 @@ class TuneConfig:
     seed: int = 0
     request_timeout: float = 30.0
     templates: str | Path | None = None
-    use_tuned: bool = True
 
 
 @dataclass
