@@ -50,6 +50,10 @@ class PerfAnalyzerUnavailable(Exception):
     """perf_analyzer cannot be fetched or run here; the message says why."""
 
 
+class PerfAnalyzerUnstable(Exception):
+    """perf_analyzer ran but found no stable measurement (a busy machine); that round goes without it."""
+
+
 def build_example(repo: Path) -> None:
     """Build the bundled example into ``repo`` in a child process.
 
@@ -135,7 +139,7 @@ def perf_analyzer(
         command = [
             str(binary), "-m", MODEL, "-u", url, "-i", protocol, "-b", "1",
             "--concurrency-range", str(concurrency), "--measurement-interval", str(int(seconds * 1000 / 3)),
-            "--stability-percentage", "100", "--max-trials", "3", "-f", str(out),
+            "--stability-percentage", "100", "--max-trials", "6", "-f", str(out),
         ]  # fmt: skip
         env = {
             **os.environ,
@@ -145,10 +149,10 @@ def perf_analyzer(
         }
         result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=seconds * 10 + 120)
         if result.returncode != 0 or not out.is_file():
-            tail = (result.stderr or result.stdout).strip().splitlines()[-3:]
-            raise PerfAnalyzerUnavailable(
-                f"perf_analyzer exited with {result.returncode}: {' | '.join(tail)}"
-            )
+            tail = " | ".join((result.stderr or result.stdout).strip().splitlines()[-3:])
+            if "stable measurement" in tail:
+                raise PerfAnalyzerUnstable(tail)
+            raise PerfAnalyzerUnavailable(f"perf_analyzer exited with {result.returncode}: {tail}")
         [row] = list(csv.DictReader(out.open()))
     return {
         "throughput": float(row["Inferences/Second"]),
@@ -232,6 +236,9 @@ def main() -> None:
                                 )
                             except PerfAnalyzerUnavailable as error:
                                 pa_error = str(error)
+                                continue
+                            except PerfAnalyzerUnstable as error:
+                                print(f"round {round_index + 1} {protocol}: perf_analyzer skipped: {error}")
                                 continue
                         else:
                             workers = 2 if "workers" in label else 0
