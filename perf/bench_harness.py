@@ -14,7 +14,7 @@ still cannot run, the benchmark says why and prints the harness's figures alone.
 Note: on a small machine the client and the server compete for the same cores; compare ratios measured
 in one run, not absolute figures across machines.
 
-Run: ``python perf/bench_harness.py [--concurrency 8] [--duration 6] [--rounds 2] [--protocols http,grpc]``.
+Run: ``python perf/bench_harness.py [--concurrency 8] [--duration 6] [--rounds 3] [--protocols http,grpc]``.
 """
 
 from __future__ import annotations
@@ -31,13 +31,13 @@ import argparse
 import csv
 import logging
 import os
+import resource
 import shutil
 import statistics
 import subprocess
 import tempfile
 import zipfile
 
-from generator.build import build
 from generator.server import EmbeddedServer, find_free_port, locate_triton
 from generator.spec import bundled_example
 
@@ -48,6 +48,22 @@ PA_MEMBER = f"tritonclient-{PA_WHEEL_VERSION}.data/data/bin/perf_analyzer"
 
 class PerfAnalyzerUnavailable(Exception):
     """perf_analyzer cannot be fetched or run here; the message says why."""
+
+
+class PerfAnalyzerUnstable(Exception):
+    """perf_analyzer ran but found no stable measurement (a busy machine); that round goes without it."""
+
+
+def build_example(repo: Path) -> None:
+    """Build the bundled example into ``repo`` in a child process.
+
+    The build runs its exporters in a worker process it talks to over a socket; with the standard library
+    patched for gevent (Locust, imported above) that exchange breaks, so the build gets a clean process.
+    """
+    command = [sys.executable, "-m", "generator", "build", str(bundled_example()), "--output", str(repo)]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SystemExit(f"building the example failed: {(result.stderr or result.stdout).strip()[-500:]}")
 
 
 def _cache_dir() -> Path:
@@ -123,7 +139,7 @@ def perf_analyzer(
         command = [
             str(binary), "-m", MODEL, "-u", url, "-i", protocol, "-b", "1",
             "--concurrency-range", str(concurrency), "--measurement-interval", str(int(seconds * 1000 / 3)),
-            "--stability-percentage", "100", "--max-trials", "3", "-f", str(out),
+            "--stability-percentage", "100", "--max-trials", "6", "-f", str(out),
         ]  # fmt: skip
         env = {
             **os.environ,
@@ -133,10 +149,10 @@ def perf_analyzer(
         }
         result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=seconds * 10 + 120)
         if result.returncode != 0 or not out.is_file():
-            tail = (result.stderr or result.stdout).strip().splitlines()[-3:]
-            raise PerfAnalyzerUnavailable(
-                f"perf_analyzer exited with {result.returncode}: {' | '.join(tail)}"
-            )
+            tail = " | ".join((result.stderr or result.stdout).strip().splitlines()[-3:])
+            if "stable measurement" in tail:
+                raise PerfAnalyzerUnstable(tail)
+            raise PerfAnalyzerUnavailable(f"perf_analyzer exited with {result.returncode}: {tail}")
         [row] = list(csv.DictReader(out.open()))
     return {
         "throughput": float(row["Inferences/Second"]),
@@ -146,26 +162,43 @@ def perf_analyzer(
 
 
 def harness(url: str, protocol: str, concurrency: int, seconds: float, workers: int, out: Path) -> dict:
-    """One harness measurement through the library (what ``python -m generator loadtest`` runs)."""
+    """One harness measurement through the library (what ``python -m generator loadtest`` runs).
+
+    ``cpu_us`` is the harness's CPU time per request over the whole run (spawning and warm-up included): this
+    process's, plus its Locust workers' (children reaped when the run ends).
+    """
     config = LoadTestConfig(
         models=[MODEL], url=url, protocol=protocol, users=concurrency, duration=seconds, warmup=1.0,
         workers=workers, out=out,
     )  # fmt: skip
+    before = _cpu_seconds()
     result = run_loadtest(config)
+    cpu = _cpu_seconds() - before
     [run] = result.report["runs"]
     assert run["error_rate"] == 0, run["errors"]
     return {
         "throughput": run["throughput"],
         "p50_ms": run["latency_ms"]["p50"],
         "p99_ms": run["latency_ms"]["p99"],
+        "cpu_us": cpu * 1e6 / max(1, result.report["totals"]["requests"]),
     }
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process and of its children that have been waited for."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+LABELS = ("perf_analyzer", "harness", "harness --workers 2")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--duration", type=float, default=6.0, help="measured seconds per measurement")
-    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds; medians are printed")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; medians are printed")
     parser.add_argument("--protocols", default="http,grpc")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -174,7 +207,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         scratch = Path(tmp)
         repo = scratch / "model_repository"
-        build(bundled_example(), repo)
+        build_example(repo)
         pa_error = None
         try:
             binary = fetch_perf_analyzer()
@@ -186,25 +219,34 @@ def main() -> None:
             "grpc_port": find_free_port(),
             "metrics_port": find_free_port(),
         }
-        results: dict[tuple[str, str], list[dict]] = {}
+        results: dict[tuple[str, str], dict[int, dict]] = {}
         with EmbeddedServer(repo, **ports) as server:
             for round_index in range(args.rounds):
+                # Every other round runs the load generators in reverse order, so drift favours none of them.
+                order = LABELS if round_index % 2 == 0 else LABELS[::-1]
                 for protocol in protocols:
                     url = server.endpoints.http if protocol == "http" else server.endpoints.grpc
-                    if pa_error is None:
-                        try:
-                            figures = perf_analyzer(
-                                binary, libdir, url, protocol, args.concurrency, args.duration
+                    for label in order:
+                        if label == "perf_analyzer":
+                            if pa_error is not None:
+                                continue
+                            try:
+                                figures = perf_analyzer(
+                                    binary, libdir, url, protocol, args.concurrency, args.duration
+                                )
+                            except PerfAnalyzerUnavailable as error:
+                                pa_error = str(error)
+                                continue
+                            except PerfAnalyzerUnstable as error:
+                                print(f"round {round_index + 1} {protocol}: perf_analyzer skipped: {error}")
+                                continue
+                        else:
+                            workers = 2 if "workers" in label else 0
+                            out = scratch / f"report-{protocol}-{workers}-{round_index}"
+                            figures = harness(
+                                f"{protocol}://{url}", protocol, args.concurrency, args.duration, workers, out
                             )
-                            results.setdefault((protocol, "perf_analyzer"), []).append(figures)
-                        except PerfAnalyzerUnavailable as error:
-                            pa_error = str(error)
-                    for workers, label in ((0, "harness"), (2, "harness --workers 2")):
-                        out = scratch / f"report-{protocol}-{workers}-{round_index}"
-                        figures = harness(
-                            f"{protocol}://{url}", protocol, args.concurrency, args.duration, workers, out
-                        )
-                        results.setdefault((protocol, label), []).append(figures)
+                        results.setdefault((protocol, label), {})[round_index] = figures
                     print(f"round {round_index + 1}/{args.rounds} {protocol}: done", flush=True)
     _print(results, protocols, args, pa_error)
 
@@ -212,25 +254,32 @@ def main() -> None:
 def _print(results: dict, protocols: list[str], args: argparse.Namespace, pa_error: str | None) -> None:
     print(
         f"\n{MODEL} on the embedded Triton, concurrency {args.concurrency}, batch 1, {args.duration:g} s per "
-        f"measurement, median of {args.rounds} alternating rounds ({os.cpu_count()} CPUs shared by client and server)"
+        f"measurement, median of {args.rounds} alternating rounds ({os.cpu_count()} CPUs shared by client and "
+        "server); ratio: the median of each round's harness / perf_analyzer throughput, and its range"
     )
     if pa_error:
         print(f"perf_analyzer could not run: {pa_error}")
     print(
-        f"{'protocol':8} {'load generator':22} {'infer/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'vs perf_analyzer':>17}"
+        f"{'protocol':8} {'load generator':20} {'infer/s':>8} {'p50 ms':>7} {'p99 ms':>7} "
+        f"{'client CPU us/req':>17} {'vs perf_analyzer':>16} {'range':>11}"
     )
     for protocol in protocols:
-        reference = results.get((protocol, "perf_analyzer"))
-        base = statistics.median(r["throughput"] for r in reference) if reference else None
-        for label in ("perf_analyzer", "harness", "harness --workers 2"):
+        reference = results.get((protocol, "perf_analyzer"), {})
+        for label in LABELS:
             runs = results.get((protocol, label))
             if not runs:
                 continue
-            throughput = statistics.median(r["throughput"] for r in runs)
-            p50 = statistics.median(r["p50_ms"] for r in runs)
-            p99 = statistics.median(r["p99_ms"] for r in runs)
-            ratio = f"{throughput / base:16.2f}x" if base else f"{'n/a':>17}"
-            print(f"{protocol:8} {label:22} {throughput:9,.0f} {p50:8.2f} {p99:8.2f} {ratio}")
+            throughput = statistics.median(r["throughput"] for r in runs.values())
+            p50 = statistics.median(r["p50_ms"] for r in runs.values())
+            p99 = statistics.median(r["p99_ms"] for r in runs.values())
+            cpu = [r["cpu_us"] for r in runs.values() if "cpu_us" in r]
+            cpu_text = f"{statistics.median(cpu):17.0f}" if cpu else f"{'n/a':>17}"
+            ratios = [r["throughput"] / reference[i]["throughput"] for i, r in runs.items() if i in reference]
+            ratio = f"{statistics.median(ratios):15.2f}x" if ratios else f"{'n/a':>16}"
+            spread = f"{min(ratios):.2f}-{max(ratios):.2f}x" if ratios else ""
+            print(
+                f"{protocol:8} {label:20} {throughput:8,.0f} {p50:7.2f} {p99:7.2f} {cpu_text} {ratio} {spread:>11}"
+            )
 
 
 if __name__ == "__main__":

@@ -2,32 +2,40 @@
 
 Everything a request needs is built once per process (:class:`HttpRequests`, :class:`GrpcRequests`) with
 tritonclient, so sending one costs only the write and the read; the client must not be what limits a load
-test. Measured on a 2-core machine at concurrency 8, client CPU per request: tritonclient.http's ``infer``
-about 140 us, the same body over geventhttpclient about 95 us, over a keep-alive socket about 40 us.
+test. Client CPU per request, measured on a 2-core machine at concurrency 8 against the embedded Triton
+(8 greenlets in a closed loop, a connection each, no Locust): tritonclient.http's ``infer`` about 140 us,
+the same body over geventhttpclient about 95 us, over a keep-alive socket 55-60 us; tritonclient.grpc's stub
+on gevent 270-320 us, a prebuilt message on a plain HTTP/2 socket 50-70 us. The whole harness process,
+Locust included (the column of ``perf/bench_harness.py``): 80-110 us over HTTP, 105-115 us over gRPC (420 us
+through the stub on gevent, which held the harness to 0.5-0.6x perf_analyzer's throughput; now 1.0x).
 
 * HTTP: each request body is made once with tritonclient's ``InferenceServerClient.generate_request_body``
   (KServe binary tensor data, binary outputs), wrapped once in its HTTP/1.1 request line and headers, and
   written as is to a keep-alive socket (:class:`HttpConnection`). The reply's status and length are read;
   its tensors are not decoded (a load test does not need them).
 * gRPC: each ``ModelInferRequest`` (tritonclient.grpc's protobuf messages, tensors serialized with
-  tritonclient's utilities) is built once and sent through tritonclient.grpc's ``GRPCInferenceServiceStub``
-  on one channel per process (:class:`GrpcChannel`).
-  gRPC's gevent support is initialised before the process's first channel (:func:`init_grpc_gevent`; a
-  process that only speaks HTTP never starts gRPC).
+  tritonclient's utilities) is built and serialized once, framed as a gRPC message, and written with a
+  header block built once to the user's own HTTP/2 connection (:class:`GrpcConnection`, on
+  :class:`~generator.harness.grpcwire.UnaryConnection`). The reply's ``grpc-status``, ``grpc-message`` and
+  length are read; its tensors are not decoded. grpcio is not on this path: gRPC's Python stack on gevent
+  hands every completion to a native thread, which cost most of the client's CPU; only the control plane
+  (:mod:`~generator.harness.control`) still uses it.
 
-A request that fails raises ``tritonclient.utils.InferenceServerException`` (the server's error, or a gRPC
-status) or ``OSError`` (the HTTP connection failed).
+A request that fails raises ``tritonclient.utils.InferenceServerException``: over HTTP the server's error
+(or ``OSError`` when the connection failed), over gRPC the call's status and details, as tritonclient.grpc
+reports them (``StatusCode.NOT_FOUND``; ``StatusCode.UNAVAILABLE`` when the server cannot be reached or
+the connection broke, ``StatusCode.DEADLINE_EXCEEDED`` past the request timeout).
 """
 
 from __future__ import annotations
 
 import json
 import socket
-from typing import Any
 from urllib.parse import quote
 
 import numpy as np
 
+from generator.harness.grpcwire import GrpcError, UnaryConnection, grpc_message, request_headers
 from generator.harness.payloads import Batch, ModelInfo
 from generator.harness.target import Target
 
@@ -37,21 +45,11 @@ __all__ = [
     "GrpcRequests",
     "HttpConnection",
     "HttpRequests",
-    "init_grpc_gevent",
 ]
 
-_grpc_gevent_ready = False
 _BUFFER_BYTES = 64 * 1024
-
-
-def init_grpc_gevent() -> None:
-    """Make gRPC cooperate with gevent (Locust's concurrency). Must run before the process's first channel."""
-    global _grpc_gevent_ready
-    if not _grpc_gevent_ready:
-        import grpc.experimental.gevent as grpc_gevent
-
-        grpc_gevent.init_gevent()
-        _grpc_gevent_ready = True
+MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
+"""The gRPC method of an inference request (KServe's ``GRPCInferenceService``, as Triton serves it)."""
 
 
 class HttpRequests:
@@ -231,7 +229,7 @@ def _http_error(status: int, content: bytes) -> Exception:
 
 
 class GrpcRequests:
-    """The prebuilt gRPC ``ModelInferRequest`` messages of one model.
+    """The prebuilt gRPC requests of one model: each ``ModelInferRequest`` serialized and framed once.
 
     Args:
         info: The model.
@@ -242,7 +240,7 @@ class GrpcRequests:
         from tritonclient.grpc import service_pb2
 
         self.model = info.name
-        self.requests: list[Any] = []
+        self.messages: list[bytes] = []
         for batch in batches:
             request = service_pb2.ModelInferRequest(model_name=info.name)
             for name, array in batch.items():
@@ -254,10 +252,10 @@ class GrpcRequests:
                 request.raw_input_contents.append(_raw_bytes(array, datatype))
             for output in info.outputs:
                 request.outputs.add().name = output.name
-            self.requests.append(request)
+            self.messages.append(grpc_message(request.SerializeToString()))
 
     def __len__(self) -> int:
-        return len(self.requests)
+        return len(self.messages)
 
 
 def _raw_bytes(array: np.ndarray, datatype: str) -> bytes:
@@ -271,85 +269,49 @@ def _raw_bytes(array: np.ndarray, datatype: str) -> bytes:
 
 
 class GrpcChannel:
-    """One gRPC channel to the server, shared by every user of a process, open while any user holds it.
+    """The gRPC endpoint the users of one process call; each user opens its own connection to it.
 
-    Measured on a 2-core machine at concurrency 8, one shared channel with asynchronous calls served about
-    15-20% more requests per second than a channel per user with blocking calls: gRPC's gevent support
-    hands each blocking wait to a thread, while a shared channel polls all its calls in one loop.
+    A connection per user, like HTTP's keep-alive connections: each user's greenlet reads its own replies,
+    so no dispatcher stands between a reply and the user waiting for it.
 
     Args:
         target: The gRPC endpoint.
     """
 
     def __init__(self, target: Target) -> None:
-        self._target = target
-        self._channel: Any = None
-        self._infer: Any = None
-        self._holders = 0
-
-    def acquire(self) -> Any:
-        """Open the channel if needed and return its ``ModelInfer`` method."""
-        import grpc
-        from tritonclient.grpc import MAX_GRPC_MESSAGE_SIZE, service_pb2_grpc
-
-        init_grpc_gevent()
-        if self._channel is None:
-            self._channel = grpc.insecure_channel(
-                self._target.address,
-                options=[
-                    ("grpc.max_send_message_length", MAX_GRPC_MESSAGE_SIZE),
-                    ("grpc.max_receive_message_length", MAX_GRPC_MESSAGE_SIZE),
-                ],
-            )
-            self._infer = service_pb2_grpc.GRPCInferenceServiceStub(self._channel).ModelInfer
-        self._holders += 1
-        return self._infer
-
-    def release(self) -> None:
-        """Let go of the channel; the last holder closes it (an open channel can keep gevent from exiting)."""
-        self._holders -= 1
-        if self._holders <= 0 and self._channel is not None:
-            channel, self._channel, self._infer, self._holders = self._channel, None, None, 0
-            channel.close()
+        self.target = target
 
 
 class GrpcConnection:
-    """One user's access to the process's gRPC channel (see :class:`GrpcChannel`).
+    """One user's HTTP/2 connection to the gRPC endpoint (:class:`~generator.harness.grpcwire.UnaryConnection`).
 
     Args:
-        channel: The shared channel.
-        timeout: Seconds to wait for each reply.
+        channel: The endpoint.
+        timeout: Seconds to wait for each reply (also sent as the call's deadline, ``grpc-timeout``).
     """
 
     def __init__(self, channel: GrpcChannel, timeout: float) -> None:
-        import grpc
-
-        self._channel: GrpcChannel | None = channel
-        self._infer = channel.acquire()
-        self._rpc_error = grpc.RpcError
-        self._timeout = timeout
+        target = channel.target
+        self._headers = request_headers(target.address, MODEL_INFER, timeout)
+        self._connection = UnaryConnection(target.host, target.port, timeout)
 
     def infer(self, requests: GrpcRequests, index: int) -> int:
-        """Send request ``index`` of ``requests``; return the size of the reply's output tensors in bytes.
+        """Send request ``index`` of ``requests``; return the length of the reply's message in bytes.
 
         Raises:
-            InferenceServerException: The call failed (server error, unreachable, deadline exceeded).
+            InferenceServerException: The call failed (server error, unreachable, deadline exceeded), with
+                the gRPC status (``StatusCode.NOT_FOUND``, ...) and its details.
         """
         try:
-            response = self._infer.future(requests.requests[index], timeout=self._timeout).result()
-        except self._rpc_error as error:
+            return self._connection.call(self._headers, requests.messages[index])
+        except GrpcError as error:
             from tritonclient.utils import InferenceServerException
 
-            code = error.code() if hasattr(error, "code") else None
-            details = error.details() if hasattr(error, "details") else None
-            raise InferenceServerException(msg=details or str(code), status=str(code)) from None
-        return sum(len(raw) for raw in response.raw_output_contents)
+            raise InferenceServerException(msg=error.details or error.status, status=error.status) from None
 
     def close(self) -> None:
-        """Release the shared channel. Idempotent."""
-        channel, self._channel = self._channel, None
-        if channel is not None:
-            channel.release()
+        """Close the connection. Idempotent."""
+        self._connection.close()
 
 
 def _datatype(info: ModelInfo, name: str) -> str:

@@ -13,14 +13,30 @@ from typing import Any
 from generator.errors import LoadTestError
 from generator.harness.target import Target
 
-__all__ = ["ServerControl"]
+__all__ = ["ServerControl", "init_grpc_gevent"]
 
 logger = logging.getLogger(__name__)
+
+_grpc_gevent_ready = False
 
 _START_HINT = (
     "start it (python -m generator serve) and point the harness at it (--url, or Locust's --host), "
     "or let `loadtest --serve DIR` start one"
 )
+
+
+def init_grpc_gevent() -> None:
+    """Make grpcio cooperate with gevent (Locust's concurrency). Must run before the process's first channel.
+
+    Only the control plane uses grpcio (tritonclient.grpc): its few calls wait in a native thread while
+    the users go on. The load itself does not go through grpcio (see :mod:`~generator.harness.grpcwire`).
+    """
+    global _grpc_gevent_ready
+    if not _grpc_gevent_ready:
+        import grpc.experimental.gevent as grpc_gevent
+
+        grpc_gevent.init_gevent()
+        _grpc_gevent_ready = True
 
 
 class ServerControl:
@@ -44,8 +60,6 @@ class ServerControl:
             )
         else:
             import tritonclient.grpc as grpcclient
-
-            from generator.harness.clients import init_grpc_gevent
 
             init_grpc_gevent()
             self._client = grpcclient.InferenceServerClient(target.address)

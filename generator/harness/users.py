@@ -108,7 +108,7 @@ class TritonHttpUser(TritonUser):
 
 
 class TritonGrpcUser(TritonUser):
-    """A closed-loop inference user over gRPC (tritonclient.grpc's messages and stub, on gevent)."""
+    """A closed-loop inference user over gRPC (tritonclient.grpc's messages, prebuilt, on its own connection)."""
 
     abstract = True
     protocol = "grpc"

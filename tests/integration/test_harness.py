@@ -145,13 +145,15 @@ def doomed_server(example_repo: Path) -> Iterator[EmbeddedServer]:
         yield server
 
 
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
 def test_a_server_that_dies_mid_run_ends_it_with_a_report_and_an_error(
-    doomed_server: EmbeddedServer, tmp_path: Path
+    doomed_server: EmbeddedServer, tmp_path: Path, protocol: str
 ) -> None:
     http = doomed_server.endpoints.http
+    url = f"grpc://{doomed_server.endpoints.grpc}" if protocol == "grpc" else http
     start = _inference_count(http, "digits_cnn")
     process = subprocess.Popen(
-        [sys.executable, "-m", "generator", "loadtest", "--model", "digits_cnn", "--url", http,
+        [sys.executable, "-m", "generator", "loadtest", "--model", "digits_cnn", "--url", url,
          "--users", "2", "--duration", "30", "--warmup", "0", "--out", "out"],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
     )  # fmt: skip
@@ -192,15 +194,19 @@ def test_plain_locust_runs_the_locustfile_headless(example_server: Any, tmp_path
     assert entry["num_requests"] > 0 and entry["num_failures"] == 0
 
 
-def test_workers_share_the_load_and_are_all_stopped(example_repo: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_workers_share_the_load_and_are_all_stopped(
+    example_repo: Path, tmp_path: Path, protocol: str
+) -> None:
     result = _loadtest(
-        "--model", "digits_cnn", "--serve", str(example_repo), "--workers", "2", "--users", "4", *SHORT,
-        "--out", "out", cwd=tmp_path, timeout=180,
+        "--model", "digits_cnn", "--serve", str(example_repo), "--protocol", protocol, "--workers", "2",
+        "--users", "4", *SHORT, "--out", "out", cwd=tmp_path, timeout=180,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     report = _report(tmp_path / "out")
     [run] = report["runs"]
-    assert report["workers"] == 2 and run["throughput"] > 0 and run["error_rate"] == 0
+    assert report["protocol"] == protocol and report["workers"] == 2
+    assert run["throughput"] > 0 and run["error_rate"] == 0
     assert report["totals"]["inferences"] == report["totals"]["server_inferences"]
     assert run["resource_source"] == "process" and run["memory_bytes"] > 0
     assert not _worker_processes()

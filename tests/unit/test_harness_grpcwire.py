@@ -1,0 +1,280 @@
+"""The harness's gRPC client on a plain socket: HPACK against RFC 7541's examples, and calls against a real
+grpcio server in this process (replies, the server's errors, deadlines, flow control, lost connections)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent import futures
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+from tritonclient.utils import InferenceServerException
+
+from generator.harness.clients import MODEL_INFER, GrpcChannel, GrpcConnection, GrpcRequests
+from generator.harness.grpcwire import GrpcError, UnaryConnection, grpc_message, request_headers
+from generator.harness.hpack import HeaderDecoder, HpackError, huffman_decode
+from generator.harness.payloads import make_batches, model_info
+from generator.harness.target import Target
+
+# --- HPACK: RFC 7541, Appendix C ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("coded", "text"),
+    [
+        ("f1e3c2e5f23a6ba0ab90f4ff", b"www.example.com"),
+        ("a8eb10649cbf", b"no-cache"),
+        ("25a849e95ba97d7f", b"custom-key"),
+        ("25a849e95bb8e8b4bf", b"custom-value"),
+        ("6402", b"302"),
+        ("aec3771a4b", b"private"),
+        ("9bd9ab", b"gzip"),
+        ("9d29ad171863c78f0b97c8e9ae82ae43d3", b"https://www.example.com"),
+    ],
+)
+def test_huffman_strings_decode_as_in_the_rfc(coded: str, text: bytes) -> None:
+    assert huffman_decode(bytes.fromhex(coded)) == text
+
+
+@pytest.mark.parametrize("coded", ["ff", "f1e3c2e5f23a6ba0ab90f4fe", "fffffffc"])
+def test_bad_huffman_padding_and_eos_are_refused(coded: str) -> None:
+    with pytest.raises(HpackError):
+        huffman_decode(bytes.fromhex(coded))
+
+
+REQUESTS_PLAIN = [
+    "828684410f7777772e6578616d706c652e636f6d",
+    "828684be58086e6f2d6361636865",
+    "828785bf400a637573746f6d2d6b65790c637573746f6d2d76616c7565",
+]
+REQUESTS_HUFFMAN = [
+    "828684418cf1e3c2e5f23a6ba0ab90f4ff",
+    "828684be5886a8eb10649cbf",
+    "828785bf408825a849e95ba97d7f8925a849e95bb8e8b4bf",
+]
+EXPECTED = [
+    [(":method", "GET"), (":scheme", "http"), (":path", "/"), (":authority", "www.example.com")],
+    [(":method", "GET"), (":scheme", "http"), (":path", "/"), (":authority", "www.example.com"),
+     ("cache-control", "no-cache")],
+    [(":method", "GET"), (":scheme", "https"), (":path", "/index.html"), (":authority", "www.example.com"),
+     ("custom-key", "custom-value")],
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("blocks", [REQUESTS_PLAIN, REQUESTS_HUFFMAN], ids=["plain", "huffman"])
+def test_a_sequence_of_header_blocks_shares_the_dynamic_table(blocks: list[str]) -> None:
+    decoder = HeaderDecoder()
+    for block, expected in zip(blocks, EXPECTED, strict=True):
+        fields = decoder.decode(bytes.fromhex(block))
+        assert [(n.decode(), v.decode()) for n, v in fields] == expected
+
+
+def test_the_dynamic_table_evicts_its_oldest_entries() -> None:
+    decoder = HeaderDecoder(max_size=80)  # room for one entry of 32 + 8 + 8 bytes, not two
+    literal = b"\x40\x08name-one\x08value-01"
+    assert decoder.decode(literal + b"\xbe") == [(b"name-one", b"value-01")] * 2
+    second = b"\x40\x08name-two\x08value-02"
+    assert decoder.decode(second + b"\xbe") == [(b"name-two", b"value-02")] * 2
+    with pytest.raises(HpackError, match="index 63"):
+        decoder.decode(b"\xbf")
+    assert decoder.decode(b"\x20") == []  # a size update to 0 empties the table
+    with pytest.raises(HpackError, match="index 62"):
+        decoder.decode(b"\xbe")
+    with pytest.raises(HpackError, match="exceeds"):
+        decoder.decode(b"\x3f\xe2\x1f")  # a size update above the limit
+
+
+def test_request_headers_decode_to_a_grpc_call() -> None:
+    block = request_headers("127.0.0.1:8001", MODEL_INFER, timeout=2.5)
+    fields = [(n.decode(), v.decode()) for n, v in HeaderDecoder().decode(block)]
+    assert fields == [
+        (":method", "POST"), (":scheme", "http"), (":path", MODEL_INFER), (":authority", "127.0.0.1:8001"),
+        ("content-type", "application/grpc"), ("te", "trailers"), ("grpc-timeout", "2500m"),
+    ]  # fmt: skip
+    assert grpc_message(b"abc") == b"\x00\x00\x00\x00\x03abc"
+
+
+# --- calls against a grpcio server --------------------------------------------------------------------
+
+Handler = Callable[[bytes, grpc.ServicerContext], bytes]
+
+
+class FakeTriton:
+    """A grpcio server whose ``ModelInfer`` runs ``self.handler`` on the raw request bytes."""
+
+    def __init__(self, options: list[tuple[str, Any]] | None = None) -> None:
+        self.handler: Handler = lambda request, context: b"reply:" + request[:10]
+        self.requests: list[bytes] = []
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), options=options)
+        method = grpc.unary_unary_rpc_method_handler(self._infer)  # no (de)serializers: raw bytes
+        handler = grpc.method_handlers_generic_handler(
+            "inference.GRPCInferenceService", {"ModelInfer": method}
+        )
+        self.server.add_generic_rpc_handlers((handler,))
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        self.server.start()
+
+    def _infer(self, request: bytes, context: grpc.ServicerContext) -> bytes:
+        self.requests.append(request)
+        return self.handler(request, context)
+
+    def stop(self) -> None:
+        self.server.stop(grace=None).wait()
+
+
+@pytest.fixture
+def triton() -> Iterator[FakeTriton]:
+    server = FakeTriton()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _call(connection: UnaryConnection, payload: bytes, port: int, timeout: float | None = 5.0) -> int:
+    return connection.call(request_headers(f"127.0.0.1:{port}", MODEL_INFER, timeout), grpc_message(payload))
+
+
+def test_calls_reuse_one_connection_and_return_the_reply_length(triton: FakeTriton) -> None:
+    connection = UnaryConnection("127.0.0.1", triton.port, timeout=5.0)
+    try:
+        for number in range(50):
+            payload = f"request {number}".encode()
+            assert _call(connection, payload, triton.port) == len(b"reply:" + payload[:10])
+        assert triton.requests == [f"request {number}".encode() for number in range(50)]
+        first_socket = connection._socket
+        _call(connection, b"again", triton.port)
+        assert connection._socket is first_socket
+    finally:
+        connection.close()
+
+
+def test_a_server_that_retires_connections_does_not_fail_calls() -> None:
+    triton = FakeTriton(
+        options=[("grpc.max_connection_age_ms", 150), ("grpc.max_connection_age_grace_ms", 1000)]
+    )
+    connection = UnaryConnection("127.0.0.1", triton.port, timeout=5.0)
+    connections = 0
+    try:
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:  # GOAWAYs arrive between calls and during them
+            assert _call(connection, b"x", triton.port) > 0
+            connections += connection._next_stream == 3  # the call was the first on its connection
+            time.sleep(0.01)
+        assert connections > 2
+    finally:
+        connection.close()
+        triton.stop()
+
+
+def test_large_requests_and_replies_pass_the_flow_control_windows(triton: FakeTriton) -> None:
+    triton.handler = lambda request, context: bytes(len(request) * 2)
+    connection = UnaryConnection("127.0.0.1", triton.port, timeout=10.0)
+    try:
+        for size in (70_000, 1_500_000, 10):
+            payload = np.random.default_rng(size).bytes(size)
+            assert _call(connection, payload, triton.port) == 2 * size
+            assert triton.requests[-1] == payload
+    finally:
+        connection.close()
+
+
+def test_the_servers_error_arrives_with_its_status_and_details(triton: FakeTriton) -> None:
+    def refuse(request: bytes, context: grpc.ServicerContext) -> bytes:
+        context.abort(grpc.StatusCode.NOT_FOUND, "Request for unknown model: 'nope' is not found (100% sure)")
+
+    triton.handler = refuse
+    connection = UnaryConnection("127.0.0.1", triton.port, timeout=5.0)
+    try:
+        with pytest.raises(GrpcError) as caught:
+            _call(connection, b"x", triton.port)
+        assert caught.value.status == "StatusCode.NOT_FOUND"
+        assert caught.value.details == "Request for unknown model: 'nope' is not found (100% sure)"
+        triton.handler = lambda request, context: b"fine"
+        assert _call(connection, b"x", triton.port) == 4  # the same connection goes on
+    finally:
+        connection.close()
+
+
+def test_a_reply_later_than_the_timeout_is_a_deadline_exceeded(triton: FakeTriton) -> None:
+    def slow(request: bytes, context: grpc.ServicerContext) -> bytes:
+        time.sleep(1.5)
+        return b"late"
+
+    triton.handler = slow
+    connection = UnaryConnection("127.0.0.1", triton.port, timeout=0.3)
+    try:
+        started = time.monotonic()
+        with pytest.raises(GrpcError) as caught:
+            _call(connection, b"x", triton.port, timeout=0.3)
+        assert caught.value.status == "StatusCode.DEADLINE_EXCEEDED" and time.monotonic() - started < 1.2
+        triton.handler = lambda request, context: b"fine"
+        assert _call(connection, b"x", triton.port, timeout=0.3) == 4  # on a new connection
+    finally:
+        connection.close()
+
+
+def test_no_server_and_a_server_that_goes_are_unavailable() -> None:
+    with socket.socket() as probe:  # a port with nothing listening
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    connection = UnaryConnection("127.0.0.1", port, timeout=2.0)
+    with pytest.raises(GrpcError) as caught:
+        _call(connection, b"x", port)
+    assert caught.value.status == "StatusCode.UNAVAILABLE" and "connect" in caught.value.details
+
+    triton = FakeTriton()
+    connection = UnaryConnection("127.0.0.1", triton.port, timeout=2.0)
+    try:
+        assert _call(connection, b"x", triton.port) > 0
+        stopper = threading.Thread(target=triton.stop)
+        stopper.start()
+        stopper.join(5)
+        for _ in range(2):  # the connection the server closed, then no server to connect to
+            with pytest.raises(GrpcError) as caught:
+                _call(connection, b"x", triton.port)
+            assert caught.value.status == "StatusCode.UNAVAILABLE", caught.value.details
+    finally:
+        connection.close()
+        triton.stop()
+
+
+METADATA = {
+    "name": "cnn",
+    "inputs": [{"name": "image", "datatype": "FP32", "shape": [-1, 1, 8, 8]}],
+    "outputs": [{"name": "logits", "datatype": "FP32", "shape": [-1, 10]}],
+}
+CONFIG: dict[str, Any] = {"name": "cnn", "max_batch_size": 8, "input": [{"name": "image", "dims": [1, 8, 8]}]}
+
+
+def test_the_harness_connection_sends_prebuilt_requests_and_raises_tritonclient_errors(
+    triton: FakeTriton,
+) -> None:
+    from tritonclient.grpc import service_pb2
+
+    info = model_info(METADATA, CONFIG)
+    requests = GrpcRequests(info, make_batches(info, 2, seed=0))
+    connection = GrpcConnection(GrpcChannel(Target("grpc", "127.0.0.1", triton.port)), timeout=5.0)
+    try:
+        reply = service_pb2.ModelInferResponse(model_name="cnn", raw_output_contents=[bytes(80)])
+        triton.handler = lambda request, context: reply.SerializeToString()
+        assert connection.infer(requests, 0) == reply.ByteSize()
+        sent = service_pb2.ModelInferRequest.FromString(triton.requests[-1])
+        assert sent.model_name == "cnn" and [o.name for o in sent.outputs] == ["logits"]
+        assert list(sent.inputs[0].shape) == [2, 1, 8, 8] and len(sent.raw_input_contents[0]) == 2 * 64 * 4
+
+        def fail(request: bytes, context: grpc.ServicerContext) -> bytes:
+            context.abort(grpc.StatusCode.INTERNAL, "onnx runtime error 6: out of memory")
+
+        triton.handler = fail
+        with pytest.raises(InferenceServerException) as caught:
+            connection.infer(requests, 0)
+        assert caught.value.status() == "StatusCode.INTERNAL"
+        assert caught.value.message() == "onnx runtime error 6: out of memory"
+    finally:
+        connection.close()
