@@ -8,7 +8,6 @@ Modules, each with one job:
 * :mod:`~generator.harness.payloads` request tensors from the model's metadata or a data file;
 * :mod:`~generator.harness.clients` prebuilt requests and the per-user connections that send them;
 * :mod:`~generator.harness.grpcwire` gRPC unary calls on a plain socket (the HTTP/2 a load test needs);
-* :mod:`~generator.harness.hpack` HPACK: the request header blocks and the decoder of the server's;
 * :mod:`~generator.harness.plan` the options a test runs with and what they resolve to, once per process;
 * :mod:`~generator.harness.users` the Locust users (HTTP and gRPC);
 * :mod:`~generator.harness.shapes` step and ramp schedules, also as Locust load shapes;

@@ -13,11 +13,11 @@ worker processes.
 What :class:`UnaryConnection` speaks (RFC 9113 HTTP/2, RFC 7541 HPACK, gRPC's "PROTOCOL-HTTP2"):
 
 * one connection, one call at a time on it (streams 1, 3, 5, ...), as one closed-loop user needs;
-* a request is a HEADERS frame whose block is the same bytes for every call (literal fields, neither
-  indexed nor Huffman-coded; :func:`request_headers`), then the gRPC message (:func:`grpc_message`) in DATA
+* a request is a HEADERS frame whose block is the same bytes for every call (static-table entries and
+  never-indexed literals, so no table state; :func:`request_headers`), then the gRPC message (:func:`grpc_message`) in DATA
   frames no larger than the server's ``SETTINGS_MAX_FRAME_SIZE``, within its flow-control windows;
-* every header block the server sends is decoded (:mod:`~generator.harness.hpack`), DATA is counted, not
-  parsed; the outcome is the trailers' ``grpc-status`` and ``grpc-message``;
+* every header block the server sends is decoded with the ``hpack`` library (HTTP/2's header
+  compression); DATA is counted, not parsed; the outcome is the trailers' ``grpc-status`` and ``grpc-message``;
 * upkeep: the server's SETTINGS are applied and acknowledged, its PINGs answered; this side's receive windows
   are opened wide when connecting and topped up; after a GOAWAY the connection is not reused, and a call the
   server did not take fails as UNAVAILABLE.
@@ -34,7 +34,7 @@ import socket
 import struct
 from urllib.parse import unquote
 
-from generator.harness.hpack import HeaderDecoder, HpackError, encode_headers
+from hpack import Decoder, Encoder, HPACKError, NeverIndexedHeaderTuple
 
 __all__ = ["STATUS_NAMES", "GrpcError", "UnaryConnection", "grpc_message", "request_headers"]
 
@@ -96,7 +96,7 @@ def request_headers(authority: str, path: str, timeout: float | None = None) -> 
     ]  # fmt: skip
     if timeout is not None:
         fields.append(("grpc-timeout", _timeout_value(timeout)))
-    return encode_headers(fields)
+    return Encoder().encode([NeverIndexedHeaderTuple(n, v) for n, v in fields], huffman=False)
 
 
 def grpc_message(payload: bytes) -> bytes:
@@ -186,7 +186,7 @@ class UnaryConnection:
         self._reset_state()
 
     def _reset_state(self) -> None:
-        self._decoder = HeaderDecoder()
+        self._decoder = Decoder()
         self._next_stream = 1
         self._send_window = _DEFAULT_WINDOW  # connection-level, this side's
         self._initial_window = _DEFAULT_WINDOW  # the server's SETTINGS_INITIAL_WINDOW_SIZE
@@ -215,7 +215,7 @@ class UnaryConnection:
         except OSError as error:
             self.close()
             raise GrpcError(_UNAVAILABLE, f"connection to {self._where()} failed: {_reason(error)}") from None
-        except (_ProtocolError, HpackError) as error:
+        except (_ProtocolError, HPACKError) as error:
             self.close()
             raise GrpcError(_INTERNAL, f"{self._where()} broke the HTTP/2 protocol: {error}") from None
         except BaseException:  # a killed greenlet: the connection is mid-call, not reusable
@@ -323,7 +323,7 @@ class UnaryConnection:
                 call.length += len(payload) - (payload[0] + 1 if flags & _PADDED and payload else 0)
                 call.ended = bool(flags & _END_STREAM)
         elif kind == _HEADERS:
-            fields = self._decoder.decode(self._header_block(flags, payload))
+            fields = self._decoder.decode(self._header_block(flags, payload), raw=True)
             if stream == call.stream:
                 if call.headers is None:
                     call.headers = fields
