@@ -153,7 +153,7 @@ class Plan:
             return self._requests[protocol]
 
     def connect(self, protocol: str) -> HttpConnection | GrpcConnection:
-        """A new connection for one user (over gRPC, a share of the process's one channel)."""
+        """A new connection for one user (HTTP/1.1 keep-alive, or its own HTTP/2 connection for gRPC)."""
         target = self.target_for(protocol)
         timeout = self.options.request_timeout
         if protocol == "http":
