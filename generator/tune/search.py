@@ -2,7 +2,7 @@
 
 * :class:`GridSearch` tries every distinct settings of the space, the start first: the reference.
 * :class:`GreedyClimb` (``--search quick``, the default) starts at the start config and tries its
-  neighbours (one value up or down in one dimension) one at a time, moving to the first that beats the
+  neighbours (every other value of one setting, nearest first) one at a time, moving to the first that beats the
   current point by more than the noise margin (and trying one more step that way first); it stops at a
   point no neighbour beats.
 * :class:`HillClimb` (steepest ascent: every neighbour measured before each move) is kept as a yardstick;
@@ -169,7 +169,7 @@ class HillClimb(Search):
 class GreedyClimb(Search):
     """First-improvement hill climbing from the start point, with a noise margin and a second look.
 
-    Tries the current point's neighbours one at a time (one value down or up, dimension by dimension) and
+    Tries the current point's neighbours one at a time (each other value of one setting, nearest first) and
     moves to the first that beats it by more than ``margin``; after a move it first tries one more step the
     same way. When no neighbour beats the current point, it goes back to the start config's neighbours it has
     not measured (each differs from the user's config in one setting) and climbs again from any that beats
@@ -223,7 +223,7 @@ class GreedyClimb(Search):
 
     def _around(self, point: Point, direction: tuple[int, int] | None) -> list[Point]:
         """The neighbours of ``point`` not measured yet, one more step in ``direction`` first."""
-        around = self.space.neighbours(point)
+        around = self.space.neighbours(point, every=True)
         if direction is not None:
             axis, step = direction
             ahead = (*point[:axis], point[axis] + step, *point[axis + 1 :])

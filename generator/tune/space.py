@@ -233,14 +233,17 @@ class Space:
             gpus=values.get("gpus"),
         )
 
-    def neighbours(self, point: tuple[int, ...]) -> list[tuple[int, ...]]:
-        """The points one step away along one dimension."""
+    def neighbours(self, point: tuple[int, ...], every: bool = False) -> list[tuple[int, ...]]:
+        """The points one step away along one dimension (``every``: any other value of one dimension,
+        nearest first)."""
         found = []
         for axis, dimension in enumerate(self.dimensions):
-            for step in (-1, 1):
-                index = point[axis] + step
-                if 0 <= index < len(dimension.values):
-                    found.append((*point[:axis], index, *point[axis + 1 :]))
+            reach = len(dimension.values) if every else 2
+            for distance in range(1, reach):
+                for step in (-distance, distance):
+                    index = point[axis] + step
+                    if 0 <= index < len(dimension.values):
+                        found.append((*point[:axis], index, *point[axis + 1 :]))
         return found
 
     def points(self) -> list[tuple[int, ...]]:

@@ -53,6 +53,21 @@ def test_space_contains_the_start_and_respects_the_models_limits() -> None:
     assert [d.name for d in unbatched.dimensions] == ["instances", "threads"]
 
 
+def test_neighbours_one_step_or_every_other_value_of_one_setting() -> None:
+    space = _space(
+        instances=[1, 2, 4],
+        threads=[None],
+        max_batch_sizes=[64],
+        batching=[True],
+        queue_delays=[500],
+        preferred=["start"],
+    )
+    assert space.neighbours(space.start) == [(0, 0, 0, 0, 0, 0), (2, 0, 0, 0, 0, 0)]  # 2 instances -> 1 or 4
+    four = (2, 0, 0, 0, 0, 0)
+    assert space.neighbours(four) == [(1, 0, 0, 0, 0, 0)]
+    assert space.neighbours(four, every=True) == [(1, 0, 0, 0, 0, 0), (0, 0, 0, 0, 0, 0)]  # nearest first
+
+
 def test_points_are_distinct_settings_and_inactive_dimensions_collapse() -> None:
     space = _space(
         instances=[1, 2], threads=[None], max_batch_sizes=[64], queue_delays=[0, 500], preferred=["none"]
@@ -180,9 +195,10 @@ def test_climbs_stay_put_when_nothing_beats_the_start_by_the_margin(strategy: ty
     flat = strategy(space, margin=0.05)
     trials, _ = _run(flat, space, lambda s: Outcome(1000.0 + (1.0 if s.instances == 1 else 0.0)))
     assert flat.moves == 0 and flat.current == space.start
-    assert trials == 1 + len(
-        {space.settings(p) for p in space.neighbours(space.start)} - {space.settings(space.start)}
-    )
+    around = space.neighbours(
+        space.start, every=strategy is GreedyClimb
+    )  # greedy tries every value of a setting
+    assert trials == 1 + len({space.settings(p) for p in around} - {space.settings(space.start)})
 
 
 @pytest.mark.parametrize("strategy", [GreedyClimb, HillClimb])
