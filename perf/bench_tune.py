@@ -35,8 +35,9 @@ import textwrap
 import time
 from typing import Any
 
-from generator.harness.bench import ModelBench, Steadiness
+from generator.harness.bench import ModelBench
 from generator.harness.control import ServerControl
+from generator.harness.steady import Steadiness
 from generator.harness.target import resolve_target
 from generator.server import EmbeddedServer, find_free_port
 from generator.spec import bundled_example

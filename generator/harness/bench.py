@@ -14,44 +14,16 @@ import contextlib
 from dataclasses import dataclass
 from typing import Any
 
-from generator.errors import LoadTestError
 from generator.harness.control import ServerControl
 from generator.harness.metrics import Sampler, find_listening_pid
 from generator.harness.plan import build_plan, options_from, remember_plan
 from generator.harness.run import LoadTestConfig, parsed_options, run_entry
-from generator.harness.session import LoadProgressCallback, Session, SteadyLevel, Window
+from generator.harness.session import LoadProgressCallback, Session, Window
+from generator.harness.steady import Steadiness, SteadyLevel, merge_resources
 from generator.harness.target import is_loopback, require_loopback, resolve_target
 from generator.server import EmbeddedServer
 
 __all__ = ["Measurement", "ModelBench", "Steadiness"]
-
-
-@dataclass(frozen=True)
-class Steadiness:
-    """How a measurement decides a level is steady.
-
-    Attributes:
-        window: Seconds per measurement window.
-        warmup: Unmeasured seconds after the users of a level are spawned.
-        tolerance_pct: Largest spread of the kept windows' throughputs ((max - min) / mean, in percent).
-        least: Windows that must agree (and that the figures are taken over).
-        most: Windows after which a level counts as measured even when not steady.
-    """
-
-    window: float = 2.0
-    warmup: float = 1.0
-    tolerance_pct: float = 10.0
-    least: int = 3
-    most: int = 8
-
-    def check(self) -> None:
-        """Raise :class:`LoadTestError` for a setting that cannot work."""
-        if self.window <= 0 or self.warmup < 0:
-            raise LoadTestError("the trial window must be above 0 seconds and the warm-up 0 or more")
-        if self.tolerance_pct <= 0:
-            raise LoadTestError("the stability tolerance must be above 0 percent")
-        if not 1 <= self.least <= self.most:
-            raise LoadTestError("the stability windows must be at least 1, and the limit at least as many")
 
 
 @dataclass
@@ -188,19 +160,3 @@ def _entry(level: SteadyLevel, session: Session) -> dict[str, Any]:
         "throughputs": [round(t, 3) for t in level.throughputs],
     }
     return entry
-
-
-def merge_resources(windows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The resource figures of consecutive windows as one: utilizations averaged, memory at its largest."""
-    merged: dict[str, Any] = {}
-    for key in {k for w in windows for k in w}:
-        values = [w[key] for w in windows if w.get(key) is not None]
-        if not values:
-            merged[key] = None
-        elif key.endswith("_utilization"):
-            merged[key] = sum(values) / len(values)
-        elif key.endswith("_bytes"):
-            merged[key] = max(values)
-        else:
-            merged[key] = values[-1]
-    return merged

@@ -27,10 +27,11 @@ from generator.harness.metrics import Sampler
 from generator.harness.plan import Plan
 from generator.harness.recorder import REPORT_KEY, Recorder, Records
 from generator.harness.shapes import Phase, total_seconds
+from generator.harness.steady import SteadyLevel, inferences, settle
 from generator.harness.users import InferenceUser
 from generator.server import EmbeddedServer
 
-__all__ = ["STOP_TIMEOUT", "LoadProgress", "LoadProgressCallback", "Session", "SteadyLevel", "Window"]
+__all__ = ["STOP_TIMEOUT", "LoadProgress", "LoadProgressCallback", "Session", "Window"]
 
 logger = logging.getLogger(__name__)
 
@@ -84,32 +85,6 @@ class Window:
     resources: dict[str, Any] = field(default_factory=dict)
     complete: bool = True
     user_samples: list[float] = field(default_factory=list)
-
-
-@dataclass
-class SteadyLevel:
-    """One load level measured until steady (:meth:`Session.run_steady`).
-
-    Attributes:
-        users: The level.
-        windows: Every window measured at this level, in order.
-        kept: How many of the last windows make the measurement (the steady ones, or the last few).
-        throughputs: Inferences per second of each window (Triton's count, else the client's).
-        spread_pct: (max - min) / mean of the kept windows' throughputs, in percent.
-        stable: Whether the spread came within the tolerance before the window limit.
-    """
-
-    users: int
-    windows: list[Window] = field(default_factory=list)
-    kept: int = 0
-    throughputs: list[float] = field(default_factory=list)
-    spread_pct: float | None = None
-    stable: bool = False
-
-    @property
-    def measured(self) -> list[Window]:
-        """The windows the level's figures come from."""
-        return self.windows[-self.kept :] if self.kept else []
 
 
 class Aborted(Exception):
@@ -223,7 +198,7 @@ class Session:
                 self._hold(warmup, "warming up", index + 1, len(levels))
                 while len(level.windows) < most:
                     self._measure_window(level, window, index + 1, len(levels))
-                    if _settle(level, least, tolerance_pct):
+                    if settle(level, least, tolerance_pct):
                         break
         except Aborted as reason:
             aborted = str(reason)
@@ -243,7 +218,7 @@ class Session:
         self._hold(seconds, "measuring", index, levels)
         self._close(window)
         elapsed = max(window.end - window.start, 1e-9)
-        counted = _inferences(window, self.names)
+        counted = inferences(window.stats_before, window.stats_after, self.names)
         if counted is None:
             counted = (total.num_requests - total.num_failures - requests) * self.plan.batch_size
         level.throughputs.append(counted / elapsed)
@@ -430,21 +405,3 @@ class Session:
                 ):
                     totals[key] = sum(last[n][name] - first[n][name] for n in self.names)
         return totals
-
-
-def _inferences(window: Window, names: list[str]) -> int | None:
-    """Inferences Triton counted across a window, or None without both statistics snapshots."""
-    before, after = window.stats_before, window.stats_after
-    if before is None or after is None:
-        return None
-    return sum(after[n]["inference_count"] - before[n]["inference_count"] for n in names)
-
-
-def _settle(level: SteadyLevel, least: int, tolerance_pct: float) -> bool:
-    """Keep the last ``least`` windows; return whether their throughputs are within the tolerance."""
-    recent = level.throughputs[-least:]
-    level.kept = len(recent)
-    mean = sum(recent) / len(recent)
-    level.spread_pct = (max(recent) - min(recent)) / mean * 100.0 if mean > 0 else None
-    level.stable = len(recent) >= least and level.spread_pct is not None and level.spread_pct <= tolerance_pct
-    return level.stable

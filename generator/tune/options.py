@@ -138,7 +138,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
     Raises:
         TuneError: A list option does not parse.
     """
-    from generator.harness.bench import Steadiness
+    from generator.harness.steady import Steadiness
     from generator.tune.run import TuneConfig
     from generator.tune.space import SpaceOptions
 

@@ -33,8 +33,8 @@ from typing import Any
 from generator import __version__
 from generator.errors import GeneratorError, LoadTestError, TuneError
 from generator.gpus import NvmlUnavailable, detect_gpus
-from generator.harness.bench import Steadiness
 from generator.harness.control import ServerControl
+from generator.harness.steady import Steadiness
 from generator.harness.target import require_loopback, resolve_target
 from generator.repository import MANIFEST, link_or_copy_tree
 from generator.server import EmbeddedServer, find_free_port

@@ -1,36 +1,37 @@
-"""The steady-measurement rules of the tune's engine (harness/session.py, harness/bench.py)."""
+"""The steady-measurement rules of the tune's engine (harness/steady.py; no Locust in this process)."""
 
 from __future__ import annotations
+
+from types import SimpleNamespace
 
 import pytest
 
 from generator.errors import LoadTestError
-from generator.harness.bench import Steadiness, merge_resources
-from generator.harness.session import SteadyLevel, Window, _settle
+from generator.harness.steady import Steadiness, SteadyLevel, merge_resources, settle
 
 
 def _level(*throughputs: float) -> SteadyLevel:
     level = SteadyLevel(8)
     for index, value in enumerate(throughputs):
-        level.windows.append(Window(users=8.0, start=float(index), end=float(index + 1)))
+        level.windows.append(SimpleNamespace(start=float(index), end=float(index + 1)))
         level.throughputs.append(value)
     return level
 
 
 def test_a_level_is_steady_when_the_last_windows_agree() -> None:
     level = _level(500.0, 1000.0, 1010.0, 990.0)
-    assert _settle(level, 3, 5.0)
+    assert settle(level, 3, 5.0)
     assert level.kept == 3 and level.measured == level.windows[1:]
     assert level.spread_pct == pytest.approx(2.0)
 
 
 def test_a_noisy_level_is_not_steady_and_too_few_windows_never_are() -> None:
     noisy = _level(1000.0, 700.0, 1000.0)
-    assert not _settle(noisy, 3, 10.0) and noisy.spread_pct == pytest.approx(300 / 900 * 100)
+    assert not settle(noisy, 3, 10.0) and noisy.spread_pct == pytest.approx(300 / 900 * 100)
     short = _level(1000.0, 1000.0)
-    assert not _settle(short, 3, 10.0) and short.kept == 2
+    assert not settle(short, 3, 10.0) and short.kept == 2
     idle = _level(0.0, 0.0, 0.0)
-    assert not _settle(idle, 3, 10.0) and idle.spread_pct is None
+    assert not settle(idle, 3, 10.0) and idle.spread_pct is None
 
 
 def test_resources_of_windows_merge_as_one() -> None:
