@@ -290,7 +290,10 @@ def _run_loadtest(args: argparse.Namespace) -> int:
     console = _console()
     config = LoadTestConfig(**{f.name: getattr(args, f.name) for f in fields(LoadTestConfig)})
     hub = gevent.get_hub()
-    on_term = gevent.signal_handler(signal.SIGTERM, lambda: hub.parent.throw(KeyboardInterrupt))
+    handlers = [  # into the main greenlet, not whichever greenlet runs when the signal arrives
+        gevent.signal_handler(signum, lambda: hub.parent.throw(KeyboardInterrupt))
+        for signum in (signal.SIGTERM, signal.SIGINT)
+    ]
     columns = (TextColumn("{task.description}"), BarColumn(), TimeRemainingColumn())
     try:
         with Progress(*columns, console=console, transient=True) as bar:
@@ -307,7 +310,8 @@ def _run_loadtest(args: argparse.Namespace) -> int:
 
             result = run_loadtest(config, progress=progress)
     finally:
-        on_term.cancel()
+        for handler in handlers:
+            handler.cancel()
     headers, rows = summary_table(result.report)
     table = Table(*headers)
     for row in rows:
@@ -336,7 +340,12 @@ def _run_tune(args: argparse.Namespace) -> int:
     console = _console()
     config = config_from_args(args)
     hub = gevent.get_hub()
-    on_term = gevent.signal_handler(signal.SIGTERM, lambda: hub.parent.throw(KeyboardInterrupt))
+    # Both signals are thrown into the main greenlet: Python's own SIGINT handler raises in whichever
+    # greenlet runs at that moment, often a Locust user, and the tune would go on.
+    handlers = [
+        gevent.signal_handler(signum, lambda: hub.parent.throw(KeyboardInterrupt))
+        for signum in (signal.SIGTERM, signal.SIGINT)
+    ]
     try:
         with Progress(
             SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console
@@ -356,7 +365,8 @@ def _run_tune(args: argparse.Namespace) -> int:
         )
         return EXIT_INTERRUPTED
     finally:
-        on_term.cancel()
+        for handler in handlers:
+            handler.cancel()
     return _print_tune(console, result)
 
 
