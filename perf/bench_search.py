@@ -1,6 +1,7 @@
 """Benchmark: search strategies replayed on measured grids (from ``perf/bench_tune.py``), no server needed.
 
-Each saved grid (``perf/results/tune-grid-*.json``) holds every settings of a space with its measured
+Each saved grid (``perf/results/tune-grid-*.json``; the ``-busy`` ones were measured while other work loaded
+the machine) holds every settings of a space with its measured
 objective and constraint outcome. This replays, on that table, ``quick`` (the greedy hill climb ``tune``
 uses), steepest-ascent hill climbing, random search and, when installed, Optuna's TPE sampler, and reports
 for each: the trials it ran, the best objective it found as a share of the grid's best, and how often it
@@ -180,7 +181,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=50)
     parser.add_argument("--noise", type=float, default=0.05)
     args = parser.parse_args()
-    grids = args.grids or sorted(RESULTS.glob("tune-grid-*.json"))
+    grids = args.grids or sorted(
+        p for p in RESULTS.glob("tune-grid-*.json") if not p.name.endswith(".summary.json")
+    )
     if not grids:
         sys.exit("no saved grids: run perf/bench_tune.py first (it saves them in perf/results)")
     for path in grids:
