@@ -21,6 +21,7 @@ from generator.config import DeviceProfile, build_config, check_rendered, enviro
 from generator.errors import GeneratorError, SpecError
 from generator.signature import Signature, TensorInfo
 from generator.spec import ModelSettings, ModelSpec, json_schema, load_spec, parse_spec
+from generator.tuned import TUNABLE, load_spec_with_tuned
 
 FIELDS = sorted(
     set(ModelSpec.model_fields)
@@ -317,3 +318,32 @@ def test_deep_nesting_is_a_spec_error(tmp_path: Path) -> None:
 
 def test_schema_still_describes_the_settings() -> None:
     assert set(ModelSettings.model_fields) <= set(json_schema()["$defs"]["ModelSpec"]["properties"])
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    st.one_of(plausible_settings, st.dictionaries(st.sampled_from(TUNABLE), values, max_size=4), values),
+    st.sampled_from(["m0", "elsewhere"]),
+)
+def test_any_tuned_settings_load_or_fail_with_the_tuned_files_field_paths(
+    tmp_path_factory: Any, tuned: Any, name: str
+) -> None:
+    # What `tune` writes, or a hand edit of it: the build reads it or reports one line per problem, each
+    # naming the tuned file (or the spec) and a field path; never another exception.
+    root = tmp_path_factory.mktemp("tuned")
+    (root / "spec.yaml").write_text(yaml.safe_dump({"models": [_base_model(0)]}))
+    entry = {"settings": tuned, "trial": "20261123T000000Z/1"}
+    (root / "spec.tuned.yaml").write_text(
+        yaml.safe_dump({"format": 1, "models": {name: entry}}, allow_unicode=True)
+    )
+    try:
+        spec, info = load_spec_with_tuned(root / "spec.yaml")
+    except SpecError as error:
+        assert error.problems
+        for line in error.problems:
+            assert "spec.tuned.yaml: " in line or "spec.yaml: " in line, line
+            assert "\n" not in line
+        return
+    if name == "elsewhere":
+        assert info.warnings and not info.applied
+    _render_declared(spec)
