@@ -31,18 +31,11 @@ from generator.tune.space import Settings, Space, SpaceOptions
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def _settings(data: dict[str, Any]) -> Settings:
-    return Settings(
-        data["instances"], data["threads"], data["max_batch_size"], data["batching"], data["queue_delay_us"],
-        tuple(data["preferred"]), tuple(data["gpus"]) if data["gpus"] is not None else None,
-    )  # fmt: skip
-
-
 def load_grid(path: Path) -> tuple[str, Space, dict[Settings, Outcome]]:
     """The model, its space and the measured outcome of every settings of a saved grid report."""
     report = json.loads(path.read_text())
     [(model, entry)] = report["models"].items()
-    start = _settings(entry["start"])
+    start = Settings.from_dict(entry["start"])
     dims = entry["space"]
     options = SpaceOptions(
         instances=dims["instances"],
@@ -60,7 +53,7 @@ def load_grid(path: Path) -> tuple[str, Space, dict[Settings, Outcome]]:
         if trial["role"] == "confirm":
             continue
         score = None if trial["objective"] is None else sign * trial["objective"]
-        table[_settings(trial["settings"])] = Outcome(score, trial["violation"])
+        table[Settings.from_dict(trial["settings"])] = Outcome(score, trial["violation"])
     return model, space, table
 
 

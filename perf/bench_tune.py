@@ -139,13 +139,6 @@ def tune(spec: Path, model: str, search: str, args: argparse.Namespace, out: Pat
     }
 
 
-def settings_of(data: dict[str, Any]) -> Settings:
-    return Settings(
-        data["instances"], data["threads"], data["max_batch_size"], data["batching"], data["queue_delay_us"],
-        tuple(data["preferred"]), tuple(data["gpus"]) if data["gpus"] is not None else None,
-    )  # fmt: skip
-
-
 def side_by_side(
     spec: Path, model: str, chosen: Settings, rounds: int, window: float
 ) -> dict[str, list[dict]]:
@@ -220,7 +213,7 @@ def main() -> None:
                 summary_of_grid = {k: v for k, v in grid.items() if k != "report"}
                 saved.with_suffix(".summary.json").write_text(json.dumps(summary_of_grid, indent=1))
             quick = tune(spec, model, "quick", args, work / f"{which}-quick")
-            chosen = settings_of((quick["best"] or grid["best"])["settings"])
+            chosen = Settings.from_dict((quick["best"] or grid["best"])["settings"])
             figures = side_by_side(spec, model, chosen, args.rounds, args.window)
             row = {
                 "model": model,

@@ -79,6 +79,15 @@ class Settings:
                 parts.append("batcher off")
         return ", ".join(parts)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Settings:
+        """Settings back from :meth:`as_dict`'s plain data (a trial in tune.json)."""
+        gpus = data["gpus"]
+        return cls(
+            data["instances"], data["threads"], data["max_batch_size"], data["batching"], data["queue_delay_us"],
+            tuple(data["preferred"]), tuple(gpus) if gpus is not None else None,
+        )  # fmt: skip
+
     def as_dict(self) -> dict[str, Any]:
         """Plain data (tune.json)."""
         data = asdict(self)

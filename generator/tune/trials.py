@@ -23,6 +23,7 @@ from generator.errors import LoadTestError
 from generator.harness.bench import Measurement, ModelBench
 from generator.harness.control import ServerControl
 from generator.harness.session import LoadProgress
+from generator.loadreport.figures import figure_value
 from generator.server import EmbeddedServer
 from generator.tune.objective import Objective
 from generator.tune.report import write_tune_report
@@ -36,26 +37,12 @@ _SETTLE_SECONDS = 30.0
 
 __all__ = ["ModelTuner", "Stop", "Trial", "TuneContext", "TuneProgress", "TuneProgressCallback"]
 
-_LEVEL_FIGURES = {
-    "throughput": ("throughput",),
-    "requests_per_s": ("requests_per_s",),
-    "p50_ms": ("latency_ms", "p50"),
-    "p90_ms": ("latency_ms", "p90"),
-    "p99_ms": ("latency_ms", "p99"),
-    "mean_ms": ("latency_ms", "mean"),
-    "error_rate": ("error_rate",),
-    "requests": ("requests",),
-    "failures": ("failures",),
-    "avg_batch_size": ("server", "avg_batch_size"),
-    "queue_us": ("server", "queue_us"),
-    "compute_input_us": ("server", "compute_input_us"),
-    "compute_infer_us": ("server", "compute_infer_us"),
-    "compute_output_us": ("server", "compute_output_us"),
-    "cpu_utilization": ("cpu_utilization",),
-    "memory_bytes": ("memory_bytes",),
-    "gpu_utilization": ("gpu_utilization",),
-    "gpu_memory_bytes": ("gpu_memory_bytes",),
-}
+#: The load-test figures each level of a trial keeps (names and places as in report.json's runs).
+_LEVEL_FIGURES = (
+    "throughput", "requests_per_s", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "error_rate", "avg_batch_size",
+    "queue_us", "compute_input_us", "compute_infer_us", "compute_output_us", "cpu_utilization", "memory_bytes",
+    "gpu_utilization", "gpu_memory_bytes",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -406,11 +393,11 @@ class ModelTuner:
 
 
 def _condensed(run: dict[str, Any]) -> dict[str, Any]:
-    figures: dict[str, Any] = {"users": run.get("users")}
-    for name, path in _LEVEL_FIGURES.items():
-        value: Any = run
-        for key in path:
-            value = value.get(key) if isinstance(value, dict) else None
-        figures[name] = value
+    figures: dict[str, Any] = {
+        "users": run.get("users"),
+        "requests": run.get("requests"),
+        "failures": run.get("failures"),
+    }
+    figures.update({name: figure_value(run, name) for name in _LEVEL_FIGURES})
     figures["stability"] = run.get("stability")
     return figures

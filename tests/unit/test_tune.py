@@ -296,3 +296,8 @@ def test_parse_bytes() -> None:
 def test_pareto_front() -> None:
     points = [(100.0, 5.0), (200.0, 8.0), (150.0, 9.0), (90.0, 4.0), (200.0, 7.0)]
     assert pareto_front(points) == [0, 3, 4]
+
+
+def test_settings_round_trip_through_tune_json() -> None:
+    for settings in (Settings(2, None, 64, True, 500, (16, 32)), Settings(1, 2, 8, False, gpus=(0, 1))):
+        assert Settings.from_dict(json.loads(json.dumps(settings.as_dict()))) == settings
