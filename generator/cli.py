@@ -273,6 +273,21 @@ def _run_demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _interrupt_main_greenlet() -> list[Any]:
+    """Turn SIGTERM and SIGINT into KeyboardInterrupt in the main greenlet of a gevent (Locust) run.
+
+    Python's own SIGINT handler raises in whichever greenlet runs when the signal arrives, often a Locust
+    user, and the run would go on. Cancel the returned handlers when the run ends.
+    """
+    import gevent
+
+    hub = gevent.get_hub()
+    return [
+        gevent.signal_handler(signum, lambda: hub.parent.throw(KeyboardInterrupt))
+        for signum in (signal.SIGTERM, signal.SIGINT)
+    ]
+
+
 def _run_loadtest(args: argparse.Namespace) -> int:
     from dataclasses import fields
 
@@ -280,7 +295,6 @@ def _run_loadtest(args: argparse.Namespace) -> int:
     # before rich and the rest import it. The report side (generator.loadreport) needs no such care.
     from generator.harness.run import LoadTestConfig, run_loadtest  # isort: skip
 
-    import gevent
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
     from rich.table import Table
     from rich.text import Text
@@ -289,11 +303,7 @@ def _run_loadtest(args: argparse.Namespace) -> int:
 
     console = _console()
     config = LoadTestConfig(**{f.name: getattr(args, f.name) for f in fields(LoadTestConfig)})
-    hub = gevent.get_hub()
-    handlers = [  # into the main greenlet, not whichever greenlet runs when the signal arrives
-        gevent.signal_handler(signum, lambda: hub.parent.throw(KeyboardInterrupt))
-        for signum in (signal.SIGTERM, signal.SIGINT)
-    ]
+    handlers = _interrupt_main_greenlet()
     columns = (TextColumn("{task.description}"), BarColumn(), TimeRemainingColumn())
     try:
         with Progress(*columns, console=console, transient=True) as bar:
@@ -332,20 +342,13 @@ def _run_tune(args: argparse.Namespace) -> int:
     # Locust (under the tune) patches the standard library for gevent: import it before rich and the rest.
     from generator.tune.run import run_tune  # isort: skip
 
-    import gevent
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from generator.tune.options import config_from_args
 
     console = _console()
     config = config_from_args(args)
-    hub = gevent.get_hub()
-    # Both signals are thrown into the main greenlet: Python's own SIGINT handler raises in whichever
-    # greenlet runs at that moment, often a Locust user, and the tune would go on.
-    handlers = [
-        gevent.signal_handler(signum, lambda: hub.parent.throw(KeyboardInterrupt))
-        for signum in (signal.SIGTERM, signal.SIGINT)
-    ]
+    handlers = _interrupt_main_greenlet()
     try:
         with Progress(
             SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console

@@ -140,10 +140,9 @@ def run_tune(config: TuneConfig, progress: TuneProgressCallback | None = None) -
     result = TuneResult(report, {})
     with contextlib.ExitStack() as stack:
         url, server = _target(config, spec, spec_path, device, stack, notify)
-        report["target"] = url
-        control = stack.enter_context(
-            ServerControl(resolve_target(url, config.protocol), timeout=_LOAD_TIMEOUT)
-        )
+        target = resolve_target(url, config.protocol)
+        report["target"], report["protocol"] = url, target.protocol
+        control = stack.enter_context(ServerControl(target, timeout=_LOAD_TIMEOUT))
         deadline = time.monotonic() + config.budget_minutes * 60 if config.budget_minutes else None
         context = TuneContext(config, objective, control, server, url, run_id, notify, deadline, report, out)
         tuners: list[ModelTuner] = []
@@ -289,8 +288,7 @@ def _report_head(
         "run": run_id,
         "spec": str(spec_path) if spec_path else None,
         "target": None,
-        "protocol": config.protocol
-        or (config.url.split("://")[0] if config.url and "://" in config.url else "http"),
+        "protocol": None,
         "search": config.search,
         "objective": {
             "metric": objective.metric,
