@@ -16,12 +16,15 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from tritonclient.grpc import model_config_pb2
 
 from generator import __version__
 from generator.config import (
@@ -31,15 +34,18 @@ from generator.config import (
     environment,
     render,
 )
-from generator.errors import GeneratorError
+from generator.ensemble_checks import check_ensemble
+from generator.errors import GeneratorError, SpecError
 from generator.exporters import exporter_for
 from generator.exporters.base import ExportContext, ExportResult
+from generator.exporters.python import extra_files
 from generator.manifest import Manifest, ModelEntry, VersionEntry
 from generator.optimize import optimize_model
+from generator.pipelines import ensemble_config, ensemble_order, label_files, resolve_model, spec_path
 from generator.repository import MANIFEST, Staging, link_or_copy_tree, read_manifest, sha256_file, write_json
 from generator.signature import Signature
-from generator.spec import ModelSpec, Spec, Verify, factory_parts
-from generator.triton import resolve_max_batch_size
+from generator.spec import EnsembleSpec, ModelSpec, Spec, Verify, factory_parts
+from generator.triton import ENSEMBLE_PLATFORM, parse_model_config, resolve_max_batch_size
 from generator.tuned import TunedEntry, TunedInfo, load_spec_with_tuned
 from generator.validate import validate_model_dir
 from generator.verify import check_parity
@@ -136,7 +142,27 @@ def source_files(model: ModelSpec, source: Path) -> list[Path]:
     return [source, *sorted(named)]
 
 
-def _source_hashes(model: ModelSpec, source: Path) -> dict[str, str]:
+def python_files(model: ModelSpec, spec_dir: Path) -> list[Path]:
+    """The files a Python model's version directory gets beside its model file (every file of a
+    listed directory), for the cache key."""
+    if model.builtin is not None:
+        from generator.steps import step_definition
+
+        listed = list(step_definition(model.builtin, model.step or {}, spec_dir).version_files.values())
+    else:
+        listed = extra_files(model, spec_dir)
+    found = []
+    for path in listed:
+        found += sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    return found
+
+
+def _source_hashes(model: ModelSpec, source: Path, spec_dir: Path | None = None) -> dict[str, str]:
+    if model.framework == "python":  # the model file, then its files by their path from the spec's directory
+        base = spec_dir or source.parent
+        hashes = {"model.py": sha256_file(source)}
+        hashes.update({os.path.relpath(p, base): sha256_file(p) for p in python_files(model, base)})
+        return hashes
     return {str(p.relative_to(source.parent)): sha256_file(p) for p in source_files(model, source)}
 
 
@@ -153,6 +179,8 @@ def cache_key(model: ModelSpec, source: Path, libraries: dict[str, str], context
         "opset",
         "verify",
         "optimize",
+        "step",
+        "files",
     }
     export_fields = model.model_dump(include=fields | {"format", "tensorrt", "dynamic_batching"})
     if model.target == "tensorrt":  # a plan is built for the GPUs at hand
@@ -160,7 +188,7 @@ def cache_key(model: ModelSpec, source: Path, libraries: dict[str, str], context
     payload = {
         "tool": __version__,
         "model": export_fields,
-        "files": _source_hashes(model, source),
+        "files": _source_hashes(model, source, context.spec_dir),
         "libraries": libraries,
     }
     if model.optimize:  # its calibration / evaluation samples shape what the optimize step ships
@@ -201,7 +229,7 @@ def _export_step(
     result = exporter_for(model, context).export(model, source, version_dir)
     settings = model.verify or Verify()
     parity = None
-    if settings.enabled:
+    if settings.enabled and model.target != "python":  # a Python model has no source framework to match
         progress("verify")
         report = check_parity(model, result, resolve_max_batch_size(model, result.signature), settings)
         parity = report.to_dict()
@@ -307,7 +335,7 @@ def _export_version(
         cache_key=key,
         framework=model.framework,
         source=model.source,
-        source_files=_source_hashes(model, source),
+        source_files=_source_hashes(model, source, run.context.spec_dir),
         user_files=user_files,
         platform=result.platform,
         files={str(p.relative_to(version_dir)): sha256_file(p) for p in result.files},
@@ -365,6 +393,8 @@ def _configure_model(run: _BuildRun, latest: _VersionBuilt) -> None:
     text = render(config, run.env, spec_name=run.spec_name)
     check_rendered(text, config, f"{name}/config.pbtxt")
     (run.staging.path / name / "config.pbtxt").write_text(text, encoding="utf-8")
+    for filename, source in label_files(latest.model, run.context.spec_dir).items():
+        shutil.copyfile(source, run.staging.path / name / filename)
 
 
 def _validate_staged(run: _BuildRun, name: str) -> None:
@@ -409,6 +439,91 @@ def _build_model(run: _BuildRun, name: str, versions: list[ModelSpec]) -> ModelE
         config_sha256=sha256_file(run.staging.path / name / "config.pbtxt"),
         tuned=run.tuned.record(name),
     )
+
+
+def _step_config(run: _BuildRun, name: str) -> model_config_pb2.ModelConfig | None:
+    """A step model's config: built by this run, else a hand-written model of the existing repository."""
+    for path in (run.staging.path / name / "config.pbtxt", run.repo / name / "config.pbtxt"):
+        if path.is_file() and (path.parent.parent == run.staging.path or name not in run.previous.models):
+            try:
+                return parse_model_config(path.read_text(encoding="utf-8", errors="replace"))
+            except Exception:
+                return None
+    return None
+
+
+def _build_ensemble(run: _BuildRun, index: int, ensemble: EnsembleSpec) -> ModelEntry | None:
+    """Render an ensemble's config from its steps' configs and check every edge; problems go to ``run``.
+
+    Returns:
+        The ensemble's manifest entry, or ``None`` when it could not be built.
+    """
+    failed = {model.name for model in run.spec.models} - {m.name for m in run.report.models}
+    if any(step.model in failed for step in ensemble.steps):
+        return None  # a step model failed to build: that failure is the one to fix first
+    run.progress(ensemble.name, "configure")
+    steps = {step.model: _step_config(run, step.model) for step in ensemble.steps}
+    config = ensemble_config(ensemble, steps)
+    try:
+        text = render(config, run.env, spec_name=run.spec_name)
+        proto = check_rendered(text, config, f"{ensemble.name}/config.pbtxt")
+    except GeneratorError as exc:
+        run.failures.append(exc)
+        return None
+    model_dir = run.staging.path / ensemble.name
+    (model_dir / str(ensemble.version)).mkdir(parents=True)  # an ensemble's version directory is empty
+    (model_dir / "config.pbtxt").write_text(text, encoding="utf-8")
+    run.progress(ensemble.name, "validate")
+    problems = []
+    for finding in check_ensemble(proto, steps):
+        line = f"{run.spec_name}: {spec_path(index, ensemble, finding.path)}: {finding.message}"
+        if finding.severity == "error":
+            problems.append(line)
+        else:
+            run.report.warnings.append(line)
+    if problems:
+        run.failures.append(SpecError(*problems))
+        return None
+    signature = Signature.from_dict(
+        {
+            "inputs": [_tensor(t, proto.max_batch_size) for t in proto.input],
+            "outputs": [_tensor(t, proto.max_batch_size) for t in proto.output],
+        }
+    )
+    entry = VersionEntry(cache_key="", platform=ENSEMBLE_PLATFORM, files={}, signature=signature)
+    run.report.models.append(
+        ModelBuild(
+            name=ensemble.name,
+            version=ensemble.version,
+            status="configured",
+            platform=ENSEMBLE_PLATFORM,
+            files=[],
+            signature=signature,
+            parity=None,
+            seconds=0.0,
+            max_batch_size=proto.max_batch_size,
+        )
+    )
+    return ModelEntry(
+        versions={str(ensemble.version): entry}, config_sha256=sha256_file(model_dir / "config.pbtxt")
+    )
+
+
+def _tensor(tensor: Any, max_batch_size: int) -> dict[str, Any]:
+    dims = [-1, *tensor.dims] if max_batch_size > 0 else list(tensor.dims)
+    dtype = model_config_pb2.DataType.Name(tensor.data_type).removeprefix("TYPE_")
+    return {"name": tensor.name, "dtype": dtype, "shape": dims}
+
+
+def _resolved(spec: Spec) -> tuple[list[ModelSpec], list[GeneratorError]]:
+    """The spec's models with built-in steps' I/O filled in; the entries that cannot be resolved."""
+    models, failures = [], []
+    for index, model in enumerate(spec.models):
+        try:
+            models.append(resolve_model(model, spec.base_dir, f"models[{index}]"))
+        except GeneratorError as exc:
+            failures.append(exc)
+    return models, failures
 
 
 def _raise_failures(failures: list[GeneratorError]) -> None:
@@ -473,8 +588,10 @@ def build(
     report = BuildReport(repo, Path(spec_path) if spec_path else None, warnings=list(tuned.warnings))
     if tuned.applied:
         report.tuned, report.tuned_file = dict(tuned.applied), tuned.path
+    resolved, failures = _resolved(spec)
+    order = ensemble_order(spec)
     by_name: dict[str, list[ModelSpec]] = {}
-    for model in spec.models:
+    for model in resolved:
         by_name.setdefault(model.name, []).append(model)
 
     with Staging(repo, protect=(Path.cwd(), spec.base_dir)) as staging, ExportWorker() as worker:
@@ -493,12 +610,17 @@ def build(
             tuned=tuned,
             progress=progress or (lambda name, stage: None),
             report=report,
+            failures=failures,
         )
         models = {}
         for name, versions in by_name.items():
             entry = _build_model(run, name, versions)
             if entry is not None:
                 models[name] = entry
+        for index, ensemble in order:
+            entry = _build_ensemble(run, index, ensemble)
+            if entry is not None:
+                models[ensemble.name] = entry
         _raise_failures(run.failures)
         report.carried_over = staging.carry_over(set(models), set(run.previous.models))
         _write_manifest(run, models)

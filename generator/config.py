@@ -27,8 +27,9 @@ from generator.resources import templates_dir
 from generator.signature import Signature, TensorInfo, libtorch_name
 from generator.spec import DynamicBatching, InstanceGroup, ModelSpec, TensorSpec
 from generator.triton import (
-    DEFAULT_MODEL_FILENAMES,
+    BACKEND_ONLY,
     LIBTORCH_PLATFORM,
+    default_filename,
     parse_config_text,
     resolve_max_batch_size,
 )
@@ -102,7 +103,10 @@ def _tensor_entry(name: str, dtype: str, dims: list[int], reshape: list[int] | N
 
 
 def _from_spec(tensor: TensorSpec) -> dict:
-    return _tensor_entry(tensor.name, tensor.dtype, tensor.dims, tensor.reshape, tensor.optional)
+    entry = _tensor_entry(tensor.name, tensor.dtype, tensor.dims, tensor.reshape, tensor.optional)
+    if tensor.label_filename:  # the file is copied into the model directory under its own name
+        entry["label_filename"] = Path(tensor.label_filename).name
+    return entry
 
 
 def _from_signature(tensor: TensorInfo, batching: bool) -> dict:
@@ -186,8 +190,9 @@ def build_config(
     """
     max_batch_size = resolve_max_batch_size(model, signature)
     batching = max_batch_size > 0
-    config: dict[str, Any] = {"name": model.name, "platform": platform, "max_batch_size": max_batch_size}
-    if model_filename and model_filename != DEFAULT_MODEL_FILENAMES.get(platform):
+    serving = {"backend": platform} if platform in BACKEND_ONLY else {"platform": platform}
+    config: dict[str, Any] = {"name": model.name, **serving, "max_batch_size": max_batch_size}
+    if model_filename and model_filename != default_filename(platform):
         config["default_model_filename"] = model_filename
     if model.version_policy is not None:
         policy = model.version_policy

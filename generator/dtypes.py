@@ -79,16 +79,25 @@ _TORCH: dict[str, str] = {
 }
 
 
+#: Wire (KServe) datatype names that differ from the config's: text travels as BYTES, TYPE_STRING in configs.
+_WIRE_ALIASES = {"BYTES": "STRING"}
+
+
 def normalize(name: str) -> str:
     """Return the canonical Triton dtype (``FP32``) for ``FP32``, ``TYPE_FP32`` or ``fp32``.
+
+    Text is ``STRING`` (config.pbtxt's ``TYPE_STRING``); its wire name ``BYTES`` is accepted too.
 
     Raises:
         ValueError: ``name`` is not a Triton data type; the message lists the valid ones.
     """
     key = str(name).strip().upper()
     key = key.removeprefix("TYPE_")
+    key = _WIRE_ALIASES.get(key, key)
     if key not in TRITON_DTYPES:
-        raise ValueError(f"'{name}' is not a Triton data type; use one of {', '.join(TRITON_DTYPES)}")
+        raise ValueError(
+            f"'{name}' is not a Triton data type; use one of {', '.join(TRITON_DTYPES)} (or BYTES for STRING)"
+        )
     return key
 
 

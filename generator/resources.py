@@ -26,3 +26,8 @@ def templates_dir() -> Path:
 def examples_dir() -> Path:
     """The bundled examples (specs, model factories, small model files)."""
     return _find("examples")
+
+
+def steps_dir() -> Path:
+    """The built-in pipeline steps (Triton Python-backend model files: tokenizer, image, postprocess)."""
+    return _PACKAGE / "steps"

@@ -55,6 +55,12 @@ class TensorSpec(_Strict):
         description="Shape the model itself uses, when it differs from dims (e.g. [] for scalars).",
     )
     optional: bool = Field(default=False, description="Requests may omit this input.")
+    label_filename: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Outputs: a text file of class labels, one per line (relative to the spec), copied "
+        "into the model directory for Triton's classification extension.",
+    )
 
     @field_validator("dtype")
     @classmethod
@@ -340,6 +346,16 @@ class ModelSettings(_Strict):
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
 
 
+def _checked_name(value: str) -> str:
+    """``value`` if it can name a model directory, else a ValueError saying what a name may hold."""
+    if not _SAFE_NAME.fullmatch(value) or value in RESERVED_NAMES:
+        raise ValueError(
+            f"'{value}' cannot be a model name: it must be one directory name of letters, digits, "
+            "'_', '-' and '.', not starting with '.' or '-' (and not tritongen-manifest.json); rename it"
+        )
+    return value
+
+
 class ModelSpec(ModelSettings):
     """One model: where it comes from and how Triton serves it."""
 
@@ -348,8 +364,21 @@ class ModelSpec(ModelSettings):
         description="Model name: the directory in the repository (letters, digits, '_', '-', '.'; "
         "not starting with '.' or '-').",
     )
-    framework: Literal["torch", "tensorflow", "onnx"]
-    source: str = Field(min_length=1, description="`path/file.py:function` factory, or a model file path.")
+    framework: Literal["torch", "tensorflow", "onnx", "python"]
+    source: str = Field(
+        min_length=1,
+        description="`path/file.py:function` factory, or a model file path; for framework python, a file "
+        "defining Triton's TritonPythonModel, or `builtin:tokenizer|image|postprocess`.",
+    )
+    step: dict[str, Any] | None = Field(
+        default=None,
+        description="Settings of a built-in step (source `builtin:KIND`); see the step's settings.",
+    )
+    files: list[Annotated[str, Field(min_length=1)]] | None = Field(
+        default=None,
+        description="framework python: more files or directories (relative to the spec) copied beside "
+        "model.py in the version directory.",
+    )
     version: int = Field(default=1, ge=1, le=INT64_MAX)
     inputs: list[TensorSpec] | None = Field(default=None, description="Unset: read from the exported model.")
     outputs: list[TensorSpec] | None = Field(default=None, description="Unset: read from the exported model.")
@@ -362,15 +391,47 @@ class ModelSpec(ModelSettings):
                 raise ValueError(f"output '{tensor.name}' is marked optional; only inputs can be; remove it")
         return value
 
+    @field_validator("inputs")
+    @classmethod
+    def _no_input_labels(cls, value: list[TensorSpec] | None) -> list[TensorSpec] | None:
+        for tensor in value or []:
+            if tensor.label_filename:
+                raise ValueError(f"input '{tensor.name}' has a label_filename; only outputs can; remove it")
+        return value
+
     @field_validator("name")
     @classmethod
     def _safe_name(cls, value: str) -> str:
-        if not _SAFE_NAME.fullmatch(value) or value in RESERVED_NAMES:
+        return _checked_name(value)
+
+    @model_validator(mode="after")
+    def _python(self) -> ModelSpec:
+        kind = builtin_step(self.source)
+        if self.framework != "python":
+            if self.step is not None or self.files is not None:
+                raise ValueError("step and files apply to framework python only; remove them")
+            return self
+        if self.format not in (None, "onnx") or self.accelerators or self.tensorrt:
+            raise ValueError("a Python model is served as it is: drop format, accelerators and tensorrt")
+        if kind is None:
+            if self.step is not None:
+                raise ValueError("step settings need a built-in source (builtin:KIND); remove step")
+            if not self.source.endswith(".py"):
+                raise ValueError(
+                    f"source '{self.source}' must be a .py file defining TritonPythonModel, or builtin:KIND"
+                )
+            if not self.inputs or not self.outputs:
+                raise ValueError(
+                    "a Python model needs its inputs and outputs declared; add inputs and outputs"
+                )
+            return self
+        if kind not in STEP_KINDS:
             raise ValueError(
-                f"'{value}' cannot be a model name: it must be one directory name of letters, digits, "
-                "'_', '-' and '.', not starting with '.' or '-' (and not tritongen-manifest.json); rename it"
+                f"'{self.source}' is no built-in step; use builtin:{' or builtin:'.join(STEP_KINDS)}"
             )
-        return value
+        if self.inputs or self.outputs or self.files:
+            raise ValueError("a built-in step declares its own inputs, outputs and files; remove them")
+        return self
 
     @model_validator(mode="after")
     def _format(self) -> ModelSpec:
@@ -387,8 +448,78 @@ class ModelSpec(ModelSettings):
 
     @property
     def target(self) -> str:
-        """The served format: ``onnx``, ``torchscript`` or ``tensorrt``."""
-        return self.format or "onnx"
+        """The served format: ``onnx``, ``torchscript``, ``tensorrt`` or ``python``."""
+        return "python" if self.framework == "python" else self.format or "onnx"
+
+    @property
+    def builtin(self) -> str | None:
+        """The built-in step kind (``tokenizer``) of a ``builtin:KIND`` source, else ``None``."""
+        return builtin_step(self.source) if self.framework == "python" else None
+
+
+class EnsembleStep(_Strict):
+    """One step of an ensemble: a model and how its tensors wire to the ensemble's."""
+
+    model: str = Field(min_length=1, description="A model of this spec, or one already in the repository.")
+    version: int = Field(default=-1, ge=-1, le=INT64_MAX, description="-1: the latest version served.")
+    input_map: dict[str, str] = Field(
+        min_length=1, description="The step model's input name -> the ensemble tensor it reads."
+    )
+    output_map: dict[str, str] = Field(
+        min_length=1, description="The step model's output name -> the ensemble tensor it writes."
+    )
+
+    @field_validator("version")
+    @classmethod
+    def _not_zero(cls, value: int) -> int:
+        if value == 0:
+            raise ValueError("version 0 does not exist; use -1 (latest) or a version number")
+        return value
+
+    @field_validator("input_map", "output_map")
+    @classmethod
+    def _names(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, tensor in value.items():
+            if not key or not tensor:
+                raise ValueError("tensor names cannot be empty")
+        return value
+
+
+class EnsembleSpec(_Strict):
+    """A pipeline of models Triton runs as one (``platform: "ensemble"``)."""
+
+    name: str = Field(max_length=MAX_NAME_LENGTH, description="Ensemble name (as a model name).")
+    version: int = Field(default=1, ge=1, le=INT64_MAX)
+    max_batch_size: int | None = Field(
+        default=None, ge=0, le=INT32_MAX, description="Unset: the smallest of its steps' max_batch_size."
+    )
+    inputs: list[TensorSpec] | None = Field(
+        default=None, description="Unset: the tensors steps read that no step writes, typed by the steps."
+    )
+    outputs: list[TensorSpec] | None = Field(
+        default=None, description="Unset: the tensors steps write that no step reads."
+    )
+    steps: list[EnsembleStep] = Field(min_length=1)
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, value: str) -> str:
+        return _checked_name(value)
+
+    @model_validator(mode="after")
+    def _wiring(self) -> EnsembleSpec:
+        producers: dict[str, int] = {}
+        for index, step in enumerate(self.steps):
+            for tensor in step.output_map.values():
+                if tensor in producers:
+                    raise ValueError(
+                        f"tensor '{tensor}' is written by steps {producers[tensor]} and {index}; "
+                        "give one of them another name in its output_map"
+                    )
+                producers[tensor] = index
+            if step.model == self.name:
+                raise ValueError(f"steps[{index}] runs the ensemble itself; name another model")
+        return self
 
 
 class Spec(_Strict):
@@ -399,6 +530,9 @@ class Spec(_Strict):
     )
     defaults: ModelSettings = Field(default_factory=ModelSettings)
     models: list[ModelSpec] = Field(min_length=1)
+    ensembles: list[EnsembleSpec] = Field(
+        default_factory=list, description="Pipelines of the models, served as Triton ensembles."
+    )
     #: Directory the spec file lives in; sources resolve against it. Not part of the YAML.
     base_dir: Path = Field(default=Path("."), exclude=True)
 
@@ -412,10 +546,25 @@ class Spec(_Strict):
                     f"model '{model.name}' version {model.version} appears twice; give each a version"
                 )
             seen.add(key)
+        names = {model.name for model in self.models}
+        for index, ensemble in enumerate(self.ensembles):
+            if ensemble.name in names:
+                raise ValueError(
+                    f"ensembles[{index}]: '{ensemble.name}' is already a model or ensemble name; rename it"
+                )
+            names.add(ensemble.name)
         return self
 
     def resolve_source(self, source: str) -> Path:
-        """The file a model's ``source`` names (the part before ``:function``), made absolute."""
+        """The file a model's ``source`` names (the part before ``:function``), made absolute.
+
+        A built-in step (``builtin:tokenizer``) is its shipped step file.
+        """
+        kind = builtin_step(source)
+        if kind is not None:
+            from generator.resources import steps_dir
+
+            return steps_dir() / f"{kind}.py"
         file_part = source.split(":", 1)[0] if _is_factory(source) else source
         candidates = [self.base_dir / file_part, Path.cwd() / file_part]
         for path in candidates:
@@ -435,7 +584,19 @@ class Spec(_Strict):
         raise SpecError(f"source '{source}': no file at {tried}; fix the path in the spec")
 
 
+BUILTIN_PREFIX = "builtin:"
+#: The built-in pipeline steps (``source: builtin:KIND``), in ``generator/steps/``.
+STEP_KINDS = ("tokenizer", "image", "postprocess")
+
+
+def builtin_step(source: str) -> str | None:
+    """``tokenizer`` for ``builtin:tokenizer``; ``None`` for any other source."""
+    return source.removeprefix(BUILTIN_PREFIX) if source.startswith(BUILTIN_PREFIX) else None
+
+
 def _is_factory(source: str) -> bool:
+    if builtin_step(source) is not None:
+        return False
     head, sep, tail = source.rpartition(":")
     return bool(sep) and bool(tail) and tail.isidentifier() and len(head) > 1
 

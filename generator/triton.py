@@ -11,6 +11,8 @@ when a config is parsed.
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from generator.errors import ConfigError
@@ -22,6 +24,13 @@ if TYPE_CHECKING:
 ONNX_PLATFORM = "onnxruntime_onnx"
 TENSORRT_PLATFORM = "tensorrt_plan"
 LIBTORCH_PLATFORM = "pytorch_libtorch"
+
+#: Backends a config names with ``backend:`` alone (no platform); the build records them as the
+#: artifact's "platform" and the config renders them as ``backend``.
+PYTHON_BACKEND = "python"
+DALI_BACKEND = "dali"
+BACKEND_ONLY = (PYTHON_BACKEND, DALI_BACKEND)
+ENSEMBLE_PLATFORM = "ensemble"
 
 #: Triton platform -> the backend that serves it.
 PLATFORM_BACKENDS = {
@@ -54,6 +63,28 @@ DEFAULT_MODEL_FILENAMES = {
     },
     **TENSORFLOW_FILENAMES,
 }
+
+
+def default_filename(platform: str) -> str | None:
+    """The model filename Triton loads for a platform, or for a backend-only kind (``python``)."""
+    if platform == DALI_BACKEND:  # Triton's DALI backend loads model.dali (not auto-detected by file)
+        return "model.dali"
+    if platform in BACKEND_ONLY:
+        return BACKEND_FILENAMES[platform]
+    return DEFAULT_MODEL_FILENAMES.get(platform)
+
+
+def python_backend_utils_dir() -> Path | None:
+    """The directory of the embedded server's ``triton_python_backend_utils.py`` (None when absent).
+
+    Importing it needs only numpy, so a Python model's module can be imported and checked outside Triton.
+    """
+    found = importlib.util.find_spec("pytriton")
+    if found is None or not found.submodule_search_locations:
+        return None
+    directory = Path(next(iter(found.submodule_search_locations))) / "tritonserver" / "backends" / "python"
+    return directory if (directory / "triton_python_backend_utils.py").is_file() else None
+
 
 #: ``max_batch_size`` of a model with a batch axis whose spec leaves it out.
 DEFAULT_MAX_BATCH_SIZE = 8

@@ -19,6 +19,8 @@ _REGISTRY: dict[str, str] = {
     # Targets other than ONNX, chosen by a model's `format`:
     "torchscript": "generator.exporters.torchscript:TorchScriptExporter",
     "tensorrt": "generator.exporters.tensorrt:TensorRTExporter",
+    # Python-backend models (a user's TritonPythonModel file, or a built-in step): placed, not converted.
+    "python": "generator.exporters.python:PythonExporter",
 }
 
 

@@ -1,0 +1,231 @@
+"""Pipelines: built-in steps resolved into ordinary spec entries, and ensembles as Triton configs.
+
+A built-in step (``source: builtin:tokenizer``) declares its I/O and parameters from its settings
+(:func:`resolve_model`), after which the build treats it as any Python model. An ensemble's config is
+derived from its steps' configs (:func:`ensemble_config`): the tensors the steps read that none writes
+are its inputs, the ones they write that none reads its outputs, typed by the steps; the wiring is then
+checked edge by edge (:mod:`generator.ensemble_checks`) and every problem is reported against the
+spec's field path (:func:`spec_path`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from tritonclient.grpc import model_config_pb2
+
+from generator import dtypes
+from generator.errors import SpecError
+from generator.spec import EnsembleSpec, ModelSpec, Spec, TensorSpec, field_path
+from generator.triton import ENSEMBLE_PLATFORM
+
+
+def resolve_model(model: ModelSpec, spec_dir: Path, where: str) -> ModelSpec:
+    """``model`` with a built-in step's inputs, outputs and parameters filled in from its settings.
+
+    Args:
+        model: A spec entry (returned as it is unless it is a built-in step).
+        spec_dir: Where the step's files (a tokenizer.json, a labels file) resolve.
+        where: The entry's field path (``models[2]``) for error lines.
+
+    Raises:
+        SpecError: invalid step settings, a missing file, or ``parameters`` that clash with the step's.
+    """
+    if model.builtin is None:
+        return model
+    from generator.steps import step_definition
+
+    try:
+        definition = step_definition(model.builtin, model.step or {}, spec_dir)
+    except SpecError as exc:
+        raise SpecError(*(f"{where}.{line}" for line in exc.problems)) from None
+    clash = sorted(set(model.parameters or {}) & set(definition.parameters))
+    if clash:
+        raise SpecError(
+            f"{where}.parameters: {', '.join(clash)} are set by the {model.builtin} step; set them under step:"
+        )
+
+    def tensors(items: Sequence[Mapping[str, Any]]) -> list[TensorSpec]:
+        found = []
+        for item in items:
+            label = item.get("label_filename")
+            source = definition.model_files.get(label) if label else None
+            found.append(
+                TensorSpec(
+                    name=item["name"],
+                    dtype=item["dtype"],
+                    dims=list(item["dims"]),
+                    label_filename=str(source) if source else None,
+                )
+            )
+        return found
+
+    return model.model_copy(
+        update={
+            "inputs": tensors(definition.inputs),
+            "outputs": tensors(definition.outputs),
+            "parameters": {**definition.parameters, **(model.parameters or {})},
+        }
+    )
+
+
+def label_files(model: ModelSpec, spec_dir: Path) -> dict[str, Path]:
+    """The labels files a model's outputs name: file name in the model directory -> the file to copy.
+
+    Raises:
+        SpecError: a labels file is missing, or two outputs name different files of one name.
+    """
+    found: dict[str, Path] = {}
+    for tensor in model.outputs or []:
+        if not tensor.label_filename:
+            continue
+        source = (spec_dir / tensor.label_filename).resolve()
+        if not source.is_file():
+            raise SpecError(
+                f"model '{model.name}': output '{tensor.name}' label_filename: no file at {source}; fix the path"
+            )
+        if found.get(source.name, source) != source:
+            raise SpecError(
+                f"model '{model.name}': two label files are named {source.name}; rename one of them"
+            )
+        found[source.name] = source
+    return found
+
+
+def ensemble_order(spec: Spec) -> list[tuple[int, EnsembleSpec]]:
+    """The spec's ensembles, each after the ensembles it runs as steps, with their spec indexes.
+
+    Raises:
+        SpecError: ensembles that run one another in a cycle (with the cycle's path).
+    """
+    by_name = {ensemble.name: (index, ensemble) for index, ensemble in enumerate(spec.ensembles)}
+    ordered: list[tuple[int, EnsembleSpec]] = []
+    state: dict[str, str] = {}
+
+    def visit(name: str, trail: list[str]) -> None:
+        if state.get(name) == "done":
+            return
+        if state.get(name) == "visiting":
+            cycle = [*trail[trail.index(name) :], name]
+            index = by_name[trail[-1]][0]
+            raise SpecError(
+                f"ensembles[{index}]: the ensembles {' -> '.join(cycle)} run one another in a cycle; "
+                "break the cycle"
+            )
+        state[name] = "visiting"
+        index, ensemble = by_name[name]
+        for step in ensemble.steps:
+            if step.model in by_name:
+                visit(step.model, [*trail, name])
+        state[name] = "done"
+        ordered.append((index, ensemble))
+
+    for name in by_name:
+        visit(name, [])
+    return ordered
+
+
+def _step_tensor(config: model_config_pb2.ModelConfig, name: str, outputs: bool) -> Any:
+    for tensor in config.output if outputs else config.input:
+        if tensor.name == name:
+            return tensor
+    return None
+
+
+def _entry(name: str, tensor: Any, step: model_config_pb2.ModelConfig, batching: bool) -> dict[str, Any]:
+    """An ensemble tensor typed like the step tensor it connects to, with the ensemble's batch axis."""
+    dims = list(tensor.dims)
+    if not batching and step.max_batch_size > 0:
+        dims = [-1, *dims]  # the ensemble passes whole batches: the step's batch axis is a plain axis
+    return {"name": name, "data_type": model_config_pb2.DataType.Name(tensor.data_type), "dims": dims}
+
+
+def _spec_entry(tensor: TensorSpec) -> dict[str, Any]:
+    return {"name": tensor.name, "data_type": dtypes.config_name(tensor.dtype), "dims": list(tensor.dims)}
+
+
+def _derived(
+    ensemble: EnsembleSpec, steps: Mapping[str, model_config_pb2.ModelConfig | None], batching: bool
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The tensors the steps read that none writes, and those they write that none reads."""
+    written = {tensor for step in ensemble.steps for tensor in step.output_map.values()}
+    read = {tensor for step in ensemble.steps for tensor in step.input_map.values()}
+    inputs: dict[str, dict[str, Any]] = {}
+    outputs: dict[str, dict[str, Any]] = {}
+    for step in ensemble.steps:
+        config = steps.get(step.model)
+        for key, tensor in step.input_map.items():
+            found = _step_tensor(config, key, outputs=False) if config is not None else None
+            if tensor not in written and tensor not in inputs and found is not None:
+                inputs[tensor] = _entry(tensor, found, config, batching)
+        for key, tensor in step.output_map.items():
+            found = _step_tensor(config, key, outputs=True) if config is not None else None
+            if tensor not in read and found is not None:
+                outputs[tensor] = _entry(tensor, found, config, batching)
+    return list(inputs.values()), list(outputs.values())
+
+
+def ensemble_config(
+    ensemble: EnsembleSpec, steps: Mapping[str, model_config_pb2.ModelConfig | None]
+) -> dict[str, Any]:
+    """An ensemble's intended ModelConfig as plain data (proto field names), as ``config.build_config``.
+
+    Args:
+        ensemble: The spec entry.
+        steps: Each step model's config (``None``: no such model, or its config is unreadable; the
+            checks report it).
+    """
+    sizes = [config.max_batch_size for config in steps.values() if config is not None]
+    if ensemble.max_batch_size is not None:
+        max_batch_size = ensemble.max_batch_size
+    else:
+        max_batch_size = min(sizes) if sizes else 0
+    batching = max_batch_size > 0
+    inputs, outputs = _derived(ensemble, steps, batching)
+    if ensemble.inputs:
+        inputs = [_spec_entry(t) for t in ensemble.inputs]
+    if ensemble.outputs:
+        outputs = [_spec_entry(t) for t in ensemble.outputs]
+    return {
+        "name": ensemble.name,
+        "platform": ENSEMBLE_PLATFORM,
+        "max_batch_size": max_batch_size,
+        "input": inputs,
+        "output": outputs,
+        "ensemble_scheduling": {
+            "step": [
+                {
+                    "model_name": step.model,
+                    "model_version": step.version,
+                    "input_map": dict(step.input_map),
+                    "output_map": dict(step.output_map),
+                }
+                for step in ensemble.steps
+            ]
+        },
+    }
+
+
+def spec_path(index: int, ensemble: EnsembleSpec, path: Sequence[Any]) -> str:
+    """A path into an ensemble's config as the spec's field path.
+
+    ``("ensemble_scheduling", "step", 1, "input_map", "ids")`` -> ``ensembles[0].steps[1].input_map.ids``;
+    ``("input", 0, ...)`` -> ``ensembles[0].inputs[0]`` when the spec declares its inputs, else
+    ``ensembles[0].steps`` (they were derived from the steps).
+    """
+    parts = list(path)
+    prefix: list[Any] = ["ensembles", index]
+    if parts[:2] == ["ensemble_scheduling", "step"] and len(parts) >= 3:
+        step = parts[2]
+        rest = parts[3:]
+        if rest[:1] in (["model_name"], ["model_version"]):
+            rest = ["model" if rest[0] == "model_name" else "version"]
+        return field_path(tuple([*prefix, "steps", step, *rest]))
+    if parts[:1] in (["input"], ["output"]):
+        declared = ensemble.inputs if parts[0] == "input" else ensemble.outputs
+        if declared:
+            return field_path(tuple([*prefix, f"{parts[0]}s", *parts[1:2]]))
+        return field_path(tuple([*prefix, "steps"]))
+    return field_path(tuple(prefix + [p for p in parts if p != "ensemble_scheduling"]))
