@@ -17,9 +17,10 @@ import json
 import logging
 import os
 import shutil
+import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,7 +39,7 @@ from generator.ensemble_checks import check_ensemble
 from generator.errors import GeneratorError, SpecError
 from generator.exporters import exporter_for
 from generator.exporters.base import ExportContext, ExportResult
-from generator.exporters.python import extra_files
+from generator.exporters.python import FACTORY_SETTINGS, extra_files, make_step_file, step_factory
 from generator.manifest import Manifest, ModelEntry, VersionEntry
 from generator.optimize import optimize_model
 from generator.pipelines import ensemble_config, ensemble_order, label_files, resolve_model, spec_path
@@ -142,26 +143,27 @@ def source_files(model: ModelSpec, source: Path) -> list[Path]:
     return [source, *sorted(named)]
 
 
-def python_files(model: ModelSpec, spec_dir: Path) -> list[Path]:
+def python_files(model: ModelSpec, context: ExportContext) -> list[Path]:
     """The files a Python model's version directory gets beside its model file (every file of a
     listed directory), for the cache key."""
     if model.builtin is not None:
         from generator.steps import step_definition
 
-        listed = list(step_definition(model.builtin, model.step or {}, spec_dir).version_files.values())
+        definition = step_definition(model.builtin, context.step_settings(model), context.spec_dir)
+        listed = list(definition.version_files.values())
     else:
-        listed = extra_files(model, spec_dir)
+        listed = extra_files(model, context.spec_dir)
     found = []
     for path in listed:
         found += sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
     return found
 
 
-def _source_hashes(model: ModelSpec, source: Path, spec_dir: Path | None = None) -> dict[str, str]:
+def _source_hashes(model: ModelSpec, source: Path, context: ExportContext) -> dict[str, str]:
     if model.framework == "python":  # the model file, then its files by their path from the spec's directory
-        base = spec_dir or source.parent
         hashes = {"model.py": sha256_file(source)}
-        hashes.update({os.path.relpath(p, base): sha256_file(p) for p in python_files(model, base)})
+        for path in python_files(model, context):
+            hashes[os.path.relpath(path, context.spec_dir)] = sha256_file(path)
         return hashes
     return {str(p.relative_to(source.parent)): sha256_file(p) for p in source_files(model, source)}
 
@@ -188,7 +190,7 @@ def cache_key(model: ModelSpec, source: Path, libraries: dict[str, str], context
     payload = {
         "tool": __version__,
         "model": export_fields,
-        "files": _source_hashes(model, source, context.spec_dir),
+        "files": _source_hashes(model, source, context),
         "libraries": libraries,
     }
     if model.optimize:  # its calibration / evaluation samples shape what the optimize step ships
@@ -335,7 +337,7 @@ def _export_version(
         cache_key=key,
         framework=model.framework,
         source=model.source,
-        source_files=_source_hashes(model, source, run.context.spec_dir),
+        source_files=_source_hashes(model, source, run.context),
         user_files=user_files,
         platform=result.platform,
         files={str(p.relative_to(version_dir)): sha256_file(p) for p in result.files},
@@ -515,15 +517,50 @@ def _tensor(tensor: Any, max_batch_size: int) -> dict[str, Any]:
     return {"name": tensor.name, "dtype": dtype, "shape": dims}
 
 
-def _resolved(spec: Spec) -> tuple[list[ModelSpec], list[GeneratorError]]:
-    """The spec's models with built-in steps' I/O filled in; the entries that cannot be resolved."""
-    models, failures = [], []
-    for index, model in enumerate(spec.models):
+def _make_step_files(run: _BuildRun, scratch: Path) -> dict[str, dict[str, str]]:
+    """Run the factories built-in steps name in their settings (in the worker); the files they made.
+
+    Returns:
+        Model name -> {setting: path of the file made}; a factory that fails is a failure in ``run``.
+    """
+    made: dict[str, dict[str, str]] = {}
+    for model in run.spec.models:
+        found = step_factory(model)
+        if found is None or model.name in made:
+            continue
+        setting, (module, _) = found
+        _, filename = FACTORY_SETTINGS[model.builtin or ""]
         try:
-            models.append(resolve_model(model, spec.base_dir, f"models[{index}]"))
+            source = run.spec.resolve_source(module)
+            outcome = run.worker.run(
+                f"model '{model.name}'",
+                make_step_file,
+                (model, source, scratch / model.name / filename),
+                roots=[run.context.spec_dir.resolve()],
+                exclude=[scratch],
+                progress=lambda stage, name=model.name: run.progress(name, stage),
+            )
         except GeneratorError as exc:
-            failures.append(exc)
-    return models, failures
+            run.failures.append(exc)
+            continue
+        made[model.name] = {setting: outcome.value}
+    return made
+
+
+def _resolved(run: _BuildRun) -> dict[str, list[ModelSpec]]:
+    """The spec's models by name, built-in steps' I/O filled in; entries that cannot be are failures."""
+    by_name: dict[str, list[ModelSpec]] = {}
+    for index, model in enumerate(run.spec.models):
+        if model.builtin is not None and model.name not in run.context.step_files and step_factory(model):
+            continue  # its factory failed: already reported
+        try:
+            settings = run.context.step_settings(model)
+            resolved = resolve_model(model, run.context.spec_dir, f"models[{index}]", settings)
+        except GeneratorError as exc:
+            run.failures.append(exc)
+            continue
+        by_name.setdefault(model.name, []).append(resolved)
+    return by_name
 
 
 def _raise_failures(failures: list[GeneratorError]) -> None:
@@ -588,13 +625,12 @@ def build(
     report = BuildReport(repo, Path(spec_path) if spec_path else None, warnings=list(tuned.warnings))
     if tuned.applied:
         report.tuned, report.tuned_file = dict(tuned.applied), tuned.path
-    resolved, failures = _resolved(spec)
     order = ensemble_order(spec)
-    by_name: dict[str, list[ModelSpec]] = {}
-    for model in resolved:
-        by_name.setdefault(model.name, []).append(model)
-
-    with Staging(repo, protect=(Path.cwd(), spec.base_dir)) as staging, ExportWorker() as worker:
+    with (
+        Staging(repo, protect=(Path.cwd(), spec.base_dir)) as staging,
+        ExportWorker() as worker,
+        tempfile.TemporaryDirectory(prefix="tritongen-steps-") as scratch,
+    ):
         run = _BuildRun(
             spec=spec,
             spec_name=Path(spec_path).name if spec_path else "spec",
@@ -610,10 +646,10 @@ def build(
             tuned=tuned,
             progress=progress or (lambda name, stage: None),
             report=report,
-            failures=failures,
         )
+        run.context = replace(context, step_files=_make_step_files(run, Path(scratch)))
         models = {}
-        for name, versions in by_name.items():
+        for name, versions in _resolved(run).items():
             entry = _build_model(run, name, versions)
             if entry is not None:
                 models[name] = entry

@@ -22,13 +22,16 @@ from generator.spec import EnsembleSpec, ModelSpec, Spec, TensorSpec, field_path
 from generator.triton import ENSEMBLE_PLATFORM
 
 
-def resolve_model(model: ModelSpec, spec_dir: Path, where: str) -> ModelSpec:
+def resolve_model(
+    model: ModelSpec, spec_dir: Path, where: str, settings: Mapping[str, Any] | None = None
+) -> ModelSpec:
     """``model`` with a built-in step's inputs, outputs and parameters filled in from its settings.
 
     Args:
         model: A spec entry (returned as it is unless it is a built-in step).
         spec_dir: Where the step's files (a tokenizer.json, a labels file) resolve.
         where: The entry's field path (``models[2]``) for error lines.
+        settings: The step's settings with files made at build time in place (default: its ``step``).
 
     Raises:
         SpecError: invalid step settings, a missing file, or ``parameters`` that clash with the step's.
@@ -38,7 +41,7 @@ def resolve_model(model: ModelSpec, spec_dir: Path, where: str) -> ModelSpec:
     from generator.steps import step_definition
 
     try:
-        definition = step_definition(model.builtin, model.step or {}, spec_dir)
+        definition = step_definition(model.builtin, settings or model.step or {}, spec_dir)
     except SpecError as exc:
         raise SpecError(*(f"{where}.{line}" for line in exc.problems)) from None
     clash = sorted(set(model.parameters or {}) & set(definition.parameters))

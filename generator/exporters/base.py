@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -53,11 +53,18 @@ class ExportContext:
         spec_dir: Directory of the spec file (relative data paths resolve against it).
         gpus: GPUs detected with NVML for this build (``--gpus all``); empty when not detected.
         gpu_ids: GPU ids the build targets (``--gpus``), or ``None`` for every visible GPU.
+        step_files: Model name -> built-in step settings replaced by files made at build time (a
+            ``tokenizer: text.py:tokenizer`` factory's saved tokenizer.json).
     """
 
     spec_dir: Path = Path(".")
     gpus: tuple[Any, ...] = ()
     gpu_ids: tuple[int, ...] | None = None
+    step_files: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+
+    def step_settings(self, model: ModelSpec) -> dict[str, Any]:
+        """A built-in step's settings, with files made at build time in place of their factories."""
+        return {**(model.step or {}), **self.step_files.get(model.name, {})}
 
 
 class Exporter(Protocol):
@@ -108,6 +115,20 @@ def load_factory(source: Path, function: str, model_name: str) -> Callable[[], A
     return factory
 
 
+def call_function(function: Callable[[], Any], what: str) -> Any:
+    """Call a user's function; anything it raises (``sys.exit()`` too) is an ExportError naming ``what``.
+
+    Raises:
+        ExportError: ``WHAT raised ...; fix the factory``.
+    """
+    try:
+        return function()
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # sys.exit() in a factory must not end the build
+        raise ExportError(f"{what} raised {first_line(exc)}; fix the factory") from exc
+
+
 def call_factory(model: ModelSpec, source: Path) -> tuple[Any, Any]:
     """Run the ``file.py:function`` factory a model's source names.
 
@@ -121,12 +142,5 @@ def call_factory(model: ModelSpec, source: Path) -> tuple[Any, Any]:
     parts = factory_parts(model.source)
     assert parts is not None
     factory = load_factory(source, parts[1], model.name)
-    try:
-        produced = factory()
-    except KeyboardInterrupt:
-        raise
-    except BaseException as exc:  # sys.exit() in a factory must not end the build
-        raise ExportError(
-            f"model '{model.name}': the factory {model.source} raised {first_line(exc)}; fix the factory"
-        ) from exc
+    produced = call_function(factory, f"model '{model.name}': the factory {model.source}")
     return produced if isinstance(produced, tuple) and len(produced) == 2 else (produced, None)

@@ -13,12 +13,13 @@ import ast
 import importlib.util
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from generator.errors import ExportError, SpecError, first_line
-from generator.exporters.base import ExportContext, ExportResult
+from generator.exporters.base import ExportContext, ExportResult, call_function, load_factory
 from generator.signature import Signature, TensorInfo
-from generator.spec import ModelSpec, TensorSpec
+from generator.spec import ModelSpec, TensorSpec, factory_parts
 from generator.triton import PYTHON_BACKEND, python_backend_utils_dir
 
 MODEL_FILE = "model.py"
@@ -113,6 +114,48 @@ def _import(path: Path, model_name: str) -> None:
         )
 
 
+#: Built-in step settings that may name a ``file.py:function`` factory run at build time, and the
+#: file its result is saved as (a ``tokenizers.Tokenizer`` -> tokenizer.json).
+FACTORY_SETTINGS = {"tokenizer": ("tokenizer", "tokenizer.json")}
+
+
+def step_factory(model: ModelSpec) -> tuple[str, tuple[str, str]] | None:
+    """``(setting, (module.py, function))`` when a built-in step's setting names a factory, else None."""
+    if model.builtin not in FACTORY_SETTINGS:
+        return None
+    setting, _ = FACTORY_SETTINGS[model.builtin]
+    value = (model.step or {}).get(setting)
+    parts = factory_parts(value) if isinstance(value, str) else None
+    return (setting, parts) if parts is not None and parts[0].endswith(".py") else None
+
+
+def make_step_file(model: ModelSpec, source: Path, target: Path, *, progress: Callable[[str], None]) -> str:
+    """Run a built-in step's factory setting and save what it returns at ``target`` (in the worker).
+
+    The factory returns an object with ``save(path)`` (a ``tokenizers.Tokenizer``) or a path to the
+    file itself.
+
+    Raises:
+        ExportError: the factory fails, or returns something that is neither.
+    """
+    found = step_factory(model)
+    assert found is not None
+    setting, (_, function) = found
+    progress("prepare")
+    produced = call_function(load_factory(source, function, model.name), f"model '{model.name}': step.{setting}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if callable(getattr(produced, "save", None)):
+        produced.save(str(target))
+    elif isinstance(produced, (str, Path)) and Path(produced).is_file():
+        shutil.copyfile(produced, target)
+    else:
+        raise ExportError(
+            f"model '{model.name}': step.{setting}: {source.name}:{function} returned {type(produced).__name__}; "
+            "return an object with save(path) (a tokenizers.Tokenizer) or the path of the file"
+        )
+    return str(target)
+
+
 class PythonExporter:
     """Places a Python-backend model (a user's file or a built-in step) into the version directory."""
 
@@ -146,7 +189,8 @@ class PythonExporter:
     def _builtin(self, model: ModelSpec, version_dir: Path) -> ExportResult:
         from generator.steps import step_definition
 
-        definition = step_definition(model.builtin or "", model.step or {}, self.context.spec_dir)
+        settings = self.context.step_settings(model)
+        definition = step_definition(model.builtin or "", settings, self.context.spec_dir)
         files: list[Path] = []
         if definition.model_file is not None:
             files += _copy(definition.model_file, version_dir / MODEL_FILE)
