@@ -118,6 +118,8 @@ class PreprocessImage:
                 image.load()
                 converted = image.convert(self._mode)
             resized = converted.resize((self.width, self.height), self._filter)
+        except self._image.UnidentifiedImageError:
+            raise ValueError("cannot decode the image: not an image format Pillow can read") from None
         except Exception as error:  # Pillow raises OSError, SyntaxError, ValueError, ... for bad bytes
             reason = " ".join(str(error).split()) or type(error).__name__
             raise ValueError(f"cannot decode the image: {reason}") from None
