@@ -310,6 +310,7 @@ _BOUNDS = {
     "Input should be greater than or equal to": "must be at least",
     "Input should be greater than": "must be greater than",
     "Input should be": "must be",
+    "String should have at least 1 character": "must not be empty",
 }
 
 

@@ -66,7 +66,13 @@ class PreprocessImage:
     """
 
     def __init__(self, settings: Mapping[str, object]) -> None:
-        from PIL import Image
+        try:
+            from PIL import Image
+        except ImportError:
+            raise ImportError(
+                "the image step needs the Python package 'pillow' where it runs (in Triton's Python "
+                "backend environment too): pip install pillow"
+            ) from None
 
         merged = {**DEFAULTS, **{k: v for k, v in settings.items() if v is not None and v != ""}}
         if "size" not in merged:

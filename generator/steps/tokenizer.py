@@ -75,7 +75,13 @@ class Tokenize:
     """
 
     def __init__(self, settings: Mapping[str, object], tokenizer_path: str | Path) -> None:
-        from tokenizers import Tokenizer
+        try:
+            from tokenizers import Tokenizer
+        except ImportError:
+            raise ImportError(
+                "the tokenizer step needs the Python package 'tokenizers' where it runs (in Triton's "
+                "Python backend environment too): pip install tokenizers"
+            ) from None
 
         merged = {**DEFAULTS, **{k: v for k, v in settings.items() if v is not None and v != ""}}
         self.max_length = int(merged["max_length"])  # type: ignore[call-overload]

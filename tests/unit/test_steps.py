@@ -498,7 +498,7 @@ def _problems(kind: str, settings: dict, spec_dir: Path) -> list[str]:
         (
             "tokenizer",
             {"tokenizer": "tok.json", "pad_token": ""},
-            ["step.pad_token: String should have at least 1 character"],
+            ["step.pad_token: must not be empty"],
         ),
         (
             "tokenizer",
