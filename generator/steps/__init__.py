@@ -438,21 +438,7 @@ def _image(settings: ImageSettings, spec_dir: Path) -> StepDefinition:
 def _postprocess(settings: PostprocessSettings, spec_dir: Path) -> StepDefinition:
     labels_path = _source_file("labels", settings.labels, spec_dir) if settings.labels else None
     labels = _read_labels(labels_path) if labels_path else None
-    problems = []
-    if labels is not None and settings.classes is not None and settings.classes != len(labels):
-        problems.append(
-            f"step.classes: {settings.classes} classes but '{labels_path}' has {len(labels)} labels; "
-            "make them agree or leave classes out"
-        )
-    classes = settings.classes if settings.classes is not None else (len(labels) if labels else None)
-    if classes is None:
-        problems.append("step.classes: the number of classes is unknown; set classes or labels")
-    top_k = settings.top_k if settings.top_k is not None else min(5, classes or 5)
-    if classes is not None and top_k > classes:
-        problems.append(f"step.top_k: {top_k} is more than the {classes} classes; use at most {classes}")
-    if problems:
-        raise SpecError(*problems)
-    assert classes is not None
+    classes, top_k = _classes_and_top_k(settings, labels_path, labels)
     outputs: list[dict[str, Any]] = []
     if settings.softmax:
         probabilities: dict[str, Any] = {"name": "probabilities", "dtype": "FP32", "dims": [classes]}
@@ -482,6 +468,27 @@ def _postprocess(settings: PostprocessSettings, spec_dir: Path) -> StepDefinitio
         version_files=version_files,
         model_files=model_files,
     )
+
+
+def _classes_and_top_k(
+    settings: PostprocessSettings, labels_path: Path | None, labels: list[str] | None
+) -> tuple[int, int]:
+    """N (from classes or the labels) and k; SpecError when they are unknown or disagree."""
+    problems = []
+    if labels is not None and settings.classes is not None and settings.classes != len(labels):
+        problems.append(
+            f"step.classes: {settings.classes} classes but '{labels_path}' has {len(labels)} labels; "
+            "make them agree or leave classes out"
+        )
+    classes = settings.classes if settings.classes is not None else (len(labels) if labels else 0)
+    if not classes:
+        problems.append("step.classes: the number of classes is unknown; set classes or labels")
+    top_k = settings.top_k if settings.top_k is not None else min(5, classes or 5)
+    if classes and top_k > classes:
+        problems.append(f"step.top_k: {top_k} is more than the {classes} classes; use at most {classes}")
+    if problems:
+        raise SpecError(*problems)
+    return classes, top_k
 
 
 def _read_labels(path: Path) -> list[str]:
