@@ -31,6 +31,7 @@ RANKS = {
     "generator.backends": 0,
     "generator.accelerators": 1,
     "generator.signature": 1,
+    "generator.steps": 1,  # the built-in steps' catalogue, below spec (which puts it into the spec)
     "generator.spec": 2,
     "generator.tuned": 3,  # above spec; beside runners, neither imports the other
     "generator.runners": 3,

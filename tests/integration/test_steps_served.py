@@ -1,0 +1,309 @@
+"""The built-in steps served by the real embedded Triton: a hand-written repository whose configs come from
+the catalogue's definitions (``backend: "python"``, dynamic batching), each step inferred over HTTP and
+gRPC with concurrent requests, and every output compared with the step's pure class run in-process."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+from PIL import Image
+from tritonclient.utils import InferenceServerException, np_to_triton_dtype
+
+from generator.server import EmbeddedServer
+from generator.steps import StepDefinition, step_definition
+from generator.steps.image import PreprocessImage
+from generator.steps.postprocess import Postprocess
+from generator.steps.tokenizer import Tokenize
+
+from ..conftest import free_ports, settle
+from ..unit.test_steps import SENTENCES, train_wordpiece
+
+pytestmark = pytest.mark.integration
+
+MAX_BATCH = 8
+LABELS = ["cat", "dog", "bird", "fish", "horse"]
+#: Each model of the repository: its step kind and settings.
+MODELS: dict[str, tuple[str, dict[str, Any]]] = {
+    "tokenizer": ("tokenizer", {"tokenizer": "tokenizer.json", "max_length": 12}),
+    "tokenizer_longest": (
+        "tokenizer",
+        {
+            "tokenizer": "tokenizer.json",
+            "padding": "longest",
+            "truncation": False,
+            "dtype": "INT32",
+            "outputs": ["input_ids", "attention_mask"],
+        },
+    ),
+    "tokenizer_strict": ("tokenizer", {"tokenizer": "tokenizer.json", "max_length": 24, "truncation": False}),
+    "image": ("image", {"size": [16, 12], "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}),
+    "image_grey": (
+        "image",
+        {"size": [8, 8], "channels": 1, "layout": "NHWC", "dtype": "FP16", "resize": "nearest", "scale": 1.0},
+    ),
+    "postprocess": ("postprocess", {"labels": "labels.txt", "top_k": 3}),
+    "postprocess_logits": ("postprocess", {"classes": 6, "softmax": False, "top_k": 2}),
+}
+
+
+def config_text(name: str, definition: StepDefinition) -> str:
+    """A config.pbtxt for a step, as the definition describes it."""
+
+    def tensors(specs: list[dict[str, Any]]) -> str:
+        entries = []
+        for spec in specs:
+            entry = f'name: "{spec["name"]}" data_type: TYPE_{spec["dtype"]} dims: {spec["dims"]}'
+            if "label_filename" in spec:
+                entry += f' label_filename: "{spec["label_filename"]}"'
+            entries.append("{ " + entry + " }")
+        return ", ".join(entries)
+
+    parameters = ", ".join(
+        f"{{ key: {json.dumps(key)} value: {{ string_value: {json.dumps(value)} }} }}"
+        for key, value in definition.parameters.items()
+    )
+    return (
+        f'name: "{name}"\nbackend: "{definition.backend}"\nmax_batch_size: {MAX_BATCH}\n'
+        f"input [ {tensors(definition.inputs)} ]\noutput [ {tensors(definition.outputs)} ]\n"
+        "dynamic_batching { max_queue_delay_microseconds: 100000 }\n"
+        "instance_group [ { count: 1 kind: KIND_CPU } ]\n"
+        f"parameters [ {parameters} ]\n"
+    )
+
+
+@pytest.fixture(scope="module")
+def spec_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The files the steps' settings name, as a spec's directory would hold them."""
+    root = tmp_path_factory.mktemp("spec")
+    train_wordpiece(root / "tokenizer.json")
+    (root / "labels.txt").write_text("\n".join(LABELS) + "\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def definitions(spec_dir: Path) -> dict[str, StepDefinition]:
+    return {name: step_definition(kind, settings, spec_dir) for name, (kind, settings) in MODELS.items()}
+
+
+@pytest.fixture(scope="module")
+def server(
+    tmp_path_factory: pytest.TempPathFactory, definitions: dict[str, StepDefinition]
+) -> Iterator[EmbeddedServer]:
+    repository = tmp_path_factory.mktemp("steps") / "model_repository"
+    for name, definition in definitions.items():
+        version = repository / name / "1"
+        version.mkdir(parents=True)
+        assert definition.model_file is not None
+        shutil.copy(definition.model_file, version / "model.py")
+        for target, source in definition.version_files.items():
+            shutil.copy(source, version / target)
+        for target, source in definition.model_files.items():
+            shutil.copy(source, repository / name / target)
+        (repository / name / "config.pbtxt").write_text(config_text(name, definition))
+    with EmbeddedServer(repository, **free_ports()) as embedded:
+        yield embedded
+
+
+Outputs = dict[str, np.ndarray]
+
+
+def send_together(
+    server: EmbeddedServer, model: str, jobs: list[tuple[str, dict[str, np.ndarray]]], outputs: list[str]
+) -> list[Outputs | InferenceServerException]:
+    """Send each job (protocol, inputs) from its own thread at the same moment; the outputs or the error."""
+    results: list[Outputs | InferenceServerException] = [InferenceServerException("not sent")] * len(jobs)
+    barrier = threading.Barrier(len(jobs))
+
+    def send(index: int, protocol: str, inputs: dict[str, np.ndarray]) -> None:
+        module = httpclient if protocol == "http" else grpcclient
+        url = server.endpoints.http if protocol == "http" else server.endpoints.grpc
+        client = module.InferenceServerClient(url)
+        tensors = []
+        for name, array in inputs.items():
+            tensor = module.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
+            tensor.set_data_from_numpy(array)
+            tensors.append(tensor)
+        try:
+            barrier.wait(timeout=30)
+            result = client.infer(model, tensors)
+            results[index] = {name: result.as_numpy(name) for name in outputs}
+        except InferenceServerException as error:
+            results[index] = error
+        finally:
+            client.close()
+
+    threads = [threading.Thread(target=send, args=(i, *job)) for i, job in enumerate(jobs)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    return results
+
+
+def statistics(server: EmbeddedServer, model: str) -> tuple[int, int]:
+    """(successful requests, executions) of a model so far."""
+    with httpclient.InferenceServerClient(server.endpoints.http) as client:
+        stats = client.get_inference_statistics(model)["model_stats"][0]
+    return int(stats["inference_stats"]["success"]["count"]), int(stats["execution_count"])
+
+
+def run_concurrently(
+    server: EmbeddedServer, model: str, batches: list[dict[str, np.ndarray]], outputs: list[str]
+):
+    """Each batch sent once over HTTP and once over gRPC, all at once; checks the model batched them."""
+    requests_before, executions_before = statistics(server, model)
+    jobs = [(protocol, batch) for batch in batches for protocol in ("http", "grpc")]
+    results = send_together(server, model, jobs, outputs)
+    failures = [result for result in results if isinstance(result, Exception)]
+    assert not failures, [str(f) for f in failures[:3]]
+    requests, executions = settle(
+        lambda: statistics(server, model), lambda s: s[0] - requests_before >= len(jobs)
+    )
+    assert requests - requests_before == len(jobs)
+    assert executions - executions_before < len(jobs), "execute() never got more than one request"
+    return [(batch, result) for (_, batch), result in zip(jobs, results, strict=True)]
+
+
+def text_batches(seed: int, count: int = 6) -> list[dict[str, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    words = " ".join(SENTENCES).replace(",", "").split()
+    batches = []
+    for _ in range(count):
+        rows = [" ".join(rng.choice(words, int(rng.integers(1, 6)))) for _ in range(int(rng.integers(1, 4)))]
+        batches.append({"text": np.array([[row.encode()] for row in rows], dtype=object)})
+    return batches
+
+
+def image_bytes(rng: np.random.Generator) -> bytes:
+    height, width = (int(v) for v in rng.integers(5, 40, 2))
+    pixels = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG" if rng.random() < 0.5 else "JPEG")
+    return buffer.getvalue()
+
+
+def image_batches(seed: int, count: int = 6) -> list[dict[str, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    return [
+        {"image": np.array([[image_bytes(rng)] for _ in range(int(rng.integers(1, 4)))], dtype=object)}
+        for _ in range(count)
+    ]
+
+
+def output_names(definition: StepDefinition) -> list[str]:
+    return [spec["name"] for spec in definition.outputs]
+
+
+@pytest.mark.parametrize("model", ["tokenizer", "tokenizer_longest", "tokenizer_strict"])
+def test_tokenizer_served_equals_in_process(server, definitions, spec_dir: Path, model: str) -> None:
+    definition = definitions[model]
+    tokenize = Tokenize(definition.parameters, spec_dir / "tokenizer.json")
+    served = run_concurrently(server, model, text_batches(seed=len(model)), output_names(definition))
+    widths = set()
+    for batch, outputs in served:
+        expected = tokenize(batch["text"].reshape(-1).tolist())
+        assert outputs.keys() == expected.keys()
+        for name, array in expected.items():
+            assert outputs[name].dtype == array.dtype
+            np.testing.assert_array_equal(outputs[name], array)
+        widths.add(outputs["input_ids"].shape[1])
+    if model == "tokenizer_longest":
+        assert len(widths) > 1  # each request padded to its own longest text
+    else:
+        assert widths == {int(definition.outputs[0]["dims"][0])}
+
+
+def test_a_text_too_long_fails_only_its_own_request(server, definitions, spec_dir: Path) -> None:
+    tokenize = Tokenize(definitions["tokenizer_strict"].parameters, spec_dir / "tokenizer.json")
+    good = [
+        {"text": np.array([[b"hello world"], [b"the lazy dog"]], dtype=object)},
+        {"text": np.array([[b"triton"]], dtype=object)},
+    ]
+    long = {"text": np.array([[b"fine"], [" ".join(SENTENCES).encode()]], dtype=object)}
+    jobs = [("grpc", good[0]), ("http", long), ("http", good[1]), ("grpc", good[0])]
+    results = send_together(server, "tokenizer_strict", jobs, ["input_ids"])
+    assert isinstance(results[1], InferenceServerException)
+    assert "model 'tokenizer_strict': batch row 1:" in str(results[1])
+    assert "more than max_length 24; set truncation: true or raise max_length" in str(results[1])
+    for index in (0, 2, 3):
+        outputs = results[index]
+        assert isinstance(outputs, dict), outputs
+        expected = tokenize(jobs[index][1]["text"].reshape(-1).tolist())["input_ids"]
+        np.testing.assert_array_equal(outputs["input_ids"], expected)
+
+
+@pytest.mark.parametrize("model", ["image", "image_grey"])
+def test_image_served_equals_in_process(server, definitions, model: str) -> None:
+    definition = definitions[model]
+    preprocess = PreprocessImage(definition.parameters)
+    for batch, outputs in run_concurrently(server, model, image_batches(seed=len(model)), ["pixel_values"]):
+        expected = preprocess(batch["image"].reshape(-1).tolist())["pixel_values"]
+        assert outputs["pixel_values"].dtype == expected.dtype
+        assert list(outputs["pixel_values"].shape[1:]) == definition.outputs[0]["dims"]
+        np.testing.assert_array_equal(outputs["pixel_values"], expected)
+
+
+def test_a_corrupt_image_fails_only_its_own_request(server, definitions) -> None:
+    preprocess = PreprocessImage(definitions["image"].parameters)
+    rng = np.random.default_rng(7)
+    good = [{"image": np.array([[image_bytes(rng)] for _ in range(2)], dtype=object)} for _ in range(3)]
+    corrupt = {"image": np.array([[image_bytes(rng)], [b"\x89PNG\r\n\x1a\n not really"]], dtype=object)}
+    jobs = [("http", good[0]), ("grpc", corrupt), ("grpc", good[1]), ("http", good[2])]
+    requests_before, executions_before = statistics(server, "image")
+    results = send_together(server, "image", jobs, ["pixel_values"])
+    assert isinstance(results[1], InferenceServerException)
+    assert "model 'image': batch row 1: cannot decode the image" in str(results[1])
+    for index in (0, 2, 3):
+        outputs = results[index]
+        assert isinstance(outputs, dict), outputs
+        expected = preprocess(jobs[index][1]["image"].reshape(-1).tolist())["pixel_values"]
+        np.testing.assert_array_equal(outputs["pixel_values"], expected)
+    # Triton 2.51 counts a request the Python backend answers with an error as a success in its statistics.
+    requests, executions = settle(
+        lambda: statistics(server, "image"), lambda s: s[0] - requests_before >= len(jobs)
+    )
+    assert requests - requests_before == len(jobs)
+    assert executions - executions_before < len(jobs)  # the failing request shared an execution
+
+
+@pytest.mark.parametrize("model", ["postprocess", "postprocess_logits"])
+def test_postprocess_served_equals_in_process(server, definitions, spec_dir: Path, model: str) -> None:
+    definition = definitions[model]
+    classes = int(definition.inputs[0]["dims"][0])
+    labels = spec_dir / "labels.txt" if "labels_file" in definition.parameters else None
+    postprocess = Postprocess(definition.parameters, labels)
+    rng = np.random.default_rng(3)
+    batches = [
+        {"logits": (rng.standard_normal((int(rng.integers(1, 4)), classes)) * 4).astype(np.float32)}
+        for _ in range(6)
+    ]
+    for batch, outputs in run_concurrently(server, model, batches, output_names(definition)):
+        expected = postprocess(batch["logits"])
+        assert outputs.keys() == expected.keys()
+        for name, array in expected.items():
+            if array.dtype == object:
+                assert outputs[name].tolist() == array.tolist()
+            else:
+                np.testing.assert_allclose(outputs[name], array, rtol=1e-6, atol=1e-7)
+
+
+def test_postprocess_labels_serve_the_classification_extension(server) -> None:
+    logits = np.array([[0.1, 3.0, -2.0, 1.0, 0.5]], dtype=np.float32)
+    with httpclient.InferenceServerClient(server.endpoints.http) as client:
+        tensor = httpclient.InferInput("logits", [1, 5], "FP32")
+        tensor.set_data_from_numpy(logits)
+        wanted = [httpclient.InferRequestedOutput("probabilities", class_count=2)]
+        result = client.infer("postprocess", [tensor], outputs=wanted)
+    classes = [entry.decode().split(":") for entry in result.as_numpy("probabilities")[0]]
+    assert [(int(index), label) for _, index, label in classes] == [(1, "dog"), (3, "fish")]
+    assert result.as_numpy("labels") is None  # only the requested output comes back
