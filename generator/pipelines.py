@@ -10,16 +10,20 @@ spec's field path (:func:`spec_path`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from tritonclient.grpc import model_config_pb2
 
 from generator import dtypes
-from generator.errors import SpecError
+from generator.errors import GeneratorError, SpecError
 from generator.spec import EnsembleSpec, ModelSpec, Spec, TensorSpec, field_path
-from generator.triton import ENSEMBLE_PLATFORM
+from generator.triton import ENSEMBLE_PLATFORM, parse_model_config
+
+#: Named arrays in, named arrays out.
+ModelRunner = Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]]
 
 
 def resolve_model(
@@ -232,3 +236,74 @@ def spec_path(index: int, ensemble: EnsembleSpec, path: Sequence[Any]) -> str:
             return field_path(tuple([*prefix, f"{parts[0]}s", *parts[1:2]]))
         return field_path(tuple([*prefix, "steps"]))
     return field_path(tuple(prefix + [p for p in parts if p != "ensemble_scheduling"]))
+
+
+def _python_step(model_dir: Path, version: Path, config: model_config_pb2.ModelConfig) -> ModelRunner:
+    """A built-in step of a repository run in-process by its pure class (what its model.py runs)."""
+    import importlib.util
+
+    from generator.resources import steps_dir
+
+    text = (version / "model.py").read_bytes()
+    kind = next(
+        (k for k in ("tokenizer", "image", "postprocess") if (steps_dir() / f"{k}.py").read_bytes() == text),
+        None,
+    )
+    if kind is None:
+        raise GeneratorError(
+            f"model '{model_dir.name}' is a Python model of its own; only built-in steps run in-process"
+        )
+    spec = importlib.util.spec_from_file_location(f"_tritongen_step_{kind}", steps_dir() / f"{kind}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    settings = {key: value.string_value for key, value in config.parameters.items()}
+    input_name = config.input[0].name
+    if kind == "tokenizer":
+        work = module.Tokenize(settings, version / "tokenizer.json")
+    elif kind == "image":
+        work = module.PreprocessImage(settings)
+    else:
+        labels = version / settings["labels_file"] if settings.get("labels_file") else None
+        work = module.Postprocess(settings, labels)
+        return lambda feeds: work(feeds[input_name])
+
+    def run(feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return work([row[0] for row in feeds[input_name]])  # one string (or image) per batch row
+
+    return run
+
+
+def local_ensemble(repository: Path, name: str) -> ModelRunner:
+    """Run a repository's ensemble in this process: ONNX steps in ONNX Runtime, built-in steps by their
+    pure classes, wired as its ``ensemble_scheduling`` says (the in-process reference of a pipeline).
+
+    Raises:
+        GeneratorError: a step is neither an ONNX model nor a built-in step, or a file is missing.
+    """
+    from generator.runners import onnx_runner
+
+    config = parse_model_config((repository / name / "config.pbtxt").read_text(encoding="utf-8"))
+    steps: list[tuple[Any, ModelRunner]] = []
+    for step in config.ensemble_scheduling.step:
+        model_dir = repository / step.model_name
+        step_config = parse_model_config((model_dir / "config.pbtxt").read_text(encoding="utf-8"))
+        versions = sorted(int(p.name) for p in model_dir.iterdir() if p.name.isdigit())
+        version = model_dir / str(step.model_version if step.model_version > 0 else versions[-1])
+        if step_config.platform == ENSEMBLE_PLATFORM:
+            runner = local_ensemble(repository, step.model_name)
+        elif step_config.backend == "python":
+            runner = _python_step(model_dir, version, step_config)
+        else:
+            runner = onnx_runner(version / (step_config.default_model_filename or "model.onnx"))
+        steps.append((step, runner))
+    outputs = [tensor.name for tensor in config.output]
+
+    def run(feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        tensors = dict(feeds)
+        for step, runner in steps:
+            produced = runner({key: tensors[value] for key, value in step.input_map.items()})
+            tensors.update({value: produced[key] for key, value in step.output_map.items()})
+        return {name: tensors[name] for name in outputs}
+
+    return run

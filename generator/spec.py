@@ -25,6 +25,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from generator import dtypes
 from generator.errors import SpecError
+from generator.steps import STEP_KINDS
 
 DEFAULT_SPEC = Path("generator.yaml")
 
@@ -372,7 +373,10 @@ class ModelSpec(ModelSettings):
     )
     step: dict[str, Any] | None = Field(
         default=None,
-        description="Settings of a built-in step (source `builtin:KIND`); see the step's settings.",
+        description="Settings of a built-in step (source `builtin:KIND`): for tokenizer, `tokenizer` (a "
+        "tokenizer.json, or a `file.py:function` returning a tokenizers.Tokenizer), max_length, padding, "
+        "truncation, outputs; for image, size, channels, mean, std, layout, backend; for postprocess, "
+        "labels or classes, softmax, top_k. The schema's $defs hold every setting.",
     )
     files: list[Annotated[str, Field(min_length=1)]] | None = Field(
         default=None,
@@ -585,8 +589,6 @@ class Spec(_Strict):
 
 
 BUILTIN_PREFIX = "builtin:"
-#: The built-in pipeline steps (``source: builtin:KIND``), in ``generator/steps/``.
-STEP_KINDS = ("tokenizer", "image", "postprocess")
 
 
 def builtin_step(source: str) -> str | None:
@@ -1008,6 +1010,11 @@ def json_schema() -> dict[str, Any]:
     """The JSON Schema of the spec file, for editors (``python -m generator schema``)."""
     schema = Spec.model_json_schema()
     schema.setdefault("properties", {}).pop("base_dir", None)
+    defs = schema.setdefault("$defs", {})
+    for kind, settings in STEP_KINDS.items():  # what `step:` takes, per `source: builtin:KIND`
+        step_schema = settings.model_json_schema()
+        defs.update(step_schema.pop("$defs", {}))
+        defs[f"{kind.capitalize()}StepSettings"] = step_schema
     schema["title"] = "tritongen spec"
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     return schema

@@ -41,6 +41,7 @@ RANKS = {
     "generator.verify": 6,
     "generator.optimize": 7,
     "generator.config": 8,
+    "generator.pipelines": 8,  # built-in steps resolved, ensemble configs derived from their steps
     "generator.config_checks": 9,
     "generator.artifact_checks": 9,
     "generator.validate": 10,

@@ -196,10 +196,12 @@ class PythonExporter:
             files += _copy(definition.model_file, version_dir / MODEL_FILE)
         for name, path in sorted(definition.version_files.items()):
             files += _copy(path, version_dir / name)
-        if definition.backend == PYTHON_BACKEND:
-            check_python_model(version_dir / MODEL_FILE, model.name)
+        if definition.write_dali is not None:  # Triton's DALI backend: a serialized pipeline
+            dali = version_dir / "model.dali"
+            definition.write_dali(dali, model.max_batch_size or 0)
+            files = [dali, *files]
         else:
-            files = [*definition.write_model(version_dir), *files]
+            check_python_model(version_dir / MODEL_FILE, model.name)
         return ExportResult(
             files=files,
             platform=definition.backend,

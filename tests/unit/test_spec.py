@@ -62,7 +62,7 @@ def test_dtype_accepts_triton_spellings() -> None:
         ({"models": [{"name": "m", "framework": "onnx"}]}, "models[0].source: required field is missing"),
         (
             {"models": [_model(framework="caffe")]},
-            "models[0].framework: Input should be 'torch', 'tensorflow' or 'onnx'",
+            "models[0].framework: Input should be 'torch', 'tensorflow', 'onnx' or 'python'",
         ),
         (
             {"models": [_model(inputs=[{"name": "x", "dtype": "FP32", "dims": [0]}])]},
@@ -110,5 +110,6 @@ def test_missing_file_and_missing_source(tmp_path: Path) -> None:
 
 def test_json_schema_describes_the_spec() -> None:
     schema = json_schema()
-    assert set(schema["properties"]) == {"repository", "defaults", "models"}
+    assert set(schema["properties"]) == {"repository", "defaults", "models", "ensembles"}
+    assert {"TokenizerStepSettings", "ImageStepSettings", "PostprocessStepSettings"} <= set(schema["$defs"])
     assert "ModelSpec" in schema["$defs"] and "base_dir" not in schema["properties"]
