@@ -36,6 +36,22 @@ def corpus() -> tuple[list[str], list[str]]:
     return sentences, topics
 
 
+def held_out() -> tuple[list[str], list[str]]:
+    """Sentences the classifier never saw, and their topics (the demo asks the served pipeline)."""
+    pairs = [
+        ("Strong winds and heavy rain are expected along the coast tomorrow", "weather"),
+        ("The goalkeeper saved two penalties and the team won the cup", "sport"),
+        ("Stir the garlic into the butter and serve the pasta warm", "food"),
+        ("A cold and foggy morning will turn into a sunny afternoon", "weather"),
+        ("The striker signed for the club after the final match of the season", "sport"),
+        ("Bake the bread until golden and serve it with soup", "food"),
+        ("Snow and frost will make the roads icy tonight", "weather"),
+        ("The runners warmed up on the track before the race", "sport"),
+        ("The chef roasted the chicken with lemon and fresh herbs", "food"),
+    ]
+    return [sentence for sentence, _ in pairs], [topic for _, topic in pairs]
+
+
 def labels() -> list[str]:
     """The class labels in the classifier's output order."""
     return LABELS.read_text(encoding="utf-8").split()

@@ -2,7 +2,9 @@
 tritonserver, send real requests over HTTP and gRPC, load-test it, and report what came back.
 
 The digits models are asked to classify held-out images; their answers are checked against the labels
-and against ONNX Runtime run in-process on the same repository files. The load test is
+and against ONNX Runtime run in-process on the same repository files. The text pipeline (an ensemble:
+tokenizer, classifier, post-processing) is asked about sentences it never saw, and its answers are
+compared with the same pipeline run in-process. The load test is
 ``python -m generator loadtest`` run as its own process against the same server (Locust patches the
 standard library for gevent when imported, which this process, with its threads, must not have).
 """
@@ -21,9 +23,10 @@ import numpy as np
 from generator.build import build
 from generator.errors import GeneratorError
 from generator.exporters.base import load_factory
+from generator.pipelines import local_ensemble
 from generator.resources import examples_dir
 from generator.runners import onnx_runner
-from generator.server import EmbeddedServer
+from generator.server import EmbeddedServer, Endpoints
 from generator.spec import bundled_example
 
 Say = Callable[[str], None]
@@ -54,6 +57,8 @@ class DemoResult:
     max_abs_error_vs_onnxruntime: dict[str, float] = field(default_factory=dict)
     requests: int = 0
     loadtest_exit_code: int | None = None
+    #: The text pipeline's served labels equal the same pipeline run in-process, sentence by sentence.
+    text_labels_match: bool = False
 
 
 def _infer_http(url: str, model: str, name: str, output: str, batch: np.ndarray) -> np.ndarray:
@@ -76,6 +81,46 @@ def _infer_grpc(url: str, model: str, name: str, output: str, batch: np.ndarray)
         tensor.set_data_from_numpy(batch)
         result = client.infer(model, [tensor], outputs=[grpcclient.InferRequestedOutput(output)])
         return result.as_numpy(output)
+
+
+def _infer_text(url: str, grpc: bool, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The text pipeline's LABELS and SCORES for ``texts`` (one string per batch row)."""
+    if grpc:
+        import tritonclient.grpc as client_module
+    else:
+        import tritonclient.http as client_module  # type: ignore[no-redef]
+    batch = np.array([[text.encode("utf-8")] for text in texts], dtype=object)
+    with client_module.InferenceServerClient(url=url) as client:
+        tensor = client_module.InferInput("TEXT", list(batch.shape), "BYTES")
+        tensor.set_data_from_numpy(batch)
+        result = client.infer("text_pipeline", [tensor])
+        return result.as_numpy("LABELS"), result.as_numpy("SCORES")
+
+
+def _text_demo(repo: Path, endpoints: Endpoints, result: DemoResult, say: Say) -> None:
+    """Ask the served text pipeline about sentences it never saw; compare with it run in-process."""
+    held_out = load_factory(examples_dir() / "text.py", "held_out", "demo")
+    texts, topics = held_out()
+    started = time.perf_counter()
+    labels, scores = _infer_text(endpoints.http, False, texts)
+    single = [_infer_text(endpoints.grpc, True, [text]) for text in texts]
+    result.requests += 1 + len(texts)
+    batch = np.array([[text.encode("utf-8")] for text in texts], dtype=object)
+    local = local_ensemble(repo, "text_pipeline")({"TEXT": batch})
+    served = [label.decode("utf-8") for label in labels[:, 0]]
+    result.text_labels_match = bool(
+        np.array_equal(labels, local["LABELS"])
+        and all(np.array_equal(one[0][0], labels[i]) for i, one in enumerate(single))
+    )
+    result.accuracy["text_pipeline"] = float(np.mean([a == b for a, b in zip(served, topics, strict=True)]))
+    result.max_abs_error_vs_onnxruntime["text_pipeline"] = float(np.abs(scores - local["SCORES"]).max())
+    say(f'text_pipeline: "{texts[0]}" -> {served[0]} ({scores[0, 0]:.3f}), "{texts[1]}" -> {served[1]}')
+    say(
+        f"text_pipeline: {len(texts)} unseen sentences over HTTP (one batch) and gRPC (one by one): accuracy "
+        f"{result.accuracy['text_pipeline']:.3f}; labels equal to the pipeline run in-process: "
+        f"{'yes' if result.text_labels_match else 'NO'}; max |served - in-process score| = "
+        f"{result.max_abs_error_vs_onnxruntime['text_pipeline']:.1e} ({time.perf_counter() - started:.2f}s)"
+    )
 
 
 def run_demo(
@@ -135,6 +180,12 @@ def run_demo(
                 f"{model}: {len(data)} held-out digits over gRPC in batches of 64: accuracy {accuracy:.3f}; "
                 f"max |served - ONNX Runtime in-process| = {result.max_abs_error_vs_onnxruntime[model]:.1e} "
                 f"({time.perf_counter() - started:.2f}s)"
+            )
+        _text_demo(repo, endpoints, result, say)
+        if not result.text_labels_match:
+            raise GeneratorError(
+                "the served text pipeline's labels differ from the same pipeline run in-process; "
+                "see the lines above"
             )
         if loadtest_args != []:
             args = DEFAULT_LOADTEST if loadtest_args is None else loadtest_args

@@ -213,6 +213,11 @@ def test_demo_runs_the_main_job(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "digits_cnn: 450 held-out digits over gRPC in batches of 64: accuracy 0.98" in result.stdout
+    assert "labels equal to the pipeline run in-process: yes" in result.stdout
+    assert (
+        "text_pipeline: 9 unseen sentences over HTTP (one batch) and gRPC (one by one): accuracy 1.000"
+        in result.stdout
+    )
     report = json.loads((tmp_path / "loadtest-report" / "report.json").read_text())
     assert [run["users"] for run in report["runs"]] == [1, 4, 16]
     assert all(run["throughput"] > 0 and run["error_rate"] == 0 for run in report["runs"])

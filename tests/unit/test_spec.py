@@ -18,7 +18,9 @@ def _model(**extra: object) -> dict:
 
 def test_example_spec_loads_with_defaults_merged() -> None:
     spec = load_spec(EXAMPLE_SPEC)
-    cnn, linear = spec.models
+    cnn, linear, tokenizer, classifier, postprocess = spec.models
+    assert tokenizer.builtin == "tokenizer" and postprocess.builtin == "postprocess"
+    assert classifier.inputs[0].dims == [-1] and [e.name for e in spec.ensembles] == ["text_pipeline"]
     assert cnn.max_batch_size == 64 and linear.max_batch_size == 64
     assert cnn.dynamic_batching.preferred_batch_size == [16, 32]
     assert cnn.instance_group.count == 2 and linear.instance_group.count == 1
