@@ -37,6 +37,7 @@ from generator.exporters.base import ExportContext, ExportResult
 from generator.manifest import Manifest, ModelEntry, VersionEntry
 from generator.optimize import optimize_model
 from generator.repository import MANIFEST, Staging, link_or_copy_tree, read_manifest, sha256_file, write_json
+from generator.sample_data import sample_file_hashes, write_sample_data
 from generator.signature import Signature
 from generator.spec import ModelSpec, Spec, Verify, factory_parts
 from generator.triton import resolve_max_batch_size
@@ -153,6 +154,8 @@ def cache_key(model: ModelSpec, source: Path, libraries: dict[str, str], context
         "opset",
         "verify",
         "optimize",
+        "shapes",
+        "values",
     }
     export_fields = model.model_dump(include=fields | {"format", "tensorrt", "dynamic_batching"})
     if model.target == "tensorrt":  # a plan is built for the GPUs at hand
@@ -365,6 +368,7 @@ def _configure_model(run: _BuildRun, latest: _VersionBuilt) -> None:
     text = render(config, run.env, spec_name=run.spec_name)
     check_rendered(text, config, f"{name}/config.pbtxt")
     (run.staging.path / name / "config.pbtxt").write_text(text, encoding="utf-8")
+    write_sample_data(run.staging.path / name, config, latest.model, latest.entry.details)
 
 
 def _validate_staged(run: _BuildRun, name: str) -> None:
@@ -407,6 +411,7 @@ def _build_model(run: _BuildRun, name: str, versions: list[ModelSpec]) -> ModelE
     return ModelEntry(
         versions={str(version.model.version): version.entry for version in built},
         config_sha256=sha256_file(run.staging.path / name / "config.pbtxt"),
+        sample_files=sample_file_hashes(run.staging.path / name),
         tuned=run.tuned.record(name),
     )
 

@@ -14,6 +14,7 @@ none of them sends a token id past the end of the vocabulary or a length the mod
 from __future__ import annotations
 
 import re
+import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,6 +78,15 @@ class ShapePoint:
             return ""
         sizes = ", ".join(f"{name} {sizes}" for name, sizes in self.lengths.items())
         return f" at length {self.label} ({sizes})"
+
+
+def warmup_file_name(name: str) -> str:
+    """The file under ``<model>/warmup/`` that holds an input's warm-up sample (raw little-endian values):
+    the input's name where it is a safe file name, else a safe form of it with a hash that keeps it unique."""
+    if re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,100}", name):
+        return name
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:80].lstrip(".-")
+    return f"{safe}_{zlib.crc32(name.encode()):08x}"
 
 
 def is_integer(dtype: str) -> bool:
@@ -180,15 +190,16 @@ def _check_names(model_name: str, settings: ModelSettings | None, tensors: Seque
                 )
 
 
-def shape_points(
-    model_name: str, settings: ModelSettings | None, tensors: Sequence[InputTensor]
-) -> list[ShapePoint]:
-    """The input shapes at ``min``, ``opt`` and ``max`` (one point when no input has a -1 axis).
+def axis_sizes(
+    model_name: str, settings: ModelSettings | None, tensors: Sequence[InputTensor], defaults: bool = True
+) -> dict[str, dict[str, list[int]]]:
+    """Input name -> point (``min``, ``opt``, ``max``) -> sizes of its -1 axes, for inputs that have any.
 
-    Points that come out equal are given once (the first label kept).
+    From the input's ``shapes`` entry (else ``tensorrt.shapes``); else the first entry with as many -1
+    axes; else (with ``defaults``) 1, 16 and 64, or (without) no sizes for that input.
 
     Raises:
-        SpecError: a ``shapes`` entry names no input or does not fit its input.
+        SpecError: a ``shapes`` or ``values`` entry names no input or does not fit its input.
     """
     _check_names(model_name, settings, tensors)
     sizes: dict[str, dict[str, list[int]]] = {}
@@ -197,19 +208,41 @@ def shape_points(
             given, where = _shape_entry(settings, tensor.name)
             if given is not None:
                 sizes[tensor.name] = free_sizes(model_name, tensor, given, where)
+    given_sizes = list(sizes.values())
     for tensor in tensors:
         count = list(tensor.dims).count(-1)
         if count and tensor.name not in sizes:
-            same = next((s for s in sizes.values() if len(s["min"]) == count), None)
-            sizes[tensor.name] = same or {p: [DEFAULT_LENGTHS[p]] * count for p in POINTS}
+            same = next((s for s in given_sizes if len(s["min"]) == count), None)
+            if same is not None:
+                sizes[tensor.name] = same
+            elif defaults:
+                sizes[tensor.name] = {p: [DEFAULT_LENGTHS[p]] * count for p in POINTS}
+    return sizes
+
+
+def fill(dims: Sequence[int], sizes: Sequence[int]) -> list[int]:
+    """``dims`` with its -1 axes replaced by ``sizes``, in order."""
+    free = iter(sizes)
+    return [next(free) if d == -1 else d for d in dims]
+
+
+def shape_points(
+    model_name: str, settings: ModelSettings | None, tensors: Sequence[InputTensor]
+) -> list[ShapePoint]:
+    """The input shapes at ``min``, ``opt`` and ``max`` (one point when no input has a -1 axis).
+
+    Points that come out equal are given once (the first label kept).
+
+    Raises:
+        SpecError: a ``shapes`` or ``values`` entry names no input or does not fit its input.
+    """
+    sizes = axis_sizes(model_name, settings, tensors)
     points: list[ShapePoint] = []
     for label in POINTS:
-        shapes, lengths = {}, {}
-        for tensor in tensors:
-            free = iter(sizes[tensor.name][label]) if tensor.name in sizes else iter(())
-            shapes[tensor.name] = [next(free) if d == -1 else d for d in tensor.dims]
-            if tensor.name in sizes:
-                lengths[tensor.name] = list(sizes[tensor.name][label])
+        shapes = {
+            t.name: fill(t.dims, sizes[t.name][label]) if t.name in sizes else list(t.dims) for t in tensors
+        }
+        lengths = {t.name: list(sizes[t.name][label]) for t in tensors if t.name in sizes}
         if all(p.shapes != shapes for p in points):
             points.append(ShapePoint(label, shapes, lengths))
     return points
