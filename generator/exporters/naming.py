@@ -37,6 +37,7 @@ def rename_io(proto: Any, inputs: Mapping[str, str], outputs: Mapping[str, str],
 
     model = ir.from_proto(proto)
     graph = model.graph
+    renamed = []
     for what, values, mapping in (("input", graph.inputs, inputs), ("output", graph.outputs, outputs)):
         by_name = {value.name: value for value in values}
         missing = [old for old in mapping if old not in by_name]
@@ -47,6 +48,7 @@ def rename_io(proto: Any, inputs: Mapping[str, str], outputs: Mapping[str, str],
             )
         for old, new in mapping.items():
             by_name[old].name = new
+            renamed.append((by_name[old], new))
     wanted = [*inputs.values(), *outputs.values()]
     if len(set(wanted)) != len(wanted):
         raise ExportError(
@@ -54,8 +56,7 @@ def rename_io(proto: Any, inputs: Mapping[str, str], outputs: Mapping[str, str],
         )
     if inputs or outputs:
         NameFixPass()(model)
-    served = {value.name for value in [*graph.inputs, *graph.outputs]}
-    lost = [name for name in wanted if name not in served]
+    lost = [new for value, new in renamed if value.name != new]  # NameFixPass kept another tensor's
     if lost:
         raise ExportError(
             f"model '{model_name}': {', '.join(repr(n) for n in lost)} already names another input or output of "
