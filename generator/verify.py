@@ -173,8 +173,8 @@ def compare_output(
     length: str | None = None,
 ) -> OutputParity:
     """Compare one output with its reference (``|got - want| <= atol + rtol * |want|``, NaNs equal)."""
-    got64 = np.asarray(got, dtype=np.float64)
-    want64 = np.asarray(want, dtype=np.float64)
+    got64 = np.atleast_1d(np.asarray(got, dtype=np.float64))  # a scalar output too
+    want64 = np.atleast_1d(np.asarray(want, dtype=np.float64))
     diff = np.abs(got64 - want64)
     both_nan = np.isnan(got64) & np.isnan(want64)
     diff[both_nan] = 0.0

@@ -332,3 +332,35 @@ def test_an_onnx_source_is_served_under_the_spec_names(tmp_path: Path) -> None:
     wrong = _model(inputs=[{"name": "pixels", "source_name": "image", "dtype": "FP32", "dims": [4]}])
     with pytest.raises(ExportError, match=r"has no input named 'image' \(its inputs: x\); fix source_name"):
         OnnxExporter().export(wrong, source, tmp_path / "w" / "1")
+
+
+def test_a_mismatch_names_the_batch_size_and_the_length_it_happened_at(tmp_path: Path) -> None:
+    from generator.errors import VerificationError
+    from generator.exporters.base import ExportResult
+    from generator.runners import onnx_runner
+    from generator.spec import Verify
+    from generator.verify import check_parity
+
+    path = _text_encoder(tmp_path / "m.onnx", vocab=30)
+    model = _model(max_batch_size=0, shapes={"ids": {"min": [2], "opt": [4], "max": [9]}})
+    artifact = onnx_runner(path)
+
+    def drifting_source(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The model itself, but off by one on the longest inputs (an export that breaks there)."""
+        out = artifact(feeds)
+        return {"y": out["y"] + 1} if feeds["ids"].shape[-1] >= 9 else out
+
+    result = ExportResult([path], "onnxruntime_onnx", read_onnx_signature(path), reference=drifting_source)
+    with pytest.raises(VerificationError) as caught:
+        check_parity(model, result, 0, Verify())
+    [line] = caught.value.problems
+    assert line.startswith(
+        "model 'm' output 'y' at batch 1 at length max (ids [9], type_ids [9], mask [9]): 1 of 1 values differ"
+    )
+    fine = ExportResult([path], "onnxruntime_onnx", read_onnx_signature(path), reference=artifact)
+    report = check_parity(model, fine, 0, Verify())
+    assert report.lengths == {
+        label: {"ids": [n], "type_ids": [n], "mask": [n]} for label, n in (("min", 2), ("opt", 4), ("max", 9))
+    }
+    assert report.value_ranges == {"ids": [0, 29], "type_ids": [0, 1], "mask": [0, 1]}
+    assert [o.length for o in report.outputs] == ["min", "opt", "max"]
