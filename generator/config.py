@@ -157,11 +157,12 @@ def _warmup(model: ModelSpec, inputs: list[dict], max_batch_size: int) -> list[d
     warmup = model.warmup
     assert warmup
     key = "random_data" if warmup.data == "random" else "zero_data"
-    required = [t for t in inputs if not t.get("optional")]
-    tensors = config_inputs(required)
+    tensors = config_inputs(inputs)
     sizes = axis_sizes(model.name, model, tensors)
     entries = {}
-    for tensor, info in zip(required, tensors, strict=True):
+    for tensor, info in zip(inputs, tensors, strict=True):
+        if tensor.get("optional"):
+            continue
         dims = fill(info.dims, sizes[info.name]["min"]) if info.name in sizes else list(info.dims)
         entry: dict[str, Any] = {"data_type": tensor["data_type"], "dims": dims}
         given = lookup(model.values, info.name) if is_integer(info.dtype) else None
