@@ -117,7 +117,7 @@ def signature_inputs(
     tensors = []
     for tensor in signature.inputs:
         rest = list(tensor.shape[1:] if batching else tensor.shape)
-        wanted = spec_dims.get(tensor.name)
+        wanted = lookup(spec_dims, tensor.name)
         if wanted is not None and len(wanted) == len(rest):
             rest = [w if r == -1 else r for r, w in zip(rest, wanted, strict=True)]
         tensors.append(InputTensor(tensor.name, tensor.dtype, tuple(rest)))
