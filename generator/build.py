@@ -44,6 +44,7 @@ from generator.manifest import Manifest, ModelEntry, VersionEntry
 from generator.optimize import optimize_model
 from generator.pipelines import ensemble_config, ensemble_order, label_files, resolve_model, spec_path
 from generator.repository import MANIFEST, Staging, link_or_copy_tree, read_manifest, sha256_file, write_json
+from generator.sample_data import sample_file_hashes, write_sample_data
 from generator.signature import Signature
 from generator.spec import EnsembleSpec, ModelSpec, Spec, Verify, factory_parts
 from generator.triton import ENSEMBLE_PLATFORM, parse_model_config, resolve_max_batch_size
@@ -183,6 +184,8 @@ def cache_key(model: ModelSpec, source: Path, libraries: dict[str, str], context
         "optimize",
         "step",
         "files",
+        "shapes",
+        "values",
     }
     export_fields = model.model_dump(include=fields | {"format", "tensorrt", "dynamic_batching"})
     if model.target == "tensorrt":  # a plan is built for the GPUs at hand
@@ -397,6 +400,7 @@ def _configure_model(run: _BuildRun, latest: _VersionBuilt) -> None:
     (run.staging.path / name / "config.pbtxt").write_text(text, encoding="utf-8")
     for filename, source in label_files(latest.model, run.context.spec_dir).items():
         shutil.copyfile(source, run.staging.path / name / filename)
+    write_sample_data(run.staging.path / name, config, latest.model, latest.entry.details)
 
 
 def _validate_staged(run: _BuildRun, name: str) -> None:
@@ -439,6 +443,7 @@ def _build_model(run: _BuildRun, name: str, versions: list[ModelSpec]) -> ModelE
     return ModelEntry(
         versions={str(version.model.version): version.entry for version in built},
         config_sha256=sha256_file(run.staging.path / name / "config.pbtxt"),
+        sample_files=sample_file_hashes(run.staging.path / name),
         tuned=run.tuned.record(name),
     )
 
@@ -475,6 +480,7 @@ def _build_ensemble(run: _BuildRun, index: int, ensemble: EnsembleSpec) -> Model
     model_dir = run.staging.path / ensemble.name
     (model_dir / str(ensemble.version)).mkdir(parents=True)  # an ensemble's version directory is empty
     (model_dir / "config.pbtxt").write_text(text, encoding="utf-8")
+    write_sample_data(model_dir, config)
     run.progress(ensemble.name, "validate")
     problems = []
     for finding in check_ensemble(proto, steps):
@@ -507,7 +513,9 @@ def _build_ensemble(run: _BuildRun, index: int, ensemble: EnsembleSpec) -> Model
         )
     )
     return ModelEntry(
-        versions={str(ensemble.version): entry}, config_sha256=sha256_file(model_dir / "config.pbtxt")
+        versions={str(ensemble.version): entry},
+        config_sha256=sha256_file(model_dir / "config.pbtxt"),
+        sample_files=sample_file_hashes(model_dir),
     )
 
 

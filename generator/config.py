@@ -23,6 +23,7 @@ from generator import __version__, dtypes
 from generator.accelerators import ACCELERATORS, parameter_text
 from generator.errors import ConfigError
 from generator.gpus import Gpu, NvmlUnavailable, detect_gpus
+from generator.input_values import axis_sizes, config_inputs, fill, is_integer, lookup, warmup_file_name
 from generator.resources import templates_dir
 from generator.signature import Signature, TensorInfo, libtorch_name
 from generator.spec import DynamicBatching, InstanceGroup, ModelSpec, TensorSpec
@@ -155,14 +156,25 @@ def _parameter(value: Any) -> dict:
 
 
 def _warmup(model: ModelSpec, inputs: list[dict], max_batch_size: int) -> list[dict]:
+    """The warm-up sample: -1 axes at their ``min`` length; integer inputs zeros (random bytes would
+    index past an embedding table), or their ``values`` minimum from a file where 0 is out of range."""
     warmup = model.warmup
     assert warmup
     key = "random_data" if warmup.data == "random" else "zero_data"
-    entries = {
-        t["name"]: {"data_type": t["data_type"], "dims": [1 if d == -1 else d for d in t["dims"]], key: True}
-        for t in inputs
-        if not t.get("optional")
-    }
+    tensors = config_inputs(inputs)
+    sizes = axis_sizes(model.name, model, tensors)
+    entries = {}
+    for tensor, info in zip(inputs, tensors, strict=True):
+        if tensor.get("optional"):
+            continue
+        dims = fill(info.dims, sizes[info.name]["min"]) if info.name in sizes else list(info.dims)
+        entry: dict[str, Any] = {"data_type": tensor["data_type"], "dims": dims}
+        given = lookup(model.values, info.name) if is_integer(info.dtype) else None
+        if given is not None and not given.min <= 0 <= given.max:
+            entry["input_data_file"] = warmup_file_name(info.name)
+        else:
+            entry["zero_data" if is_integer(info.dtype) else key] = True
+        entries[info.name] = entry
     batch_size = min(warmup.batch_size, max_batch_size) if max_batch_size > 0 else 1
     return [
         {

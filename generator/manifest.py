@@ -122,12 +122,15 @@ class ModelEntry:
     Attributes:
         versions: Version number (as text, ``"1"``) -> its entry.
         config_sha256: Hash of the model's ``config.pbtxt``.
+        sample_files: The sample inputs written beside the config (``perf_analyzer_data.json``,
+            ``warmup/...``): relative path -> sha256.
         tuned: The tuned settings merged into the model's spec entry (``{"file", "trial",
             "settings"}``), or ``None`` when it was built from the spec alone (or before this was recorded).
     """
 
     versions: dict[str, VersionEntry] = field(default_factory=dict)
     config_sha256: str | None = None
+    sample_files: dict[str, str] = field(default_factory=dict)
     tuned: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -135,6 +138,7 @@ class ModelEntry:
         return {
             "versions": {version: entry.to_dict() for version, entry in self.versions.items()},
             "config_sha256": self.config_sha256,
+            "sample_files": self.sample_files,
             "tuned": self.tuned,
         }
 
@@ -151,6 +155,7 @@ class ModelEntry:
         return cls(
             versions=versions,
             config_sha256=data.get("config_sha256"),
+            sample_files=_mapping(data.get("sample_files")),
             tuned=tuned if isinstance(tuned, dict) else None,
         )
 

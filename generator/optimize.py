@@ -36,7 +36,7 @@ from generator.exporters.base import ExportResult
 from generator.runners import Feeds, onnx_runner
 from generator.signature import Signature, read_onnx_signature
 from generator.spec import Budget, ModelSpec, Optimize, Verify
-from generator.verify import OutputParity, compare_output, make_inputs
+from generator.verify import OutputParity, compare_output, input_plan, make_inputs
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +158,12 @@ def read_npz_samples(
 
 
 def _gate_samples(
-    model: ModelSpec, settings: Optimize, signature: Signature, max_batch_size: int, spec_dir: Path
+    model: ModelSpec,
+    settings: Optimize,
+    signature: Signature,
+    max_batch_size: int,
+    spec_dir: Path,
+    model_file: Path | None = None,
 ) -> tuple[list[Feeds], str]:
     """The inputs every candidate is judged on, and a description of them for the manifest."""
     batching = max_batch_size > 0
@@ -172,10 +177,17 @@ def _gate_samples(
             return batches, f"{setting} {name} ({count} samples)"
     verify = model.verify or Verify()
     sizes = sorted(set(verify.batch_sizes or ([1, max_batch_size] if batching else [1])))
+    points, ranges = input_plan(model, signature, batching, model_file)
     batches = [
-        make_inputs(signature, model, size if batching else None, verify.seed + size) for size in sizes
+        make_inputs(
+            signature, model, size if batching else None, verify.seed + size + 7919 * index, shapes, ranges
+        )
+        for size in sizes
+        for index, shapes in enumerate(points)
     ]
     shown = f"batch {', '.join(map(str, sizes))}" if batching else "no batch axis"
+    if any(p.lengths for p in points):
+        shown += f"; lengths {', '.join(p.label for p in points)}"
     return batches, f"seeded random inputs (seed {verify.seed}; {shown})"
 
 
@@ -458,7 +470,9 @@ def optimize_model(
             "use format: onnx or set optimize: false"
         )
     batching = max_batch_size > 0
-    batches, described = _gate_samples(model, settings, result.signature, max_batch_size, spec_dir)
+    batches, described = _gate_samples(
+        model, settings, result.signature, max_batch_size, spec_dir, result.model_file
+    )
     calibration = None
     if settings.quantize == "static":
         assert settings.calibration_data is not None  # the spec validator requires it

@@ -48,7 +48,13 @@ class _Strict(BaseModel):
 class TensorSpec(_Strict):
     """One input or output as config.pbtxt declares it (dims without the batch axis)."""
 
-    name: str = Field(min_length=1, description="Tensor name, as in the model file.")
+    name: str = Field(min_length=1, description="Tensor name, as Triton serves it.")
+    source_name: str | None = Field(
+        default=None,
+        min_length=1,
+        description="The tensor's name inside the model when it differs from `name` (an ONNX file, a "
+        "SavedModel signature key); the served model file is renamed so Triton sees `name`.",
+    )
     dtype: str = Field(description="Triton data type: FP32, INT64, ... (TYPE_FP32 is accepted too).")
     dims: list[int] = Field(description="Shape without the batch axis; -1 for a variable-size dimension.")
     reshape: list[int] | None = Field(
@@ -203,6 +209,19 @@ class ShapeRange(_Strict):
         return self
 
 
+class ValueRange(_Strict):
+    """The values an integer input may carry, both ends included (token ids: 0 to vocabulary size - 1)."""
+
+    min: int = Field(ge=-(2**63), le=INT64_MAX)
+    max: int = Field(ge=-(2**63), le=UINT64_MAX)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ValueRange:
+        if self.min > self.max:
+            raise ValueError(f"min {self.min} is greater than max {self.max}; swap them")
+        return self
+
+
 class TensorRT(_Strict):
     """How to build a TensorRT plan (``format: tensorrt``)."""
 
@@ -217,7 +236,8 @@ class TensorRT(_Strict):
     calibration_batch_size: int = Field(default=8, ge=1, le=INT32_MAX)
     shapes: dict[str, ShapeRange] | None = Field(
         default=None,
-        description="Ranges for inputs with -1 dims (batch axis excluded; it comes from max_batch_size).",
+        description="Ranges for inputs with -1 dims (batch axis excluded; it comes from max_batch_size); "
+        "the model-level `shapes` entry of an input wins over this one.",
     )
 
     @model_validator(mode="after")
@@ -336,6 +356,17 @@ class ModelSettings(_Strict):
         default=None,
         description="Optimization passes for ONNX models (format onnx), each behind an accuracy budget; "
         "true: simplify only; false or unset: none.",
+    )
+    shapes: dict[str, ShapeRange] | None = Field(
+        default=None,
+        description="Per input name: sizes of its -1 axes (one per -1 axis, or one per axis with the fixed "
+        "ones as declared; batch axis excluded) at min, opt and max. Parity runs at each, a TensorRT "
+        "profile spans them, warm-up uses min and perf_analyzer's data opt. Unset: 1, 16 and 64.",
+    )
+    values: dict[str, ValueRange] | None = Field(
+        default=None,
+        description="Per integer input name: the values requests may carry (min and max, inclusive). "
+        "Unset: inferred from the model where an input indexes an embedding table, else 0 and 1.",
     )
 
     @field_validator("dynamic_batching", "warmup", "optimize", mode="before")

@@ -35,6 +35,7 @@ RANKS = {
     "generator.spec": 2,
     "generator.tuned": 3,  # above spec; beside runners, neither imports the other
     "generator.runners": 3,
+    "generator.input_values": 3,  # beside runners: what inputs a model takes (ranges, lengths)
     "generator.exporters.base": 4,
     "generator.exporters": 5,
     "generator.worker": 5,
@@ -47,6 +48,7 @@ RANKS = {
     "generator.validate": 10,
     "generator.repository": 10,
     "generator.manifest": 10,
+    "generator.sample_data": 10,
     "generator.server": 10,
     "generator.loadreport": 11,
     "generator.build": 12,

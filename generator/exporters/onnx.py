@@ -1,4 +1,5 @@
-"""ONNX source: an existing ONNX file, checked with onnx.checker and taken as is."""
+"""ONNX source: an existing ONNX file, checked with onnx.checker and taken as is (its inputs and outputs
+renamed where the spec gives a ``source_name``)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 
 from generator.errors import ExportError
 from generator.exporters.base import ExportResult
+from generator.exporters.naming import apply_source_names
 from generator.signature import read_onnx_signature
 from generator.spec import ModelSpec
 from generator.triton import DEFAULT_MODEL_FILENAMES, ONNX_PLATFORM
@@ -31,10 +33,11 @@ class OnnxExporter:
     framework = "onnx"
 
     def export(self, model: ModelSpec, source: Path, version_dir: Path) -> ExportResult:
-        """Check ``source`` with onnx.checker and copy it to ``version_dir/model.onnx``.
+        """Check ``source`` with onnx.checker and copy it to ``version_dir/model.onnx``, tensors renamed
+        from their ``source_name`` to their spec ``name``.
 
         Raises:
-            ExportError: the file is not valid ONNX.
+            ExportError: the file is not valid ONNX, or a ``source_name`` is not one of its tensors.
         """
         import onnx
 
@@ -54,6 +57,7 @@ class OnnxExporter:
             data_target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source.parent / location, data_target)
             files.append(data_target)
+        apply_source_names(model, target)
         signature = read_onnx_signature(target)
         return ExportResult(
             files=files,

@@ -39,6 +39,7 @@ import numpy as np
 from generator import dtypes
 from generator.errors import ExportError, MissingDependencyError
 from generator.exporters.base import ExportResult, call_factory
+from generator.exporters.naming import rename_io
 from generator.runners import named_outputs
 from generator.signature import read_onnx_signature
 from generator.spec import ModelSpec, factory_parts
@@ -335,8 +336,9 @@ def _rename(graph: Any, mapping: dict[str, str]) -> None:
                 _rename(subgraph, mapping)
 
 
-def _rename_io(model: ModelSpec, proto: Any, input_names: list[str], output_names: list[str]) -> None:
-    """Give the graph's inputs and outputs the intended names (positionally)."""
+def _rename_io(model: ModelSpec, proto: Any, input_names: list[str], output_names: list[str]) -> Any:
+    """The graph with the intended input and output names (positionally); inner values that already carry
+    one of those names are renamed instead (:func:`generator.exporters.naming.rename_io`)."""
     graph = proto.graph
     initializers = {t.name for t in graph.initializer}
     graph_inputs = [v.name for v in graph.input if v.name not in initializers]
@@ -346,22 +348,9 @@ def _rename_io(model: ModelSpec, proto: Any, input_names: list[str], output_name
             f"model '{model.name}': the spec names {len(output_names)} outputs but the model has "
             f"{len(graph_outputs)}; list one spec output per model output, in the model's order"
         )
-    mapping = {
-        old: new
-        for old, new in zip(graph_inputs + graph_outputs, input_names + output_names, strict=True)
-        if old != new
-    }
-    if not mapping:
-        return
-    taken = {name for node in graph.node for name in [*node.input, *node.output]} | initializers
-    taken |= set(graph_inputs) | set(graph_outputs)
-    clashes = sorted(new for new in mapping.values() if new in taken and new not in mapping)
-    if clashes:
-        raise ExportError(
-            f"model '{model.name}': the name(s) {', '.join(clashes)} are already used inside the converted "
-            "graph; choose other input/output names in the spec"
-        )
-    _rename(graph, mapping)
+    inputs = {old: new for old, new in zip(graph_inputs, input_names, strict=True) if old != new}
+    outputs = {old: new for old, new in zip(graph_outputs, output_names, strict=True) if old != new}
+    return rename_io(proto, inputs, outputs, model.name) if inputs or outputs else proto
 
 
 def _check_converted_onnx(model: ModelSpec, proto: Any, opset: int) -> None:
@@ -473,8 +462,11 @@ def _saved_model_function(model: ModelSpec, loaded: Any, batching: bool, tf: Any
     sig_outputs = sorted(function.structured_outputs, key=_natural)
     in_names = [t.name for t in model.inputs] if model.inputs else sig_inputs
     out_names = [t.name for t in model.outputs] if model.outputs else sig_outputs
-    in_sources = _match(model, "inputs", in_names, sig_inputs)
-    out_sources = _match(model, "outputs", out_names, sig_outputs)
+    # The signature's keys are the tensors' names inside the model: a spec tensor's source_name.
+    in_keys = [t.source_name or t.name for t in model.inputs] if model.inputs else sig_inputs
+    out_keys = [t.source_name or t.name for t in model.outputs] if model.outputs else sig_outputs
+    in_sources = _match(model, "inputs", in_keys, sig_inputs)
+    out_sources = _match(model, "outputs", out_keys, sig_outputs)
     inputs: list[_Input] = []
     for index, (name, source_name) in enumerate(zip(in_names, in_sources, strict=True)):
         if model.inputs:
@@ -543,7 +535,7 @@ class TensorflowExporter:
         # tf2onnx names a function's list outputs Identity:0, Identity_1:0, ...
         output_names = traced.output_names or [f"output_{i}" for i in range(len(proto.graph.output))]
         input_names = [i.name for i in traced.inputs]
-        _rename_io(model, proto, input_names, output_names)
+        proto = _rename_io(model, proto, input_names, output_names)
         _check_converted_onnx(model, proto, opset)
         _canonicalize(proto, model.name)
         if batching:

@@ -3,7 +3,8 @@
 The model is first exported to ONNX by its framework's exporter; TensorRT's ONNX parser reads that,
 and the builder makes an engine with a workspace limit, FP16 / INT8 flags (INT8 calibrated from real
 samples) and one optimization profile derived from the spec: batch min 1, opt the largest preferred
-batch size, max ``max_batch_size``; other dynamic axes from ``tensorrt.shapes``. When the target GPUs
+batch size, max ``max_batch_size``; other dynamic axes from the model's ``shapes`` (else
+``tensorrt.shapes``; see :mod:`generator.input_values`). When the target GPUs
 span several compute capabilities, one plan is built per capability (on a GPU of it) and Triton picks
 through ``cc_model_filenames``. Where TensorRT or a GPU is missing this fails with an error naming
 what is missing; it never writes a placeholder.
@@ -22,6 +23,7 @@ import numpy as np
 
 from generator.errors import ExportError
 from generator.exporters.base import ExportContext, ExportResult
+from generator.input_values import POINTS, InputTensor, axis_sizes, fill, index_ranges
 from generator.runners import (
     DeviceBuffers,
     check_cuda_call,
@@ -43,33 +45,30 @@ Shapes = dict[str, tuple[list[int], list[int], list[int]]]
 def optimization_profile(model: ModelSpec, onnx_signature: Signature, max_batch_size: int) -> Shapes:
     """(min, opt, max) shape of every input: batch 1 / largest preferred size / ``max_batch_size``.
 
-    Non-batch dims come from the ONNX file; dynamic ones (-1) need a range in ``tensorrt.shapes``.
+    Non-batch dims come from the ONNX file; dynamic ones (-1) take their range from the model's
+    ``shapes`` entry (which wins), else ``tensorrt.shapes``, else the entry of another input with as many
+    dynamic axes (``attention_mask`` grows with ``input_ids``).
 
     Raises:
-        ExportError: an input has a dynamic dimension without a range, or a range of the wrong rank.
+        ExportError: an input has a dynamic dimension without a range.
+        SpecError: a range does not fit its input (rank, a fixed axis), or names no input.
     """
-    settings = model.tensorrt or TensorRT()
     preferred = model.dynamic_batching.preferred_batch_size if model.dynamic_batching else []
     opt_batch = min(max(preferred), max_batch_size) if preferred else max_batch_size
-    ranges = settings.shapes or {}
+    tensors = [
+        InputTensor(t.name, t.dtype, tuple(t.shape[1:] if max_batch_size > 0 else t.shape))
+        for t in onnx_signature.inputs
+    ]
+    sizes = axis_sizes(model.name, model, tensors, defaults=False)
     shapes: Shapes = {}
-    for tensor in onnx_signature.inputs:
-        rest = list(tensor.shape[1:] if max_batch_size > 0 else tensor.shape)
-        given = ranges.get(tensor.name)
-        if given is not None:
-            if len(given.min) != len(rest):
-                raise ExportError(
-                    f"model '{model.name}': tensorrt.shapes.{tensor.name} has rank {len(given.min)} but the input "
-                    f"has {len(rest)} dims besides the batch axis; give one size per dim"
-                )
-            low, mid, high = list(given.min), list(given.opt), list(given.max)
-        elif -1 in rest:
+    for tensor in tensors:
+        rest = list(tensor.dims)
+        if -1 in rest and tensor.name not in sizes:
             raise ExportError(
                 f"model '{model.name}': input '{tensor.name}' has dynamic dims {rest}; give their range in "
-                f"tensorrt.shapes.{tensor.name} (min/opt/max, without the batch axis)"
+                f"shapes.{tensor.name} (min/opt/max of the -1 axes, without the batch axis)"
             )
-        else:
-            low = mid = high = rest
+        low, mid, high = (fill(rest, sizes[tensor.name][p]) if -1 in rest else rest for p in POINTS)
         if max_batch_size > 0:
             shapes[tensor.name] = ([1, *low], [opt_batch, *mid], [max_batch_size, *high])
         else:
@@ -214,6 +213,8 @@ class TensorRTExporter:
             reference = onnx_result.reference or onnx_runner(onnx_result.model_file)
             max_batch_size = resolve_max_batch_size(model, onnx_result.signature)
             shapes = optimization_profile(model, onnx_result.signature, max_batch_size)
+            # The plan hides its embedding tables: keep the integer ranges the ONNX file shows.
+            ranges = {name: list(r) for name, r in index_ranges(onnx_result.model_file).items()}
             by_cc = {g.cc: g for g in gpus}
             filenames = plan_filenames(list(by_cc))
             version_dir.mkdir(parents=True, exist_ok=True)
@@ -236,6 +237,7 @@ class TensorRTExporter:
                 "tensorrt": trt.__version__,
                 "precision": settings.precision,
                 "profile": {k: [list(s) for s in v] for k, v in shapes.items()},
+                "index_ranges": ranges,
                 "compute_capabilities": sorted(by_cc),
                 "export_seconds": round(seconds, 3),
             },

@@ -1,7 +1,9 @@
 """PyTorch source: an ``nn.Module`` from a factory or a saved file, exported to ONNX with torch.onnx.
 
 The export uses the dynamo exporter with a dynamic batch axis (and any ``-1`` dims of the spec as
-further dynamic axes); weights are stored inside ``model.onnx``.
+further dynamic axes); weights are stored inside ``model.onnx``. Inputs and outputs are exported under
+temporary names and then given the spec's (:mod:`generator.exporters.naming`), so an output may share
+its name with a submodule (``embedding``) whose value torch names the same.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 from generator import dtypes
 from generator.errors import ExportError, MissingDependencyError, first_line
 from generator.exporters.base import ExportResult, call_factory
+from generator.exporters.naming import rename_file, source_renames
 from generator.runners import torch_runner
 from generator.signature import read_onnx_signature
 from generator.spec import ModelSpec, factory_parts
@@ -22,6 +25,9 @@ from generator.triton import DEFAULT_MODEL_FILENAMES, ONNX_PLATFORM
 
 EXAMPLE_BATCH = 2  # torch.export specialises sizes 0 and 1, so trace with 2
 EXAMPLE_DYNAMIC_DIM = 4
+#: Names the exporter gives the graph's inputs and outputs, before they get the spec's names.
+_TEMPORARY_INPUT = "tritongen_export_input_{}"
+_TEMPORARY_OUTPUT = "tritongen_export_output_{}"
 #: Input dtypes a torch export cannot take, and what to do instead.
 UNSUPPORTED_INPUTS = {
     "STRING": "torch models take numeric tensors; turn text into token ids before the model "
@@ -147,6 +153,19 @@ def _dynamic_shapes(model: ModelSpec, tensors: list[Any], batching: bool) -> tup
     return tuple(shapes)
 
 
+def _give_spec_names(
+    model: ModelSpec, target: Path, inputs: dict[str, str], temporary_outputs: list[str]
+) -> None:
+    """Rename the exported graph's temporary input and output names to the spec's."""
+    exported = {t.name for t in read_onnx_signature(target).outputs}
+    outputs = {
+        temporary: spec.name
+        for temporary, spec in zip(temporary_outputs, model.outputs or [], strict=False)
+        if temporary in exported  # a module with fewer outputs than the spec: validation says so
+    }
+    rename_file(target, inputs, outputs, model.name)
+
+
 class TorchExporter:
     """Exports a torch ``nn.Module`` to ONNX (opset from the spec, or torch's default)."""
 
@@ -163,7 +182,12 @@ class TorchExporter:
         module, example = load_module(model, source)
         batching = model.max_batch_size != 0
         input_names, tensors = example_inputs(model, example, batching)
+        # A factory's example dict names the inputs; a spec input whose source_name is that key renames it.
+        renames, _ = source_renames(model)
+        input_names = [renames.get(name, name) for name in input_names]
         output_names = [t.name for t in model.outputs] if model.outputs else None
+        temporary_inputs = [_TEMPORARY_INPUT.format(i) for i in range(len(input_names))]
+        temporary_outputs = [_TEMPORARY_OUTPUT.format(i) for i in range(len(output_names or []))]
         version_dir.mkdir(parents=True, exist_ok=True)
         target = version_dir / DEFAULT_MODEL_FILENAMES[ONNX_PLATFORM]
         started = time.perf_counter()
@@ -174,8 +198,8 @@ class TorchExporter:
                     module,
                     tuple(tensors),
                     str(target),
-                    input_names=input_names,
-                    output_names=output_names,
+                    input_names=temporary_inputs,
+                    output_names=temporary_outputs or None,
                     opset_version=model.opset,
                     dynamic_shapes=_dynamic_shapes(model, tensors, batching),
                     dynamo=True,
@@ -187,6 +211,9 @@ class TorchExporter:
                 f"model '{model.name}': torch.onnx.export failed: {first_line(exc)}; "
                 "make the module exportable with torch.export (no data-dependent control flow)"
             ) from exc
+        _give_spec_names(
+            model, target, dict(zip(temporary_inputs, input_names, strict=True)), temporary_outputs
+        )
         signature = read_onnx_signature(target)
         check_input_dtypes(model, {t.name: t.dtype for t in signature.inputs})
         names_out = [t.name for t in signature.outputs]

@@ -53,10 +53,50 @@ def test_profile_takes_dynamic_axes_from_the_spec() -> None:
 def test_profile_without_a_range_for_a_dynamic_axis_says_what_to_add() -> None:
     model = _model(max_batch_size=8, format="tensorrt")
     with pytest.raises(
-        ExportError,
-        match=r"input 'tokens' has dynamic dims \[-1\]; give their range in tensorrt.shapes.tokens",
+        ExportError, match=r"input 'tokens' has dynamic dims \[-1\]; give their range in shapes.tokens"
     ):
         optimization_profile(model, TOKENS, 8)
+
+
+def test_the_model_level_shapes_win_over_tensorrt_shapes_and_tied_inputs_share_them() -> None:
+    model = _model(
+        max_batch_size=8,
+        format="tensorrt",
+        dynamic_batching={"preferred_batch_size": [4]},
+        shapes={"tokens": {"min": [2], "opt": [16], "max": [128]}},
+        tensorrt={"shapes": {"tokens": {"min": [1], "opt": [8], "max": [512]}}},
+    )
+    profile = optimization_profile(model, TOKENS, 8)
+    # mask has no entry of its own: it takes the one input entry with as many -1 axes (tokens').
+    assert profile == {"tokens": ([1, 2], [4, 16], [8, 128]), "mask": ([1, 2], [4, 16], [8, 128])}
+
+
+def test_a_range_gives_the_minus_one_axes_only_or_every_axis() -> None:
+    image = Signature((TensorInfo("image", "FP32", (-1, 3, -1, -1)),), (TensorInfo("y", "FP32", (-1, 2)),))
+    only_free = _model(
+        format="tensorrt", shapes={"image": {"min": [8, 8], "opt": [64, 48], "max": [256, 256]}}
+    )
+    every_axis = _model(
+        format="tensorrt", shapes={"image": {"min": [3, 8, 8], "opt": [3, 64, 48], "max": [3, 256, 256]}}
+    )
+    expected = {"image": ([1, 3, 8, 8], [4, 3, 64, 48], [4, 3, 256, 256])}
+    assert optimization_profile(only_free, image, 4) == expected
+    assert optimization_profile(every_axis, image, 4) == expected
+    from generator.errors import SpecError
+
+    fixed_changed = _model(
+        format="tensorrt", shapes={"image": {"min": [1, 8, 8], "opt": [1, 8, 8], "max": [1, 8, 8]}}
+    )
+    with pytest.raises(SpecError, match=r"shapes.image changes a fixed axis of input 'image' \[3, -1, -1\]"):
+        optimization_profile(fixed_changed, image, 4)
+    wrong_rank = _model(format="tensorrt", shapes={"image": {"min": [8], "opt": [8], "max": [8]}})
+    with pytest.raises(
+        SpecError, match=r"shapes.image gives 1 sizes but input 'image' has dims \[3, -1, -1\]"
+    ):
+        optimization_profile(wrong_rank, image, 4)
+    unknown = _model(format="tensorrt", shapes={"pixels": {"min": [8, 8], "opt": [8, 8], "max": [8, 8]}})
+    with pytest.raises(SpecError, match=r"shapes.pixels names no input of the model \(it has image\)"):
+        optimization_profile(unknown, image, 4)
 
 
 def test_shape_ranges_and_int8_are_validated_in_the_spec() -> None:

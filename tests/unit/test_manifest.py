@@ -31,6 +31,7 @@ MANIFEST = {
     "models": {
         "m": {
             "config_sha256": "1" * 64,
+            "sample_files": {"perf_analyzer_data.json": "2" * 64},
             "tuned": {"file": "generator.tuned.yaml", "trial": "run/3", "settings": {"max_batch_size": 16}},
             "versions": {"1": VERSION},
         }

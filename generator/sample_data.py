@@ -1,0 +1,166 @@
+"""Sample inputs written beside a built model: perf_analyzer's ``--input-data`` file and warm-up files.
+
+``<model>/perf_analyzer_data.json`` holds a few requests' worth of inputs that the model accepts, so
+NVIDIA's perf_analyzer (whose default random data sends token ids far past any vocabulary) drives any
+built model out of the box::
+
+    perf_analyzer -m MODEL --input-data REPO/MODEL/perf_analyzer_data.json
+
+It is perf_analyzer's JSON: ``{"data": [{INPUT: {"content": [...], "shape": [...]}, ...}, ...]}``, one
+entry per sample without the batch axis (``-b N`` batches them). Integer inputs take values in their
+range, -1 axes their ``opt`` length (both from :mod:`generator.input_values`), floats seeded normal
+values, STRING inputs a few ASCII sentences; FP16 and BF16 travel as base64 of their bytes. The load
+test's ``--data`` reads the same file (but not base64 values). The same seed gives the same bytes.
+
+Warm-up files: an integer input whose ``values`` exclude 0 warms up from ``<model>/warmup/<file>`` (the
+config names it in ``input_data_file``) holding its smallest value, since zeros would be out of range.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import zlib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from generator import dtypes
+from generator.input_values import (
+    InputTensor,
+    Range,
+    ShapePoint,
+    artifact_index_ranges,
+    config_inputs,
+    point,
+    sample,
+    shape_points,
+    value_ranges,
+)
+from generator.repository import sha256_file
+from generator.spec import ModelSettings
+from generator.triton import DEFAULT_MODEL_FILENAMES
+
+PERF_ANALYZER_DATA = "perf_analyzer_data.json"
+WARMUP_DIR = "warmup"
+#: Samples in the perf_analyzer file (fewer for large inputs, at least one).
+SAMPLES = 8
+#: Values per file at most, over all its samples: a few megabytes of JSON.
+MAX_VALUES = 1 << 19
+_BASE64 = ("FP16", "BF16")
+
+
+def _json_values(dtype: str, values: np.ndarray) -> dict[str, Any]:
+    """One tensor's values in perf_analyzer's JSON (``content``, or ``b64`` for 16-bit floats)."""
+    if dtype == "STRING":
+        return {"content": [v.decode("ascii") for v in values.reshape(-1)]}
+    if dtype in _BASE64:
+        return {"b64": base64.b64encode(np.ascontiguousarray(values).tobytes()).decode("ascii")}
+    if values.dtype.kind == "f":
+        return {"content": np.round(values.astype(np.float64), 4).reshape(-1).tolist()}
+    return {"content": values.reshape(-1).tolist()}
+
+
+def _values(
+    rng: np.random.Generator, tensor: InputTensor, shape: list[int], value_range: Range | None
+) -> np.ndarray:
+    if tensor.dtype == "BF16":  # numpy has no bfloat16: the upper half of float32's bits
+        floats = rng.standard_normal(shape).astype(np.float32)
+        return (floats.view(np.uint32) >> 16).astype(np.uint16)
+    return sample(rng, tensor.dtype, shape, value_range)
+
+
+def perf_analyzer_data(
+    name: str,
+    tensors: Sequence[InputTensor],
+    shapes: ShapePoint,
+    ranges: Mapping[str, Range],
+    seed: int = 0,
+) -> dict[str, Any]:
+    """perf_analyzer's ``--input-data`` document for one model.
+
+    Args:
+        name: The model name (it seeds the values together with ``seed``).
+        tensors: The model's inputs as its config declares them.
+        shapes: Their shapes without the batch axis (every axis a size).
+        ranges: Integer input -> its values (from :func:`generator.input_values.value_ranges`).
+        seed: Seed of the values.
+    """
+    rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
+    per_sample = sum(math.prod(shapes.shapes[t.name]) for t in tensors) or 1
+    count = max(1, min(SAMPLES, MAX_VALUES // per_sample))
+    data = []
+    for _ in range(count):
+        entry = {}
+        for tensor in tensors:
+            shape = shapes.shapes[tensor.name]
+            values = _values(rng, tensor, shape, ranges.get(tensor.name))
+            entry[tensor.name] = {**_json_values(tensor.dtype, values), "shape": list(shape)}
+        data.append(entry)
+    return {"data": data}
+
+
+def _served_file(model_dir: Path, config: Mapping[str, Any]) -> Path | None:
+    """The model file of the newest version directory, as the config names it."""
+    filename = config.get("default_model_filename") or DEFAULT_MODEL_FILENAMES.get(
+        str(config.get("platform"))
+    )
+    versions = sorted(
+        (int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()), reverse=True
+    )
+    if not filename or not versions:
+        return None
+    return model_dir / str(versions[0]) / filename
+
+
+def write_sample_data(
+    model_dir: Path,
+    config: Mapping[str, Any],
+    model: ModelSettings | None = None,
+    details: Mapping[str, Any] | None = None,
+) -> list[Path]:
+    """Write a built model's perf_analyzer data file and the warm-up files its config names.
+
+    Args:
+        model_dir: The model's directory (its version directories already in place).
+        config: The model's config data (:func:`generator.config.build_config`, proto field names).
+        model: Its spec settings (``shapes``, ``values``); ``None`` for defaults.
+        details: The exporter's details (integer ranges a TensorRT plan no longer shows).
+
+    Returns:
+        The files written.
+
+    Raises:
+        SpecError: a ``shapes`` or ``values`` entry does not fit the model's inputs.
+    """
+    name = str(config["name"])
+    tensors = config_inputs(config.get("input") or [])
+    inferred = artifact_index_ranges(_served_file(model_dir, config), details)
+    ranges = value_ranges(name, model, tensors, inferred)
+    points = shape_points(name, model, tensors)
+    document = perf_analyzer_data(name, tensors, point(points, "opt"), ranges)
+    target = model_dir / PERF_ANALYZER_DATA
+    target.write_text(json.dumps(document, separators=(",", ":")) + "\n", encoding="utf-8")
+    written = [target]
+    for warmup in config.get("model_warmup") or []:
+        for input_name, entry in (warmup.get("inputs") or {}).items():
+            file_name = entry.get("input_data_file")
+            if not file_name or input_name not in ranges:
+                continue
+            dtype = str(entry["data_type"]).removeprefix("TYPE_")
+            low = ranges[input_name][0]
+            values = np.full(math.prod(entry["dims"]), low, dtype=dtypes.to_numpy(dtype))
+            path = model_dir / WARMUP_DIR / file_name
+            path.parent.mkdir(exist_ok=True)
+            path.write_bytes(values.astype(values.dtype.newbyteorder("<")).tobytes())
+            written.append(path)
+    return written
+
+
+def sample_file_hashes(model_dir: Path) -> dict[str, str]:
+    """Relative path -> sha256 of the sample files in a model directory (for the build manifest)."""
+    files = [model_dir / PERF_ANALYZER_DATA, *sorted((model_dir / WARMUP_DIR).glob("*"))]
+    return {str(p.relative_to(model_dir)): sha256_file(p) for p in files if p.is_file()}
