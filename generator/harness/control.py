@@ -133,12 +133,25 @@ class ServerControl:
             )
         try:
             metadata = self._call("get_model_metadata", name)
-            config = self._call("get_model_config", name)
         except Exception as error:
             raise LoadTestError(f"cannot read model '{name}' from Triton ({_reason(error)})") from error
+        return dict(metadata), self.config(name)
+
+    def config(self, name: str) -> dict[str, Any]:
+        """The config Triton serves a model with, as its JSON (the same over HTTP and gRPC).
+
+        Raises:
+            LoadTestError: The config cannot be read (an unknown model, an unreachable server).
+        """
+        try:
+            config = self._call("get_model_config", name)
+        except Exception as error:
+            raise LoadTestError(
+                f"cannot read the config of model '{name}' from Triton ({_reason(error)})"
+            ) from error
         if self.target.protocol == "grpc":
             config = config.get("config", config)
-        return dict(metadata), dict(config)
+        return dict(config)
 
     def load(self, name: str, config: str | None = None) -> None:
         """Load (or reload) a model through Triton's model control, optionally with a config of its own.
