@@ -12,14 +12,17 @@ through the stub on gevent, which held the harness to 0.5-0.6x perf_analyzer's t
 * HTTP: each request body is made once with tritonclient's ``InferenceServerClient.generate_request_body``
   (KServe binary tensor data, binary outputs), wrapped once in its HTTP/1.1 request line and headers, and
   written as is to a keep-alive socket (:class:`HttpConnection`). The reply's status and length are read;
-  its tensors are not decoded (a load test does not need them).
+  its tensors are not decoded (a load test does not need them) except by :meth:`HttpConnection.reply`,
+  the check before the load (:func:`http_outputs`: binary or JSON tensor data, text too).
 * gRPC: each ``ModelInferRequest`` (tritonclient.grpc's protobuf messages, tensors serialized with
   tritonclient's utilities) is built and serialized once, framed as a gRPC message, and written with a
   header block built once to the user's own HTTP/2 connection (:class:`GrpcConnection`, on
   :class:`~generator.harness.grpcwire.UnaryConnection`). The reply's ``grpc-status``, ``grpc-message`` and
-  length are read; its tensors are not decoded. grpcio is not on this path: gRPC's Python stack on gevent
-  hands every completion to a native thread, which cost most of the client's CPU; only the control plane
-  (:mod:`~generator.harness.control`) still uses it.
+  length are read; its tensors are not decoded but by :meth:`GrpcConnection.reply`, the check before the
+  load (:func:`grpc_outputs`). Text (``BYTES``) tensors are 4-byte little-endian lengths and bytes, in
+  ``raw_input_contents`` as in HTTP's binary data. grpcio is not on this path: gRPC's Python stack on
+  gevent hands every completion to a native thread, which cost most of the client's CPU; only the control
+  plane (:mod:`~generator.harness.control`) still uses it.
 
 A request that fails raises ``tritonclient.utils.InferenceServerException``: over HTTP the server's error
 (or ``OSError`` when the connection failed), over gRPC the call's status and details, as tritonclient.grpc

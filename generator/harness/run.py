@@ -1,12 +1,14 @@
 """The orchestrator behind ``python -m generator loadtest``: Locust as a library, measured, reported, gated.
 
 :func:`run_loadtest` checks everything it can before any load starts (options, ``--fail-if`` bounds, the
-baseline, the target and loopback rule, the server, every model, the inputs), optionally starts the
-embedded Triton (``--serve``), then drives Locust's runner through the shape's phases: an in-process
-``LocalRunner``, or with ``--workers K`` an in-process ``MasterRunner`` and K worker processes. For each
-measurement window it records every request (:mod:`~generator.harness.recorder`), snapshots Triton's
-statistics at both ends, and samples metrics and the server's processes; a watchdog ends the run when the
-server dies. It writes the report and returns the gate's verdict; it never prints or exits.
+baseline, the target and loopback rule, the server, every model, the inputs, and one request per model
+whose reply is decoded and checked: the report's ``replies``), optionally starts the embedded Triton
+(``--serve``), then drives Locust's runner through the shape's phases: an in-process ``LocalRunner``, or
+with ``--workers K`` an in-process ``MasterRunner`` and K worker processes. For each measurement window
+it records every request (:mod:`~generator.harness.recorder`), snapshots Triton's statistics at both
+ends (of an ensemble's steps too: the run's ``steps``), and samples metrics and the server's processes; a
+watchdog ends the run when the server dies. It writes the report and returns the gate's verdict; it
+never prints or exits.
 """
 
 from __future__ import annotations
