@@ -299,7 +299,7 @@ def _run_loadtest(args: argparse.Namespace) -> int:
     from rich.table import Table
     from rich.text import Text
 
-    from generator.loadreport.report import summary_table
+    from generator.loadreport.report import steps_table, summary_table
 
     console = _console()
     config = LoadTestConfig(**{f.name: getattr(args, f.name) for f in fields(LoadTestConfig)})
@@ -327,6 +327,12 @@ def _run_loadtest(args: argparse.Namespace) -> int:
     for row in rows:
         table.add_row(*(Text(str(cell)) for cell in row))
     console.print(table)
+    headers, rows = steps_table(result.report)
+    if rows:
+        steps = Table(*headers, title="pipeline steps")
+        for row in rows:
+            steps.add_row(*(Text(str(cell)) for cell in row))
+        console.print(steps)
     console.print(f"report: {result.files['html']} (also report.json, report.csv)")
     errors = _console(stderr=True)
     if result.aborted:

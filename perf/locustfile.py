@@ -4,7 +4,7 @@
     locust -f perf/locustfile.py --host http://127.0.0.1:8000 --model digits_cnn --protocol grpc \\
         --batch-size 8 --headless -u 8 -r 8 -t 30s
     locust -f perf/locustfile.py --host 127.0.0.1:8000 --model digits_cnn:3 --model digits_linear:1 \\
-        --headless --shape step --sweep 1,2,4,8 --duration 10
+        --headless --load-shape step --sweep 1,2,4,8 --duration 10
 
 Each user is a closed loop of inference requests built by tritonclient from the model's metadata on the
 server (or from ``--data FILE``); ``locust -f perf/locustfile.py --help`` lists the options under

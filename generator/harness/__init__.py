@@ -6,6 +6,8 @@ Modules, each with one job:
 * :mod:`~generator.harness.target` where the server is (URL, protocol, loopback check);
 * :mod:`~generator.harness.control` the server's metadata, config, statistics and health over tritonclient;
 * :mod:`~generator.harness.payloads` request tensors from the model's metadata or a data file;
+* :mod:`~generator.harness.datafiles` the samples of a ``--data`` file (.npz, .json, .txt);
+* :mod:`~generator.harness.pipelines` the steps of an ensemble, walked through the server's configs;
 * :mod:`~generator.harness.clients` prebuilt requests and the per-user connections that send them;
 * :mod:`~generator.harness.grpcwire` gRPC unary calls on a plain socket (the HTTP/2 a load test needs);
 * :mod:`~generator.harness.plan` the options a test runs with and what they resolve to, once per process;

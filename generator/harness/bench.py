@@ -151,7 +151,7 @@ def _entry(level: SteadyLevel, session: Session) -> dict[str, Any]:
         resources=merge_resources([w.resources for w in kept]),
         complete=all(w.complete for w in kept),
     )
-    entry = run_entry(merged, session.records, None)
+    entry = run_entry(merged, session.records, None, session.plan.pipelines)
     entry["stability"] = {
         "windows": len(level.windows),
         "kept": level.kept,

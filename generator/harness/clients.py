@@ -12,14 +12,17 @@ through the stub on gevent, which held the harness to 0.5-0.6x perf_analyzer's t
 * HTTP: each request body is made once with tritonclient's ``InferenceServerClient.generate_request_body``
   (KServe binary tensor data, binary outputs), wrapped once in its HTTP/1.1 request line and headers, and
   written as is to a keep-alive socket (:class:`HttpConnection`). The reply's status and length are read;
-  its tensors are not decoded (a load test does not need them).
+  its tensors are not decoded (a load test does not need them) except by :meth:`HttpConnection.reply`,
+  the check before the load (:func:`http_outputs`: binary or JSON tensor data, text too).
 * gRPC: each ``ModelInferRequest`` (tritonclient.grpc's protobuf messages, tensors serialized with
   tritonclient's utilities) is built and serialized once, framed as a gRPC message, and written with a
   header block built once to the user's own HTTP/2 connection (:class:`GrpcConnection`, on
   :class:`~generator.harness.grpcwire.UnaryConnection`). The reply's ``grpc-status``, ``grpc-message`` and
-  length are read; its tensors are not decoded. grpcio is not on this path: gRPC's Python stack on gevent
-  hands every completion to a native thread, which cost most of the client's CPU; only the control plane
-  (:mod:`~generator.harness.control`) still uses it.
+  length are read; its tensors are not decoded but by :meth:`GrpcConnection.reply`, the check before the
+  load (:func:`grpc_outputs`). Text (``BYTES``) tensors are 4-byte little-endian lengths and bytes, in
+  ``raw_input_contents`` as in HTTP's binary data. grpcio is not on this path: gRPC's Python stack on
+  gevent hands every completion to a native thread, which cost most of the client's CPU; only the control
+  plane (:mod:`~generator.harness.control`) still uses it.
 
 A request that fails raises ``tritonclient.utils.InferenceServerException``: over HTTP the server's error
 (or ``OSError`` when the connection failed), over gRPC the call's status and details, as tritonclient.grpc
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import json
 import socket
+from dataclasses import dataclass
 from urllib.parse import quote
 
 import numpy as np
@@ -45,6 +49,9 @@ __all__ = [
     "GrpcRequests",
     "HttpConnection",
     "HttpRequests",
+    "ReplyTensor",
+    "grpc_outputs",
+    "http_outputs",
 ]
 
 _BUFFER_BYTES = 64 * 1024
@@ -103,6 +110,7 @@ class HttpConnection:
         self._socket: socket.socket | None = None
         self._buffer = bytearray(_BUFFER_BYTES)
         self._have = 0
+        self._json_size: int | None = None
 
     def infer(self, requests: HttpRequests, index: int) -> int:
         """Send request ``index`` of ``requests``; return the length of the reply's body in bytes.
@@ -111,7 +119,21 @@ class HttpConnection:
             InferenceServerException: The server answered with an error status.
             OSError: The connection could not be made or broke.
         """
-        message = requests.messages[index]
+        start, end = self._request(requests.messages[index])
+        return end - start
+
+    def reply(self, requests: HttpRequests, index: int) -> dict[str, ReplyTensor]:
+        """Send request ``index`` of ``requests`` and decode the reply's outputs (a check, not the load path).
+
+        Raises:
+            InferenceServerException: The server answered with an error status.
+            OSError: The connection could not be made or broke.
+        """
+        start, end = self._request(requests.messages[index])
+        return http_outputs(bytes(self._buffer[start:end]), self._json_size)
+
+    def _request(self, message: bytes) -> tuple[int, int]:
+        """Send ``message`` and read the reply; return where its body lies in the buffer."""
         reused = self._socket is not None
         try:
             try:
@@ -126,7 +148,7 @@ class HttpConnection:
             self._disconnect()
         if status != 200:
             raise _http_error(status, bytes(self._buffer[start:end]))
-        return end - start
+        return start, end
 
     def close(self) -> None:
         """Close the connection."""
@@ -159,6 +181,8 @@ class HttpConnection:
             headers[key.strip().lower()] = value.strip().lower()
         start = head_end + 4
         keep = headers.get("connection") != "close"
+        json_size = headers.get("inference-header-content-length")
+        self._json_size = int(json_size) if json_size is not None else None
         if "content-length" in headers:
             end = start + int(headers["content-length"])
             self._read_to(end)
@@ -305,14 +329,90 @@ class GrpcConnection:
         try:
             return self._connection.call(self._headers, requests.messages[index])
         except GrpcError as error:
-            from tritonclient.utils import InferenceServerException
+            raise _grpc_error(error) from None
 
-            raise InferenceServerException(msg=error.details or error.status, status=error.status) from None
+    def reply(self, requests: GrpcRequests, index: int) -> dict[str, ReplyTensor]:
+        """Send request ``index`` of ``requests`` and decode the reply's outputs (a check, not the load path).
+
+        Raises:
+            InferenceServerException: The call failed, as :meth:`infer` raises it.
+        """
+        body = bytearray()
+        try:
+            self._connection.call(self._headers, requests.messages[index], body)
+        except GrpcError as error:
+            raise _grpc_error(error) from None
+        return grpc_outputs(bytes(body))
 
     def close(self) -> None:
         """Close the connection. Idempotent."""
         self._connection.close()
 
 
+def _grpc_error(error: GrpcError) -> Exception:
+    from tritonclient.utils import InferenceServerException
+
+    return InferenceServerException(msg=error.details or error.status, status=error.status)
+
+
 def _datatype(info: ModelInfo, name: str) -> str:
     return next(spec.datatype for spec in info.inputs if spec.name == name)
+
+
+@dataclass(frozen=True)
+class ReplyTensor:
+    """One output of a decoded reply.
+
+    Attributes:
+        datatype: Its KServe datatype, as the reply names it.
+        array: Its values; text (``BYTES``) as an object array of ``bytes``.
+    """
+
+    datatype: str
+    array: np.ndarray
+
+
+def http_outputs(body: bytes, json_size: int | None) -> dict[str, ReplyTensor]:
+    """The outputs of an HTTP inference reply: output name -> tensor.
+
+    Args:
+        body: The reply's body: the JSON header, then the binary tensor data of outputs sent as binary
+            (a ``BYTES`` element is a 4-byte little-endian length and its bytes); outputs sent as JSON
+            carry their values in the header.
+        json_size: The ``Inference-Header-Content-Length`` header (None: the body is all JSON).
+    """
+    from tritonclient.http import InferResult
+
+    result = InferResult.from_response_body(body, header_length=json_size)
+    outputs = {}
+    for output in result.get_response().get("outputs", []):
+        array = result.as_numpy(output["name"])
+        if output["datatype"] == "BYTES" and array is not None:
+            array = _as_bytes(array)
+        outputs[output["name"]] = ReplyTensor(output["datatype"], array)
+    return outputs
+
+
+def grpc_outputs(message: bytes) -> dict[str, ReplyTensor]:
+    """The outputs of a gRPC ``ModelInfer`` reply (a gRPC message: flag, length, ``ModelInferResponse``).
+
+    ``raw_output_contents`` are decoded as tritonclient does: ``BYTES`` with
+    ``tritonclient.utils.deserialize_bytes_tensor`` (length-prefixed elements), others as raw arrays.
+    """
+    from tritonclient.grpc import InferResult, service_pb2
+
+    if len(message) < 5 or message[0] != 0:
+        raise ValueError("the reply is not one uncompressed gRPC message")
+    response = service_pb2.ModelInferResponse.FromString(message[5:])
+    result = InferResult(response)
+    return {
+        output.name: ReplyTensor(output.datatype, result.as_numpy(output.name)) for output in response.outputs
+    }
+
+
+def _as_bytes(array: np.ndarray) -> np.ndarray:
+    """Text values as an object array of ``bytes`` (JSON replies carry them as ``str``)."""
+    flat = [v if isinstance(v, bytes) else str(v).encode("utf-8") for v in array.reshape(-1).tolist()]
+    result = np.empty(len(flat), dtype=np.object_)
+    result[:] = flat
+    return result.reshape(array.shape)

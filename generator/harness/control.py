@@ -133,12 +133,25 @@ class ServerControl:
             )
         try:
             metadata = self._call("get_model_metadata", name)
-            config = self._call("get_model_config", name)
         except Exception as error:
             raise LoadTestError(f"cannot read model '{name}' from Triton ({_reason(error)})") from error
+        return dict(metadata), self.config(name)
+
+    def config(self, name: str) -> dict[str, Any]:
+        """The config Triton serves a model with, as its JSON (the same over HTTP and gRPC).
+
+        Raises:
+            LoadTestError: The config cannot be read (an unknown model, an unreachable server).
+        """
+        try:
+            config = self._call("get_model_config", name)
+        except Exception as error:
+            raise LoadTestError(
+                f"cannot read the config of model '{name}' from Triton ({_reason(error)})"
+            ) from error
         if self.target.protocol == "grpc":
             config = config.get("config", config)
-        return dict(metadata), dict(config)
+        return dict(config)
 
     def load(self, name: str, config: str | None = None) -> None:
         """Load (or reload) a model through Triton's model control, optionally with a config of its own.
@@ -175,23 +188,34 @@ class ServerControl:
     def statistics(self, names: list[str]) -> dict[str, dict[str, Any]]:
         """Triton's cumulative inference statistics per model, summed over the model's versions.
 
+        Several models are read in one call (Triton's statistics of every model), so their figures are
+        taken at the same moment: an ensemble's steps and the ensemble agree on what they served.
+
         Returns:
             ``{model: {"inference_count", "execution_count", "success_count", "success_ns", "queue_count",
             "queue_ns", "compute_input_count", ..., "fail_count", "cache_hit_count", "cache_miss_count"}}``.
 
         Raises:
-            LoadTestError: The statistics could not be read.
+            LoadTestError: The statistics could not be read, or have no entry for a model.
         """
-        result: dict[str, dict[str, Any]] = {}
-        for name in names:
-            try:
-                payload = self._call("get_inference_statistics", name)
-            except Exception as error:
-                raise LoadTestError(
-                    f"cannot read Triton's statistics for '{name}' ({_reason(error)})"
-                ) from error
-            result[name] = _sum_versions(payload.get("model_stats", []))
-        return result
+        if not names:
+            return {}
+        asked = names[0] if len(names) == 1 else ""
+        try:
+            payload = self._call("get_inference_statistics", asked)
+        except Exception as error:
+            raise LoadTestError(
+                f"cannot read Triton's statistics for '{asked or ', '.join(names)}' ({_reason(error)})"
+            ) from error
+        entries: dict[str, list[dict[str, Any]]] = {}
+        for entry in payload.get("model_stats", []):
+            entries.setdefault(str(entry.get("name")), []).append(entry)
+        missing = [name for name in names if name not in entries]
+        if missing:
+            raise LoadTestError(
+                f"Triton's statistics have no entry for {', '.join(repr(n) for n in missing)}; is it still loaded?"
+            )
+        return {name: _sum_versions(entries[name]) for name in names}
 
 
 _STAT_KEYS = (

@@ -17,7 +17,8 @@ What :class:`UnaryConnection` speaks (RFC 9113 HTTP/2, RFC 7541 HPACK, gRPC's "P
   never-indexed literals, so no table state; :func:`request_headers`), then the gRPC message (:func:`grpc_message`) in DATA
   frames no larger than the server's ``SETTINGS_MAX_FRAME_SIZE``, within its flow-control windows;
 * every header block the server sends is decoded with the ``hpack`` library (HTTP/2's header
-  compression); DATA is counted, not parsed; the outcome is the trailers' ``grpc-status`` and ``grpc-message``;
+  compression); DATA is counted, not parsed (a caller that decodes the reply may have it kept); the
+  outcome is the trailers' ``grpc-status`` and ``grpc-message``;
 * upkeep: the server's SETTINGS are applied and acknowledged, its PINGs answered; this side's receive windows
   are opened wide when connecting and topped up; after a GOAWAY the connection is not reused, and a call the
   server did not take fails as UNAVAILABLE.
@@ -154,10 +155,11 @@ connection window."""
 class _Call:
     """What one call has received so far."""
 
-    __slots__ = ("ended", "headers", "length", "refused", "reset", "stream", "trailers", "window")
+    __slots__ = ("body", "ended", "headers", "length", "refused", "reset", "stream", "trailers", "window")
 
-    def __init__(self, stream: int, window: int) -> None:
+    def __init__(self, stream: int, window: int, body: bytearray | None = None) -> None:
         self.stream = stream
+        self.body = body  # where the reply's DATA goes, when the caller keeps it
         self.window = window  # this side's send window on the stream
         self.headers: list[tuple[bytes, bytes]] | None = None
         self.trailers: list[tuple[bytes, bytes]] | None = None
@@ -195,18 +197,19 @@ class UnaryConnection:
         self._going_away = False
         self._start = self._end = 0
 
-    def call(self, headers: bytes, message: bytes) -> int:
+    def call(self, headers: bytes, message: bytes, body: bytearray | None = None) -> int:
         """Make one call; return the length of the reply's message in bytes.
 
         Args:
             headers: The request's header block (:func:`request_headers`).
             message: The request as a gRPC message (:func:`grpc_message`).
+            body: Where to keep the reply (its gRPC message, framing included), or None to count it only.
 
         Raises:
             GrpcError: The call failed: the server's status, or the transport's (see the module docstring).
         """
         try:
-            call = self._exchange(headers, message)
+            call = self._exchange(headers, message, body)
         except GrpcError:
             raise
         except TimeoutError:
@@ -235,7 +238,7 @@ class UnaryConnection:
         host, port = self._address
         return f"Triton at {f'[{host}]' if ':' in host else host}:{port}"
 
-    def _exchange(self, headers: bytes, message: bytes, retry: bool = True) -> _Call:
+    def _exchange(self, headers: bytes, message: bytes, body: bytearray | None, retry: bool = True) -> _Call:
         """Send the call and read until it ends; a call the server did not take is sent once more."""
         opening = b""
         if self._socket is None or self._next_stream > _LAST_STREAM:
@@ -245,7 +248,7 @@ class UnaryConnection:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._socket = sock
             opening = _OPENING
-        call = _Call(self._next_stream, self._initial_window)
+        call = _Call(self._next_stream, self._initial_window, body)
         self._next_stream += 2
         head = opening + _FRAME.pack(len(headers) << 8 | _HEADERS, _END_HEADERS, call.stream) + headers
         size = len(message)
@@ -261,7 +264,9 @@ class UnaryConnection:
         if call.refused or call.reset == _REFUSED_STREAM:  # the server did not process it: safe to resend
             self.close()
             if retry and not opening:  # on a new connection, as gRPC's own clients do
-                return self._exchange(headers, message, retry=False)
+                if body is not None:
+                    del body[:]
+                return self._exchange(headers, message, body, retry=False)
             if call.refused:
                 raise GrpcError(_UNAVAILABLE, f"{self._where()} is going away and did not take the call")
         return call
@@ -320,7 +325,10 @@ class UnaryConnection:
         if kind == _DATA:
             self._consumed(len(payload))
             if stream == call.stream:
-                call.length += len(payload) - (payload[0] + 1 if flags & _PADDED and payload else 0)
+                padding = payload[0] + 1 if flags & _PADDED and payload else 0
+                call.length += len(payload) - padding
+                if call.body is not None:
+                    call.body += payload[1 : len(payload) - padding + 1] if padding else payload
                 call.ended = bool(flags & _END_STREAM)
         elif kind == _HEADERS:
             fields = self._decoder.decode(self._header_block(flags, payload), raw=True)

@@ -4,9 +4,10 @@
 ``python -m generator loadtest --workers K`` starts its Locust workers on this file, so it ships inside the
 package. Its options are the load-test options of :mod:`generator.harness.options` that apply to plain
 Locust (``locust -f perf/locustfile.py --help`` lists them); Locust's own ``-u``, ``-r``, ``-t`` and
-``--host`` set the users, spawn rate, run time and server. ``--shape step|ramp`` plays a load shape
-instead of ``-u``/``-r``: step holds each ``--sweep`` level for ``--duration`` seconds (``--level-duration``
-also works) after ``--warmup``; ramp grows to the top level over it.
+``--host`` set the users, spawn rate, run time and server. ``--load-shape step|ramp`` (``--shape
+step|ramp`` also works; ``--shape NAME:DIMS`` gives an input's dims) plays a load shape instead of
+``-u``/``-r``: step holds each ``--sweep`` level for ``--duration`` seconds (``--level-duration`` also
+works) after ``--warmup``; ramp grows to the top level over it.
 """
 
 from __future__ import annotations

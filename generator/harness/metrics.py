@@ -2,7 +2,8 @@
 
 * :func:`server_figures`: from two snapshots of Triton's statistics API (:meth:`ServerControl.statistics`),
   the average queue, compute input, compute infer and compute output time per request (us) and the average
-  executed batch size (inference count / execution count), over the window only.
+  executed batch size (inference count / execution count), over the window only;
+  :func:`step_figures`: the same per step of each ensemble loaded, and which step is the bottleneck.
 * :func:`parse_prometheus` and :class:`Sampler`: Triton's metrics page (``nv_cpu_utilization``,
   ``nv_cpu_memory_used_bytes``, ``nv_gpu_utilization``, ``nv_gpu_memory_used_bytes`` where present) and,
   when the server runs on this machine, its processes (server and backend stubs) through psutil.
@@ -17,15 +18,32 @@ import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["ProcessWatch", "Sampler", "find_listening_pid", "parse_prometheus", "server_figures"]
+from generator.harness.pipelines import Step
+from generator.loadreport.figures import pipeline_figures
+
+__all__ = [
+    "ProcessWatch",
+    "Sampler",
+    "find_listening_pid",
+    "parse_prometheus",
+    "server_figures",
+    "step_figures",
+]
 
 logger = logging.getLogger(__name__)
 
 _STAGES = ("queue", "compute_input", "compute_infer", "compute_output")
 
 
-def server_figures(before: dict[str, dict[str, Any]], after: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def server_figures(
+    before: dict[str, dict[str, Any]], after: dict[str, dict[str, Any]], names: list[str] | None = None
+) -> dict[str, Any]:
     """Server-side figures over a window, summed over models, from two statistics snapshots.
+
+    Args:
+        before: The snapshot at the window's start (:meth:`ServerControl.statistics`).
+        after: The snapshot at its end.
+        names: The models to count (those the test sends requests to), or None for every model in both.
 
     Returns:
         ``queue_us``, ``compute_input_us``, ``compute_infer_us``, ``compute_output_us`` (average per request),
@@ -34,7 +52,8 @@ def server_figures(before: dict[str, dict[str, Any]], after: dict[str, dict[str,
         ``per_model`` with the same figures for each model. Averages are None
         where the window saw no request.
     """
-    per_model = {name: _figures(_delta(before[name], after[name])) for name in after if name in before}
+    counted = [name for name in (names if names is not None else after) if name in before and name in after]
+    per_model = {name: _figures(_delta(before[name], after[name])) for name in counted}
     total: dict[str, int] = {}
     for name in per_model:
         for key, value in _delta(before[name], after[name]).items():
@@ -42,6 +61,50 @@ def server_figures(before: dict[str, dict[str, Any]], after: dict[str, dict[str,
     figures = _figures(total)
     figures["per_model"] = per_model
     return figures
+
+
+def step_figures(
+    before: dict[str, dict[str, Any]],
+    after: dict[str, dict[str, Any]],
+    pipelines: dict[str, tuple[Step, ...]],
+) -> list[dict[str, Any]]:
+    """Per-step figures of each ensemble over a window, from two statistics snapshots.
+
+    Args:
+        before: The snapshot at the window's start, with the steps' models.
+        after: The snapshot at its end.
+        pipelines: The steps of each ensemble the test loads (:attr:`Plan.pipelines`).
+
+    Returns:
+        One entry per ensemble, as :func:`~generator.loadreport.figures.pipeline_figures` makes it; a step
+        whose model is missing from a snapshot is left out.
+    """
+    sections = []
+    for ensemble, steps in pipelines.items():
+        if ensemble not in before or ensemble not in after:
+            continue
+        rows = []
+        for step in steps:
+            if step.model not in before or step.model not in after:
+                continue
+            figures = _figures(_delta(before[step.model], after[step.model]))
+            rows.append(
+                {
+                    "model": step.model,
+                    "version": step.version,
+                    "parent": step.parent,
+                    "depth": step.depth,
+                    "kind": "ensemble" if step.is_ensemble else "model",
+                    "calls": step.calls,
+                    "requests": figures["success_count"],
+                    "failures": figures["fail_count"],
+                    "inferences": figures["inference_count"],
+                    "executions": figures["execution_count"],
+                    **{key: figures[key] for key in ("avg_batch_size", *(f"{s}_us" for s in _STAGES))},
+                }
+            )
+        sections.append(pipeline_figures(ensemble, _figures(_delta(before[ensemble], after[ensemble])), rows))
+    return sections
 
 
 def _delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, int]:

@@ -21,6 +21,7 @@ from typing import Any
 
 __all__ = [
     "CLI",
+    "LOAD_SHAPES",
     "LOCUST",
     "OPTIONS",
     "LoadTestOption",
@@ -37,6 +38,25 @@ LOCUST = "locust"
 
 _BOTH = frozenset({CLI, LOCUST})
 _UNCHANGED = object()
+
+LOAD_SHAPES = ("step", "ramp")
+"""The load shapes (``--load-shape``)."""
+
+
+class _ShapeAction(argparse.Action):
+    """``--shape NAME:DIMS`` collects input shapes; ``--shape step|ramp`` still sets the load shape.
+
+    ``--shape`` named the load shape before it took input shapes (as perf_analyzer's ``--shape`` does), so
+    a load shape's name is routed to ``--load-shape``; an input shape always has a ``:``.
+    """
+
+    def __call__(
+        self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option: Any = None
+    ) -> None:
+        if values in LOAD_SHAPES:
+            namespace.shape = values
+            return
+        setattr(namespace, self.dest, [*(getattr(namespace, self.dest, None) or ()), values])
 
 
 @dataclass(frozen=True)
@@ -59,6 +79,7 @@ class LoadTestOption:
         locust_default: The default under plain Locust, where it differs from ``default``.
         locust_help: The help under plain Locust, where it differs from ``help``.
         hidden: Left out of ``--help`` and Locust's web UI (set by the harness itself).
+        action: An argparse action class of its own, or None for the one ``switch``/``repeat`` imply.
     """
 
     name: str
@@ -76,6 +97,7 @@ class LoadTestOption:
     locust_default: Any = _UNCHANGED
     locust_help: str | None = None
     hidden: bool = False
+    action: type[argparse.Action] | None = None
 
     def arguments(self, scope: str) -> dict[str, Any]:
         """The keyword arguments of ``add_argument`` for this option in ``scope`` (:data:`CLI` or :data:`LOCUST`)."""
@@ -87,7 +109,9 @@ class LoadTestOption:
             "default": list(value) if self.repeat and value is not None else value,
             "help": argparse.SUPPRESS if self.hidden else self._help(scope, value),
         }
-        if self.switch:
+        if self.action is not None:
+            kwargs["action"] = self.action
+        elif self.switch:
             kwargs["action"] = "store_true"
         elif self.repeat:
             kwargs["action"] = "append"
@@ -145,7 +169,7 @@ OPTIONS: tuple[LoadTestOption, ...] = (
         ("--sweep",),
         "load levels run in turn, e.g. 1,2,4,8,16",
         exclusive="levels",
-        locust_help="load levels for --shape, e.g. 1,2,4,8 (default: -u)",
+        locust_help="load levels for --load-shape, e.g. 1,2,4,8 (default: -u)",
     ),
     LoadTestOption(
         "duration",
@@ -166,9 +190,9 @@ OPTIONS: tuple[LoadTestOption, ...] = (
     ),
     LoadTestOption(
         "shape",
-        ("--shape",),
-        "load shape (default {default})",
-        choices=("step", "ramp"),
+        ("--load-shape",),
+        "load shape (default {default}; --shape step|ramp also works)",
+        choices=LOAD_SHAPES,
         default="step",
         locust_default=None,
         locust_help="play a load shape instead of -u/-r: step holds each --sweep level, ramp grows to the top",
@@ -181,7 +205,21 @@ OPTIONS: tuple[LoadTestOption, ...] = (
         default=0,
         where=frozenset({CLI}),
     ),
-    LoadTestOption("data", ("--data",), "real samples, .npz or .json (default: seeded random inputs)"),
+    LoadTestOption(
+        "data",
+        ("--data",),
+        "real samples: .npz, .json (also perf_analyzer's --input-data) or .txt, one string per line "
+        "(default: generated inputs)",
+    ),
+    LoadTestOption(
+        "input_shapes",
+        ("--shape",),
+        "dims of one sample of an input with -1 axes, without the batch axis, e.g. input_ids:16 (repeatable)",
+        default=(),
+        metavar="NAME:DIMS",
+        repeat=True,
+        action=_ShapeAction,
+    ),
     LoadTestOption(
         "serve",
         ("--serve",),

@@ -15,10 +15,26 @@ from typing import Any
 from gevent.lock import RLock
 
 from generator.errors import LoadTestError
-from generator.harness.clients import GrpcChannel, GrpcConnection, GrpcRequests, HttpConnection, HttpRequests
+from generator.harness.clients import (
+    GrpcChannel,
+    GrpcConnection,
+    GrpcRequests,
+    HttpConnection,
+    HttpRequests,
+    ReplyTensor,
+)
 from generator.harness.control import ServerControl
 from generator.harness.options import default
-from generator.harness.payloads import Batch, ModelInfo, load_payload_samples, make_batches, model_info
+from generator.harness.payloads import (
+    Batch,
+    ModelInfo,
+    check_input_shapes,
+    load_payload_samples,
+    make_batches,
+    model_info,
+    parse_input_shapes,
+)
+from generator.harness.pipelines import Step, pipeline_steps
 from generator.harness.target import Target, resolve_target
 
 __all__ = ["HarnessOptions", "Plan", "build_plan", "options_from", "parse_models", "plan_for"]
@@ -71,9 +87,10 @@ class HarnessOptions:
         protocol: ``"http"``, ``"grpc"`` or None (from the URL's scheme).
         grpc_url: The gRPC endpoint when ``host`` is an ``http://`` URL and the protocol is gRPC.
         batch_size: Samples per request.
-        data: A data file of real samples, or None for seeded random values.
-        seed: Seed of the random values.
+        data: A data file of real samples, or None for generated values.
+        seed: Seed of the generated values.
         request_timeout: Seconds a request may take before it counts as failed.
+        shapes: ``--shape NAME:DIMS`` values: the dims of inputs with -1 axes.
     """
 
     host: str
@@ -84,6 +101,7 @@ class HarnessOptions:
     data: str | None = None
     seed: int = 0
     request_timeout: float = _DEFAULT_TIMEOUT
+    shapes: tuple[str, ...] = ()
 
 
 def options_from(parsed: Any, host: str | None) -> HarnessOptions:
@@ -101,6 +119,7 @@ def options_from(parsed: Any, host: str | None) -> HarnessOptions:
         data=getattr(parsed, "data", None) or None,
         seed=int(getattr(parsed, "seed", 0) or 0),
         request_timeout=float(getattr(parsed, "request_timeout", None) or _DEFAULT_TIMEOUT),
+        shapes=tuple(getattr(parsed, "input_shapes", None) or ()),
     )
 
 
@@ -115,6 +134,7 @@ class Plan:
         models: One :class:`ModelInfo` per model, in ``options.models`` order.
         weights: The models' weights, same order.
         batches: The request pool of each model, same order.
+        pipelines: The steps of each model that is an ensemble (see :mod:`~generator.harness.pipelines`).
     """
 
     options: HarnessOptions
@@ -123,6 +143,7 @@ class Plan:
     models: list[ModelInfo]
     weights: list[float]
     batches: list[list[Batch]]
+    pipelines: dict[str, tuple[Step, ...]] = field(default_factory=dict)
     _requests: dict[str, list[Any]] = field(default_factory=dict, repr=False)
     _lock: Any = field(default_factory=RLock, repr=False)
     _grpc_channel: GrpcChannel | None = field(default=None, repr=False)
@@ -167,6 +188,52 @@ class Plan:
         """Inferences one request to model ``index`` carries (its batch size, 1 without a batch axis)."""
         return self.options.batch_size if self.models[index].max_batch_size > 0 else 1
 
+    @property
+    def statistics_models(self) -> list[str]:
+        """The models whose statistics a run snapshots: those it loads, then their pipelines' steps."""
+        names = [m.name for m in self.models]
+        names += [step.model for steps in self.pipelines.values() for step in steps]
+        return list(dict.fromkeys(names))
+
+    def check_replies(self, protocol: str) -> dict[str, dict[str, dict[str, Any]]]:
+        """Send each model's first request once and check its reply, before any load starts.
+
+        The request goes through the users' own prebuilt requests and client; the reply is decoded
+        (text outputs too) and every output the model declares must be there, with its datatype and a
+        shape that fits its dims and the request's batch.
+
+        Returns:
+            Per model, per output: ``{"datatype", "shape"}`` as the reply carried them.
+
+        Raises:
+            LoadTestError: A request failed, or a reply does not match the model's outputs.
+        """
+        requests = self.requests(protocol)
+        connection = self.connect(protocol)
+        seen: dict[str, dict[str, dict[str, Any]]] = {}
+        try:
+            for info, pool, batches in zip(self.models, requests, self.batches, strict=True):
+                try:
+                    outputs = connection.reply(pool, 0)
+                except Exception as error:
+                    raise LoadTestError(
+                        f"model '{info.name}' failed the harness's first request before the load started "
+                        f"({_message(error)}); check what it is sent (--data, --shape, --batch-size) against "
+                        "the model"
+                    ) from None
+                problems = reply_problems(info, batches[0], outputs)
+                if problems:
+                    raise LoadTestError(
+                        f"model '{info.name}' answered the first request with {'; '.join(problems)}"
+                    )
+                seen[info.name] = {
+                    name: {"datatype": tensor.datatype, "shape": list(tensor.array.shape)}
+                    for name, tensor in outputs.items()
+                }
+        finally:
+            connection.close()
+        return seen
+
 
 def build_plan(options: HarnessOptions) -> Plan:
     """Resolve the target, check the server and every model, and build the request pools.
@@ -175,15 +242,50 @@ def build_plan(options: HarnessOptions) -> Plan:
         LoadTestError: The server is unreachable, a model is unknown, or the inputs cannot be built.
     """
     target = resolve_target(options.host or None, options.protocol, options.grpc_url)
+    shapes = parse_input_shapes(options.shapes)
     samples = load_payload_samples(options.data) if options.data else None
     with ServerControl(target, timeout=min(options.request_timeout, 10.0)) as control:
         server = control.check_ready()
         models = [model_info(*control.model(name)) for name, _ in options.models]
-    batches = [make_batches(m, options.batch_size, seed=options.seed, samples=samples) for m in models]
+        pipelines = {m.name: pipeline_steps(m.name, control.config) for m in models if m.is_ensemble}
+    check_input_shapes(shapes, models)
+    batches = [
+        make_batches(m, options.batch_size, seed=options.seed, samples=samples, shapes=shapes) for m in models
+    ]
     logger.info(
         "load plan: %s over %s, batch %d", ", ".join(m.name for m in models), target.url, options.batch_size
     )
-    return Plan(options, target, server, models, [w for _, w in options.models], batches)
+    return Plan(options, target, server, models, [w for _, w in options.models], batches, pipelines)
+
+
+def reply_problems(info: ModelInfo, batch: Batch, outputs: dict[str, ReplyTensor]) -> list[str]:
+    """What is wrong with a reply to ``batch``: missing outputs, other datatypes, shapes that do not fit."""
+    problems = []
+    rows = len(next(iter(batch.values()))) if info.max_batch_size > 0 and batch else None
+    for spec in info.outputs:
+        tensor = outputs.get(spec.name)
+        if tensor is None:
+            problems.append(f"no output '{spec.name}' (it sent: {', '.join(sorted(outputs)) or 'none'})")
+            continue
+        if tensor.datatype != spec.datatype:
+            problems.append(
+                f"output '{spec.name}' as {tensor.datatype}, but the model declares {spec.datatype}"
+            )
+        expected = (rows, *spec.dims) if rows is not None else spec.dims
+        shape = tuple(tensor.array.shape)
+        if len(shape) != len(expected) or any(
+            e >= 0 and e != s for s, e in zip(shape, expected, strict=False)
+        ):
+            problems.append(
+                f"output '{spec.name}' of shape {list(shape)}, but a request of this batch takes "
+                f"{list(expected)} (-1 is free)"
+            )
+    return problems
+
+
+def _message(error: BaseException) -> str:
+    message = error.message() if hasattr(error, "message") and callable(error.message) else str(error)
+    return " ".join(str(message).split()) or type(error).__name__
 
 
 _plans: dict[HarnessOptions, Plan] = {}

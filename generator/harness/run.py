@@ -1,12 +1,14 @@
 """The orchestrator behind ``python -m generator loadtest``: Locust as a library, measured, reported, gated.
 
 :func:`run_loadtest` checks everything it can before any load starts (options, ``--fail-if`` bounds, the
-baseline, the target and loopback rule, the server, every model, the inputs), optionally starts the
-embedded Triton (``--serve``), then drives Locust's runner through the shape's phases: an in-process
-``LocalRunner``, or with ``--workers K`` an in-process ``MasterRunner`` and K worker processes. For each
-measurement window it records every request (:mod:`~generator.harness.recorder`), snapshots Triton's
-statistics at both ends, and samples metrics and the server's processes; a watchdog ends the run when the
-server dies. It writes the report and returns the gate's verdict; it never prints or exits.
+baseline, the target and loopback rule, the server, every model, the inputs, and one request per model
+whose reply is decoded and checked: the report's ``replies``), optionally starts the embedded Triton
+(``--serve``), then drives Locust's runner through the shape's phases: an in-process ``LocalRunner``, or
+with ``--workers K`` an in-process ``MasterRunner`` and K worker processes. For each measurement window
+it records every request (:mod:`~generator.harness.recorder`), snapshots Triton's statistics at both
+ends (of an ensemble's steps too: the run's ``steps``), and samples metrics and the server's processes; a
+watchdog ends the run when the server dies. It writes the report and returns the gate's verdict; it
+never prints or exits.
 """
 
 from __future__ import annotations
@@ -25,8 +27,10 @@ from generator import __version__
 from generator.errors import LoadTestError
 from generator.harness.control import ServerControl
 from generator.harness.distributed import LocalWorkers
-from generator.harness.metrics import Sampler, find_listening_pid, server_figures
+from generator.harness.metrics import Sampler, find_listening_pid, server_figures, step_figures
 from generator.harness.options import default
+from generator.harness.payloads import parse_input_shapes
+from generator.harness.pipelines import Step
 from generator.harness.plan import Plan, build_plan, options_from, parse_models, remember_plan
 from generator.harness.recorder import Records
 from generator.harness.session import LoadProgress, LoadProgressCallback, Session, Window
@@ -59,9 +63,10 @@ class LoadTestConfig:
         duration: Measured seconds per level (step) or of the ramp.
         warmup: Unmeasured seconds after each level is spawned.
         spawn_rate: Users per second when changing level (default: the whole level at once).
-        shape: ``"step"`` or ``"ramp"``.
+        shape: The load shape, ``"step"`` or ``"ramp"``.
         workers: Locust worker processes (0: one in-process runner).
-        data: File of real samples (.npz or .json).
+        data: File of real samples (.npz, .json or .txt).
+        input_shapes: ``NAME:DIMS`` entries: the dims of inputs with -1 axes (``--shape``).
         serve: A model repository to serve with the embedded Triton for the run.
         price_per_hour: Price of the serving machine per hour, for the cost per 1,000 inferences.
         baseline: An earlier report.json to compare with.
@@ -85,6 +90,7 @@ class LoadTestConfig:
     shape: str = default("shape")
     workers: int = default("workers")
     data: str | Path | None = default("data")
+    input_shapes: list[str] = field(default_factory=lambda: list(default("input_shapes")))
     serve: str | Path | None = default("serve")
     price_per_hour: float | None = default("price_per_hour")
     baseline: str | Path | None = default("baseline")
@@ -157,6 +163,7 @@ def run_loadtest(config: LoadTestConfig, progress: LoadProgressCallback | None =
         parsed = parsed_options(config, target.url, data)
         plan = build_plan(options_from(parsed, target.url))
         plan.requests(plan.target.protocol)  # build them now: a problem shows before any load starts
+        replies = plan.check_replies(plan.target.protocol)
         remember_plan(plan)
         control = stack.enter_context(ServerControl(target))
         probe = stack.enter_context(ServerControl(target, timeout=2.0))
@@ -175,8 +182,9 @@ def run_loadtest(config: LoadTestConfig, progress: LoadProgressCallback | None =
         notes.append(
             f"the client ran on the same machine as the server ({os.cpu_count()} CPUs): they compete for CPU"
         )
-    runs = [run_entry(w, session.records, config.price_per_hour) for w in windows]
+    runs = [run_entry(w, session.records, config.price_per_hour, plan.pipelines) for w in windows]
     metadata = _metadata(config, plan, levels, target.url, totals, aborted, notes)
+    metadata["replies"] = replies
     comparisons = compare(runs, baseline) if baseline else None
     if baseline is not None:
         metadata["baseline"] = {"path": baseline["path"], "notes": mismatches(metadata, baseline)}
@@ -211,6 +219,7 @@ def _checked(config: LoadTestConfig) -> tuple[list[Bound], list[int], list[Phase
     if config.serve and config.url:
         raise LoadTestError("give either --serve DIR (start a server) or --url (use a running one), not both")
     parse_models(config.models)
+    parse_input_shapes(config.input_shapes)
     baseline = load_baseline(config.baseline) if config.baseline else None
     if baseline is None and any(b.on_change for b in bounds):
         raise LoadTestError("a --fail-if bound on a '_change_pct' metric needs --baseline FILE")
@@ -243,20 +252,35 @@ def parsed_options(config: LoadTestConfig, host: str, data: str | None) -> Any:
     parsed.batch_size = int(config.batch_size)
     parsed.data = data
     parsed.seed = int(config.seed)
+    parsed.input_shapes = list(config.input_shapes)
     parsed.request_timeout = float(config.request_timeout)
     parsed.record_requests = True
     return parsed
 
 
-def run_entry(window: Window, records: Records, price: float | None) -> dict[str, Any]:
-    """One run of the report (a load level): the client's, the server's and the resource figures of a window."""
+def run_entry(
+    window: Window,
+    records: Records,
+    price: float | None,
+    pipelines: dict[str, tuple[Step, ...]] | None = None,
+) -> dict[str, Any]:
+    """One run of the report (a load level): the client's, the server's and the resource figures of a window.
+
+    Args:
+        window: The measurement window.
+        records: Every request of the test.
+        price: The machine's price per hour, or None.
+        pipelines: The steps of each ensemble the test loads (their figures become the run's ``steps``).
+    """
     seconds = window.end - window.start
     client = client_figures(
         records.between(window.start, window.end), seconds, records.names, records.messages
     )
     server: dict[str, Any] = {}
+    steps: list[dict[str, Any]] = []
     if window.stats_before is not None and window.stats_after is not None:
-        server = server_figures(window.stats_before, window.stats_after)
+        server = server_figures(window.stats_before, window.stats_after, records.names)
+        steps = step_figures(window.stats_before, window.stats_after, pipelines or {})
     resources = window.resources or {}
     return {
         "users": int(window.users) if float(window.users).is_integer() else window.users,
@@ -286,6 +310,7 @@ def run_entry(window: Window, records: Records, price: float | None) -> dict[str
                 "per_model",
             )
         },
+        "steps": steps,
         "cpu_utilization": resources.get("cpu_utilization"),
         "memory_bytes": resources.get("memory_bytes"),
         "gpu_utilization": resources.get("gpu_utilization"),
@@ -322,6 +347,7 @@ def _metadata(
         "warmup_s": config.warmup if config.shape == "step" else 0.0,
         "workers": config.workers,
         "data": str(config.data) if config.data else None,
+        "input_shapes": list(config.input_shapes),
         "seed": config.seed,
         "price_per_hour": config.price_per_hour,
         "server": {k: plan.server.get(k) for k in ("name", "version")},

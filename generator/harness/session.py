@@ -3,8 +3,9 @@
 :class:`Session` owns a Locust ``Environment`` with the harness's user, and either an in-process
 ``LocalRunner`` or a ``MasterRunner`` for the Locust workers that :mod:`~generator.harness.run` started. It
 plays the phases (spawn, warm up, measure), opens and closes the measurement windows (Triton's
-statistics at both ends, the resource sampler in between), collects every request's record (from this
-process, or from the workers' reports), and ends the run early when the server, a worker or a user dies.
+statistics at both ends, also of an ensemble's steps; the resource sampler in between), collects every
+request's record (from this process, or from the workers' reports), and ends the run early when the
+server, a worker or a user dies.
 """
 
 from __future__ import annotations
@@ -127,6 +128,7 @@ class Session:
         self.stack = stack
         self.notes: list[str] = []
         self.names = [m.name for m in plan.models]
+        self.statistics_names = plan.statistics_models  # the models loaded, then their pipelines' steps
         self.records = Records(self.names)
         self.windows: list[Window] = []
         self.env = Environment(
@@ -148,7 +150,7 @@ class Session:
         self._planned = total_seconds(phases)
         runner = self._start_runner()
         aborted = None
-        first = self.control.statistics(self.names)
+        first = self.control.statistics(self.statistics_names)
         started = time.time()
         try:
             for index, phase in enumerate(phases):
@@ -290,7 +292,7 @@ class Session:
 
     def _statistics(self) -> dict[str, Any] | None:
         try:
-            return self.control.statistics(self.names)
+            return self.control.statistics(self.statistics_names)
         except LoadTestError as error:
             logger.warning("%s", error)
             return None
@@ -375,6 +377,18 @@ class Session:
             self.workers.wait_connected(runner, timeout=STOP_TIMEOUT + 5.0)
         return ended
 
+    def _steps_counted(self, first: dict[str, Any], last: dict[str, Any]) -> bool:
+        """Whether every step of each ensemble has counted the inferences the ensemble counted."""
+        for ensemble, steps in self.plan.pipelines.items():
+            done = last[ensemble]["inference_count"] - first[ensemble]["inference_count"]
+            for step in steps:
+                if (
+                    last[step.model]["inference_count"] - first[step.model]["inference_count"]
+                    < done * step.calls
+                ):
+                    return False
+        return True
+
     def _totals(self, first: dict[str, Any], started: float, ended: float, complete: bool) -> dict[str, Any]:
         rows = self.records.rows
         ok = rows[rows["error"] < 0]
@@ -393,8 +407,11 @@ class Session:
             while (
                 last is not None
                 and time.monotonic() < deadline
-                and sum(last[n]["inference_count"] - first[n]["inference_count"] for n in self.names)
-                < totals["inferences"]
+                and (
+                    sum(last[n]["inference_count"] - first[n]["inference_count"] for n in self.names)
+                    < totals["inferences"]
+                    or not self._steps_counted(first, last)
+                )
             ):
                 gevent.sleep(0.05)
                 last = self._statistics()
@@ -404,4 +421,9 @@ class Session:
                     ("server_cache_hits", "cache_hit_count"),
                 ):
                     totals[key] = sum(last[n][name] - first[n][name] for n in self.names)
+                steps = [n for n in self.statistics_names if n not in self.names]
+                if steps:  # what each step of an ensemble ran, over the whole test
+                    totals["server_step_inferences"] = {
+                        n: last[n]["inference_count"] - first[n]["inference_count"] for n in steps
+                    }
         return totals

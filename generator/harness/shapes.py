@@ -93,7 +93,7 @@ def schedule(
     if shape == "ramp":
         if spawn_rate is not None:
             raise LoadTestError(
-                "--spawn-rate does not apply to --shape ramp (it spawns top users / duration per second); drop it"
+                "--spawn-rate does not apply to --load-shape ramp (it spawns top users / duration per second); drop it"
             )
         top = max(levels)
         windows = len(levels) if len(levels) > 1 else RAMP_WINDOWS
@@ -107,7 +107,7 @@ def total_seconds(phases: list[Phase]) -> float:
 
 
 class PhasedShape:
-    """Factory of a Locust ``LoadTestShape`` that plays phases, for ``locust -f ... --shape step``.
+    """Factory of a Locust ``LoadTestShape`` that plays phases, for ``locust -f ... --load-shape step``.
 
     Kept out of Locust's class hierarchy at import time so that a locustfile importing this module does not
     expose a shape class Locust would pick up on its own; :meth:`create` builds the instance.

@@ -96,7 +96,7 @@ def _verdict(old: float, new: float, better: str) -> str:
 def mismatches(metadata: dict[str, Any], baseline: dict[str, Any]) -> list[str]:
     """Differences in how the two reports were measured (models, protocol, batch size, shape), as notes."""
     notes = []
-    for key in ("models", "protocol", "batch_size", "shape", "duration_s"):
+    for key in ("models", "protocol", "batch_size", "shape", "input_shapes", "duration_s"):
         if key in baseline and baseline.get(key) != metadata.get(key):
             notes.append(
                 f"the baseline's {key} was {baseline.get(key)!r}, this run's is {metadata.get(key)!r}"

@@ -3,6 +3,10 @@
 A run (one load level) is a plain dict, exactly as it is written to ``report.json``. :data:`FIGURES` names
 every figure a user can compare against a baseline or gate on (``--fail-if``), with its unit, where it sits
 in the run dict, and which direction is better; :func:`figure_value` reads one.
+
+A run that loads an ensemble also has ``steps``: per ensemble, the figures of each composing model from
+Triton's statistics (:data:`STEP_FIGURES`), each step's queue + compute time per pipeline request, its
+share of the steps' time, and the bottleneck, the step that takes the most (:func:`pipeline_figures`).
 """
 
 from __future__ import annotations
@@ -12,7 +16,16 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["FIGURES", "FIGURE_NAMES", "Metric", "client_figures", "cost_per_1k", "figure_value"]
+__all__ = [
+    "FIGURES",
+    "FIGURE_NAMES",
+    "STEP_FIGURES",
+    "Metric",
+    "client_figures",
+    "cost_per_1k",
+    "figure_value",
+    "pipeline_figures",
+]
 
 
 @dataclass(frozen=True)
@@ -60,22 +73,84 @@ FIGURES: tuple[Metric, ...] = (
 FIGURE_NAMES: tuple[str, ...] = tuple(f.name for f in FIGURES)
 _BY_NAME = {f.name: f for f in FIGURES}
 
+STEP_FIGURES: tuple[Metric, ...] = (
+    Metric("requests", "requests", "", ("requests",), "higher"),
+    Metric("executions", "executions", "", ("executions",), "lower"),
+    Metric("avg_batch_size", "average executed batch", "", ("avg_batch_size",), "higher"),
+    Metric("queue_us", "queue", "us", ("queue_us",), "lower"),
+    Metric("compute_input_us", "compute input", "us", ("compute_input_us",), "lower"),
+    Metric("compute_infer_us", "compute infer", "us", ("compute_infer_us",), "lower"),
+    Metric("compute_output_us", "compute output", "us", ("compute_output_us",), "lower"),
+    Metric("step_us", "queue + compute per pipeline request", "us", ("step_us",), "lower"),
+    Metric("share", "share of the steps' time", "", ("share",), "lower"),
+)
+"""The figures of one step of an ensemble (a model it runs), over a window, from Triton's statistics.
+
+Requests, executions and the average batch are Triton's counts for the step's model; the times are its
+averages per request of that model; ``step_us`` is queue + compute per request times the step's ``calls``
+(how often one pipeline request runs the model), and ``share`` is ``step_us`` over the sum of the steps'
+``step_us`` (steps that are ensembles themselves are left out of the sum: their steps are counted).
+"""
+
+_STAGES_US = ("queue_us", "compute_input_us", "compute_infer_us", "compute_output_us")
+
 PERCENTILES = {"p50": 50.0, "p90": 90.0, "p95": 95.0, "p99": 99.0}
 HISTOGRAM_BINS = 40
 
 
-def figure_value(run: dict[str, Any], name: str) -> float | None:
-    """The value of figure ``name`` in ``run``, or None when it was not measured.
+def figure_value(run: dict[str, Any], name: str | Metric) -> float | None:
+    """The value of figure ``name`` in ``run`` (or of a :class:`Metric`, e.g. a step's), None if not measured.
 
     Raises:
         KeyError: ``name`` is not a figure.
     """
     value: Any = run
-    for key in _BY_NAME[name].path:
+    for key in (name if isinstance(name, Metric) else _BY_NAME[name]).path:
         if not isinstance(value, dict) or value.get(key) is None:
             return None
         value = value[key]
     return value if isinstance(value, (int, float)) and not isinstance(value, bool) else float(value)
+
+
+def pipeline_figures(ensemble: str, whole: dict[str, Any], steps: list[dict[str, Any]]) -> dict[str, Any]:
+    """One ensemble's per-step figures: each step's time per pipeline request, its share, the bottleneck.
+
+    Args:
+        ensemble: The ensemble's name.
+        whole: The ensemble's own server figures over the window (``success_count``, ``queue_us``, ...).
+        steps: One dict per step with ``model``, ``kind`` (``"model"`` or ``"ensemble"``), ``calls`` and
+            the figures of :data:`STEP_FIGURES` up to ``compute_output_us``; ``step_us``, ``share`` and
+            ``bottleneck`` are added.
+
+    Returns:
+        ``ensemble``, ``requests`` (the ensemble's successful requests), ``end_to_end_us`` (its own queue +
+        compute per request, the whole pipeline as Triton times it), ``bottleneck`` (the model of the step
+        with the largest ``step_us``, None when nothing was measured) and ``steps``.
+    """
+    for step in steps:
+        per_request = _time_us(step)
+        step["step_us"] = per_request * int(step.get("calls", 1)) if per_request is not None else None
+    leaves = [s for s in steps if s.get("kind") != "ensemble" and s["step_us"] is not None]
+    total = sum(s["step_us"] for s in leaves)
+    slowest = max(leaves, key=lambda s: s["step_us"], default=None)
+    counted = {id(s) for s in leaves} if total > 0 else set()
+    for step in steps:
+        step["share"] = step["step_us"] / total if id(step) in counted else None
+        step["bottleneck"] = step is slowest
+    return {
+        "ensemble": ensemble,
+        "requests": whole.get("success_count", 0),
+        "end_to_end_us": _time_us(whole),
+        "bottleneck": slowest["model"] if slowest is not None else None,
+        "steps": steps,
+    }
+
+
+def _time_us(figures: dict[str, Any]) -> float | None:
+    """Queue + compute time per request, or None when no stage was measured."""
+    stages = [figures.get(stage) for stage in _STAGES_US]
+    measured = [value for value in stages if value is not None]
+    return sum(measured) if measured else None
 
 
 def cost_per_1k(throughput: float | None, price_per_hour: float | None) -> float | None:

@@ -19,9 +19,17 @@ from typing import Any
 import numpy as np
 
 from generator.errors import LoadTestError
-from generator.loadreport.figures import FIGURE_NAMES, FIGURES, figure_value
+from generator.loadreport.figures import FIGURE_NAMES, FIGURES, STEP_FIGURES, figure_value
 
-__all__ = ["CSV_COLUMNS", "format_value", "render_html", "summary_table", "write_report", "write_text"]
+__all__ = [
+    "CSV_COLUMNS",
+    "format_value",
+    "render_html",
+    "steps_table",
+    "summary_table",
+    "write_report",
+    "write_text",
+]
 
 TEMPLATE = "report.html.j2"
 CSV_COLUMNS = ("users", "window_s", "complete", "requests", "failures", "inferences", *FIGURE_NAMES)
@@ -110,6 +118,8 @@ def render_html(report: dict[str, Any]) -> str:
         "rows": [_row(run) for run in runs],
         "comparisons": _comparisons(runs),
         "per_model": _per_model(report, runs),
+        "steps": _step_rows(runs),
+        "step_columns": [_STEP_LABELS[f.name] for f in STEP_FIGURES],
         "errors": [
             (_users(run), message, count) for run in runs for message, count in run.get("errors", {}).items()
         ],
@@ -153,7 +163,9 @@ def format_value(name: str, value: float | None) -> str:
     """A figure as shown to a reader ("–" when not measured)."""
     if value is None:
         return "–"
-    if name in ("error_rate", "cpu_utilization", "gpu_utilization", "cache_hit_rate"):
+    if name in ("requests", "executions", "inferences"):
+        return f"{int(value):,}"
+    if name in ("error_rate", "cpu_utilization", "gpu_utilization", "cache_hit_rate", "share"):
         return f"{value * 100:.2f}%" if name == "error_rate" else f"{value * 100:.0f}%"
     if name.endswith("_bytes"):
         return f"{value / 2**20:,.1f} MiB"
@@ -201,6 +213,60 @@ def summary_table(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
             cells.append(f"{cell} ({change:+.1f}%)" if change is not None else cell)
         rows.append(cells)
     return headers, rows
+
+
+_STEP_LABELS = {
+    "requests": "requests",
+    "executions": "executions",
+    "avg_batch_size": "avg batch",
+    "queue_us": "queue us",
+    "compute_input_us": "input us",
+    "compute_infer_us": "infer us",
+    "compute_output_us": "output us",
+    "step_us": "per pipeline request us",
+    "share": "share",
+}
+
+
+def steps_table(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """The steps of each ensemble loaded, per load level, as a table for a terminal (no rows: none loaded).
+
+    A nested ensemble's steps are indented under it; the bottleneck is marked.
+    """
+    headers = ["users", "ensemble", "step", *(_STEP_LABELS[f.name] for f in STEP_FIGURES), ""]
+    rows = [
+        [
+            row["users"],
+            row["ensemble"],
+            row["step"],
+            *row["values"],
+            "bottleneck" if row["bottleneck"] else "",
+        ]
+        for row in _step_rows(report.get("runs", []))
+    ]
+    return headers, rows
+
+
+def _step_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    rows = []
+    for run in runs:
+        for section in run.get("steps") or []:
+            for step in section.get("steps", []):
+                label = "  " * (int(step.get("depth", 1)) - 1) + str(step.get("model"))
+                if step.get("kind") == "ensemble":
+                    label += " (ensemble)"
+                if int(step.get("calls", 1)) > 1:
+                    label += f" (x{step['calls']})"
+                rows.append(
+                    {
+                        "users": _users(run),
+                        "ensemble": str(section.get("ensemble")),
+                        "step": label,
+                        "values": [format_value(f.name, figure_value(step, f)) for f in STEP_FIGURES],
+                        "bottleneck": bool(step.get("bottleneck")),
+                    }
+                )
+    return rows
 
 
 def _users(run: dict[str, Any]) -> str:

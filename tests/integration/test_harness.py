@@ -90,7 +90,9 @@ def test_a_short_run_reports_throughput_and_agrees_with_the_server(
     assert run["cpu_utilization"] > 0 and run["memory_bytes"] > 0 and run["cost_per_1k"] > 0
     totals = report["totals"]
     assert totals["failures"] == 0 and totals["inferences"] > 0
-    assert after - before == totals["inferences"] == totals["server_inferences"]
+    assert report["replies"]["digits_cnn"]["logits"] == {"datatype": "FP32", "shape": [2, 10]}
+    # one request (of batch 2) checked the reply before the load; then the server saw every inference
+    assert after - before - 2 == totals["inferences"] == totals["server_inferences"]
     assert {p.name for p in (tmp_path / "out").iterdir()} == {"report.json", "report.csv", "report.html"}
     assert "digits_cnn" in (tmp_path / "out" / "report.html").read_text()
 

@@ -1,5 +1,6 @@
 """The harness's gRPC client on a plain socket: HPACK against RFC 7541's examples, and calls against a real
-grpcio server in this process (replies, the server's errors, deadlines, flow control, lost connections)."""
+grpcio server in this process (replies, text tensors, the server's errors, deadlines, flow control, lost
+connections)."""
 
 from __future__ import annotations
 
@@ -217,3 +218,51 @@ def test_the_harness_connection_sends_prebuilt_requests_and_raises_tritonclient_
         assert caught.value.message() == "onnx runtime error 6: out of memory"
     finally:
         connection.close()
+
+
+TEXT_METADATA = {
+    "name": "text",
+    "inputs": [{"name": "TEXT", "datatype": "BYTES", "shape": [-1, 1]}],
+    "outputs": [
+        {"name": "UPPER", "datatype": "BYTES", "shape": [-1, 1]},
+        {"name": "LEN", "datatype": "INT64", "shape": [-1, 1]},
+    ],
+}
+
+
+def test_text_tensors_travel_length_prefixed_both_ways(triton: ReferencePeer) -> None:
+    from tritonclient.grpc import service_pb2
+    from tritonclient.utils import deserialize_bytes_tensor, serialize_byte_tensor
+
+    info = model_info(TEXT_METADATA, {"name": "text", "max_batch_size": 8})
+    long = b"word " * 8_000  # 40 kB: the request and the reply span several HTTP/2 frames
+    texts = np.array([[b"hello"], ["ünï".encode()], [b""], [long]], dtype=np.object_)
+    requests = GrpcRequests(info, [{"TEXT": texts}])
+
+    def upper_and_length(request: bytes, context: grpc.ServicerContext) -> bytes:
+        sent = service_pb2.ModelInferRequest.FromString(request)
+        values = deserialize_bytes_tensor(sent.raw_input_contents[0]).reshape(list(sent.inputs[0].shape))
+        reply = service_pb2.ModelInferResponse(model_name="text")
+        upper = np.array([[v.upper()] for v in values.reshape(-1)], dtype=np.object_)
+        lengths = np.array([[len(v)] for v in values.reshape(-1)], dtype=np.int64)
+        for name, datatype, array in (("UPPER", "BYTES", upper), ("LEN", "INT64", lengths)):
+            reply.outputs.add(name=name, datatype=datatype, shape=list(array.shape))
+            raw = serialize_byte_tensor(array).item() if datatype == "BYTES" else array.tobytes()
+            reply.raw_output_contents.append(raw)
+        return reply.SerializeToString()
+
+    triton.handler = upper_and_length
+    connection = GrpcConnection(GrpcChannel(Target("grpc", "127.0.0.1", triton.port)), timeout=5.0)
+    try:
+        outputs = connection.reply(requests, 0)
+    finally:
+        connection.close()
+    sent = service_pb2.ModelInferRequest.FromString(triton.requests[-1])
+    assert sent.inputs[0].datatype == "BYTES" and list(sent.inputs[0].shape) == [4, 1]
+    raw = sent.raw_input_contents[0]
+    # each element: its length as 4 bytes, little-endian, then its bytes
+    assert raw[:9] == b"\x05\x00\x00\x00hello" and raw[9:13] == len("ünï".encode()).to_bytes(4, "little")
+    assert len(raw) == 4 * 4 + 5 + len("ünï".encode()) + len(long)
+    assert outputs["UPPER"].datatype == "BYTES" and outputs["LEN"].datatype == "INT64"
+    assert outputs["UPPER"].array.tolist() == [[b"HELLO"], ["ünï".encode().upper()], [b""], [long.upper()]]
+    assert outputs["LEN"].array.tolist() == [[5], [len("ünï".encode())], [0], [len(long)]]

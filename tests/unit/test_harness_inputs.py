@@ -121,7 +121,7 @@ def test_samples_that_do_not_fit_are_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(LoadTestError, match=r"shape \[2\] each, but the input takes \[1, 8, 8\]"):
         make_batches(info, 1, samples=load_payload_samples(tmp_path / "short.json"))
     (tmp_path / "s.csv").write_text("1,2")
-    with pytest.raises(LoadTestError, match=r"\.npz or \.json"):
+    with pytest.raises(LoadTestError, match=r"\.npz, \.json or \.txt"):
         load_payload_samples(tmp_path / "s.csv")
 
 

@@ -74,3 +74,18 @@ def test_locust_gets_the_shared_options_with_its_own_defaults() -> None:
     assert parser.web_ui["record_requests"] is False
     locust_names = {o.name for o in OPTIONS if LOCUST in o.where}
     assert {"url", "users", "spawn_rate", "workers"}.isdisjoint(locust_names)
+
+
+def test_shape_takes_input_shapes_and_still_names_a_load_shape() -> None:
+    args = _loadtest("--model", "m", "--shape", "input_ids:16", "--shape", "ramp", "--shape", "mask:16")
+    assert args.input_shapes == ["input_ids:16", "mask:16"] and args.shape == "ramp"
+    assert _loadtest("--model", "m", "--load-shape", "ramp").shape == "ramp"
+    assert _loadtest("--model", "m").input_shapes == [] and _loadtest("--model", "m").shape == "step"
+    with pytest.raises(SystemExit):
+        _loadtest("--model", "m", "--load-shape", "zigzag")
+    parser = _LocustLikeParser()
+    add_locust_options(parser)
+    parsed = parser.parse_args(["--model", "m", "--shape", "step", "--shape", "x:3"])
+    assert parsed.shape == "step" and parsed.input_shapes == ["x:3"]
+    assert parser.parse_args(["--model", "m"]).input_shapes == []
+    assert parser.web_ui["input_shapes"] is True
