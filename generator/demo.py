@@ -47,6 +47,22 @@ DEFAULT_LOADTEST = [
     "--out",
     "loadtest-report",
 ]
+#: Then the text pipeline (an ensemble of three models) over gRPC at 1 and 16 users, with the figures of
+#: each step (the sentences to send are added from the example's text_queries.txt).
+TEXT_LOADTEST = [
+    "--model",
+    "text_pipeline",
+    "--protocol",
+    "grpc",
+    "--sweep",
+    "1,16",
+    "--duration",
+    "5",
+    "--fail-if",
+    "error_rate>0",
+    "--out",
+    "loadtest-report-text",
+]
 
 
 @dataclass
@@ -123,6 +139,32 @@ def _text_demo(repo: Path, endpoints: Endpoints, result: DemoResult, say: Say) -
     )
 
 
+def _loadtest(endpoints: Endpoints, args: list[str], say: Say) -> int:
+    """Run ``python -m generator loadtest ARGS`` against the server as its own process.
+
+    Raises:
+        GeneratorError: the load test failed.
+    """
+    grpc = "--protocol" not in args or "grpc" in args[args.index("--protocol") + 1 :][:1]
+    url = f"grpc://{endpoints.grpc}" if grpc else endpoints.http
+    command = [
+        sys.executable,
+        "-m",
+        "generator",
+        "loadtest",
+        "--url",
+        url,
+        "--metrics-url",
+        endpoints.metrics,
+        *args,
+    ]
+    say("load test: python -m generator loadtest " + " ".join(command[4:]))
+    code = subprocess.run(command, check=False).returncode
+    if code != 0:
+        raise GeneratorError(f"the load test failed (exit {code}); see its output above")
+    return code
+
+
 def run_demo(
     output: str | Path = "model_repository",
     *,
@@ -137,7 +179,8 @@ def run_demo(
 
     Args:
         loadtest_args: Arguments for ``python -m generator loadtest`` (the server's URL is added); ``[]``
-            skips the load test; ``None`` runs a short gRPC sweep of ``digits_cnn`` into ``loadtest-report/``.
+            skips the load test; ``None`` runs a short gRPC sweep of ``digits_cnn`` into ``loadtest-report/``
+            and one of ``text_pipeline`` into ``loadtest-report-text/``.
     """
     repo = Path(output)
     report = build(bundled_example(), repo)
@@ -187,26 +230,11 @@ def run_demo(
                 "the served text pipeline's labels differ from the same pipeline run in-process; "
                 "see the lines above"
             )
-        if loadtest_args != []:
-            args = DEFAULT_LOADTEST if loadtest_args is None else loadtest_args
-            grpc = "--protocol" not in args or "grpc" in args[args.index("--protocol") + 1 :][:1]
-            url = f"grpc://{endpoints.grpc}" if grpc else endpoints.http
-            command = [
-                sys.executable,
-                "-m",
-                "generator",
-                "loadtest",
-                "--url",
-                url,
-                "--metrics-url",
-                endpoints.metrics,
-                *args,
-            ]
-            say("load test: python -m generator loadtest " + " ".join(command[4:]))
-            result.loadtest_exit_code = subprocess.run(command, check=False).returncode
-            if result.loadtest_exit_code != 0:
-                raise GeneratorError(
-                    f"the load test failed (exit {result.loadtest_exit_code}); see its output above"
-                )
+        if loadtest_args is None:
+            runs = [DEFAULT_LOADTEST, [*TEXT_LOADTEST, "--data", str(examples_dir() / "text_queries.txt")]]
+        else:
+            runs = [loadtest_args] if loadtest_args else []
+        for args in runs:
+            result.loadtest_exit_code = _loadtest(endpoints, args, say)
     say("tritonserver stopped")
     return result

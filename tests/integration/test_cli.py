@@ -222,6 +222,16 @@ def test_demo_runs_the_main_job(tmp_path: Path) -> None:
     assert [run["users"] for run in report["runs"]] == [1, 4, 16]
     assert all(run["throughput"] > 0 and run["error_rate"] == 0 for run in report["runs"])
     assert (tmp_path / "loadtest-report" / "report.html").stat().st_size > 10_000
+    text = json.loads((tmp_path / "loadtest-report-text" / "report.json").read_text())
+    assert [run["users"] for run in text["runs"]] == [1, 16]
+    assert all(run["error_rate"] == 0 for run in text["runs"])
+    (pipeline,) = text["runs"][0]["steps"]  # Triton's figures of each step of the ensemble
+    assert pipeline["ensemble"] == "text_pipeline"
+    assert [step["model"] for step in pipeline["steps"]] == [
+        "text_tokenizer",
+        "text_classifier",
+        "text_postprocess",
+    ]
     assert "tritonserver stopped" in result.stdout
 
 
