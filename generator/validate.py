@@ -7,8 +7,10 @@ bytes (comments may hold any bytes, as for Triton's parser) and parsed with Trit
 them; the config is checked on its own (tensors, batching, instance groups, warm-up), the version
 policy against the version directories, and every version Triton would load against its model file:
 input count, tensor names, data types, the batch axis against ``max_batch_size``, and every
-dimension. Every problem is collected; nothing stops at the first, and nothing raises: a repository
-that cannot be read is reported, not crashed on.
+dimension. A Python-backend model's ``model.py`` is parsed (never run) for ``TritonPythonModel`` and
+its ``execute``. An ensemble is checked against the configs of the models its steps run (each config
+of the repository is read once, see :class:`RepositoryIndex`). Every problem is collected; nothing
+stops at the first, and nothing raises: a repository that cannot be read is reported, not crashed on.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from tritonclient.grpc import model_config_pb2
 from generator.accelerators import ACCELERATORS
 from generator.accelerators import problems as accelerator_problems
 from generator.artifact_checks import (
+    Serving,
     check_model_file,
     check_serving,
     check_signature,
@@ -38,8 +41,10 @@ from generator.artifact_checks import (
     version_dirs,
 )
 from generator.config_checks import Found, check_config
+from generator.ensemble_checks import check_ensemble, format_path, is_ensemble, step_models
 from generator.errors import ValidationError
 from generator.gpus import NvmlUnavailable, detect_gpus
+from generator.python_checks import check_execution_env, check_python_file
 from generator.triton import parse_model_config
 
 
@@ -191,12 +196,112 @@ def _check_entries(model_dir: Path) -> Found:
     ]
 
 
-def _validate_model(model_dir: Path) -> Found:
+class RepositoryIndex:
+    """The models of one repository, each config read and parsed once, for the checks across models.
+
+    Args:
+        model_dirs: The model directories (``<repo>/<model>``) Triton will load.
+    """
+
+    def __init__(self, model_dirs: list[Path]) -> None:
+        self._dirs = {d.name: d for d in model_dirs}
+        self._read: dict[str, tuple[model_config_pb2.ModelConfig | None, Found]] = {}
+        self._steps: dict[str, model_config_pb2.ModelConfig | None] | None = None
+        self._versions: dict[str, list[int]] | None = None
+
+    def read(self, model_dir: Path) -> tuple[model_config_pb2.ModelConfig | None, Found]:
+        """:func:`read_config` of a model, read once."""
+        if model_dir.name not in self._read or self._dirs.get(model_dir.name) != model_dir:
+            self._read[model_dir.name] = read_config(model_dir)
+        return self._read[model_dir.name]
+
+    def configs(self) -> dict[str, model_config_pb2.ModelConfig | None]:
+        """Model name -> its parsed config (None when it has none or it cannot be used)."""
+        return {name: self.read(path)[0] for name, path in self._dirs.items()}
+
+    def step_configs(self) -> dict[str, model_config_pb2.ModelConfig | None]:
+        """Model name -> its config as an ensemble step sees it, None where Triton completes its I/O."""
+        if self._steps is None:
+            self._steps = {name: self._as_step(name, config) for name, config in self.configs().items()}
+        return self._steps
+
+    def served_versions(self) -> dict[str, list[int]]:
+        """Model name -> the versions Triton will load (the latest one for a model without a config)."""
+        if self._versions is None:
+            self._versions = {}
+            for name, path in self._dirs.items():
+                versions, _ = version_dirs(path)
+                config = self.read(path)[0]
+                if config is None:
+                    self._versions[name] = [max(versions)] if versions else []
+                else:
+                    self._versions[name] = check_versions(config, versions, name)[0]
+        return self._versions
+
+    def _as_step(
+        self, name: str, config: model_config_pb2.ModelConfig | None
+    ) -> model_config_pb2.ModelConfig | None:
+        """None when Triton's auto-complete may change the inputs, outputs or batching a config declares."""
+        if config is None or is_ensemble(config):
+            return config
+        model_dir = self._dirs[name]
+        versions, _ = version_dirs(model_dir)
+        selected = check_versions(config, versions, name)[0]
+        first = [n for n in list_dir(model_dir) if is_dir(model_dir / n)]
+        serving = resolve_serving(config, model_dir / first[0] if first else None)
+        if serving.backend == "python":
+            path = inside(versions[selected[0]], serving.filename) if selected else None
+            if (
+                path is not None
+                and is_regular_file(path)
+                and check_python_file(path, path.name).auto_completes
+            ):
+                return None
+            return config
+        if not config.input or not config.output:  # the backend fills them in from the model file
+            return None
+        return config
+
+
+def _check_ensemble(config: model_config_pb2.ModelConfig, name: str, index: RepositoryIndex | None) -> Found:
+    if index is None:
+        return []
+    findings = check_ensemble(
+        config,
+        index.step_configs(),
+        versions={k: set(v) for k, v in index.served_versions().items()},
+        name=name,
+    )
+    return [(f.severity, f"{format_path(f.path)}: {f.message}") for f in findings]
+
+
+def _check_version(config: model_config_pb2.ModelConfig, serving: Serving, version: Path) -> Found:
+    """One version Triton will load: the files it reads and their signature."""
+    found: Found = []
+    for cc, cc_file in config.cc_model_filenames.items():
+        if stat_or_none(inside(version, cc_file)) is None:
+            found.append(
+                (
+                    "error",
+                    f"version {version.name} has no {cc_file} (cc_model_filenames '{cc}'); rebuild the plans",
+                )
+            )
+    path, notes = check_model_file(serving, version)
+    found += notes
+    if path is None:
+        return found
+    label = f"{version.name}/{serving.filename}"
+    if serving.backend == "python":
+        return found + check_python_file(path, label).found
+    return found + check_signature(config, serving, path, label)
+
+
+def _validate_model(model_dir: Path, index: RepositoryIndex | None = None) -> Found:
     name = model_dir.name
     found = _check_entries(model_dir)
     versions, notes = version_dirs(model_dir)
     found += notes
-    config, notes = read_config(model_dir)
+    config, notes = index.read(model_dir) if index is not None else read_config(model_dir)
     found += notes
     if config is None:
         if not versions:
@@ -207,23 +312,21 @@ def _validate_model(model_dir: Path) -> Found:
     serving = resolve_serving(config, model_dir / subdirs[0] if subdirs else None)
     found += check_serving(config, serving)
     if serving.platform == "ensemble":
-        return found
-    selected, notes = check_versions(config, versions, name)
-    found += notes + _check_warmup_files(config, model_dir)
-    for number in selected:
-        version = versions[number]
-        for cc, cc_file in config.cc_model_filenames.items():
-            if stat_or_none(inside(version, cc_file)) is None:
-                found.append(
-                    (
-                        "error",
-                        f"version {version.name} has no {cc_file} (cc_model_filenames '{cc}'); rebuild the plans",
-                    )
+        if not versions:
+            found.append(
+                (
+                    "error",
+                    f"no version directory, which Triton refuses for an ensemble too; add an empty {name}/1/",
                 )
-        path, notes = check_model_file(serving, version)
-        found += notes
-        if path is not None:
-            found += check_signature(config, serving, path, f"{version.name}/{serving.filename}")
+            )
+        return found + _check_ensemble(config, name, index)
+    selected, notes = check_versions(config, versions, name)
+    found += notes
+    found += _check_warmup_files(config, model_dir)
+    for number in selected:
+        found += _check_version(config, serving, versions[number])
+    if serving.backend == "python":
+        found += check_execution_env(config, model_dir)
     if serving.platform == "pytorch_libtorch":
         for tensor in config.output:  # inputs may also be named after forward()'s arguments
             if not re.search(r"__\d+$", tensor.name):
@@ -236,14 +339,19 @@ def _validate_model(model_dir: Path) -> Found:
     return found + _check_accelerators(config) + _check_gpus(config)
 
 
-def validate_model_dir(model_dir: Path) -> list[Problem]:
+def validate_model_dir(model_dir: Path, index: RepositoryIndex | None = None) -> list[Problem]:
     """Validate one model directory (``<repo>/<model>``) and every version Triton would load from it.
 
     Never raises: a check that fails unexpectedly is reported as an error of the model.
+
+    Args:
+        model_dir: The model directory.
+        index: The repository's models; with it an ensemble is also checked against its steps'
+            configs (:func:`validate_repository` passes one; the build checks its ensembles itself).
     """
     name = model_dir.name
     try:
-        found = _validate_model(model_dir)
+        found = _validate_model(model_dir, index)
     except Exception as exc:  # a hostile repository must give a report, never a traceback
         found = [
             ("error", f"could not be checked ({type(exc).__name__}: {exc}); fix what it names and rerun")
@@ -345,6 +453,38 @@ def _check_root(repo: Path) -> tuple[list[Path], list[Problem]]:
     return models, problems
 
 
+def _failing_steps(index: RepositoryIndex, problems: list[Problem]) -> list[Problem]:
+    """An ensemble whose step model has errors cannot serve either: say so at the step."""
+    failing = {p.model for p in problems if p.severity == "error"}
+    ensembles = {
+        name: config for name, config in index.configs().items() if config is not None and is_ensemble(config)
+    }
+    added: list[Problem] = []
+    changed = True
+    while changed:  # an ensemble refused for its step makes an ensemble over it refused, and so on
+        changed = False
+        for name, config in ensembles.items():
+            if plain(name) in failing:
+                continue
+            for step_name in step_models(config):
+                if plain(step_name) in failing and step_name != name:
+                    position = next(
+                        i for i, s in enumerate(config.ensemble_scheduling.step) if s.model_name == step_name
+                    )
+                    path = format_path(("ensemble_scheduling", "step", position, "model_name"))
+                    added.append(
+                        Problem(
+                            name,
+                            f"{path}: model '{step_name}' has errors (reported for it), so this ensemble cannot "
+                            "serve either; fix them",
+                        )
+                    )
+                    failing.add(plain(name))
+                    changed = True
+                    break
+    return added
+
+
 def validate_repository(path: str | Path) -> ValidationReport:
     """Validate every model in a repository; hand-written repositories too.
 
@@ -358,9 +498,11 @@ def validate_repository(path: str | Path) -> ValidationReport:
         raise ValidationError(f"'{plain(repo)}' is not a directory; pass the model repository to validate")
     report = ValidationReport(repo)
     model_dirs, report.problems = _check_root(repo)
+    index = RepositoryIndex(model_dirs)
     for model_dir in model_dirs:
         report.models.append(plain(model_dir.name))
-        report.problems += validate_model_dir(model_dir)
+        report.problems += validate_model_dir(model_dir, index)
+    report.problems += _failing_steps(index, report.problems)
     if not report.models:
         report.problems.append(Problem(repo.name, "the repository holds no model directory", "error"))
     return report
