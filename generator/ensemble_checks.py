@@ -247,36 +247,35 @@ def _cycles(config: model_config_pb2.ModelConfig, flow: _Flow) -> list[list[int]
     return cycles
 
 
-def _check_flow(config: model_config_pb2.ModelConfig, flow: _Flow) -> list[EnsembleFinding]:
-    """Tensors read but never written, outputs never written, inputs and tensors never used, cycles."""
+def _check_reads(config: model_config_pb2.ModelConfig, flow: _Flow) -> list[EnsembleFinding]:
+    """Each tensor a step reads is an ensemble input or written by a step."""
+    found: list[EnsembleFinding] = []
+    known = [*flow.inputs, *(t for t in flow.writer if t not in flow.inputs)]
+    for index, step in enumerate(_steps(config)):
+        for key, tensor in sorted(step.input_map.items()):
+            if tensor in flow.inputs or tensor in flow.writer:
+                continue
+            close = closest(tensor, known)
+            hint = f"did you mean '{close}'?" if close else "map it from an ensemble input or a step's output"
+            found.append(
+                EnsembleFinding(
+                    "error",
+                    (*_STEP, index, "input_map", key),
+                    f"tensor '{tensor}' is neither an ensemble input nor written by any step; {hint}",
+                )
+            )
+    return found
+
+
+def _check_cycles(config: model_config_pb2.ModelConfig, flow: _Flow) -> list[EnsembleFinding]:
+    """No steps wait on each other's tensors."""
     found: list[EnsembleFinding] = []
     steps = _steps(config)
-    known = [*flow.inputs, *(t for t in flow.writer if t not in flow.inputs)]
-    for index, step in enumerate(steps):
-        for key, tensor in sorted(step.input_map.items()):
-            if tensor not in flow.inputs and tensor not in flow.writer:
-                close = closest(tensor, known)
-                hint = (
-                    f"did you mean '{close}'?"
-                    if close
-                    else "map it from an ensemble input or a step's output"
-                )
-                found.append(
-                    EnsembleFinding(
-                        "error",
-                        (*_STEP, index, "input_map", key),
-                        f"tensor '{tensor}' is neither an ensemble input nor written by any step; {hint}",
-                    )
-                )
     for cycle in _cycles(config, flow):
         ring = " -> ".join(_step_label(i, steps[i]) for i in [*cycle, cycle[0]])
+        members = set(cycle)
         tensors = sorted(
-            {
-                t
-                for i in cycle
-                for t in steps[i].output_map.values()
-                if set(flow.readers.get(t, [])) & set(cycle)
-            }
+            {t for i in cycle for t in steps[i].output_map.values() if members & set(flow.readers.get(t, []))}
         )
         found.append(
             EnsembleFinding(
@@ -286,16 +285,28 @@ def _check_flow(config: model_config_pb2.ModelConfig, flow: _Flow) -> list[Ensem
                 "of them ever runs; break the cycle",
             )
         )
+    return found
+
+
+def _check_ends(flow: _Flow) -> list[EnsembleFinding]:
+    """Every ensemble output is written, every ensemble input is read, every written tensor is used."""
+    found: list[EnsembleFinding] = []
     unread = [t for t in flow.writer if t not in flow.readers and t not in flow.outputs]
-    for tensor, index in flow.outputs.items():
-        if tensor not in flow.writer and tensor not in flow.inputs:
-            close = closest(tensor, unread)
-            hint = f"did you mean to write '{close}' here?" if close else "map a step's output to it"
-            found.append(
-                EnsembleFinding(
-                    "error", ("output", index), f"ensemble output '{tensor}' is written by no step; {hint}"
-                )
+    missing = [t for t in flow.outputs if t not in flow.writer and t not in flow.inputs]
+    for tensor in missing:
+        close = closest(tensor, unread)
+        hint = (
+            f"did you mean '{close}' (written by step {flow.writer[close][0]}, read by none)?"
+            if close
+            else "map a step's output to it"
+        )
+        found.append(
+            EnsembleFinding(
+                "error",
+                ("output", flow.outputs[tensor]),
+                f"ensemble output '{tensor}' is written by no step; {hint}",
             )
+        )
     for tensor, index in flow.inputs.items():
         if tensor not in flow.readers:
             found.append(
@@ -306,7 +317,6 @@ def _check_flow(config: model_config_pb2.ModelConfig, flow: _Flow) -> list[Ensem
                     "input_map or remove it",
                 )
             )
-    missing = [t for t in flow.outputs if t not in flow.writer and t not in flow.inputs]
     for tensor in unread:
         index, key = flow.writer[tensor]
         close = closest(tensor, missing)
@@ -650,7 +660,7 @@ def check_ensemble(
     if not config.HasField("ensemble_scheduling"):
         return found
     flow, notes = _flow(config)
-    found += notes + _check_flow(config, flow)
+    found += notes + _check_reads(config, flow) + _check_cycles(config, flow) + _check_ends(flow)
     models, notes = _step_models(config, steps, versions, ensemble)
     found += notes
     found += _check_tensors(config, _uses(config, models))

@@ -94,7 +94,11 @@ def check_python_file(path: Path, label: str) -> PythonModelFile:
         return PythonModelFile([("error", f"{label} cannot be read ({exc.strerror}); fix its permissions")])
     try:
         tree = ast.parse(source, filename=label)
-    except SyntaxError as exc:
+    except (SyntaxError, ValueError) as exc:  # ValueError: null bytes, on older Pythons
+        if not isinstance(exc, SyntaxError) or exc.lineno is None:
+            return PythonModelFile(
+                [("error", f"{label} is not Python source ({exc}); write the model's code")]
+            )
         return PythonModelFile(
             [
                 (
@@ -104,8 +108,6 @@ def check_python_file(path: Path, label: str) -> PythonModelFile:
                 )
             ]
         )
-    except ValueError as exc:  # null bytes
-        return PythonModelFile([("error", f"{label} is not Python source ({exc}); write the model's code")])
     definition: ast.ClassDef | None = None
     bound_otherwise = False
     for node in _top_level(tree.body):

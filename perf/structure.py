@@ -45,6 +45,8 @@ RANKS = {
     "generator.pipelines": 8,  # built-in steps resolved, ensemble configs derived from their steps
     "generator.config_checks": 9,
     "generator.artifact_checks": 9,
+    "generator.ensemble_checks": 9,
+    "generator.python_checks": 9,
     "generator.validate": 10,
     "generator.repository": 10,
     "generator.manifest": 10,
