@@ -311,7 +311,7 @@ def _validate_model(model_dir: Path, index: RepositoryIndex | None = None) -> Fo
     subdirs = [n for n in list_dir(model_dir) if is_dir(model_dir / n)]
     serving = resolve_serving(config, model_dir / subdirs[0] if subdirs else None)
     found += check_serving(config, serving)
-    if serving.platform == "ensemble":
+    if serving.platform == "ensemble" or is_ensemble(config):
         if not versions:
             found.append(
                 (

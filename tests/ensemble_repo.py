@@ -205,6 +205,11 @@ def _no_version(repository: Path, name: str) -> None:
     (ensemble(repository, name, INPUTS, OUTPUTS, STEPS) / "1").rmdir()
 
 
+def _wrong_platform(repository: Path, name: str) -> None:
+    config = ensemble(repository, name, INPUTS, OUTPUTS, STEPS) / "config.pbtxt"
+    config.write_text(config.read_text().replace('platform: "ensemble"', 'platform: "onnxruntime_onnx"'))
+
+
 def _scale3(repository: Path) -> None:
     python_model(repository, "scale3", SCALE, [("x", "TYPE_FP32", [3])], [("y", "TYPE_FP32", [3])])
 
@@ -358,6 +363,12 @@ CASES: dict[str, Case] = {
         "instance_group",
         "an ensemble takes no instance_group",
         "instance group should not be specified for ensemble 'with_instance_group'",
+    ),
+    "wrong_platform": Case(
+        _wrong_platform,
+        "platform",
+        "only an ensemble takes ensemble_scheduling",
+        "ensemble scheduling cannot be set for model 'wrong_platform' whose platform is not ensemble",
     ),
     "no_input_map": Case(
         _pipeline_with(steps=[*STEPS, '{ model_name: "scale" output_map { key: "y" value: "EXTRA" } }']),
