@@ -459,6 +459,17 @@ def _step_config(run: _BuildRun, name: str) -> model_config_pb2.ModelConfig | No
     return None
 
 
+def _known_models(run: _BuildRun) -> dict[str, model_config_pb2.ModelConfig | None]:
+    """Every model a step may run: those this run staged and the hand-written ones of the repository.
+
+    A name that is missing is no model; None is a model whose config cannot be read.
+    """
+    names = {path.name for path in run.staging.path.iterdir() if path.is_dir()}
+    if run.repo.is_dir():
+        names |= {p.name for p in run.repo.iterdir() if p.is_dir() and p.name not in run.previous.models}
+    return {name: _step_config(run, name) for name in sorted(names)}
+
+
 def _build_ensemble(run: _BuildRun, index: int, ensemble: EnsembleSpec) -> ModelEntry | None:
     """Render an ensemble's config from its steps' configs and check every edge; problems go to ``run``.
 
@@ -469,7 +480,8 @@ def _build_ensemble(run: _BuildRun, index: int, ensemble: EnsembleSpec) -> Model
     if any(step.model in failed for step in ensemble.steps):
         return None  # a step model failed to build: that failure is the one to fix first
     run.progress(ensemble.name, "configure")
-    steps = {step.model: _step_config(run, step.model) for step in ensemble.steps}
+    models = _known_models(run)
+    steps = {step.model: models[step.model] for step in ensemble.steps if step.model in models}
     config = ensemble_config(ensemble, steps)
     try:
         text = render(config, run.env, spec_name=run.spec_name)
@@ -483,7 +495,7 @@ def _build_ensemble(run: _BuildRun, index: int, ensemble: EnsembleSpec) -> Model
     write_sample_data(model_dir, config)
     run.progress(ensemble.name, "validate")
     problems = []
-    for finding in check_ensemble(proto, steps):
+    for finding in check_ensemble(proto, models, name=ensemble.name):
         line = f"{run.spec_name}: {spec_path(index, ensemble, finding.path)}: {finding.message}"
         if finding.severity == "error":
             problems.append(line)

@@ -390,21 +390,25 @@ def _check_model(
 def _check_maps(
     index: int, step: model_config_pb2.ModelEnsembling.Step, model: model_config_pb2.ModelConfig
 ) -> list[EnsembleFinding]:
-    """The step's maps against its model's inputs and outputs."""
+    """The step's maps against its model's inputs and outputs.
+
+    A key that is no tensor of the model is matched to the closest name, or to the one tensor of its
+    kind the step leaves unmapped; an unmapped input that such a key stands for is not reported again.
+    """
     found: list[EnsembleFinding] = []
     path = (*_STEP, index)
     label = f"model '{step.model_name}'"
     inputs = {t.name: t for t in model.input}
     outputs = [t.name for t in model.output]
+    required = [n for n, t in inputs.items() if n not in step.input_map and not t.optional]
     suggested: set[str] = set()
-    for kind, mapping, names in (
-        ("input", step.input_map, list(inputs)),
-        ("output", step.output_map, outputs),
+    for kind, mapping, names, left in (
+        ("input", step.input_map, list(inputs), required),
+        ("output", step.output_map, outputs, [n for n in outputs if n not in step.output_map]),
     ):
-        for key in sorted(mapping):
-            if key in names:
-                continue
-            close = closest(key, names)
+        wrong = [key for key in sorted(mapping) if key not in names]
+        for key in wrong:
+            close = closest(key, names) or (left[0] if len(left) == 1 and len(wrong) == 1 else None)
             suggested.add(close or "")
             hint = f"did you mean '{close}'?" if close else f"its {kind}s are: {', '.join(names) or '(none)'}"
             found.append(
@@ -412,8 +416,8 @@ def _check_maps(
                     "error", (*path, f"{kind}_map", key), f"'{key}' is not an {kind} of {label}; {hint}"
                 )
             )
-    for name, tensor in inputs.items():
-        if name not in step.input_map and not tensor.optional and name not in suggested:
+    for name in required:
+        if name not in suggested:
             found.append(
                 EnsembleFinding(
                     "error",
