@@ -289,10 +289,10 @@ def test_a_python_based_backend_model_is_left_alone(tmp_path: Path) -> None:
 
 
 def test_a_wrong_key_is_matched_to_the_one_tensor_left_unmapped(tmp_path: Path) -> None:
-    """'why' is not close to 'y' by spelling, but it is the only input the step leaves unmapped."""
+    """'why' is nothing like 'x' by spelling, but 'x' is the only input the step leaves unmapped."""
     repository = write_repository(tmp_path / "repository")
     steps = [STEPS[0], step("scale", {"why": "S"}, {"y": "OUT_SUM"}), STEPS[2]]
     config = _config(ensemble(repository, "bad", INPUTS, OUTPUTS, steps))
     (finding,) = check_ensemble(config, _configs(repository))
     assert finding.path == ("ensemble_scheduling", "step", 1, "input_map", "why")
-    assert finding.message == "'why' is not an input of model 'scale'; did you mean 'y'?"
+    assert finding.message == "'why' is not an input of model 'scale'; did you mean 'x'?"
