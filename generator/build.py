@@ -144,27 +144,30 @@ def source_files(model: ModelSpec, source: Path) -> list[Path]:
     return [source, *sorted(named)]
 
 
-def python_files(model: ModelSpec, context: ExportContext) -> list[Path]:
-    """The files a Python model's version directory gets beside its model file (every file of a
-    listed directory), for the cache key."""
+def python_files(model: ModelSpec, context: ExportContext) -> dict[str, Path]:
+    """The files a Python model's version directory gets beside its model file, by their path there
+    (every file of a listed directory), for the cache key: a file a step factory made at build time
+    counts by its content, wherever it was made."""
     if model.builtin is not None:
         from generator.steps import step_definition
 
         definition = step_definition(model.builtin, context.step_settings(model), context.spec_dir)
-        listed = list(definition.version_files.values())
+        listed = dict(definition.version_files)
     else:
-        listed = extra_files(model, context.spec_dir)
-    found = []
-    for path in listed:
-        found += sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        listed = {path.name: path for path in extra_files(model, context.spec_dir)}
+    found = {}
+    for name, path in sorted(listed.items()):
+        if path.is_dir():
+            found.update({f"{name}/{p.relative_to(path)}": p for p in sorted(path.rglob("*")) if p.is_file()})
+        else:
+            found[name] = path
     return found
 
 
 def _source_hashes(model: ModelSpec, source: Path, context: ExportContext) -> dict[str, str]:
     if model.framework == "python":  # the model file, then its files by their path from the spec's directory
         hashes = {"model.py": sha256_file(source)}
-        for path in python_files(model, context):
-            hashes[os.path.relpath(path, context.spec_dir)] = sha256_file(path)
+        hashes.update({name: sha256_file(path) for name, path in python_files(model, context).items()})
         return hashes
     return {str(p.relative_to(source.parent)): sha256_file(p) for p in source_files(model, source)}
 

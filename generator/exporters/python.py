@@ -142,7 +142,9 @@ def make_step_file(model: ModelSpec, source: Path, target: Path, *, progress: Ca
     assert found is not None
     setting, (_, function) = found
     progress("prepare")
-    produced = call_function(load_factory(source, function, model.name), f"model '{model.name}': step.{setting}")
+    produced = call_function(
+        load_factory(source, function, model.name), f"model '{model.name}': step.{setting}"
+    )
     target.parent.mkdir(parents=True, exist_ok=True)
     if callable(getattr(produced, "save", None)):
         produced.save(str(target))

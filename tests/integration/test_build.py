@@ -46,7 +46,9 @@ def test_the_example_builds_valid_with_parity_figures(example_repo: Path) -> Non
 def test_a_rebuild_with_nothing_changed_reuses_every_model(example_repo_copy: Path) -> None:
     before = _tree(example_repo_copy)
     report = build(EXAMPLE_SPEC, example_repo_copy)
-    assert [m.status for m in report.models] == ["reused", "reused"]
+    statuses = {m.name: m.status for m in report.models}
+    assert statuses.pop("text_pipeline") == "configured"  # an ensemble has nothing to export
+    assert set(statuses.values()) == {"reused"} and len(statuses) == 5
     assert _tree(example_repo_copy) == before
 
 
@@ -56,12 +58,12 @@ def test_changing_one_model_re_exports_only_that_one(tmp_path: Path) -> None:
     build(examples / "generator.yaml", repo)
     spec = examples / "generator.yaml"
     spec.write_text(
-        spec.read_text().replace(
-            "instance_group: {count: 1}", "instance_group: {count: 1}\n    max_batch_size: 32"
-        )
+        spec.read_text().replace("response_cache: true", "response_cache: true\n    max_batch_size: 32")
     )
     report = build(spec, repo)
-    assert {m.name: m.status for m in report.models} == {"digits_cnn": "reused", "digits_linear": "exported"}
+    statuses = {m.name: m.status for m in report.models}
+    assert statuses.pop("digits_linear") == "exported" and statuses.pop("text_pipeline") == "configured"
+    assert set(statuses.values()) == {"reused"}
     assert "max_batch_size: 32" in (repo / "digits_linear" / "config.pbtxt").read_text()
 
 
@@ -148,4 +150,12 @@ def test_hand_written_models_in_the_repository_survive_a_build(example_repo_copy
     config.write_text(config.read_text().replace('name: "digits_linear"', 'name: "mine"'))
     report = build(EXAMPLE_SPEC, example_repo_copy)
     assert report.carried_over == ["mine"]
-    assert validate_repository(example_repo_copy).models == ["digits_cnn", "digits_linear", "mine"]
+    assert validate_repository(example_repo_copy).models == [
+        "digits_cnn",
+        "digits_linear",
+        "mine",
+        "text_classifier",
+        "text_pipeline",
+        "text_postprocess",
+        "text_tokenizer",
+    ]

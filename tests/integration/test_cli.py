@@ -50,7 +50,8 @@ def test_build_with_no_arguments_builds_the_bundled_example(tmp_path: Path) -> N
     assert result.returncode == 0, result.stderr
     from generator.spec import load_spec
 
-    names = sorted({m.name for m in load_spec(EXAMPLE_SPEC).models})
+    spec = load_spec(EXAMPLE_SPEC)
+    names = sorted({m.name for m in spec.models} | {e.name for e in spec.ensembles})
     assert sorted(p.name for p in (tmp_path / "model_repository").iterdir()) == [
         *names,
         "tritongen-manifest.json",
@@ -86,7 +87,7 @@ def test_bad_input_is_one_line_and_leaves_the_repository_intact(
 
 def test_validate_lists_every_problem(example_repo_copy: Path, tmp_path: Path) -> None:
     good = run_cli("validate", str(example_repo_copy), cwd=tmp_path)
-    assert good.returncode == 0 and "2 model(s), valid" in good.stdout
+    assert good.returncode == 0 and "6 model(s), valid" in good.stdout
     config = example_repo_copy / "digits_cnn" / "config.pbtxt"
     config.write_text(
         config.read_text().replace('name: "image"', 'name: "img"').replace("[ 16, 32 ]", "[ 128 ]")
@@ -192,7 +193,7 @@ def test_serve_reports_a_model_triton_refuses_in_one_line(example_repo_copy: Pat
         cwd=tmp_path,
         timeout=120,
     )
-    _one_line_error(result, "Triton did not start: model 'digits_", "version 1 failed to load", "KIND_GPU")
+    _one_line_error(result, "Triton did not start: model '", "version 1 failed to load", "KIND_GPU")
     assert "no GPUs are available" in result.stderr
 
 
