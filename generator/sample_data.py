@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from generator import dtypes
+from generator.errors import SpecError
 from generator.input_values import (
     InputTensor,
     Range,
@@ -79,8 +80,8 @@ def perf_analyzer_data(
     shapes: ShapePoint,
     ranges: Mapping[str, Range],
     seed: int = 0,
-) -> dict[str, Any]:
-    """perf_analyzer's ``--input-data`` document for one model.
+) -> dict[str, Any] | None:
+    """perf_analyzer's ``--input-data`` document for one model (None when one sample is too large).
 
     Args:
         name: The model name (it seeds the values together with ``seed``).
@@ -91,6 +92,8 @@ def perf_analyzer_data(
     """
     rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
     per_sample = sum(math.prod(shapes.shapes[t.name]) for t in tensors) or 1
+    if per_sample > MAX_VALUES:  # one sample would not fit in a file: perf_analyzer makes its own data
+        return None
     count = max(1, min(SAMPLES, MAX_VALUES // per_sample))
     data = []
     for _ in range(count):
@@ -142,9 +145,11 @@ def write_sample_data(
     ranges = value_ranges(name, model, tensors, inferred)
     points = shape_points(name, model, tensors)
     document = perf_analyzer_data(name, tensors, point(points, "opt"), ranges)
-    target = model_dir / PERF_ANALYZER_DATA
-    target.write_text(json.dumps(document, separators=(",", ":")) + "\n", encoding="utf-8")
-    written = [target]
+    written = []
+    if document is not None:
+        target = model_dir / PERF_ANALYZER_DATA
+        target.write_text(json.dumps(document, separators=(",", ":")) + "\n", encoding="utf-8")
+        written.append(target)
     for warmup in config.get("model_warmup") or []:
         for input_name, entry in (warmup.get("inputs") or {}).items():
             file_name = entry.get("input_data_file")
@@ -152,6 +157,11 @@ def write_sample_data(
                 continue
             dtype = str(entry["data_type"]).removeprefix("TYPE_")
             low = ranges[input_name][0]
+            if math.prod(entry["dims"]) > MAX_VALUES:
+                raise SpecError(
+                    f"model '{name}': warm-up input '{input_name}' would need a data file of "
+                    f"{math.prod(entry['dims'])} values; let `values` include 0 (zero_data) or set warmup: false"
+                )
             values = np.full(math.prod(entry["dims"]), low, dtype=dtypes.to_numpy(dtype))
             path = model_dir / WARMUP_DIR / file_name
             path.parent.mkdir(exist_ok=True)

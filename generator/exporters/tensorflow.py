@@ -350,7 +350,15 @@ def _rename_io(model: ModelSpec, proto: Any, input_names: list[str], output_name
         )
     inputs = {old: new for old, new in zip(graph_inputs, input_names, strict=True) if old != new}
     outputs = {old: new for old, new in zip(graph_outputs, output_names, strict=True) if old != new}
-    return rename_io(proto, inputs, outputs, model.name) if inputs or outputs else proto
+    if not inputs and not outputs:
+        return proto
+    taken = {name for node in graph.node for name in [*node.input, *node.output]} | initializers
+    taken |= set(graph_inputs) | set(graph_outputs)
+    mapping = {**inputs, **outputs}
+    if not any(new in taken and new not in mapping for new in mapping.values()):
+        _rename(graph, mapping)  # in place, byte for byte the same on every build
+        return proto
+    return rename_io(proto, inputs, outputs, model.name)  # inner values carry a wanted name: move them aside
 
 
 def _check_converted_onnx(model: ModelSpec, proto: Any, opset: int) -> None:

@@ -110,7 +110,8 @@ def test_instance_count_is_honoured(example_server) -> None:
         for p in psutil.Process(example_server.pid).children(recursive=True)
         if "triton_python_backend_stub" in " ".join(p.cmdline())
     ]
-    assert len(stubs) == 2 + 1  # digits_cnn x 2, digits_linear x 1
+    # digits_cnn x 2, digits_linear x 1, text_tokenizer x 1, text_classifier x 2, text_postprocess x 1
+    assert len(stubs) == 2 + 1 + 1 + 2 + 1
 
 
 def test_response_cache_serves_repeated_requests(example_server, digits) -> None:
@@ -126,7 +127,10 @@ def test_response_cache_serves_repeated_requests(example_server, digits) -> None
 def test_the_repository_on_disk_is_what_triton_loaded(example_server, example_repo: Path) -> None:
     with httpclient.InferenceServerClient(example_server.endpoints.http) as client:
         index = {m["name"]: m["state"] for m in client.get_model_repository_index()}
-        assert index == {"digits_cnn": "READY", "digits_linear": "READY"}
+        assert index == {
+            name: "READY"
+            for name in ("digits_cnn", "digits_linear", "text_tokenizer", "text_classifier", "text_postprocess")
+        } | {"text_pipeline": "READY"}
         served = client.get_model_config("digits_cnn")
     assert served["max_batch_size"] == 64
     assert served["dynamic_batching"]["preferred_batch_size"] == [16, 32]
