@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import warnings
@@ -16,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from generator import __version__
-from generator.errors import GeneratorError
+from generator.errors import GeneratorError, LoadTestError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -117,6 +118,24 @@ def _parser() -> argparse.ArgumentParser:
     from generator.harness.options import add_cli_options  # the option table alone: no Locust
 
     add_cli_options(loadtest)
+
+    worker = commands.add_parser(
+        "loadtest-worker",
+        help="run a Locust worker for a `loadtest --master` on another machine (the packaged locustfile)",
+    )
+    worker.add_argument("--master-host", help="the master's address (its --master-bind-host)")
+    worker.add_argument("--master-port", type=int, default=5557, help="the master's port (default 5557)")
+    worker.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=60.0,
+        help="seconds to wait for the master before giving up (default 60)",
+    )
+    worker.add_argument(
+        "--print-locustfile",
+        action="store_true",
+        help="print the packaged locustfile's path (for plain `locust --worker -f PATH`) and exit",
+    )
 
     tune = commands.add_parser(
         "tune",
@@ -303,6 +322,16 @@ def _run_loadtest(args: argparse.Namespace) -> int:
 
     console = _console()
     config = LoadTestConfig(**{f.name: getattr(args, f.name) for f in fields(LoadTestConfig)})
+    if config.master and config.expect_workers:
+        host = config.master_bind_host or "127.0.0.1"
+        _labelled(
+            console,
+            "master",
+            "green",
+            f"waiting for {config.expect_workers} Locust workers on {host}:{config.master_bind_port}; on each "
+            f"load machine run `python -m generator loadtest-worker --master-host ADDRESS "
+            f"--master-port {config.master_bind_port}`",
+        )
     handlers = _interrupt_main_greenlet()
     columns = (TextColumn("{task.description}"), BarColumn(), TimeRemainingColumn())
     try:
@@ -409,6 +438,29 @@ def _print_tune(console: Any, result: Any) -> int:
     return EXIT_FAILED if result.stopped or result.unmet else EXIT_OK
 
 
+def _run_loadtest_worker(args: argparse.Namespace) -> int:
+    """Wait for the master's port, then become ``locust --worker`` on the packaged locustfile (exec)."""
+    from generator.harness.distributed import LOCUSTFILE, wait_for_master, worker_command
+
+    if args.print_locustfile:
+        print(LOCUSTFILE)
+        return EXIT_OK
+    if not args.master_host:
+        raise LoadTestError(
+            "loadtest-worker needs --master-host ADDRESS: the machine running `loadtest --master`"
+        )
+    if not 0 < args.master_port < 65536:
+        raise LoadTestError(f"--master-port must be 1 to 65535, not {args.master_port}")
+    if args.connect_timeout <= 0:
+        raise LoadTestError("--connect-timeout must be more than 0 seconds")
+    wait_for_master(args.master_host, args.master_port, args.connect_timeout)
+    command = worker_command(args.master_host, args.master_port, "INFO" if args.verbose else "WARNING")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(command[0], command)  # the worker is this process: a signal to it reaches Locust
+    return EXIT_OK  # not reached
+
+
 def _run_schema(args: argparse.Namespace) -> int:
     from generator.spec import json_schema
 
@@ -422,6 +474,7 @@ _COMMANDS = {
     "serve": _run_serve,
     "demo": _run_demo,
     "loadtest": _run_loadtest,
+    "loadtest-worker": _run_loadtest_worker,
     "tune": _run_tune,
     "schema": _run_schema,
 }

@@ -15,7 +15,7 @@ Modules, each with one job:
 * :mod:`~generator.harness.shapes` step and ramp schedules, also as Locust load shapes;
 * :mod:`~generator.harness.recorder` every request's latency and outcome, also across Locust workers;
 * :mod:`~generator.harness.metrics` Triton's statistics deltas, Prometheus metrics, the server's processes;
-* :mod:`~generator.harness.distributed` Locust's worker processes on this machine;
+* :mod:`~generator.harness.distributed` Locust's workers: processes on this machine, or expected from others;
 * :mod:`~generator.harness.session` one Locust environment driven through the phases, and its watchdog;
 * :mod:`~generator.harness.run` the orchestrator behind ``python -m generator loadtest``;
 * :mod:`~generator.harness.locustfile` the harness as a locustfile (``perf/locustfile.py``, the workers).

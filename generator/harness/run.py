@@ -26,7 +26,7 @@ from locust import argument_parser
 from generator import __version__
 from generator.errors import LoadTestError
 from generator.harness.control import ServerControl
-from generator.harness.distributed import LocalWorkers
+from generator.harness.distributed import LocalWorkers, RemoteWorkers
 from generator.harness.metrics import Sampler, find_listening_pid, server_figures, step_figures
 from generator.harness.options import default
 from generator.harness.payloads import parse_input_shapes
@@ -65,6 +65,11 @@ class LoadTestConfig:
         spawn_rate: Users per second when changing level (default: the whole level at once).
         shape: The load shape, ``"step"`` or ``"ramp"``.
         workers: Locust worker processes (0: one in-process runner).
+        master: Be the Locust master for ``expect_workers`` workers that other machines start.
+        expect_workers: With ``master``: the workers to wait for.
+        expect_workers_max_wait: With ``master``: seconds to wait for them.
+        master_bind_host: With ``master``: the address to listen on (None: 127.0.0.1).
+        master_bind_port: With ``master``: the port to listen on.
         data: File of real samples (.npz, .json or .txt).
         input_shapes: ``NAME:DIMS`` entries: the dims of inputs with -1 axes (``--shape``).
         serve: A model repository to serve with the embedded Triton for the run.
@@ -89,6 +94,11 @@ class LoadTestConfig:
     spawn_rate: float | None = default("spawn_rate")
     shape: str = default("shape")
     workers: int = default("workers")
+    master: bool = default("master")
+    expect_workers: int | None = default("expect_workers")
+    expect_workers_max_wait: float = default("expect_workers_max_wait")
+    master_bind_host: str | None = default("master_bind_host")
+    master_bind_port: int = default("master_bind_port")
     data: str | Path | None = default("data")
     input_shapes: list[str] = field(default_factory=lambda: list(default("input_shapes")))
     serve: str | Path | None = default("serve")
@@ -152,8 +162,15 @@ def run_loadtest(config: LoadTestConfig, progress: LoadProgressCallback | None =
             url = f"{config.protocol or 'http'}://{endpoint}"
         target = resolve_target(url, config.protocol)
         require_loopback(target, config.allow_remote)
-        workers = None
-        if config.workers > 0:
+        workers: LocalWorkers | RemoteWorkers | None = None
+        if config.master:
+            workers = RemoteWorkers(
+                int(config.expect_workers or 0),
+                config.master_bind_host or "127.0.0.1",
+                config.master_bind_port,
+                config.expect_workers_max_wait,
+            )
+        elif config.workers > 0:
             # Started before this process opens any gRPC channel: gRPC's fork handlers can abort a forked child.
             notify(LoadProgress("starting Locust workers"))
             workers = LocalWorkers(config.workers, find_free_port())
@@ -212,6 +229,7 @@ def _checked(config: LoadTestConfig) -> tuple[list[Bound], list[int], list[Phase
     phases = schedule(levels, config.shape, config.duration, config.warmup, config.spawn_rate)
     if config.workers < 0:
         raise LoadTestError(f"--workers must be 0 or more, not {config.workers}")
+    _check_master(config)
     if config.protocol is not None and config.protocol not in PROTOCOLS:
         raise LoadTestError(f"unknown protocol '{config.protocol}'; use one of: {', '.join(PROTOCOLS)}")
     if config.price_per_hour is not None and config.price_per_hour < 0:
@@ -224,6 +242,36 @@ def _checked(config: LoadTestConfig) -> tuple[list[Bound], list[int], list[Phase
     if baseline is None and any(b.on_change for b in bounds):
         raise LoadTestError("a --fail-if bound on a '_change_pct' metric needs --baseline FILE")
     return bounds, levels, phases, baseline
+
+
+def _check_master(config: LoadTestConfig) -> None:
+    """Check the distributed-mode options (``--master`` and what goes with it).
+
+    Raises:
+        LoadTestError: The first problem found.
+    """
+    if not config.master:
+        given = [
+            flag
+            for flag, value in (
+                ("--expect-workers", config.expect_workers),
+                ("--master-bind-host", config.master_bind_host),
+            )
+            if value is not None
+        ]
+        if given:
+            raise LoadTestError(f"{given[0]} needs --master (be the Locust master for workers elsewhere)")
+        return
+    if config.workers:
+        raise LoadTestError(
+            "give either --workers K (on this machine) or --master (workers elsewhere), not both"
+        )
+    if config.expect_workers is None or config.expect_workers < 1:
+        raise LoadTestError("--master needs --expect-workers N (N at least 1): the workers to wait for")
+    if not 0 < config.master_bind_port < 65536:
+        raise LoadTestError(f"--master-bind-port must be 1 to 65535, not {config.master_bind_port}")
+    if config.expect_workers_max_wait <= 0:
+        raise LoadTestError("--expect-workers-max-wait must be more than 0 seconds")
 
 
 def _serve(repository: Path, stack: contextlib.ExitStack) -> EmbeddedServer:
@@ -345,7 +393,10 @@ def _metadata(
         "levels": levels,
         "duration_s": config.duration,
         "warmup_s": config.warmup if config.shape == "step" else 0.0,
-        "workers": config.workers,
+        "workers": config.expect_workers if config.master else config.workers,
+        "master": f"{config.master_bind_host or '127.0.0.1'}:{config.master_bind_port}"
+        if config.master
+        else None,
         "data": str(config.data) if config.data else None,
         "input_shapes": list(config.input_shapes),
         "seed": config.seed,

@@ -23,7 +23,7 @@ from locust.event import Events
 
 from generator.errors import LoadTestError
 from generator.harness.control import ServerControl
-from generator.harness.distributed import LocalWorkers
+from generator.harness.distributed import LocalWorkers, RemoteWorkers
 from generator.harness.metrics import Sampler
 from generator.harness.plan import Plan
 from generator.harness.recorder import REPORT_KEY, Recorder, Records
@@ -101,7 +101,8 @@ class Session:
         control: Control-plane connection, for the statistics snapshots.
         probe: A second one with a short timeout, for the liveness watchdog.
         server: The embedded server when the harness started it, else None.
-        workers: Started Locust worker processes, or None to run in this process.
+        workers: Started Locust worker processes, workers expected from other machines, or None to run in
+            this process.
         sampler: The resource sampler.
         notify: LoadProgress callback.
         stack: Where the runner's shutdown is registered.
@@ -114,7 +115,7 @@ class Session:
         control: ServerControl,
         probe: ServerControl,
         server: EmbeddedServer | None,
-        workers: LocalWorkers | None,
+        workers: LocalWorkers | RemoteWorkers | None,
         sampler: Sampler,
         notify: LoadProgressCallback,
         stack: contextlib.ExitStack,
@@ -228,7 +229,7 @@ class Session:
     def _start_runner(self) -> Any:
         if self.workers is not None:
             runner = self.env.create_master_runner(
-                master_bind_host="127.0.0.1", master_bind_port=self.workers.master_port
+                master_bind_host=self.workers.bind_host, master_bind_port=self.workers.master_port
             )
             self.env.events.worker_report.add_listener(self._on_worker_report)
             self.stack.callback(runner.quit)  # before workers.stop: quit tells the workers to exit

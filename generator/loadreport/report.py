@@ -360,7 +360,11 @@ def _facts(report: dict[str, Any]) -> list[tuple[str, str]]:
             else f"ramp to {levels.split(', ')[-1]} users over {report.get('duration_s', '?')} s",
         ),
         ("warm-up", f"{report.get('warmup_s', 0)} s per level (excluded)"),
-        ("Locust workers", str(report.get("workers") or "none (one process)")),
+        (
+            "Locust workers",
+            str(report.get("workers") or "none (one process)")
+            + (f", master at {report['master']}" if report.get("master") else ""),
+        ),
         ("inputs", report.get("data") or f"random, seed {report.get('seed', 0)}"),
         ("requests in all", f"{totals.get('requests', 0):,} ({totals.get('failures', 0):,} failed)"),
         ("created", f"{report.get('created', '')} by {report.get('tool', 'tritongen')}"),
