@@ -166,9 +166,9 @@ def _check_inputs(name: str, model_repository: str | None, kserve: bool) -> str:
         raise DeployError(
             "deploy needs --model-repository URI: the s3://, gs:// or as:// URI `push` printed for the repository"
         )
-    if not model_repository.startswith(_SCHEMES):
+    if not model_repository.startswith(_SCHEMES) or any(c.isspace() for c in model_repository):
         raise DeployError(
-            f"--model-repository '{model_repository}' is not an object-storage URI; pods load the repository "
+            f"--model-repository {model_repository!r} is not an object-storage URI; pods load the repository "
             "from s3://, gs:// or as:// (push it there first)"
         )
     if kserve and not model_repository.startswith(_KSERVE_SCHEMES):

@@ -216,6 +216,7 @@ def test_a_user_template_overrides_a_built_in_one(tmp_path: Path) -> None:
     [
         ({"model_repository": None}, "deploy needs --model-repository"),
         ({"model_repository": "/data/repo"}, "is not an object-storage URI"),
+        ({"model_repository": "s3://b/p\n  x"}, "is not an object-storage URI"),
         ({"model_repository": "as://acct/c/p", "kserve": True}, "--kserve takes an s3:// or gs://"),
         ({"name": "Triton_1"}, "--name 'Triton_1' is not a valid Kubernetes name"),
         ({"target_rps": 10.0}, "needs --target-rps, --max-p99-ms and --report together"),
