@@ -57,7 +57,7 @@ def labels() -> list[str]:
     return LABELS.read_text(encoding="utf-8").split()
 
 
-def tokenizer():  # noqa: ANN201 - a tokenizers.Tokenizer; the library is imported here only
+def tokenizer():
     """A lower-casing word-level tokenizer trained on the shipped sentences ([CLS] text [SEP], [PAD] = 0)."""
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
 
@@ -85,7 +85,7 @@ def encode(texts: list[str], length: int = MAX_LENGTH) -> tuple[np.ndarray, np.n
     return ids, mask
 
 
-def _classifier(vocab_size: int, classes: int):  # noqa: ANN202 - a torch module
+def _classifier(vocab_size: int, classes: int):
     import torch
     from torch import nn
 
@@ -105,7 +105,7 @@ def _classifier(vocab_size: int, classes: int):  # noqa: ANN202 - a torch module
     return TextClassifier()
 
 
-def train(epochs: int = 60, seed: int = 0):  # noqa: ANN201 - (torch module, accuracy on the sentences)
+def train(epochs: int = 60, seed: int = 0):
     """Train the classifier on the shipped sentences (full batch, Adam, seeded)."""
     import torch
 
@@ -127,7 +127,7 @@ def train(epochs: int = 60, seed: int = 0):  # noqa: ANN201 - (torch module, acc
     return model, accuracy
 
 
-def build():  # noqa: ANN201 - (torch module, example inputs)
+def build():
     """The factory the spec names: the trained classifier and two encoded example sentences."""
     import torch
 

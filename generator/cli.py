@@ -145,8 +145,41 @@ def _parser() -> argparse.ArgumentParser:
 
     add_tune_options(tune)
 
+    _add_deploy(
+        commands.add_parser("deploy", help="render and validate Kubernetes manifests for the repository")
+    )
+
     commands.add_parser("schema", help="print the JSON Schema of the spec file")
     return parser
+
+
+def _add_deploy(deploy: argparse.ArgumentParser) -> None:
+    deploy.add_argument(
+        "spec", nargs="?", help="YAML spec (default: generator.yaml, else the bundled example)"
+    )
+    deploy.add_argument("--out", default="deploy", help="directory for the manifests (default: deploy)")
+    deploy.add_argument("--model-repository", help="object-storage URI the pods load (what `push` printed)")
+    deploy.add_argument("--repository", help="the built repository (default: the spec's `repository`)")
+    deploy.add_argument("--kserve", action="store_true", help="also write a KServe InferenceService")
+    deploy.add_argument("--templates", help="directory with your own k8s/*.yaml.j2 templates")
+    deploy.add_argument(
+        "--name", default="triton", help="name of the Deployment, Services, HPA (default triton)"
+    )
+    deploy.add_argument("--image", help="Triton image (default: the official release matching Triton 2.51)")
+    deploy.add_argument(
+        "--replicas", type=int, default=1, help="replicas without a capacity target (default 1)"
+    )
+    deploy.add_argument(
+        "--queue-target-us",
+        type=int,
+        default=5000,
+        help="HPA target: queue time per request in us (default 5000)",
+    )
+    deploy.add_argument("--target-rps", type=float, help="size the fleet for this many requests/s")
+    deploy.add_argument("--max-p99-ms", type=float, help="... at this p99 latency")
+    deploy.add_argument("--report", help="the loadtest report.json (or tune.json) measured on one replica")
+    deploy.add_argument("--headroom", type=float, default=0.3, help="spare fraction on top (default 0.3)")
+    deploy.add_argument("--price-per-hour", type=float, help="price of one replica per hour")
 
 
 def _run_build(args: argparse.Namespace) -> int:
@@ -461,6 +494,45 @@ def _run_loadtest_worker(args: argparse.Namespace) -> int:
     return EXIT_OK  # not reached
 
 
+def _run_deploy(args: argparse.Namespace) -> int:
+    from generator.deploy import KUBERNETES_VERSION, deploy
+
+    console = _console()
+    result = deploy(
+        args.spec,
+        args.out,
+        args.model_repository,
+        kserve=args.kserve,
+        templates=args.templates,
+        repository=args.repository,
+        name=args.name,
+        image=args.image,
+        replicas=args.replicas,
+        queue_target_us=args.queue_target_us,
+        target_rps=args.target_rps,
+        max_p99_ms=args.max_p99_ms,
+        report=args.report,
+        headroom=args.headroom,
+        price_per_hour=args.price_per_hour,
+    )
+    for warning in result.warnings:
+        _labelled(console, "warning", "yellow", warning)
+    for model in result.models:
+        groups = ", ".join(
+            f"{g['count']} x {g['kind']}" + (f" on {g['gpus']}" if g["gpus"] else "") for g in model.groups
+        )
+        console.print(f" {model.model}: {groups or 'Triton default'} ({model.source})")
+    console.print(f"image {result.image}; nvidia.com/gpu per pod: {result.gpus_per_pod}")
+    if result.capacity is not None:
+        for line in result.capacity.derivation:
+            _labelled(console, "capacity", "cyan", line)
+    console.print(
+        f"wrote {len(result.files)} file(s) to {result.out}, valid for Kubernetes {KUBERNETES_VERSION} "
+        f"(kubectl apply -k {result.out})"
+    )
+    return EXIT_OK
+
+
 def _run_schema(args: argparse.Namespace) -> int:
     from generator.spec import json_schema
 
@@ -476,6 +548,7 @@ _COMMANDS = {
     "loadtest": _run_loadtest,
     "loadtest-worker": _run_loadtest_worker,
     "tune": _run_tune,
+    "deploy": _run_deploy,
     "schema": _run_schema,
 }
 

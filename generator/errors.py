@@ -60,6 +60,10 @@ class TuneError(GeneratorError):
     """A tune could not run as asked (options, search space, server), or no trial met the constraints."""
 
 
+class DeployError(GeneratorError):
+    """Kubernetes manifests could not be rendered, validated or sized as asked."""
+
+
 class MissingDependencyError(GeneratorError):
     """An optional framework is needed but not installed."""
 

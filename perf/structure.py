@@ -53,7 +53,9 @@ RANKS = {
     "generator.sample_data": 10,
     "generator.server": 10,
     "generator.loadreport": 11,
+    "generator.capacity": 11,  # fleet size from a measured report (beside loadreport)
     "generator.build": 12,
+    "generator.deploy": 12,  # Kubernetes manifests: an orchestrator beside build
     "generator.harness": 12,
     "generator.tune": 13,
     "generator.demo": 14,
