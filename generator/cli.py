@@ -180,6 +180,20 @@ def _add_deploy(deploy: argparse.ArgumentParser) -> None:
     deploy.add_argument("--report", help="the loadtest report.json (or tune.json) measured on one replica")
     deploy.add_argument("--headroom", type=float, default=0.3, help="spare fraction on top (default 0.3)")
     deploy.add_argument("--price-per-hour", type=float, help="price of one replica per hour")
+    deploy.add_argument(
+        "--loadtest",
+        metavar="MODEL",
+        help="also write a distributed load test of MODEL from inside the cluster (loadtest/)",
+    )
+    deploy.add_argument("--loadtest-workers", type=int, default=2, help="Locust worker pods (default 2)")
+    deploy.add_argument(
+        "--loadtest-image", help="the load generator's image (default tritongen-loadtest:VERSION)"
+    )
+    deploy.add_argument(
+        "--loadtest-args",
+        default="",
+        help='more loadtest arguments for the master, e.g. "--sweep 1,16,64 --duration 60"',
+    )
 
 
 def _run_build(args: argparse.Namespace) -> int:
@@ -494,6 +508,20 @@ def _run_loadtest_worker(args: argparse.Namespace) -> int:
     return EXIT_OK  # not reached
 
 
+def _loadtest_plan(args: argparse.Namespace) -> Any:
+    """``deploy --loadtest MODEL`` and its options as a plan (None without it)."""
+    import shlex
+
+    from generator.deploy import LoadtestPlan
+
+    if not args.loadtest:
+        return None
+    image = {"image": args.loadtest_image} if args.loadtest_image else {}
+    return LoadtestPlan(
+        args.loadtest, args.loadtest_workers, args=tuple(shlex.split(args.loadtest_args)), **image
+    )
+
+
 def _run_deploy(args: argparse.Namespace) -> int:
     from generator.deploy import KUBERNETES_VERSION, deploy
 
@@ -514,6 +542,7 @@ def _run_deploy(args: argparse.Namespace) -> int:
         report=args.report,
         headroom=args.headroom,
         price_per_hour=args.price_per_hour,
+        loadtest=_loadtest_plan(args),
     )
     for warning in result.warnings:
         _labelled(console, "warning", "yellow", warning)

@@ -245,6 +245,74 @@ def _render(templates: Path | None, context: dict[str, Any], kserve: bool) -> di
     return rendered
 
 
+#: The Locust master's port (Locust's own default), in the master's Service.
+LOADTEST_MASTER_PORT = 5557
+_LOADTEST_FILES = ("master.yaml", "workers.yaml", "Dockerfile")
+
+
+@dataclass(frozen=True)
+class LoadtestPlan:
+    """``deploy --loadtest``: a distributed load test of the fleet from inside the cluster.
+
+    Attributes:
+        model: The model (or ensemble) to load-test.
+        workers: Locust worker pods.
+        image: The load generator's image (built from the rendered Dockerfile).
+        args: More ``loadtest`` arguments (``--sweep 1,16,64 --duration 60``...).
+    """
+
+    model: str
+    workers: int = 2
+    image: str = f"tritongen-loadtest:{__version__}"
+    args: tuple[str, ...] = ()
+
+
+def _loadtest_context(name: str, plan: LoadtestPlan, out: Path) -> dict[str, Any]:
+    """The master Job's and the workers' exact commands, and their labels."""
+    master = f"{name}-loadtest-master"
+    labels = {"app.kubernetes.io/managed-by": "tritongen", "app.kubernetes.io/part-of": f"{name}-loadtest"}
+    master_command = [
+        "python", "-m", "generator", "loadtest",
+        "--master", "--expect-workers", str(plan.workers),
+        "--master-bind-host", "0.0.0.0", "--master-bind-port", str(LOADTEST_MASTER_PORT),
+        "--url", f"http://{name}:8000", "--allow-remote",
+        "--model", plan.model, "--out", "/reports", *plan.args,
+    ]  # fmt: skip
+    worker_command = [
+        "python", "-m", "generator", "loadtest-worker",
+        "--master-host", master, "--master-port", str(LOADTEST_MASTER_PORT),
+    ]  # fmt: skip
+    return {
+        "master": master,
+        "workers_name": f"{name}-loadtest-workers",
+        "master_labels": {**labels, "app.kubernetes.io/component": "loadtest-master"},
+        "worker_labels": {**labels, "app.kubernetes.io/component": "loadtest-worker"},
+        "image": plan.image,
+        "workers": plan.workers,
+        "master_port": LOADTEST_MASTER_PORT,
+        "master_command": master_command,
+        "worker_command": worker_command,
+        "out_name": out.name,
+    }
+
+
+def _render_loadtest(templates: Path | None, context: dict[str, Any]) -> dict[str, str]:
+    import jinja2
+
+    env = environment(Path(templates) if templates is not None else None)
+    env.filters["q"] = lambda value: json.dumps(value, ensure_ascii=False)
+    rendered: dict[str, str] = {}
+    for filename in _LOADTEST_FILES:
+        try:
+            template = env.get_template(f"k8s/loadtest/{filename}.j2")
+            rendered[f"loadtest/{filename}"] = template.render(d=context, tool_version=__version__)
+        except jinja2.TemplateError as exc:
+            raise DeployError(
+                f"template k8s/loadtest/{filename}.j2 failed: {exc}; fix your copy in --templates or remove it"
+            ) from None
+    return rendered
+
+
 def _schema(name: str) -> dict[str, Any]:
     return json.loads((templates_dir() / "k8s" / "schemas" / name).read_text(encoding="utf-8"))
 
@@ -306,6 +374,7 @@ def validate_documents(texts: dict[str, str], kubernetes_version: str = KUBERNET
 
 
 def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
@@ -333,6 +402,7 @@ def deploy(
     report: str | Path | None = None,
     headroom: float = 0.3,
     price_per_hour: float | None = None,
+    loadtest: LoadtestPlan | None = None,
 ) -> DeployResult:
     """Render, validate and write the Kubernetes manifests for a spec's repository.
 
@@ -349,6 +419,8 @@ def deploy(
         queue_target_us: The HPA's target queue time per request, microseconds, averaged over pods.
         target_rps, max_p99_ms, report, headroom, price_per_hour: Size the fleet from a measured report
             (all of ``target_rps``, ``max_p99_ms`` and ``report`` together); see :mod:`generator.capacity`.
+        loadtest: Also write a distributed load test of the fleet (``loadtest/``: the Locust master
+            Job and its Service, the worker Deployment, the load generator's Dockerfile).
 
     Raises:
         DeployError: Bad options, a failing template, an invalid document, or no level meets the target.
@@ -373,7 +445,16 @@ def deploy(
     image = image or f"nvcr.io/nvidia/tritonserver:{TRITON_RELEASE}-py3"
     context = _context(name, uri, image, gpus, bounds, queue_target_us, reason)
     texts = _render(Path(templates) if templates else None, context, kserve)
-    validate_documents(texts)
+    if loadtest is not None:
+        if loadtest.workers < 1:
+            raise DeployError("--loadtest-workers must be at least 1")
+        names = {m.name for m in spec.models} | {e.name for e in spec.ensembles}
+        if loadtest.model not in names:
+            known = ", ".join(sorted(names))
+            raise DeployError(f"--loadtest '{loadtest.model}' is no model of the spec; use one of {known}")
+        lt_context = _loadtest_context(name, loadtest, Path(out))
+        texts.update(_render_loadtest(Path(templates) if templates else None, lt_context))
+    validate_documents({k: v for k, v in texts.items() if k.endswith(".yaml")})
     if sized is not None:
         texts["capacity.json"] = json.dumps(sized.as_dict(), indent=2) + "\n"
         texts["capacity.txt"] = "\n".join(sized.derivation) + "\n"

@@ -265,3 +265,19 @@ def test_cli_renders_and_prints_the_capacity(tmp_path: Path) -> None:
     assert bad.returncode == 1 and bad.stderr.strip().splitlines() == [
         "error: deploy needs --model-repository URI: the s3://, gs:// or as:// URI `push` printed for the repository"
     ]
+
+
+def test_loadtest_needs_a_model_of_the_spec(tmp_path: Path) -> None:
+    from generator.deploy import LoadtestPlan
+
+    with pytest.raises(
+        DeployError, match=r"--loadtest 'nope' is no model of the spec; use one of .*text_pipeline"
+    ):
+        deploy(
+            examples_dir() / "generator.yaml",
+            tmp_path / "out",
+            "s3://bucket/repo",
+            repository=tmp_path / "none",
+            loadtest=LoadtestPlan("nope"),
+        )
+    assert not (tmp_path / "out").exists()
