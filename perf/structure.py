@@ -55,6 +55,7 @@ RANKS = {
     "generator.loadreport": 11,
     "generator.build": 12,
     "generator.harness": 12,
+    "generator.storage": 12,
     "generator.tune": 13,
     "generator.demo": 14,
     "generator.cli": 15,
