@@ -148,6 +148,31 @@ def is_remote_repository(repository: str | Path) -> bool:
     return isinstance(repository, str) and repository.lower().startswith(REMOTE_SCHEMES)
 
 
+#: Triton's form of an S3 URI at a custom endpoint: ``s3://[http://|https://]HOST:PORT/bucket/path``.
+_S3_ENDPOINT = re.compile(r"^s3://(?:(https?)://)?([0-9A-Za-z.\-]+):([0-9]+)/", re.IGNORECASE)
+
+
+def check_remote_endpoint(repository: str, timeout: float = 3.0) -> None:
+    """Fail fast when an ``s3://HOST:PORT/...`` repository's endpoint does not accept connections.
+
+    Triton itself retries an unreachable endpoint for about a minute before it gives up.
+
+    Raises:
+        ServerError: Nothing listens at the endpoint.
+    """
+    match = _S3_ENDPOINT.match(repository)
+    if match is None:
+        return
+    host, port = match.group(2), int(match.group(3))
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as error:
+        raise ServerError(
+            f"cannot reach the S3 endpoint {host}:{port} of {repository} ({error.strerror or error}); "
+            "check that the store is running and the URI's host and port"
+        ) from error
+
+
 def locate_triton() -> TritonInstall:
     """Find the Triton server files of the installed ``nvidia-pytriton`` wheel without importing it.
 
@@ -479,6 +504,8 @@ class EmbeddedServer:
                 raise ServerError(
                     f"the model repository {self.repository} does not exist or is not a directory"
                 )
+            if isinstance(self.repository, str):
+                check_remote_endpoint(self.repository)
             flags = {"HTTP": "--http-port", "gRPC": "--grpc-port", "metrics": "--metrics-port"}
             for kind, port in self.ports.items():
                 if _port_in_use(self.address, port):

@@ -151,9 +151,17 @@ def test_bad_uris_and_endpoints_fail_in_one_line(example_repo: Path, s3_endpoint
 
 def test_serving_a_prefix_with_no_repository_fails_with_tritons_reason(s3_endpoint: str) -> None:
     uri = f"s3://{s3_endpoint}/{BUCKET}/nothing-here"
-    with pytest.raises(ServerError) as caught:
+    with pytest.raises(ServerError, match="not a valid directory") as caught:
         EmbeddedServer(uri, startup_timeout=60, **free_ports()).start()
     assert len(caught.value.problems) == 1
+
+
+def test_serving_from_an_unreachable_endpoint_fails_at_once() -> None:
+    port = find_free_port()
+    began = time.monotonic()
+    with pytest.raises(ServerError, match=f"cannot reach the S3 endpoint 127.0.0.1:{port}") as caught:
+        EmbeddedServer(f"s3://http://127.0.0.1:{port}/{BUCKET}/x", **free_ports()).start()
+    assert len(caught.value.problems) == 1 and time.monotonic() - began < 10
 
 
 def test_cli_push_then_serve(example_repo: Path, s3_endpoint: str, tmp_path: Path) -> None:
