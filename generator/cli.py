@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import warnings
@@ -271,8 +272,8 @@ def _run_push(args: argparse.Namespace) -> int:
     from generator.storage import push
     from generator.validate import validate_repository
 
-    report = validate_repository(args.directory)
-    report.raise_for_errors()
+    if os.path.isdir(args.directory):  # else push names the missing directory
+        validate_repository(args.directory).raise_for_errors()
     result = push(args.directory, args.uri, endpoint_url=args.endpoint_url)
     console = _console()
     console.print(

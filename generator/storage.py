@@ -19,7 +19,7 @@ import hashlib
 import json
 import logging
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,6 +67,17 @@ class PushResult:
     digest: str
     uploaded: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Upload:
+    relative: str
+    body: Path | bytes
+    sha256: str
+
+    @property
+    def size(self) -> int:
+        return len(self.body) if isinstance(self.body, bytes) else self.body.stat().st_size
 
 
 _EXTRA_OF = {
@@ -143,7 +154,7 @@ def file_hashes(directory: Path) -> dict[str, str]:
     return {relative: recorded.get(relative) or sha256_file(path) for relative, path in _files(directory)}
 
 
-def repository_digest(hashes: dict[str, str], empty_dirs: list[str] = ()) -> str:  # type: ignore[assignment]
+def repository_digest(hashes: dict[str, str], empty_dirs: Sequence[str] = ()) -> str:
     """The content digest of a repository: SHA-256 over its sorted ``path sha256`` lines, shortened.
 
     The same files give the same digest on any machine; any changed, added or removed file (or empty
@@ -205,17 +216,41 @@ def _existing(client: Any, location: StorageURI, prefix: str) -> dict[str, int]:
     return found
 
 
+def _s3_errors() -> tuple[type[Exception], ...]:
+    """What boto3 raises for a store that refuses or cannot be reached."""
+    from boto3.exceptions import Boto3Error
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    return (Boto3Error, BotoCoreError, ClientError)
+
+
 def _same_object(client: Any, bucket: str, key: str, sha256: str) -> bool:
     head = client.head_object(Bucket=bucket, Key=key)
     return head.get("Metadata", {}).get(SHA256_METADATA) == sha256
 
 
-def _upload(client: Any, bucket: str, key: str, path: Path | None, sha256: str) -> None:
+def _upload(client: Any, bucket: str, key: str, body: Path | bytes, sha256: str) -> None:
     extra = {"Metadata": {SHA256_METADATA: sha256}}
-    if path is None:
-        client.put_object(Bucket=bucket, Key=key, Body=b"", **extra)
+    if isinstance(body, bytes):
+        client.put_object(Bucket=bucket, Key=key, Body=body, **extra)
     else:
-        client.upload_file(str(path), bucket, key, ExtraArgs=extra)
+        client.upload_file(str(body), bucket, key, ExtraArgs=extra)
+
+
+def _uploads(root: Path, hashes: dict[str, str], empty_dirs: list[str], digest: str) -> list[_Upload]:
+    """What to upload, in order: the files, the empty directories, then the manifest (or the marker)."""
+    last = MANIFEST if MANIFEST in hashes else MARKER
+    uploads = [
+        _Upload(relative, root / relative, sha) for relative, sha in hashes.items() if relative != last
+    ]
+    # S3 has no directories: an empty one (an ensemble's version directory) is kept as a "dir/" object.
+    uploads += [_Upload(f"{relative}/", b"", hashlib.sha256(b"").hexdigest()) for relative in empty_dirs]
+    if last == MANIFEST:
+        uploads.append(_Upload(MANIFEST, root / MANIFEST, hashes[MANIFEST]))
+    else:
+        marker = f"{digest}\n".encode()
+        uploads.append(_Upload(MARKER, marker, hashlib.sha256(marker).hexdigest()))
+    return uploads
 
 
 def _unsupported(location: StorageURI, digest: str) -> StorageError:
@@ -262,26 +297,16 @@ def push(
     prefix = location.key(digest)
     result = PushResult(uri=triton_uri(location, prefix, endpoint_url), digest=digest)
     client = client if client is not None else _s3_client(endpoint_url)
-    last = MANIFEST if MANIFEST in hashes else MARKER
-    uploads: list[tuple[str, Path | None, str]] = [
-        (relative, root / relative, sha) for relative, sha in hashes.items() if relative != last
-    ]
-    # S3 has no directories: an empty one (an ensemble's version directory) is kept as a "dir/" object.
-    uploads += [(f"{relative}/", None, "") for relative in empty_dirs]
-    uploads.append((last, root / last if last == MANIFEST else None, hashes.get(last, digest)))
     try:
         existing = _existing(client, location, prefix)
-        for relative, path, sha in uploads:
-            key = f"{prefix}/{relative}"
-            size = path.stat().st_size if path is not None else 0
-            if existing.get(key) == size and _same_object(client, location.bucket, key, sha):
+        for upload in _uploads(root, hashes, empty_dirs, digest):
+            key = f"{prefix}/{upload.relative}"
+            if existing.get(key) == upload.size and _same_object(client, location.bucket, key, upload.sha256):
                 result.skipped.append(key)
                 continue
-            _upload(client, location.bucket, key, path, sha)
+            _upload(client, location.bucket, key, upload.body, upload.sha256)
             result.uploaded.append(key)
-    except Exception as error:  # botocore raises ClientError, EndpointConnectionError, NoCredentialsError...
-        if type(error).__module__.split(".")[0] not in ("botocore", "boto3", "s3transfer"):
-            raise
+    except _s3_errors() as error:
         raise StorageError(_describe(error, location, endpoint_url)) from error
     logger.info(
         "pushed %s to %s: %d uploaded, %d already there",

@@ -129,7 +129,13 @@ def test_the_repository_on_disk_is_what_triton_loaded(example_server, example_re
         index = {m["name"]: m["state"] for m in client.get_model_repository_index()}
         assert index == {
             name: "READY"
-            for name in ("digits_cnn", "digits_linear", "text_tokenizer", "text_classifier", "text_postprocess")
+            for name in (
+                "digits_cnn",
+                "digits_linear",
+                "text_tokenizer",
+                "text_classifier",
+                "text_postprocess",
+            )
         } | {"text_pipeline": "READY"}
         served = client.get_model_config("digits_cnn")
     assert served["max_batch_size"] == 64

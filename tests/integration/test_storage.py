@@ -118,6 +118,21 @@ def test_a_changed_repository_goes_under_a_new_digest(
     assert _keys(s3_endpoint, f"fleet/{pushed.digest}/") == sorted(pushed.uploaded)  # the old one untouched
 
 
+def test_a_repository_without_manifest_gets_a_marker_last(
+    example_repo: Path, s3_endpoint: str, tmp_path
+) -> None:
+    from generator.storage import MARKER, push
+
+    copy = tmp_path / "repo"
+    shutil.copytree(example_repo, copy)
+    (copy / MANIFEST).unlink()
+    first = push(copy, f"s3://{BUCKET}/handwritten", endpoint_url=s3_endpoint)
+    assert first.uploaded[-1] == f"handwritten/{first.digest}/{MARKER}"
+    assert not any(k.endswith(MANIFEST) for k in first.uploaded)
+    again = push(copy, f"s3://{BUCKET}/handwritten", endpoint_url=s3_endpoint)
+    assert again.uploaded == [] and sorted(again.skipped) == sorted(first.uploaded)
+
+
 def test_served_from_s3_equals_the_local_repository(example_server, pushed) -> None:
     images = np.random.default_rng(0).random((5, 1, 8, 8), dtype=np.float32) * 16
     texts = ["a great movie", "terrible", ""]
