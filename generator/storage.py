@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import urllib.parse
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -273,7 +274,9 @@ def push(
     Args:
         directory: The model repository (as ``build`` wrote it, or hand-written).
         uri: ``s3://bucket/prefix`` (the prefix may be empty).
-        endpoint_url: An S3-compatible endpoint (``http://127.0.0.1:9000``); ``None`` for AWS.
+        endpoint_url: An S3-compatible endpoint (``http://127.0.0.1:9000``); ``None`` for AWS, or the
+            endpoint boto3 itself would take from ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL`` (so
+            that the printed URI names it for Triton too).
         client: A boto3 S3 client to use instead of one made from the environment.
 
     Returns:
@@ -295,6 +298,7 @@ def push(
     if location.scheme != "s3":
         raise _unsupported(location, digest)
     prefix = location.key(digest)
+    endpoint_url = endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
     result = PushResult(uri=triton_uri(location, prefix, endpoint_url), digest=digest)
     client = client if client is not None else _s3_client(endpoint_url)
     try:

@@ -223,3 +223,13 @@ def test_cli_push_then_serve(example_repo: Path, s3_endpoint: str, tmp_path: Pat
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_the_endpoint_from_the_aws_variable_is_named_in_the_uri(
+    example_repo: Path, pushed, s3_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from generator.storage import push
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
+    again = push(example_repo, f"s3://{BUCKET}/fleet")
+    assert again.uri == pushed.uri and again.uploaded == []
