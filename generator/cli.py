@@ -101,8 +101,20 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     serve = commands.add_parser("serve", help="serve a repository with the embedded tritonserver (CPU)")
-    serve.add_argument("repository", nargs="?", default="model_repository", help="default: model_repository")
+    serve.add_argument(
+        "repository",
+        nargs="?",
+        default="model_repository",
+        help="a directory (default: model_repository) or the URI push printed (s3://...)",
+    )
     _add_ports(serve)
+
+    push = commands.add_parser(
+        "push", help="upload a repository to object storage under a content-addressed prefix; print its URI"
+    )
+    push.add_argument("directory", nargs="?", default="model_repository", help="default: model_repository")
+    push.add_argument("uri", help="s3://bucket/prefix (the repository goes under prefix/<digest>/)")
+    push.add_argument("--endpoint-url", help="an S3-compatible endpoint, e.g. http://127.0.0.1:9000")
 
     demo = commands.add_parser(
         "demo",
@@ -299,14 +311,15 @@ def _print_endpoints(console: Any, endpoints: Any, repository: str) -> None:
 
 
 def _run_serve(args: argparse.Namespace) -> int:
-    from generator.server import EmbeddedServer
+    from generator.server import EmbeddedServer, is_remote_repository
     from generator.validate import validate_repository
 
     console = _console()
-    report = validate_repository(args.repository)
-    report.raise_for_errors()
-    for warning in report.warnings:
-        _labelled(console, "warning", "yellow", f"{warning.model}: {warning.message}")
+    if not is_remote_repository(args.repository):  # a pushed repository was validated before its push
+        report = validate_repository(args.repository)
+        report.raise_for_errors()
+        for warning in report.warnings:
+            _labelled(console, "warning", "yellow", f"{warning.model}: {warning.message}")
     server = EmbeddedServer(
         args.repository,
         http_port=args.http_port,
@@ -318,6 +331,23 @@ def _run_serve(args: argparse.Namespace) -> int:
     _print_endpoints(console, endpoints, args.repository)
     console.print("Press Ctrl-C to stop.")
     return _serve_until_signal(server)
+
+
+def _run_push(args: argparse.Namespace) -> int:
+    from generator.storage import push
+    from generator.validate import validate_repository
+
+    if os.path.isdir(args.directory):  # else push names the missing directory
+        validate_repository(args.directory).raise_for_errors()
+    result = push(args.directory, args.uri, endpoint_url=args.endpoint_url)
+    console = _console()
+    console.print(
+        f"pushed {args.directory}: {len(result.uploaded)} object(s) uploaded, "
+        f"{len(result.skipped)} already there"
+    )
+    console.print(f"serve it with: --model-repository={result.uri}")
+    print(result.uri)
+    return EXIT_OK
 
 
 def _run_demo(args: argparse.Namespace) -> int:
@@ -573,6 +603,7 @@ _COMMANDS = {
     "build": _run_build,
     "validate": _run_validate,
     "serve": _run_serve,
+    "push": _run_push,
     "demo": _run_demo,
     "loadtest": _run_loadtest,
     "loadtest-worker": _run_loadtest_worker,

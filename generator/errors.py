@@ -52,6 +52,10 @@ class ServerError(GeneratorError):
     """The embedded Triton server could not start, load its models, or stop."""
 
 
+class StorageError(GeneratorError):
+    """A repository could not be pushed to, or read from, object storage (bad URI, endpoint, credentials)."""
+
+
 class LoadTestError(GeneratorError):
     """A load test could not be set up or run: bad options, unreachable server, unknown model, bad data."""
 

@@ -139,6 +139,40 @@ class TritonInstall:
         return stub
 
 
+#: Repository locations Triton reads itself (S3, Google Cloud Storage, Azure Storage).
+REMOTE_SCHEMES = ("s3://", "gs://", "as://")
+
+
+def is_remote_repository(repository: str | Path) -> bool:
+    """Whether ``repository`` is an object storage URI Triton downloads from, not a local directory."""
+    return isinstance(repository, str) and repository.lower().startswith(REMOTE_SCHEMES)
+
+
+#: Triton's form of an S3 URI at a custom endpoint: ``s3://[http://|https://]HOST:PORT/bucket/path``.
+_S3_ENDPOINT = re.compile(r"^s3://(?:(https?)://)?([0-9A-Za-z.\-]+):([0-9]+)/", re.IGNORECASE)
+
+
+def check_remote_endpoint(repository: str, timeout: float = 3.0) -> None:
+    """Fail fast when an ``s3://HOST:PORT/...`` repository's endpoint does not accept connections.
+
+    Triton itself retries an unreachable endpoint for about a minute before it gives up.
+
+    Raises:
+        ServerError: Nothing listens at the endpoint.
+    """
+    match = _S3_ENDPOINT.match(repository)
+    if match is None:
+        return
+    host, port = match.group(2), int(match.group(3))
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as error:
+        raise ServerError(
+            f"cannot reach the S3 endpoint {host}:{port} of {repository} ({error.strerror or error}); "
+            "check that the store is running and the URI's host and port"
+        ) from error
+
+
 def locate_triton() -> TritonInstall:
     """Find the Triton server files of the installed ``nvidia-pytriton`` wheel without importing it.
 
@@ -319,7 +353,9 @@ class EmbeddedServer:
     """A ``tritonserver`` process serving one model repository, bound to ``address``.
 
     Args:
-        repository: The model repository directory.
+        repository: The model repository directory, or an object storage URI Triton reads itself
+            (``s3://bucket/prefix``, ``s3://http://HOST:PORT/bucket/prefix`` for an S3-compatible
+            endpoint; credentials from the AWS variables of this process's environment).
         http_port: HTTP/REST port.
         grpc_port: gRPC port.
         metrics_port: Prometheus metrics port.
@@ -354,7 +390,8 @@ class EmbeddedServer:
         supervise: bool = True,
         max_restarts: int = 5,
     ) -> None:
-        self.repository = Path(repository)
+        remote = is_remote_repository(repository)
+        self.repository: Path | str = str(repository) if remote else Path(repository)
         self.address = address
         self.ports = {"HTTP": int(http_port), "gRPC": int(grpc_port), "metrics": int(metrics_port)}
         self.startup_timeout = float(startup_timeout)
@@ -463,10 +500,12 @@ class EmbeddedServer:
             install = locate_triton()
             stub = install.stub_for()
             libpython = _libpython_dir()
-            if not self.repository.is_dir():
+            if isinstance(self.repository, Path) and not self.repository.is_dir():
                 raise ServerError(
                     f"the model repository {self.repository} does not exist or is not a directory"
                 )
+            if isinstance(self.repository, str):
+                check_remote_endpoint(self.repository)
             flags = {"HTTP": "--http-port", "gRPC": "--grpc-port", "metrics": "--metrics-port"}
             for kind, port in self.ports.items():
                 if _port_in_use(self.address, port):
@@ -587,7 +626,7 @@ class EmbeddedServer:
     def _command(self, install: TritonInstall, backends: Path) -> list[str]:
         return [
             str(install.binary),
-            f"--model-repository={self.repository.resolve()}",
+            f"--model-repository={self._repository_argument()}",
             f"--backend-directory={backends}",
             f"--http-address={self.address}",
             f"--http-port={self.ports['HTTP']}",
@@ -606,6 +645,11 @@ class EmbeddedServer:
             f"--backend-config=python,shm-region-prefix-name={self._shm_prefix()}",
             *self.extra_args,
         ]
+
+    def _repository_argument(self) -> str:
+        if isinstance(self.repository, Path):
+            return str(self.repository.resolve())
+        return self.repository  # Triton downloads a remote repository's models into a local directory
 
     def _shm_prefix(self) -> str:
         # Per start, so regions a killed stub leaves in /dev/shm can be found and removed on stop.
@@ -778,7 +822,7 @@ class EmbeddedServer:
     def _model_of(self, model_file: Path) -> str:
         """The model a stub serves, from its first argument: ``<repository>/<model>/<version>/<file>``."""
         try:
-            return model_file.relative_to(self.repository.resolve()).parts[0]
+            return model_file.relative_to(Path(self._repository_argument()).resolve()).parts[0]
         except ValueError:
             return model_file.parents[1].name
 

@@ -57,6 +57,7 @@ RANKS = {
     "generator.build": 12,
     "generator.deploy": 12,  # Kubernetes manifests: an orchestrator beside build
     "generator.harness": 12,
+    "generator.storage": 12,
     "generator.tune": 13,
     "generator.demo": 14,
     "generator.cli": 15,

@@ -1,0 +1,235 @@
+"""push and serve from object storage: the example repository pushed to moto's S3 server on 127.0.0.1,
+served from there by the real embedded Triton, its outputs over HTTP and gRPC equal to the local
+repository's; an unchanged repository pushed again uploads nothing; bad URIs and endpoints fail in one line."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+
+from generator.errors import ServerError, StorageError
+from generator.repository import MANIFEST
+from generator.server import EmbeddedServer, find_free_port
+
+from ..conftest import free_ports, run_cli
+
+pytestmark = pytest.mark.integration
+
+boto3 = pytest.importorskip("boto3", reason="push needs boto3: pip install 'tritongen[s3]'")
+moto_server = pytest.importorskip(
+    "moto.server", reason="the S3 server for these tests: pip install 'moto[server]'"
+)
+
+BUCKET = "models"
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint() -> Iterator[str]:
+    """moto's S3 server on a free loopback port with one bucket, and AWS variables Triton reads."""
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("AWS_ACCESS_KEY_ID", "testing")
+        env.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        env.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
+            env.delenv(name, raising=False)
+        port = find_free_port()
+        server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+        server.start()
+        try:
+            endpoint = f"http://127.0.0.1:{port}"
+            boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=BUCKET)
+            yield endpoint
+        finally:
+            server.stop()
+
+
+@pytest.fixture(scope="module")
+def pushed(example_repo: Path, s3_endpoint: str) -> object:
+    from generator.storage import push
+
+    return push(example_repo, f"s3://{BUCKET}/fleet", endpoint_url=s3_endpoint)
+
+
+def _keys(endpoint: str, prefix: str) -> list[str]:
+    listing = boto3.client("s3", endpoint_url=endpoint).list_objects_v2(Bucket=BUCKET, Prefix=prefix)
+    return sorted(item["Key"] for item in listing.get("Contents", []))
+
+
+def _digits(client_module: object, url: str, images: np.ndarray) -> np.ndarray:
+    with client_module.InferenceServerClient(url) as client:
+        tensor = client_module.InferInput("image", list(images.shape), "FP32")
+        tensor.set_data_from_numpy(images)
+        return client.infer("digits_cnn", [tensor]).as_numpy("logits")
+
+
+def _pipeline(client_module: object, url: str, texts: list[str]) -> dict[str, np.ndarray]:
+    words = np.array([[t.encode("utf-8")] for t in texts], dtype=object)
+    with client_module.InferenceServerClient(url) as client:
+        tensor = client_module.InferInput("TEXT", list(words.shape), "BYTES")
+        tensor.set_data_from_numpy(words)
+        result = client.infer("text_pipeline", [tensor])
+        return {name: result.as_numpy(name) for name in ("LABELS", "SCORES")}
+
+
+def test_push_lays_the_repository_out_under_its_digest(example_repo: Path, pushed, s3_endpoint: str) -> None:
+    from generator.storage import file_hashes
+
+    assert pushed.uri == f"s3://{s3_endpoint}/{BUCKET}/fleet/{pushed.digest}"
+    keys = _keys(s3_endpoint, f"fleet/{pushed.digest}/")
+    local = sorted(f"fleet/{pushed.digest}/{relative}" for relative in file_hashes(example_repo))
+    assert [k for k in keys if not k.endswith("/")] == local
+    assert f"fleet/{pushed.digest}/text_pipeline/1/" in keys  # the ensemble's empty version directory
+    assert not any("__pycache__" in k for k in keys)
+    assert pushed.uploaded[-1] == f"fleet/{pushed.digest}/{MANIFEST}"  # the manifest comes last
+    assert sorted(pushed.uploaded) == keys and pushed.skipped == []
+
+
+def test_a_second_push_of_an_unchanged_repository_uploads_nothing(
+    example_repo: Path, pushed, s3_endpoint: str
+) -> None:
+    from generator.storage import push
+
+    again = push(example_repo, f"s3://{BUCKET}/fleet", endpoint_url=s3_endpoint)
+    assert again.uri == pushed.uri and again.uploaded == []
+    assert sorted(again.skipped) == sorted(pushed.uploaded)
+
+
+def test_a_changed_repository_goes_under_a_new_digest(
+    example_repo: Path, pushed, s3_endpoint: str, tmp_path
+) -> None:
+    from generator.storage import push
+
+    copy = tmp_path / "repo"
+    shutil.copytree(example_repo, copy)
+    (copy / "text_postprocess" / "text_labels.txt").write_text("a\nb\nc\n")
+    changed = push(copy, f"s3://{BUCKET}/fleet", endpoint_url=s3_endpoint)
+    assert changed.digest != pushed.digest and changed.skipped == []
+    assert _keys(s3_endpoint, f"fleet/{pushed.digest}/") == sorted(pushed.uploaded)  # the old one untouched
+
+
+def test_a_repository_without_manifest_gets_a_marker_last(
+    example_repo: Path, s3_endpoint: str, tmp_path
+) -> None:
+    from generator.storage import MARKER, push
+
+    copy = tmp_path / "repo"
+    shutil.copytree(example_repo, copy)
+    (copy / MANIFEST).unlink()
+    first = push(copy, f"s3://{BUCKET}/handwritten", endpoint_url=s3_endpoint)
+    assert first.uploaded[-1] == f"handwritten/{first.digest}/{MARKER}"
+    assert not any(k.endswith(MANIFEST) for k in first.uploaded)
+    again = push(copy, f"s3://{BUCKET}/handwritten", endpoint_url=s3_endpoint)
+    assert again.uploaded == [] and sorted(again.skipped) == sorted(first.uploaded)
+
+
+def test_served_from_s3_equals_the_local_repository(example_server, pushed) -> None:
+    images = np.random.default_rng(0).random((5, 1, 8, 8), dtype=np.float32) * 16
+    texts = ["a great movie", "terrible", ""]
+    with EmbeddedServer(pushed.uri, **free_ports()) as remote:
+        for module, endpoint in ((httpclient, "http"), (grpcclient, "grpc")):
+            here, there = getattr(example_server.endpoints, endpoint), getattr(remote.endpoints, endpoint)
+            np.testing.assert_array_equal(_digits(module, there, images), _digits(module, here, images))
+            served, local = _pipeline(module, there, texts), _pipeline(module, here, texts)
+            assert served["LABELS"].tolist() == local["LABELS"].tolist()
+            np.testing.assert_array_equal(served["SCORES"], local["SCORES"])
+
+
+def test_bad_uris_and_endpoints_fail_in_one_line(example_repo: Path, s3_endpoint: str) -> None:
+    from generator.storage import push
+
+    cases = {
+        "models/fleet": "not an object storage URI",
+        "s3:///fleet": "names no bucket",
+        "gs://bucket/fleet": "s3:// only",
+    }
+    for uri, expected in cases.items():
+        with pytest.raises(StorageError, match=expected) as caught:
+            push(example_repo, uri, endpoint_url=s3_endpoint)
+        assert len(caught.value.problems) == 1
+    with pytest.raises(StorageError, match="bucket 'absent' does not exist"):
+        push(example_repo, "s3://absent/fleet", endpoint_url=s3_endpoint)
+    closed = f"http://127.0.0.1:{find_free_port()}"
+    with pytest.raises(StorageError, match=f"could not reach {closed}"):
+        push(example_repo, f"s3://{BUCKET}/fleet", endpoint_url=closed)
+
+
+def test_serving_a_prefix_with_no_repository_fails_with_tritons_reason(s3_endpoint: str) -> None:
+    uri = f"s3://{s3_endpoint}/{BUCKET}/nothing-here"
+    with pytest.raises(ServerError, match="not a valid directory") as caught:
+        EmbeddedServer(uri, startup_timeout=60, **free_ports()).start()
+    assert len(caught.value.problems) == 1
+
+
+def test_serving_from_an_unreachable_endpoint_fails_at_once() -> None:
+    port = find_free_port()
+    began = time.monotonic()
+    with pytest.raises(ServerError, match=f"cannot reach the S3 endpoint 127.0.0.1:{port}") as caught:
+        EmbeddedServer(f"s3://http://127.0.0.1:{port}/{BUCKET}/x", **free_ports()).start()
+    assert len(caught.value.problems) == 1 and time.monotonic() - began < 10
+
+
+def test_cli_push_then_serve(example_repo: Path, s3_endpoint: str, tmp_path: Path) -> None:
+    result = run_cli(
+        "push", str(example_repo), f"s3://{BUCKET}/cli", "--endpoint-url", s3_endpoint, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    uri = result.stdout.strip().splitlines()[-1]
+    assert uri.startswith(f"s3://{s3_endpoint}/{BUCKET}/cli/")
+    again = run_cli(
+        "push", str(example_repo), f"s3://{BUCKET}/cli", "--endpoint-url", s3_endpoint, cwd=tmp_path
+    )
+    assert again.returncode == 0 and "0 object(s) uploaded" in again.stdout, again.stdout
+
+    bad = run_cli("push", str(example_repo), "gs://bucket/x", cwd=tmp_path)
+    lines = [line for line in bad.stderr.splitlines() if line.strip()]
+    assert bad.returncode == 1 and len(lines) == 1 and lines[0].startswith("error: "), bad.stderr
+
+    ports = [str(find_free_port()) for _ in range(3)]
+    flags = ["--http-port", ports[0], "--grpc-port", ports[1], "--metrics-port", ports[2]]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "generator", "serve", uri, *flags],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "NO_COLOR": "1"},
+    )
+    try:
+        deadline, lines = time.monotonic() + 120, []
+        while time.monotonic() < deadline:
+            line = process.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if "Ctrl-C" in line:
+                break
+        assert any(uri in line for line in lines), (lines, process.stderr.read())
+        with httpclient.InferenceServerClient(f"127.0.0.1:{ports[0]}") as client:
+            assert client.is_model_ready("text_pipeline") and client.is_model_ready("digits_cnn")
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_the_endpoint_from_the_aws_variable_is_named_in_the_uri(
+    example_repo: Path, pushed, s3_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from generator.storage import push
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
+    again = push(example_repo, f"s3://{BUCKET}/fleet")
+    assert again.uri == pushed.uri and again.uploaded == []

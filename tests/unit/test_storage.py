@@ -1,0 +1,157 @@
+"""The parts of push that need no store: URIs, Triton's URI form, the repository digest and what it covers."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from generator.errors import MissingDependencyError, StorageError
+from generator.repository import MANIFEST
+from generator.storage import (
+    StorageURI,
+    file_hashes,
+    manifest_hashes,
+    parse_uri,
+    push,
+    repository_digest,
+    triton_uri,
+)
+
+
+def _repo(root: Path) -> Path:
+    """A small hand-written repository: one ONNX-like model, one ensemble with an empty version directory."""
+    (root / "m" / "1").mkdir(parents=True)
+    (root / "m" / "config.pbtxt").write_text('name: "m"\n')
+    (root / "m" / "1" / "model.onnx").write_bytes(b"onnx bytes")
+    (root / "e" / "1").mkdir(parents=True)
+    (root / "e" / "config.pbtxt").write_text('name: "e"\nplatform: "ensemble"\n')
+    return root
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@pytest.mark.parametrize(
+    ("uri", "expected"),
+    [
+        ("s3://bucket/a/b/", StorageURI("s3", "bucket", "a/b")),
+        ("s3://bucket", StorageURI("s3", "bucket", "")),
+        ("gs://b/p", StorageURI("gs", "b", "p")),
+        ("az://account/container/p", StorageURI("as", "account", "container/p")),
+    ],
+)
+def test_parse_uri(uri: str, expected: StorageURI) -> None:
+    assert parse_uri(uri) == expected
+
+
+@pytest.mark.parametrize(
+    ("uri", "message"),
+    [
+        ("bucket/prefix", "not an object storage URI"),
+        ("http://host/bucket", "not an object storage URI"),
+        ("s3:/bucket", "not an object storage URI"),
+        ("s3:///prefix", "names no bucket"),
+        ("s3://bucket/p?x=1", "names no bucket"),
+    ],
+)
+def test_parse_uri_refuses_what_is_not_a_bucket_uri(uri: str, message: str) -> None:
+    with pytest.raises(StorageError, match=message) as caught:
+        parse_uri(uri)
+    assert len(caught.value.problems) == 1
+
+
+def test_key_layout_joins_prefix_and_parts_without_empty_segments() -> None:
+    assert StorageURI("s3", "b", "fleet/prod").key("abc", "m/config.pbtxt") == "fleet/prod/abc/m/config.pbtxt"
+    assert StorageURI("s3", "b", "").key("abc") == "abc"
+
+
+def test_triton_uri_for_aws_and_for_a_custom_endpoint() -> None:
+    location = parse_uri("s3://models/fleet")
+    assert triton_uri(location, "fleet/abc") == "s3://models/fleet/abc"
+    assert (
+        triton_uri(location, "fleet/abc", "http://127.0.0.1:9000")
+        == "s3://http://127.0.0.1:9000/models/fleet/abc"
+    )
+    assert (
+        triton_uri(location, "fleet/abc", "https://minio.local")
+        == "s3://https://minio.local:443/models/fleet/abc"
+    )
+    with pytest.raises(StorageError, match="not an http"):
+        triton_uri(location, "fleet/abc", "minio.local:9000")
+
+
+def test_digest_covers_every_file_and_empty_directory(tmp_path: Path) -> None:
+    repo = _repo(tmp_path / "repo")
+    hashes = file_hashes(repo)
+    assert hashes == {
+        "e/config.pbtxt": _sha(b'name: "e"\nplatform: "ensemble"\n'),
+        "m/1/model.onnx": _sha(b"onnx bytes"),
+        "m/config.pbtxt": _sha(b'name: "m"\n'),
+    }
+    digest = repository_digest(hashes, ["e/1"])
+    assert len(digest) == 16 and digest == repository_digest(dict(reversed(hashes.items())), ["e/1"])
+    assert digest != repository_digest(hashes, [])
+    (repo / "m" / "1" / "model.onnx").write_bytes(b"other bytes")
+    assert repository_digest(file_hashes(repo), ["e/1"]) != digest
+
+
+def test_caches_a_server_writes_are_not_part_of_the_repository(tmp_path: Path) -> None:
+    repo = _repo(tmp_path / "repo")
+    before = file_hashes(repo)
+    (repo / "m" / "1" / "__pycache__").mkdir()
+    (repo / "m" / "1" / "__pycache__" / "model.cpython-311.pyc").write_bytes(b"\0")
+    assert file_hashes(repo) == before
+
+
+def test_the_manifest_hashes_are_used_for_the_files_it_records(tmp_path: Path) -> None:
+    repo = _repo(tmp_path / "repo")
+    recorded = {
+        "models": {
+            "m": {
+                "config_sha256": "c" * 64,
+                "sample_files": {"perf_analyzer_data.json": "d" * 64},
+                "versions": {"1": {"files": {"model.onnx": "a" * 64}}},
+            }
+        }
+    }
+    (repo / MANIFEST).write_text(json.dumps(recorded))
+    assert manifest_hashes(repo) == {
+        "m/config.pbtxt": "c" * 64,
+        "m/perf_analyzer_data.json": "d" * 64,
+        "m/1/model.onnx": "a" * 64,
+    }
+    hashes = file_hashes(repo)
+    assert hashes["m/1/model.onnx"] == "a" * 64 and hashes["m/config.pbtxt"] == "c" * 64  # not re-read
+    assert hashes["e/config.pbtxt"] == _sha(b'name: "e"\nplatform: "ensemble"\n')  # not recorded: hashed
+    assert hashes[MANIFEST] == _sha((repo / MANIFEST).read_bytes())
+    (repo / MANIFEST).write_text("not json")
+    assert manifest_hashes(repo) == {}
+
+
+def test_push_refuses_a_missing_or_empty_directory(tmp_path: Path) -> None:
+    with pytest.raises(StorageError, match="does not exist"):
+        push(tmp_path / "absent", "s3://b/p")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(StorageError, match="has no files"):
+        push(tmp_path / "empty", "s3://b/p")
+
+
+def test_push_to_gcs_or_azure_names_the_command_and_digest(tmp_path: Path) -> None:
+    repo = _repo(tmp_path / "repo")
+    digest = repository_digest(file_hashes(repo), ["e/1"])
+    with pytest.raises(StorageError, match=f"s3:// only.*gs://b/p/{digest}") as caught:
+        push(repo, "gs://b/p")
+    assert len(caught.value.problems) == 1
+    with pytest.raises(StorageError, match="azure-storage-blob"):
+        push(repo, "as://account/container")
+
+
+def test_push_without_boto3_names_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "boto3", None)
+    with pytest.raises(MissingDependencyError, match=r"tritongen\[s3\]"):
+        push(_repo(tmp_path / "repo"), "s3://b/p")
