@@ -28,6 +28,7 @@ FIELDS = sorted(
     | {"repository", "defaults", "models", "dims", "dtype", "reshape", "optional", "count", "kind"}
     | {"preferred_batch_size", "max_queue_delay_microseconds", "latest", "specific", "all", "seed"}
     | {"batch_sizes", "atol", "rtol", "batch_size", "data", "quantize", "fp16", "simplify", "budget"}
+    | {"ensembles", "steps", "model", "input_map", "output_map", "min", "max", "opt", "tokenizer", "labels"}
 )
 EDGE_NUMBERS = [0, 1, -1, -5, 2**31 - 1, 2**31, 2**32, 2**63 - 1, 2**63, 2**64, 10**12, 10**30]
 STRINGS = [
@@ -73,7 +74,63 @@ tensors = st.fixed_dictionaries(
         "dtype": st.sampled_from(["FP32", "INT64", "FP16", "BOOL", "STRING", "BF16", "TYPE_FP32", "FP33"]),
         "dims": st.lists(st.sampled_from([-2, -1, 0, 1, 3, 4, 2**40]), max_size=3),
     },
-    optional={"reshape": st.lists(st.sampled_from([-1, 1, 4]), max_size=2), "optional": st.booleans()},
+    optional={
+        "reshape": st.lists(st.sampled_from([-1, 1, 4]), max_size=2),
+        "optional": st.booleans(),
+        "source_name": st.sampled_from(["x", "", "inner:0"]),
+        "label_filename": st.sampled_from(["labels.txt", ""]),
+    },
+)
+dims_lists = st.lists(st.sampled_from([-1, 0, 1, 16, 2**40]), max_size=2)
+#: A built-in step or a user's Python model, with settings near the edges of what is valid.
+python_models = st.fixed_dictionaries(
+    {
+        "framework": st.just("python"),
+        "source": st.sampled_from(
+            ["builtin:tokenizer", "builtin:postprocess", "builtin:image", "builtin:x", "p.py"]
+        ),
+    },
+    optional={
+        "step": st.one_of(
+            st.fixed_dictionaries(
+                {},
+                optional={
+                    "tokenizer": st.sampled_from(["t.json", "text.py:tokenizer", ""]),
+                    "max_length": small,
+                    "padding": st.sampled_from(["max_length", "longest", "left"]),
+                    "labels": st.sampled_from(["l.txt", ""]),
+                    "top_k": small,
+                    "size": st.lists(small, max_size=3),
+                    "layout": st.sampled_from(["NCHW", "NHWC", "CHW"]),
+                },
+            ),
+            values,
+        ),
+        "files": st.one_of(st.lists(st.sampled_from(["a.txt", "", "dir"]), max_size=2), values),
+    },
+)
+ensemble_steps = st.lists(
+    st.fixed_dictionaries(
+        {
+            "model": st.sampled_from(["m0", "m1", "e", "", "nope"]),
+            "input_map": st.dictionaries(
+                st.sampled_from(["x", "y", ""]), st.sampled_from(["X", "Y", ""]), max_size=2
+            ),
+            "output_map": st.dictionaries(
+                st.sampled_from(["x", "y", ""]), st.sampled_from(["Y", "Z", ""]), max_size=2
+            ),
+        },
+        optional={"version": st.integers(-2, 2)},
+    ),
+    max_size=3,
+)
+ensembles = st.fixed_dictionaries(
+    {"name": st.sampled_from(["e", "m0", "", ".x"]), "steps": ensemble_steps},
+    optional={
+        "max_batch_size": small,
+        "inputs": st.lists(tensors, max_size=1),
+        "outputs": st.lists(tensors, max_size=1),
+    },
 )
 #: Settings a user plausibly writes: real field names, values near the edges of what is valid.
 plausible_settings = st.fixed_dictionaries(
@@ -146,6 +203,14 @@ plausible_settings = st.fixed_dictionaries(
             st.fixed_dictionaries({"name": st.sampled_from(["openvino", "cuda", "tensorrt"])}), max_size=1
         ),
         "version": st.integers(0, 3),
+        "shapes": st.dictionaries(
+            st.sampled_from(["x", "y"]),
+            st.fixed_dictionaries({"min": dims_lists, "opt": dims_lists, "max": dims_lists}),
+            max_size=2,
+        ),
+        "values": st.dictionaries(
+            st.sampled_from(["x", "y"]), st.fixed_dictionaries({"min": small, "max": small}), max_size=2
+        ),
     },
 )
 
@@ -165,7 +230,19 @@ def specs(draw: st.DrawFn) -> Any:
     """A valid two-model spec with a few random edits anywhere in it, or something else entirely."""
     if draw(st.integers(0, 9)) == 0:
         return draw(values)
-    spec: dict[str, Any] = {"defaults": {"max_batch_size": 8}, "models": [_base_model(0), _base_model(1)]}
+    spec: dict[str, Any] = {
+        "defaults": {"max_batch_size": 8},
+        "models": [_base_model(0), _base_model(1)],
+        "ensembles": [
+            {
+                "name": "e",
+                "steps": [
+                    {"model": "m0", "input_map": {"x": "X"}, "output_map": {"y": "Y"}},
+                    {"model": "m1", "input_map": {"x": "Y"}, "output_map": {"y": "Z"}},
+                ],
+            }
+        ],
+    }
     for _ in range(draw(st.integers(1, 4))):
         target: Any = spec
         # Walk a random path into the spec, then set, replace or delete a key there.
@@ -226,6 +303,18 @@ def test_any_spec_loads_or_fails_with_field_paths(data: Any) -> None:
         _assert_field_path_errors(error)
         return
     _render_declared(spec)
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=list(HealthCheck))
+@given(python_models, st.lists(ensembles, max_size=2))
+def test_python_models_and_ensembles_load_or_fail_with_field_paths(model: dict, pipelines: list) -> None:
+    data = {"models": [_base_model(0), _base_model(1), {"name": "p", **model}], "ensembles": pipelines}
+    try:
+        spec = parse_spec(data, origin="spec")
+    except SpecError as error:
+        _assert_field_path_errors(error)
+        return
+    assert [e.name for e in spec.ensembles] == [e["name"] for e in pipelines]
 
 
 @settings(max_examples=1000, deadline=None, suppress_health_check=list(HealthCheck))
