@@ -227,12 +227,12 @@ def _context(
     }
 
 
-def _render(templates: Path | None, context: dict[str, Any], kserve: bool) -> dict[str, str]:
+def _render(templates: Path | None, context: dict[str, Any], names: list[str]) -> dict[str, str]:
+    """Render ``k8s/NAME.j2`` for each name (a user's copy in ``templates`` first): name -> text."""
     import jinja2
 
     env = environment(Path(templates) if templates is not None else None)
     env.filters["q"] = lambda value: json.dumps(value, ensure_ascii=False)
-    names = [*_FLEET_FILES, "kustomization.yaml", *(["inferenceservice.yaml"] if kserve else [])]
     rendered: dict[str, str] = {}
     for filename in names:
         try:
@@ -247,7 +247,7 @@ def _render(templates: Path | None, context: dict[str, Any], kserve: bool) -> di
 
 #: The Locust master's port (Locust's own default), in the master's Service.
 LOADTEST_MASTER_PORT = 5557
-_LOADTEST_FILES = ("master.yaml", "workers.yaml", "Dockerfile")
+_LOADTEST_FILES = ("loadtest/master.yaml", "loadtest/workers.yaml", "loadtest/Dockerfile")
 
 
 @dataclass(frozen=True)
@@ -294,23 +294,6 @@ def _loadtest_context(name: str, plan: LoadtestPlan, out: Path) -> dict[str, Any
         "worker_command": worker_command,
         "out_name": out.name,
     }
-
-
-def _render_loadtest(templates: Path | None, context: dict[str, Any]) -> dict[str, str]:
-    import jinja2
-
-    env = environment(Path(templates) if templates is not None else None)
-    env.filters["q"] = lambda value: json.dumps(value, ensure_ascii=False)
-    rendered: dict[str, str] = {}
-    for filename in _LOADTEST_FILES:
-        try:
-            template = env.get_template(f"k8s/loadtest/{filename}.j2")
-            rendered[f"loadtest/{filename}"] = template.render(d=context, tool_version=__version__)
-        except jinja2.TemplateError as exc:
-            raise DeployError(
-                f"template k8s/loadtest/{filename}.j2 failed: {exc}; fix your copy in --templates or remove it"
-            ) from None
-    return rendered
 
 
 def _schema(name: str) -> dict[str, Any]:
@@ -444,7 +427,9 @@ def deploy(
         reason = "Replicas from capacity.json."
     image = image or f"nvcr.io/nvidia/tritonserver:{TRITON_RELEASE}-py3"
     context = _context(name, uri, image, gpus, bounds, queue_target_us, reason)
-    texts = _render(Path(templates) if templates else None, context, kserve)
+    user_templates = Path(templates) if templates else None
+    names = [*_FLEET_FILES, "kustomization.yaml", *(["inferenceservice.yaml"] if kserve else [])]
+    texts = _render(user_templates, context, names)
     if loadtest is not None:
         if loadtest.workers < 1:
             raise DeployError("--loadtest-workers must be at least 1")
@@ -453,7 +438,7 @@ def deploy(
             known = ", ".join(sorted(names))
             raise DeployError(f"--loadtest '{loadtest.model}' is no model of the spec; use one of {known}")
         lt_context = _loadtest_context(name, loadtest, Path(out))
-        texts.update(_render_loadtest(Path(templates) if templates else None, lt_context))
+        texts.update(_render(user_templates, lt_context, list(_LOADTEST_FILES)))
     validate_documents({k: v for k, v in texts.items() if k.endswith(".yaml")})
     if sized is not None:
         texts["capacity.json"] = json.dumps(sized.as_dict(), indent=2) + "\n"

@@ -10,7 +10,7 @@ spec's field path (:func:`spec_path`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +19,10 @@ from tritonclient.grpc import model_config_pb2
 
 from generator import dtypes
 from generator.errors import GeneratorError, SpecError
+from generator.runners import ModelRunner, onnx_runner
 from generator.spec import EnsembleSpec, ModelSpec, Spec, TensorSpec, field_path
+from generator.steps import STEP_KINDS
 from generator.triton import ENSEMBLE_PLATFORM, parse_model_config
-
-#: Named arrays in, named arrays out.
-ModelRunner = Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]]
 
 
 def resolve_model(
@@ -246,7 +245,7 @@ def _python_step(model_dir: Path, version: Path, config: model_config_pb2.ModelC
 
     text = (version / "model.py").read_bytes()
     kind = next(
-        (k for k in ("tokenizer", "image", "postprocess") if (steps_dir() / f"{k}.py").read_bytes() == text),
+        (k for k in STEP_KINDS if (steps_dir() / f"{k}.py").read_bytes() == text),
         None,
     )
     if kind is None:
@@ -281,8 +280,6 @@ def local_ensemble(repository: Path, name: str) -> ModelRunner:
     Raises:
         GeneratorError: a step is neither an ONNX model nor a built-in step, or a file is missing.
     """
-    from generator.runners import onnx_runner
-
     config = parse_model_config((repository / name / "config.pbtxt").read_text(encoding="utf-8"))
     steps: list[tuple[Any, ModelRunner]] = []
     for step in config.ensemble_scheduling.step:
