@@ -103,7 +103,8 @@ def _tensor_entry(name: str, dtype: str, dims: list[int], reshape: list[int] | N
     return entry
 
 
-def _from_spec(tensor: TensorSpec) -> dict:
+def tensor_entry(tensor: TensorSpec) -> dict:
+    """A spec tensor as a config input/output entry (proto field names)."""
     entry = _tensor_entry(tensor.name, tensor.dtype, tensor.dims, tensor.reshape, tensor.optional)
     if tensor.label_filename:  # the file is copied into the model directory under its own name
         entry["label_filename"] = Path(tensor.label_filename).name
@@ -215,12 +216,12 @@ def build_config(
         else:
             config["version_policy"] = {"latest": {"num_versions": policy.latest}}
     config["input"] = (
-        [_from_spec(t) for t in model.inputs]
+        [tensor_entry(t) for t in model.inputs]
         if model.inputs
         else [_from_signature(t, batching) for t in signature.inputs]
     )
     config["output"] = (
-        [_from_spec(t) for t in model.outputs]
+        [tensor_entry(t) for t in model.outputs]
         if model.outputs
         else [_from_signature(t, batching) for t in signature.outputs]
     )

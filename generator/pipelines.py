@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from tritonclient.grpc import model_config_pb2
 
-from generator import dtypes
+from generator.config import tensor_entry
 from generator.errors import GeneratorError, SpecError
 from generator.runners import ModelRunner, onnx_runner
 from generator.spec import EnsembleSpec, ModelSpec, Spec, TensorSpec, field_path
@@ -148,10 +148,6 @@ def _entry(name: str, tensor: Any, step: model_config_pb2.ModelConfig, batching:
     return {"name": name, "data_type": model_config_pb2.DataType.Name(tensor.data_type), "dims": dims}
 
 
-def _spec_entry(tensor: TensorSpec) -> dict[str, Any]:
-    return {"name": tensor.name, "data_type": dtypes.config_name(tensor.dtype), "dims": list(tensor.dims)}
-
-
 def _derived(
     ensemble: EnsembleSpec, steps: Mapping[str, model_config_pb2.ModelConfig | None], batching: bool
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -191,9 +187,9 @@ def ensemble_config(
     batching = max_batch_size > 0
     inputs, outputs = _derived(ensemble, steps, batching)
     if ensemble.inputs:
-        inputs = [_spec_entry(t) for t in ensemble.inputs]
+        inputs = [tensor_entry(t) for t in ensemble.inputs]
     if ensemble.outputs:
-        outputs = [_spec_entry(t) for t in ensemble.outputs]
+        outputs = [tensor_entry(t) for t in ensemble.outputs]
     return {
         "name": ensemble.name,
         "platform": ENSEMBLE_PLATFORM,
