@@ -65,7 +65,9 @@ def tokenizer():
     result = Tokenizer(models.WordLevel(unk_token="[UNK]"))
     result.normalizer = normalizers.BertNormalizer(lowercase=True)
     result.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    result.train_from_iterator(corpus()[0], trainers.WordLevelTrainer(special_tokens=special, show_progress=False))
+    result.train_from_iterator(
+        corpus()[0], trainers.WordLevelTrainer(special_tokens=special, show_progress=False)
+    )
     result.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",
         special_tokens=[("[CLS]", result.token_to_id("[CLS]")), ("[SEP]", result.token_to_id("[SEP]"))],
@@ -138,4 +140,6 @@ def build():
 
 if __name__ == "__main__":
     trained, train_accuracy = train()
-    print(f"vocabulary {tokenizer().get_vocab_size()} tokens; accuracy on the shipped sentences {train_accuracy:.3f}")
+    print(
+        f"vocabulary {tokenizer().get_vocab_size()} tokens; accuracy on the shipped sentences {train_accuracy:.3f}"
+    )

@@ -105,7 +105,7 @@ def _parser() -> argparse.ArgumentParser:
         "repository",
         nargs="?",
         default="model_repository",
-        help="a directory (default: model_repository) or the URI push printed (s3://...)",
+        help="a directory (default: model_repository) or the URI push printed (s3://, gs://, as://)",
     )
     _add_ports(serve)
 
@@ -113,8 +113,16 @@ def _parser() -> argparse.ArgumentParser:
         "push", help="upload a repository to object storage under a content-addressed prefix; print its URI"
     )
     push.add_argument("directory", nargs="?", default="model_repository", help="default: model_repository")
-    push.add_argument("uri", help="s3://bucket/prefix (the repository goes under prefix/<digest>/)")
-    push.add_argument("--endpoint-url", help="an S3-compatible endpoint, e.g. http://127.0.0.1:9000")
+    push.add_argument(
+        "uri",
+        help="s3://bucket/prefix, gs://bucket/prefix or as://account/container/prefix "
+        "(the repository goes under prefix/<digest>/)",
+    )
+    push.add_argument(
+        "--endpoint-url",
+        help="another endpoint than the cloud's: an S3-compatible store (http://127.0.0.1:9000), "
+        "a GCS emulator, or an Azure account URL (http://127.0.0.1:10000/devstoreaccount1)",
+    )
 
     demo = commands.add_parser(
         "demo",
@@ -345,6 +353,10 @@ def _run_push(args: argparse.Namespace) -> int:
         f"pushed {args.directory}: {len(result.uploaded)} object(s) uploaded, "
         f"{len(result.skipped)} already there"
     )
+    for name, value in result.environment.items():
+        console.print(f"Triton reads it with {name}={value} in its environment")
+    for note in result.notes:
+        console.print(f"note: {note}")
     console.print(f"serve it with: --model-repository={result.uri}")
     print(result.uri)
     return EXIT_OK

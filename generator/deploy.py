@@ -26,6 +26,7 @@ from generator.capacity import Capacity, capacity
 from generator.config import environment
 from generator.errors import DeployError, MissingDependencyError
 from generator.resources import templates_dir
+from generator.storage import kserve_storage_uri
 from generator.triton import parse_config_text
 from generator.tuned import load_spec_with_tuned
 
@@ -46,7 +47,6 @@ TRITON_RELEASE = "24.10"
 KUBERNETES_VERSION = "1.30.0"
 METRIC = "triton_queue_us_per_request"
 _SCHEMES = ("s3://", "gs://", "as://")
-_KSERVE_SCHEMES = ("s3://", "gs://")
 _NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _CUSTOM_SCHEMAS = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitor.json",
@@ -161,7 +161,7 @@ def gpus_per_pod(models: list[ModelGroups]) -> int:
     return max((m.gpus for m in models), default=0)
 
 
-def _check_inputs(name: str, model_repository: str | None, kserve: bool) -> str:
+def _check_inputs(name: str, model_repository: str | None) -> str:
     if not model_repository:
         raise DeployError(
             "deploy needs --model-repository URI: the s3://, gs:// or as:// URI `push` printed for the repository"
@@ -170,10 +170,6 @@ def _check_inputs(name: str, model_repository: str | None, kserve: bool) -> str:
         raise DeployError(
             f"--model-repository {model_repository!r} is not an object-storage URI; pods load the repository "
             "from s3://, gs:// or as:// (push it there first)"
-        )
-    if kserve and not model_repository.startswith(_KSERVE_SCHEMES):
-        raise DeployError(
-            f"--kserve takes an s3:// or gs:// --model-repository (KServe's storageUri), not '{model_repository}'"
         )
     if not _NAME.match(name) or len(name) > 45:
         raise DeployError(
@@ -206,6 +202,7 @@ def _context(
         "image": image,
         "release_tag": image.rsplit(":", 1)[-1],
         "model_repository": model_repository,
+        "storage_uri": kserve_storage_uri(model_repository),
         "secret": f"{name}-storage",
         "args": [
             f"--model-repository={model_repository}",
@@ -409,7 +406,7 @@ def deploy(
         DeployError: Bad options, a failing template, an invalid document, or no level meets the target.
         SpecError: The spec does not load.
     """
-    uri = _check_inputs(name, model_repository, kserve)
+    uri = _check_inputs(name, model_repository)
     sizing = (target_rps, max_p99_ms, report)
     if any(v is not None for v in sizing) and not all(v is not None for v in sizing):
         raise DeployError("capacity needs --target-rps, --max-p99-ms and --report together; pass all three")

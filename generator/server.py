@@ -152,24 +152,48 @@ def is_remote_repository(repository: str | Path) -> bool:
 _S3_ENDPOINT = re.compile(r"^s3://(?:(https?)://)?([0-9A-Za-z.\-]+):([0-9]+)/", re.IGNORECASE)
 
 
+def _remote_endpoint(repository: str) -> tuple[str, str, int] | None:
+    """(what, host, port) of the store a repository URI reads from, where it is not the cloud's own.
+
+    S3 names it in the URI (``s3://http://HOST:PORT/...``); for ``gs://`` Triton's GCS client reads an
+    emulator from ``CLOUD_STORAGE_EMULATOR_ENDPOINT``.
+    """
+    match = _S3_ENDPOINT.match(repository)
+    if match is not None:
+        return "S3 endpoint", match.group(2), int(match.group(3))
+    emulator = os.environ.get("CLOUD_STORAGE_EMULATOR_ENDPOINT", "")
+    if repository.lower().startswith("gs://") and emulator:
+        parsed = urllib.parse.urlsplit(emulator if "://" in emulator else f"http://{emulator}")
+        try:
+            port = parsed.port or (443 if parsed.scheme == "https" else 80)
+        except ValueError:
+            port = None
+        if not parsed.hostname or port is None:
+            raise ServerError(
+                f"CLOUD_STORAGE_EMULATOR_ENDPOINT '{emulator}' is not an http://HOST:PORT address; fix or unset it"
+            )
+        return "GCS emulator (CLOUD_STORAGE_EMULATOR_ENDPOINT)", parsed.hostname, port
+    return None
+
+
 def check_remote_endpoint(repository: str, timeout: float = 3.0) -> None:
-    """Fail fast when an ``s3://HOST:PORT/...`` repository's endpoint does not accept connections.
+    """Fail fast when the store of an ``s3://HOST:PORT/...`` URI (or a GCS emulator) refuses connections.
 
     Triton itself retries an unreachable endpoint for about a minute before it gives up.
 
     Raises:
         ServerError: Nothing listens at the endpoint.
     """
-    match = _S3_ENDPOINT.match(repository)
-    if match is None:
+    endpoint = _remote_endpoint(repository)
+    if endpoint is None:
         return
-    host, port = match.group(2), int(match.group(3))
+    what, host, port = endpoint
     try:
         socket.create_connection((host, port), timeout=timeout).close()
     except OSError as error:
         raise ServerError(
-            f"cannot reach the S3 endpoint {host}:{port} of {repository} ({error.strerror or error}); "
-            "check that the store is running and the URI's host and port"
+            f"cannot reach the {what} {host}:{port} of {repository} ({error.strerror or error}); "
+            "check that the store is running at that host and port"
         ) from error
 
 

@@ -8,9 +8,16 @@ hand-written repository, a marker object) is uploaded last, so its presence mean
 Objects already there with the same size and SHA-256 are skipped: pushing an unchanged repository again
 uploads nothing.
 
+Three stores, each through its own library (an optional extra): S3 with boto3 (``s3``), Google Cloud
+Storage with google-cloud-storage (``gcs``), Azure Blob Storage with azure-storage-blob (``azure``).
+
 The returned URI is the one Triton loads (``--model-repository``): for an S3-compatible store at a custom
-endpoint, Triton's own form ``s3://http://HOST:PORT/bucket/prefix/<digest>``. Credentials come from the
-usual AWS sources (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_DEFAULT_REGION``, profiles).
+endpoint, Triton's own form ``s3://http://HOST:PORT/bucket/prefix/<digest>``; for a GCS emulator the plain
+``gs://`` URI, with ``CLOUD_STORAGE_EMULATOR_ENDPOINT`` for Triton's environment in ``PushResult.environment``.
+Credentials come from each store's usual sources: AWS's variables and profiles; Google's application default
+credentials (``GOOGLE_APPLICATION_CREDENTIALS``); ``AZURE_STORAGE_CONNECTION_STRING``, or
+``AZURE_STORAGE_KEY`` (the variable Triton reads too), or ``AZURE_STORAGE_SAS_TOKEN``, or Azure's default
+credential chain where ``azure-identity`` is installed.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import urllib.parse
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -36,17 +44,27 @@ MARKER = ".tritongen-pushed"
 DIGEST_CHARS = 16
 #: Object metadata key holding a file's SHA-256.
 SHA256_METADATA = "sha256"
+#: Seconds a store's library keeps retrying a failed call before push reports it.
+RETRY_SECONDS = 15
+#: Connect and read timeouts (seconds) of one call to Google Cloud Storage.
+_GCS_TIMEOUT = (5, 120)
+#: Azure's client gives up connecting after 5 s (its own retry policy is set in ``_azure_options``).
+_AZURE_TIMEOUTS = {"connection_timeout": 5, "read_timeout": 120}
 #: Left out of a push: written by a server that imported a Python model, not by the build.
 _SKIPPED_DIRS = {"__pycache__"}
 
 
 @dataclass(frozen=True)
 class StorageURI:
-    """A parsed object storage URI: ``s3://bucket/prefix``."""
+    """A parsed object storage URI: ``s3://bucket/prefix``, ``gs://bucket/prefix``, ``as://account/container/prefix``.
+
+    For Azure the ``bucket`` is the container and ``account`` the storage account.
+    """
 
     scheme: str
     bucket: str
     prefix: str
+    account: str = ""
 
     def key(self, *parts: str) -> str:
         """The object key of ``parts`` under the prefix."""
@@ -62,12 +80,16 @@ class PushResult:
         digest: The repository's content digest (the last part of the prefix).
         uploaded: Keys uploaded by this push.
         skipped: Keys already present with the same content.
+        environment: Variables Triton's environment needs to read ``uri`` (a GCS emulator's endpoint).
+        notes: What a user should know about serving ``uri`` (Triton reads Azure only from Azure).
     """
 
     uri: str
     digest: str
     uploaded: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    environment: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -81,17 +103,13 @@ class _Upload:
         return len(self.body) if isinstance(self.body, bytes) else self.body.stat().st_size
 
 
-_EXTRA_OF = {
-    "gs": ("google-cloud-storage", "gcloud storage cp -r"),
-    "as": ("azure-storage-blob", "azcopy copy"),
-}
-
-
 def parse_uri(uri: str) -> StorageURI:
-    """Split ``s3://bucket/prefix`` (``gs://``, ``as://`` too) into scheme, bucket and prefix.
+    """Split ``s3://bucket/prefix``, ``gs://bucket/prefix`` or ``as://account/container/prefix``.
+
+    ``az://`` is taken for ``as://``; an Azure account may be written ``ACCOUNT.blob.core.windows.net``.
 
     Raises:
-        StorageError: Not such a URI, or no bucket.
+        StorageError: Not such a URI, or no bucket (container).
     """
     parsed = urllib.parse.urlsplit(uri)
     scheme = parsed.scheme.lower()
@@ -103,8 +121,15 @@ def parse_uri(uri: str) -> StorageURI:
             "(or gs://bucket/prefix, as://account/container/prefix)"
         )
     if not parsed.netloc or parsed.query or parsed.fragment:
-        raise StorageError(f"'{uri}' names no bucket; give {scheme}://bucket/prefix")
-    return StorageURI(scheme, parsed.netloc, parsed.path.strip("/"))
+        where = "account/container" if scheme == "as" else "bucket"
+        raise StorageError(f"'{uri}' names no {where}; give {scheme}://{where}/prefix")
+    if scheme != "as":
+        return StorageURI(scheme, parsed.netloc, parsed.path.strip("/"))
+    container, _, prefix = parsed.path.strip("/").partition("/")
+    if not container:
+        raise StorageError(f"'{uri}' names no container; give as://account/container/prefix")
+    account = parsed.netloc.removesuffix(".blob.core.windows.net")
+    return StorageURI(scheme, container, prefix.strip("/"), account=account)
 
 
 def _files(directory: Path) -> Iterator[tuple[str, Path]]:
@@ -170,72 +195,344 @@ def repository_digest(hashes: dict[str, str], empty_dirs: Sequence[str] = ()) ->
 
 
 def triton_uri(location: StorageURI, key_prefix: str, endpoint_url: str | None = None) -> str:
-    """The ``--model-repository`` value for a prefix: with an endpoint, Triton's ``s3://http://HOST:PORT/``."""
-    if endpoint_url is None:
-        return f"{location.scheme}://{location.bucket}/{key_prefix}"
-    endpoint = urllib.parse.urlsplit(endpoint_url)
-    if endpoint.scheme not in ("http", "https") or not endpoint.hostname:
-        raise StorageError(f"--endpoint-url '{endpoint_url}' is not an http(s)://HOST[:PORT] address")
+    """The ``--model-repository`` value for a prefix.
+
+    S3 at a custom endpoint takes Triton's own form ``s3://http://HOST:PORT/bucket/prefix``; GCS and Azure
+    have no endpoint in their URIs (Triton reads a GCS emulator from ``CLOUD_STORAGE_EMULATOR_ENDPOINT``).
+    """
+    if location.scheme == "as":
+        return f"as://{location.account}/{location.bucket}/{key_prefix}".rstrip("/")
+    if location.scheme == "gs" or endpoint_url is None:
+        return f"{location.scheme}://{location.bucket}/{key_prefix}".rstrip("/")
+    endpoint = _http_endpoint(endpoint_url)
     port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
     return f"s3://{endpoint.scheme}://{endpoint.hostname}:{port}/{location.bucket}/{key_prefix}"
 
 
-def _s3_client(endpoint_url: str | None) -> Any:
+def kserve_storage_uri(uri: str) -> str:
+    """KServe's ``storageUri`` for a URI Triton loads.
+
+    KServe reads ``s3://`` and ``gs://`` as they are; Azure Blob Storage it reads from the blob's https
+    address, so ``as://account/container/path`` becomes ``https://account.blob.core.windows.net/container/path``.
+    S3 at a custom endpoint (``s3://http://HOST:PORT/bucket/path``) becomes ``s3://bucket/path``: KServe
+    takes the endpoint from its storage secret's ``serving.kserve.io/s3-endpoint`` annotation.
+
+    Raises:
+        StorageError: Not an object storage URI.
+    """
+    endpoint = re.match(r"^s3://https?://[^/]+/(.+)$", uri, re.IGNORECASE)
+    if endpoint is not None:
+        return f"s3://{endpoint.group(1)}"
+    location = parse_uri(uri)
+    if location.scheme != "as":
+        return uri.rstrip("/")
+    path = "/".join(p for p in (location.bucket, location.prefix) if p)
+    return f"https://{location.account}.blob.core.windows.net/{path}"
+
+
+def _http_endpoint(endpoint_url: str) -> urllib.parse.SplitResult:
+    endpoint = urllib.parse.urlsplit(endpoint_url)
+    if endpoint.scheme not in ("http", "https") or not endpoint.hostname:
+        raise StorageError(f"--endpoint-url '{endpoint_url}' is not an http(s)://HOST[:PORT] address")
     try:
+        endpoint.port  # noqa: B018 - a bad port raises here
+    except ValueError as error:
+        raise StorageError(f"--endpoint-url '{endpoint_url}' has a bad port") from error
+    return endpoint
+
+
+def _reason(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0][:200] if text else type(error).__name__
+
+
+class _Store:
+    """The calls push makes on one bucket (or Azure container): list, upload, and explain a failure."""
+
+    #: What the store's library raises when the store refuses or cannot be reached.
+    errors: tuple[type[Exception], ...] = ()
+
+    def listing(self, prefix: str) -> dict[str, tuple[int, str | None]]:
+        """Objects under ``prefix/``: key -> (size, recorded SHA-256 or ``None`` if the listing has none)."""
+        raise NotImplementedError
+
+    def recorded_sha256(self, key: str) -> str | None:
+        """The SHA-256 recorded on an object, for stores whose listing carries no metadata."""
+        return None
+
+    def put(self, key: str, body: Path | bytes, sha256: str) -> None:
+        """Upload ``body`` to ``key`` with its SHA-256 in the object's metadata."""
+        raise NotImplementedError
+
+    def describe(self, error: Exception) -> str:
+        """A one-line reason for a failed call, with what to check."""
+        raise NotImplementedError
+
+
+class _S3Store(_Store):
+    def __init__(self, location: StorageURI, endpoint_url: str | None, client: Any = None) -> None:
+        try:
+            import boto3  # noqa: F401 - the library itself, not only what an earlier import left loaded
+            from boto3.exceptions import Boto3Error
+            from botocore.exceptions import BotoCoreError, ClientError
+        except ImportError as error:
+            raise MissingDependencyError.for_package("boto3", "s3", "to push to s3://") from error
+        self.errors = (Boto3Error, BotoCoreError, ClientError)
+        self.location, self.endpoint_url = location, endpoint_url
+        self.client = client if client is not None else self._client(endpoint_url)
+
+    @staticmethod
+    def _client(endpoint_url: str | None) -> Any:
         import boto3
         from botocore.config import Config
-    except ImportError as error:
-        raise MissingDependencyError.for_package("boto3", "s3", "to push to s3://") from error
-    config = Config(retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=5, read_timeout=60)
-    return boto3.client("s3", endpoint_url=endpoint_url, config=config)
+
+        config = Config(retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=5, read_timeout=60)
+        return boto3.client("s3", endpoint_url=endpoint_url, config=config)
+
+    def listing(self, prefix: str) -> dict[str, tuple[int, str | None]]:
+        found: dict[str, tuple[int, str | None]] = {}
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.location.bucket, Prefix=f"{prefix}/"):
+            for item in page.get("Contents", []):
+                found[item["Key"]] = (int(item["Size"]), None)  # S3 lists no metadata
+        return found
+
+    def recorded_sha256(self, key: str) -> str | None:
+        head = self.client.head_object(Bucket=self.location.bucket, Key=key)
+        return head.get("Metadata", {}).get(SHA256_METADATA)
+
+    def put(self, key: str, body: Path | bytes, sha256: str) -> None:
+        extra = {"Metadata": {SHA256_METADATA: sha256}}
+        if isinstance(body, bytes):
+            self.client.put_object(Bucket=self.location.bucket, Key=key, Body=body, **extra)
+        else:
+            self.client.upload_file(str(body), self.location.bucket, key, ExtraArgs=extra)
+
+    def describe(self, error: Exception) -> str:
+        where, bucket = self.endpoint_url or "AWS S3", self.location.bucket
+        code = getattr(error, "response", {}).get("Error", {}).get("Code", "")
+        if code in ("NoSuchBucket", "404"):
+            return f"the bucket '{bucket}' does not exist at {where}; create it first"
+        if code in ("AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+            return f"access to s3://{bucket} was refused ({code}); check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY"
+        return f"could not reach {where} for s3://{bucket} ({_reason(error)}); check --endpoint-url and the network"
 
 
-def _describe(error: Exception, location: StorageURI, endpoint_url: str | None) -> str:
-    """A one-line reason for a failed S3 call, with what to check."""
-    where = endpoint_url or "AWS S3"
-    code = getattr(error, "response", {}).get("Error", {}).get("Code", "")
-    if code in ("NoSuchBucket", "404"):
-        return f"the bucket '{location.bucket}' does not exist at {where}; create it first"
-    if code in ("AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
-        return (
-            f"access to s3://{location.bucket} was refused ({code}); "
-            "check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY"
+class _GCSStore(_Store):
+    """Google Cloud Storage through google-cloud-storage; an endpoint (an emulator) is used anonymously."""
+
+    def __init__(self, location: StorageURI, endpoint_url: str | None, client: Any = None) -> None:
+        try:
+            import google.cloud.storage  # noqa: F401 - the library itself, not only its dependencies
+            from google.api_core.exceptions import GoogleAPIError
+            from google.auth.exceptions import GoogleAuthError
+            from requests.exceptions import RequestException
+        except ImportError as error:
+            raise MissingDependencyError.for_package(
+                "google-cloud-storage", "gcs", "to push to gs://"
+            ) from error
+        self.errors = (GoogleAPIError, GoogleAuthError, RequestException)
+        self.location, self.endpoint_url = location, endpoint_url
+        try:
+            client = client if client is not None else self._client(endpoint_url)
+        except GoogleAuthError as error:
+            raise StorageError(self.describe(error)) from error
+        self.bucket = client.bucket(location.bucket)
+        self.client = client
+
+    @staticmethod
+    def _client(endpoint_url: str | None) -> Any:
+        from google.cloud import storage
+
+        if endpoint_url is None:
+            return storage.Client(project=os.environ.get("GOOGLE_CLOUD_PROJECT") or None)
+        from google.auth.credentials import AnonymousCredentials
+
+        return storage.Client(
+            project="tritongen",
+            credentials=AnonymousCredentials(),
+            client_options={"api_endpoint": endpoint_url},
         )
-    reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-    return (
-        f"could not reach {where} for s3://{location.bucket} ({reason}); check --endpoint-url and the network"
-    )
+
+    def listing(self, prefix: str) -> dict[str, tuple[int, str | None]]:
+        blobs = self.client.list_blobs(
+            self.location.bucket, prefix=f"{prefix}/", timeout=_GCS_TIMEOUT, retry=self._retry()
+        )
+        return {
+            blob.name: (int(blob.size or 0), (blob.metadata or {}).get(SHA256_METADATA)) for blob in blobs
+        }
+
+    def put(self, key: str, body: Path | bytes, sha256: str) -> None:
+        blob = self.bucket.blob(key)
+        blob.metadata = {SHA256_METADATA: sha256}
+        options = {
+            "content_type": "application/octet-stream",
+            "timeout": _GCS_TIMEOUT,
+            "retry": self._retry(),
+        }
+        if isinstance(body, bytes):
+            blob.upload_from_string(body, **options)
+        else:
+            blob.upload_from_filename(str(body), **options)
+
+    @staticmethod
+    def _retry() -> Any:
+        """The library's retry policy, cut from 120 s to :data:`RETRY_SECONDS` so a dead store fails soon."""
+        from google.cloud.storage.retry import DEFAULT_RETRY
+
+        return DEFAULT_RETRY.with_timeout(RETRY_SECONDS)
+
+    def describe(self, error: Exception) -> str:
+        from google.api_core.exceptions import Forbidden, NotFound, Unauthorized
+        from google.auth.exceptions import DefaultCredentialsError
+
+        where, bucket = self.endpoint_url or "Google Cloud Storage", self.location.bucket
+        if isinstance(error, DefaultCredentialsError):
+            return (
+                "no Google credentials were found; set GOOGLE_APPLICATION_CREDENTIALS to a service-account key "
+                "file or run `gcloud auth application-default login`"
+            )
+        if isinstance(error, NotFound):
+            return f"the bucket '{bucket}' does not exist at {where}; create it first"
+        if isinstance(error, (Forbidden, Unauthorized)):
+            return f"access to gs://{bucket} was refused; check GOOGLE_APPLICATION_CREDENTIALS and the bucket's IAM"
+        return f"could not reach {where} for gs://{bucket} ({_reason(error)}); check --endpoint-url and the network"
 
 
-def _existing(client: Any, location: StorageURI, prefix: str) -> dict[str, int]:
-    """Objects already under ``prefix/`` (key -> size)."""
-    found: dict[str, int] = {}
-    paginator = client.get_paginator("list_objects_v2")
-    for page in paginator.paginate(Bucket=location.bucket, Prefix=f"{prefix}/"):
-        for item in page.get("Contents", []):
-            found[item["Key"]] = int(item["Size"])
-    return found
+class _AzureStore(_Store):
+    """Azure Blob Storage through azure-storage-blob; the bucket of the URI is the container."""
+
+    def __init__(self, location: StorageURI, endpoint_url: str | None, client: Any = None) -> None:
+        try:
+            import azure.storage.blob  # noqa: F401 - the library itself, not only azure-core
+            from azure.core.exceptions import AzureError
+        except ImportError as error:
+            raise MissingDependencyError.for_package(
+                "azure-storage-blob", "azure", "to push to as://"
+            ) from error
+        self.errors = (AzureError,)
+        self.location = location
+        self.account_url = endpoint_url or f"https://{location.account}.blob.core.windows.net"
+        service = client if client is not None else self._client(location, endpoint_url)
+        self.container = service.get_container_client(location.bucket)
+
+    @staticmethod
+    def _client(location: StorageURI, endpoint_url: str | None) -> Any:
+        from azure.storage.blob import BlobServiceClient
+
+        connection_string = os.environ.get("AZURE_STORAGE_CONNECTION_STRING")
+        if connection_string and endpoint_url is None:
+            try:
+                return BlobServiceClient.from_connection_string(connection_string, **_azure_options())
+            except ValueError as error:
+                raise StorageError(
+                    f"AZURE_STORAGE_CONNECTION_STRING is not a connection string ({error})"
+                ) from error
+        account_url = endpoint_url or f"https://{location.account}.blob.core.windows.net"
+        return BlobServiceClient(
+            account_url, credential=_azure_credential(location.account), **_azure_options()
+        )
+
+    def listing(self, prefix: str) -> dict[str, tuple[int, str | None]]:
+        return {
+            blob.name: (int(blob.size or 0), (blob.metadata or {}).get(SHA256_METADATA))
+            for blob in self.container.list_blobs(name_starts_with=f"{prefix}/", include=["metadata"])
+        }
+
+    def put(self, key: str, body: Path | bytes, sha256: str) -> None:
+        metadata = {SHA256_METADATA: sha256}
+        if isinstance(body, bytes):
+            self.container.upload_blob(key, body, overwrite=True, metadata=metadata)
+            return
+        with body.open("rb") as stream:
+            self.container.upload_blob(key, stream, overwrite=True, metadata=metadata, max_concurrency=4)
+
+    def describe(self, error: Exception) -> str:
+        from azure.core.exceptions import (
+            ClientAuthenticationError,
+            ResourceNotFoundError,
+            ServiceRequestError,
+        )
+
+        container, where = self.location.bucket, self.account_url
+        if isinstance(error, ResourceNotFoundError):
+            return f"the container '{container}' does not exist at {where}; create it first"
+        if isinstance(error, ClientAuthenticationError) or getattr(error, "status_code", None) in (401, 403):
+            return (
+                f"access to container '{container}' at {where} was refused; check AZURE_STORAGE_KEY "
+                "(or AZURE_STORAGE_CONNECTION_STRING, AZURE_STORAGE_SAS_TOKEN)"
+            )
+        if isinstance(error, ServiceRequestError):
+            return f"could not reach {where} ({_reason(error)}); check --endpoint-url and the network"
+        return f"Azure refused the push to container '{container}' at {where} ({_reason(error)})"
 
 
-def _s3_errors() -> tuple[type[Exception], ...]:
-    """What boto3 raises for a store that refuses or cannot be reached."""
-    from boto3.exceptions import Boto3Error
-    from botocore.exceptions import BotoCoreError, ClientError
+def _azure_options() -> dict[str, Any]:
+    """Timeouts, and 3 retries 1, 3 and 5 s apart rather than the library's 10 from 15 s up (minutes)."""
+    from azure.storage.blob import ExponentialRetry
 
-    return (Boto3Error, BotoCoreError, ClientError)
-
-
-def _same_object(client: Any, bucket: str, key: str, sha256: str) -> bool:
-    head = client.head_object(Bucket=bucket, Key=key)
-    return head.get("Metadata", {}).get(SHA256_METADATA) == sha256
+    retry = ExponentialRetry(initial_backoff=1, increment_base=2, retry_total=3)
+    return {"retry_policy": retry, **_AZURE_TIMEOUTS}
 
 
-def _upload(client: Any, bucket: str, key: str, body: Path | bytes, sha256: str) -> None:
-    extra = {"Metadata": {SHA256_METADATA: sha256}}
-    if isinstance(body, bytes):
-        client.put_object(Bucket=bucket, Key=key, Body=body, **extra)
-    else:
-        client.upload_file(str(body), bucket, key, ExtraArgs=extra)
+def _azure_credential(account: str) -> Any:
+    """The credential for an account: its key, a SAS token, or Azure's default chain where installed.
+
+    Raises:
+        StorageError: None of these is there.
+    """
+    key = os.environ.get("AZURE_STORAGE_KEY")
+    if key:
+        return {"account_name": os.environ.get("AZURE_STORAGE_ACCOUNT") or account, "account_key": key}
+    sas = os.environ.get("AZURE_STORAGE_SAS_TOKEN")
+    if sas:
+        return sas
+    try:
+        from azure.identity import DefaultAzureCredential
+    except ImportError:
+        # Azure takes no anonymous writes: say what to set rather than fail after the client's retries.
+        raise StorageError(
+            "no Azure credentials were found; set AZURE_STORAGE_KEY (the account key, which Triton reads too), "
+            "AZURE_STORAGE_CONNECTION_STRING or AZURE_STORAGE_SAS_TOKEN, or install azure-identity"
+        ) from None
+    return DefaultAzureCredential()
+
+
+_STORES: dict[str, type[_Store]] = {"s3": _S3Store, "gs": _GCSStore, "as": _AzureStore}
+
+
+def _endpoint(scheme: str, endpoint_url: str | None) -> str | None:
+    """The endpoint given, or the one the store's own tools would read from the environment."""
+    if endpoint_url:
+        _http_endpoint(endpoint_url)
+        return endpoint_url.rstrip("/")
+    names = {
+        "s3": ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"),
+        "gs": ("CLOUD_STORAGE_EMULATOR_ENDPOINT", "STORAGE_EMULATOR_HOST"),
+    }.get(scheme, ())
+    for name in names:
+        value = os.environ.get(name)
+        if value:
+            if "://" not in value:  # STORAGE_EMULATOR_HOST may be a bare HOST:PORT
+                value = f"http://{value}"
+            return value.rstrip("/")
+    return None
+
+
+def _triton_environment(location: StorageURI, endpoint_url: str | None) -> dict[str, str]:
+    """What Triton's environment needs to read the pushed URI beyond the usual credentials."""
+    if location.scheme == "gs" and endpoint_url:
+        return {"CLOUD_STORAGE_EMULATOR_ENDPOINT": endpoint_url}
+    return {}
+
+
+def _notes(location: StorageURI, endpoint_url: str | None) -> list[str]:
+    if location.scheme == "as" and endpoint_url:
+        return [
+            f"Triton reads as:// only from https://{location.account}.blob.core.windows.net, "
+            f"not from {endpoint_url}"
+        ]
+    return []
 
 
 def _uploads(root: Path, hashes: dict[str, str], empty_dirs: list[str], digest: str) -> list[_Upload]:
@@ -254,15 +551,6 @@ def _uploads(root: Path, hashes: dict[str, str], empty_dirs: list[str], digest: 
     return uploads
 
 
-def _unsupported(location: StorageURI, digest: str) -> StorageError:
-    package, command = _EXTRA_OF[location.scheme]
-    target = f"{location.scheme}://{location.bucket}/{location.key(digest)}"
-    return StorageError(
-        f"push supports s3:// only ({package} uploads are not implemented); "
-        f"copy the directory with `{command} DIR/* {target}/` and serve {target}"
-    )
-
-
 def push(
     directory: str | Path,
     uri: str,
@@ -273,18 +561,23 @@ def push(
 
     Args:
         directory: The model repository (as ``build`` wrote it, or hand-written).
-        uri: ``s3://bucket/prefix`` (the prefix may be empty).
-        endpoint_url: An S3-compatible endpoint (``http://127.0.0.1:9000``); ``None`` for AWS, or the
-            endpoint boto3 itself would take from ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL`` (so
-            that the printed URI names it for Triton too).
-        client: A boto3 S3 client to use instead of one made from the environment.
+        uri: ``s3://bucket/prefix``, ``gs://bucket/prefix`` or ``as://account/container/prefix`` (the
+            prefix may be empty).
+        endpoint_url: Another endpoint than the cloud's own: an S3-compatible store
+            (``http://127.0.0.1:9000``), a GCS emulator, or an Azure account URL
+            (``http://127.0.0.1:10000/devstoreaccount1``). ``None`` takes the one the store's tools read
+            from the environment (``AWS_ENDPOINT_URL_S3``/``AWS_ENDPOINT_URL``;
+            ``CLOUD_STORAGE_EMULATOR_ENDPOINT``/``STORAGE_EMULATOR_HOST``), so that the result names it
+            for Triton too.
+        client: The library's client to use instead of one made from the environment (a boto3 S3
+            client, a ``google.cloud.storage.Client``, an ``azure.storage.blob.BlobServiceClient``).
 
     Returns:
         The served URI, the digest, and the keys uploaded and skipped.
 
     Raises:
         StorageError: A bad URI or directory, or the store refused or could not be reached.
-        MissingDependencyError: boto3 is not installed.
+        MissingDependencyError: The store's library is not installed (the error names the extra).
     """
     root = Path(directory)
     location = parse_uri(uri)
@@ -295,23 +588,26 @@ def push(
         raise StorageError(f"the model repository {root} has no files; build it first")
     empty_dirs = _empty_dirs(root)
     digest = repository_digest(hashes, empty_dirs)
-    if location.scheme != "s3":
-        raise _unsupported(location, digest)
     prefix = location.key(digest)
-    endpoint_url = endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-    result = PushResult(uri=triton_uri(location, prefix, endpoint_url), digest=digest)
-    client = client if client is not None else _s3_client(endpoint_url)
+    endpoint_url = _endpoint(location.scheme, endpoint_url)
+    result = PushResult(
+        uri=triton_uri(location, prefix, endpoint_url),
+        digest=digest,
+        environment=_triton_environment(location, endpoint_url),
+        notes=_notes(location, endpoint_url),
+    )
+    store = _STORES[location.scheme](location, endpoint_url, client)
     try:
-        existing = _existing(client, location, prefix)
+        existing = store.listing(prefix)
         for upload in _uploads(root, hashes, empty_dirs, digest):
             key = f"{prefix}/{upload.relative}"
-            if existing.get(key) == upload.size and _same_object(client, location.bucket, key, upload.sha256):
+            if _already_there(store, existing.get(key), key, upload):
                 result.skipped.append(key)
                 continue
-            _upload(client, location.bucket, key, upload.body, upload.sha256)
+            store.put(key, upload.body, upload.sha256)
             result.uploaded.append(key)
-    except _s3_errors() as error:
-        raise StorageError(_describe(error, location, endpoint_url)) from error
+    except store.errors as error:
+        raise StorageError(store.describe(error)) from error
     logger.info(
         "pushed %s to %s: %d uploaded, %d already there",
         root,
@@ -320,3 +616,11 @@ def push(
         len(result.skipped),
     )
     return result
+
+
+def _already_there(store: _Store, listed: tuple[int, str | None] | None, key: str, upload: _Upload) -> bool:
+    """Whether ``key`` already holds the upload: same size and the same recorded SHA-256."""
+    if listed is None or listed[0] != upload.size:
+        return False
+    recorded = listed[1] if listed[1] is not None else store.recorded_sha256(key)
+    return recorded == upload.sha256

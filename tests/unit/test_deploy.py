@@ -84,6 +84,25 @@ def test_every_document_passes_strict_validation(tmp_path: Path) -> None:
     assert all((result.out / name).is_file() for name in kustomization["resources"])
 
 
+@pytest.mark.parametrize(
+    ("uri", "storage_uri"),
+    [
+        ("gs://models/fleet/0123456789abcdef", "gs://models/fleet/0123456789abcdef"),
+        ("as://acct/models/fleet/0123", "https://acct.blob.core.windows.net/models/fleet/0123"),
+        ("s3://http://10.0.0.5:9000/models/fleet/0123", "s3://models/fleet/0123"),
+    ],
+)
+def test_kserve_storage_uri_is_kserves_form_of_every_store(
+    tmp_path: Path, uri: str, storage_uri: str
+) -> None:
+    result = deploy(_spec(tmp_path, "{kind: cpu}"), tmp_path / "out", uri, kserve=True)
+    documents = _documents(result.out)
+    assert (
+        documents[("InferenceService", "triton")]["spec"]["predictor"]["model"]["storageUri"] == storage_uri
+    )
+    assert f"--model-repository={uri}" in _container(result.out)["args"]  # Triton itself reads the URI as is
+
+
 def test_strict_validation_refuses_unknown_fields_and_bad_custom_resources() -> None:
     deployment = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x, colour: red}\nspec: {}\n"
     monitor = (
@@ -217,7 +236,6 @@ def test_a_user_template_overrides_a_built_in_one(tmp_path: Path) -> None:
         ({"model_repository": None}, "deploy needs --model-repository"),
         ({"model_repository": "/data/repo"}, "is not an object-storage URI"),
         ({"model_repository": "s3://b/p\n  x"}, "is not an object-storage URI"),
-        ({"model_repository": "as://acct/c/p", "kserve": True}, "--kserve takes an s3:// or gs://"),
         ({"name": "Triton_1"}, "--name 'Triton_1' is not a valid Kubernetes name"),
         ({"target_rps": 10.0}, "needs --target-rps, --max-p99-ms and --report together"),
         (

@@ -13,7 +13,9 @@ from generator.errors import MissingDependencyError, StorageError
 from generator.repository import MANIFEST
 from generator.storage import (
     StorageURI,
+    _endpoint,
     file_hashes,
+    kserve_storage_uri,
     manifest_hashes,
     parse_uri,
     push,
@@ -42,7 +44,8 @@ def _sha(data: bytes) -> str:
         ("s3://bucket/a/b/", StorageURI("s3", "bucket", "a/b")),
         ("s3://bucket", StorageURI("s3", "bucket", "")),
         ("gs://b/p", StorageURI("gs", "b", "p")),
-        ("az://account/container/p", StorageURI("as", "account", "container/p")),
+        ("az://account/container/p/q", StorageURI("as", "container", "p/q", account="account")),
+        ("as://acct.blob.core.windows.net/c", StorageURI("as", "c", "", account="acct")),
     ],
 )
 def test_parse_uri(uri: str, expected: StorageURI) -> None:
@@ -57,6 +60,8 @@ def test_parse_uri(uri: str, expected: StorageURI) -> None:
         ("s3:/bucket", "not an object storage URI"),
         ("s3:///prefix", "names no bucket"),
         ("s3://bucket/p?x=1", "names no bucket"),
+        ("as://account", "names no container"),
+        ("as://account/", "names no container"),
     ],
 )
 def test_parse_uri_refuses_what_is_not_a_bucket_uri(uri: str, message: str) -> None:
@@ -141,17 +146,59 @@ def test_push_refuses_a_missing_or_empty_directory(tmp_path: Path) -> None:
         push(tmp_path / "empty", "s3://b/p")
 
 
-def test_push_to_gcs_or_azure_names_the_command_and_digest(tmp_path: Path) -> None:
-    repo = _repo(tmp_path / "repo")
-    digest = repository_digest(file_hashes(repo), ["e/1"])
-    with pytest.raises(StorageError, match=f"s3:// only.*gs://b/p/{digest}") as caught:
-        push(repo, "gs://b/p")
-    assert len(caught.value.problems) == 1
-    with pytest.raises(StorageError, match="azure-storage-blob"):
-        push(repo, "as://account/container")
+def test_triton_uri_for_gcs_and_azure_names_no_endpoint() -> None:
+    assert (
+        triton_uri(parse_uri("gs://models/fleet"), "fleet/abc", "http://127.0.0.1:4443")
+        == "gs://models/fleet/abc"
+    )
+    azure = parse_uri("as://acct/models/fleet")
+    assert triton_uri(azure, "fleet/abc", "http://127.0.0.1:10000/acct") == "as://acct/models/fleet/abc"
 
 
-def test_push_without_boto3_names_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "boto3", None)
-    with pytest.raises(MissingDependencyError, match=r"tritongen\[s3\]"):
-        push(_repo(tmp_path / "repo"), "s3://b/p")
+@pytest.mark.parametrize(
+    ("uri", "expected"),
+    [
+        ("s3://models/fleet/abc", "s3://models/fleet/abc"),
+        ("s3://http://127.0.0.1:9000/models/fleet/abc", "s3://models/fleet/abc"),
+        ("gs://models/fleet/abc/", "gs://models/fleet/abc"),
+        ("as://acct/models/fleet/abc", "https://acct.blob.core.windows.net/models/fleet/abc"),
+        ("az://acct.blob.core.windows.net/models", "https://acct.blob.core.windows.net/models"),
+    ],
+)
+def test_kserve_storage_uri(uri: str, expected: str) -> None:
+    assert kserve_storage_uri(uri) == expected
+
+
+@pytest.mark.parametrize(
+    ("variables", "expected"),
+    [
+        ({"CLOUD_STORAGE_EMULATOR_ENDPOINT": "http://127.0.0.1:4443/"}, "http://127.0.0.1:4443"),
+        ({"STORAGE_EMULATOR_HOST": "127.0.0.1:4443"}, "http://127.0.0.1:4443"),
+        ({}, None),
+    ],
+)
+def test_a_gcs_emulator_is_taken_from_the_variables_of_gcs_tools(
+    monkeypatch: pytest.MonkeyPatch, variables: dict, expected: str | None
+) -> None:
+    for name in ("CLOUD_STORAGE_EMULATOR_ENDPOINT", "STORAGE_EMULATOR_HOST"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    assert _endpoint("gs", None) == expected
+    assert _endpoint("as", None) is None  # Azure's endpoint comes from its connection string, not a variable
+
+
+@pytest.mark.parametrize(
+    ("uri", "module", "extra"),
+    [
+        ("s3://b/p", "boto3", "s3"),
+        ("gs://b/p", "google.cloud.storage", "gcs"),
+        ("as://a/c/p", "azure.storage.blob", "azure"),
+    ],
+)
+def test_push_without_the_stores_library_names_the_extra(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, uri: str, module: str, extra: str
+) -> None:
+    monkeypatch.setitem(sys.modules, module, None)
+    with pytest.raises(MissingDependencyError, match=rf"tritongen\[{extra}\]"):
+        push(_repo(tmp_path / "repo"), uri)
