@@ -123,6 +123,12 @@ def _parser() -> argparse.ArgumentParser:
         help="another endpoint than the cloud's: an S3-compatible store (http://127.0.0.1:9000), "
         "a GCS emulator, or an Azure account URL (http://127.0.0.1:10000/devstoreaccount1)",
     )
+    push.add_argument(
+        "--jobs",
+        type=int,
+        default=8,
+        help="objects uploaded at once (default 8; the manifest goes last, alone)",
+    )
 
     demo = commands.add_parser(
         "demo",
@@ -347,7 +353,7 @@ def _run_push(args: argparse.Namespace) -> int:
 
     if os.path.isdir(args.directory):  # else push names the missing directory
         validate_repository(args.directory).raise_for_errors()
-    result = push(args.directory, args.uri, endpoint_url=args.endpoint_url)
+    result = push(args.directory, args.uri, endpoint_url=args.endpoint_url, jobs=args.jobs)
     console = _console()
     console.print(
         f"pushed {args.directory}: {len(result.uploaded)} object(s) uploaded, "

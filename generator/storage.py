@@ -22,6 +22,7 @@ credential chain where ``azure-identity`` is installed.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -29,6 +30,7 @@ import os
 import re
 import urllib.parse
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +46,8 @@ MARKER = ".tritongen-pushed"
 DIGEST_CHARS = 16
 #: Object metadata key holding a file's SHA-256.
 SHA256_METADATA = "sha256"
+#: Objects checked and uploaded at once by default (the manifest is always uploaded last, alone).
+DEFAULT_JOBS = 8
 #: Seconds a store's library keeps retrying a failed call before push reports it.
 RETRY_SECONDS = 15
 #: Connect and read timeouts (seconds) of one call to Google Cloud Storage.
@@ -556,6 +560,7 @@ def push(
     uri: str,
     endpoint_url: str | None = None,
     client: Any = None,
+    jobs: int = DEFAULT_JOBS,
 ) -> PushResult:
     """Upload a model repository to ``uri/<digest>/`` and return the URI Triton loads.
 
@@ -571,6 +576,7 @@ def push(
             for Triton too.
         client: The library's client to use instead of one made from the environment (a boto3 S3
             client, a ``google.cloud.storage.Client``, an ``azure.storage.blob.BlobServiceClient``).
+        jobs: Objects checked and uploaded at once (the manifest always last, alone).
 
     Returns:
         The served URI, the digest, and the keys uploaded and skipped.
@@ -596,18 +602,22 @@ def push(
         environment=_triton_environment(location, endpoint_url),
         notes=_notes(location, endpoint_url),
     )
+    if jobs < 1:
+        raise StorageError(f"--jobs must be at least 1, not {jobs}")
     store = _STORES[location.scheme](location, endpoint_url, client)
+    *files, last = _uploads(root, hashes, empty_dirs, digest)
     try:
-        existing = store.listing(prefix)
-        for upload in _uploads(root, hashes, empty_dirs, digest):
-            key = f"{prefix}/{upload.relative}"
-            if _already_there(store, existing.get(key), key, upload):
-                result.skipped.append(key)
-                continue
-            store.put(key, upload.body, upload.sha256)
-            result.uploaded.append(key)
+        send = functools.partial(_send, store, store.listing(prefix), prefix)
+        pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="push")
+        try:
+            outcomes = list(pool.map(send, files))
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)  # a failure stops what has not started
+        outcomes.append(send(last))  # the manifest (or marker) once every other object is there
     except store.errors as error:
         raise StorageError(store.describe(error)) from error
+    for key, uploaded in outcomes:
+        (result.uploaded if uploaded else result.skipped).append(key)
     logger.info(
         "pushed %s to %s: %d uploaded, %d already there",
         root,
@@ -616,6 +626,17 @@ def push(
         len(result.skipped),
     )
     return result
+
+
+def _send(
+    store: _Store, existing: dict[str, tuple[int, str | None]], prefix: str, upload: _Upload
+) -> tuple[str, bool]:
+    """Upload one object unless it is already there; returns its key and whether it was uploaded."""
+    key = f"{prefix}/{upload.relative}"
+    if _already_there(store, existing.get(key), key, upload):
+        return key, False
+    store.put(key, upload.body, upload.sha256)
+    return key, True
 
 
 def _already_there(store: _Store, listed: tuple[int, str | None] | None, key: str, upload: _Upload) -> bool:

@@ -10,11 +10,11 @@ import contextlib
 import fcntl
 import os
 import shutil
-import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
+
+from .servers import running_server
 
 #: The newest Azurite whose engines allow Node.js 20 (3.36 and later need Node.js 22).
 AZURITE_VERSION = "3.35.0"
@@ -68,28 +68,8 @@ def running_azurite(executable: str, port: int, log: Path) -> Iterator[str]:
         "--disableTelemetry",  # Azurite otherwise reports usage to Microsoft
         "--silent",
     ]  # fmt: skip
-    with log.open("w") as output:
-        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"Azurite exited with {process.returncode}: {log.read_text()[-500:]}")
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"Azurite did not listen on 127.0.0.1:{port} in 60 s") from None
-                time.sleep(0.2)
+    with running_server(command, port, log):
         yield f"http://127.0.0.1:{port}/{ACCOUNT}"
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def connection_string(account_url: str) -> str:

@@ -202,3 +202,8 @@ def test_push_without_the_stores_library_names_the_extra(
     monkeypatch.setitem(sys.modules, module, None)
     with pytest.raises(MissingDependencyError, match=rf"tritongen\[{extra}\]"):
         push(_repo(tmp_path / "repo"), uri)
+
+
+def test_push_needs_at_least_one_job(tmp_path: Path) -> None:
+    with pytest.raises(StorageError, match="--jobs must be at least 1, not 0"):
+        push(_repo(tmp_path / "repo"), "s3://b/p", jobs=0)
