@@ -46,6 +46,8 @@ TRITON_RELEASE = "24.10"
 #: The Kubernetes version the manifests are validated against.
 KUBERNETES_VERSION = "1.30.0"
 METRIC = "triton_queue_us_per_request"
+#: Where a gs:// Deployment mounts its optional service-account key (``key.json``).
+GCS_KEY_DIRECTORY = "/var/secrets/google"
 _SCHEMES = ("s3://", "gs://", "as://")
 _NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _CUSTOM_SCHEMAS = {
@@ -221,6 +223,11 @@ def _context(
         "queue_target": str(queue_target_us),
         "hpa_reason": reason,
         "resources": list(_FLEET_FILES),
+        # gs://: a service-account key, where one is given, from the optional Secret NAME-gcs-key (key.json).
+        # Without it the file is absent and Triton falls back to the metadata server (a workload identity).
+        "gcs_key": {"secret": f"{name}-gcs-key", "directory": GCS_KEY_DIRECTORY}
+        if model_repository.startswith("gs://")
+        else None,
     }
 
 

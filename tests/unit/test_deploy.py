@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from generator.deploy import KUBERNETES_VERSION, TRITON_RELEASE, deploy, validate_documents
+from generator.deploy import GCS_KEY_DIRECTORY, KUBERNETES_VERSION, TRITON_RELEASE, deploy, validate_documents
 from generator.errors import DeployError, GeneratorError
 from generator.resources import examples_dir, templates_dir
 
@@ -101,6 +101,22 @@ def test_kserve_storage_uri_is_kserves_form_of_every_store(
         documents[("InferenceService", "triton")]["spec"]["predictor"]["model"]["storageUri"] == storage_uri
     )
     assert f"--model-repository={uri}" in _container(result.out)["args"]  # Triton itself reads the URI as is
+
+
+def test_a_gcs_repository_gets_an_optional_key_mount_and_others_none(tmp_path: Path) -> None:
+    gcs = deploy(
+        _spec(tmp_path, "{kind: cpu}"), tmp_path / "gcs", "gs://models/fleet/0123"
+    )  # validated strictly
+    container = _container(gcs.out)
+    assert container["env"] == [
+        {"name": "GOOGLE_APPLICATION_CREDENTIALS", "value": f"{GCS_KEY_DIRECTORY}/key.json"}
+    ]
+    assert {"name": "gcs-key", "mountPath": GCS_KEY_DIRECTORY, "readOnly": True} in container["volumeMounts"]
+    volumes = _documents(gcs.out)[("Deployment", "triton")]["spec"]["template"]["spec"]["volumes"]
+    assert {"name": "gcs-key", "secret": {"secretName": "triton-gcs-key", "optional": True}} in volumes
+    for uri in ("s3://models/fleet/0123", "as://acct/models/fleet/0123"):
+        out = deploy(_spec(tmp_path, "{kind: cpu}"), tmp_path / uri[:2], uri).out
+        assert "env" not in _container(out) and len(_container(out)["volumeMounts"]) == 1
 
 
 def test_strict_validation_refuses_unknown_fields_and_bad_custom_resources() -> None:
