@@ -473,6 +473,15 @@ def _known_models(run: _BuildRun) -> dict[str, model_config_pb2.ModelConfig | No
     return {name: _step_config(run, name) for name in sorted(names)}
 
 
+def _follows_a_missing_model(path: tuple, ensemble: EnsembleSpec, models: dict) -> bool:
+    """Whether a finding is only the echo of a step naming a missing model: the ensemble inputs were derived
+    from the step models, so that step's inputs are no ensemble input. The missing model is the finding."""
+    if ensemble.inputs or tuple(path[:2]) != ("ensemble_scheduling", "step") or len(path) < 4:
+        return False
+    step = path[2]
+    return path[3] == "input_map" and isinstance(step, int) and ensemble.steps[step].model not in models
+
+
 def _build_ensemble(run: _BuildRun, index: int, ensemble: EnsembleSpec) -> ModelEntry | None:
     """Render an ensemble's config from its steps' configs and check every edge; problems go to ``run``.
 
@@ -499,6 +508,8 @@ def _build_ensemble(run: _BuildRun, index: int, ensemble: EnsembleSpec) -> Model
     run.progress(ensemble.name, "validate")
     problems = []
     for finding in check_ensemble(proto, models, name=ensemble.name):
+        if _follows_a_missing_model(finding.path, ensemble, models):
+            continue
         line = f"{run.spec_name}: {spec_path(index, ensemble, finding.path)}: {finding.message}"
         if finding.severity == "error":
             problems.append(line)

@@ -231,3 +231,5 @@ def test_ensemble_wiring_mistakes_name_the_spec_field(tmp_path: Path) -> None:
     problems = _build_fails(tmp_path, spec)
     assert "ensembles[0].steps[0].model" in problems and "linear" in problems  # the closest name
     assert "ensembles[0].steps[1].input_map" in problems and "why" in problems
+    # the misspelt model's input 'X' is not reported as "no ensemble input" too: one line per mistake
+    assert len(problems.splitlines()) == 2, problems
