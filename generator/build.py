@@ -44,7 +44,7 @@ from generator.manifest import Manifest, ModelEntry, VersionEntry
 from generator.optimize import optimize_model
 from generator.pipelines import ensemble_config, ensemble_order, label_files, resolve_model, spec_path
 from generator.repository import MANIFEST, Staging, link_or_copy_tree, read_manifest, sha256_file, write_json
-from generator.sample_data import sample_file_hashes, write_sample_data
+from generator.sample_data import sample_file_hashes, step_samples, write_sample_data
 from generator.signature import Signature
 from generator.spec import EnsembleSpec, ModelSpec, Spec, Verify, factory_parts
 from generator.triton import ENSEMBLE_PLATFORM, parse_model_config, resolve_max_batch_size
@@ -451,15 +451,25 @@ def _build_model(run: _BuildRun, name: str, versions: list[ModelSpec]) -> ModelE
     )
 
 
-def _step_config(run: _BuildRun, name: str) -> model_config_pb2.ModelConfig | None:
-    """A step model's config: built by this run, else a hand-written model of the existing repository."""
-    for path in (run.staging.path / name / "config.pbtxt", run.repo / name / "config.pbtxt"):
-        if path.is_file() and (path.parent.parent == run.staging.path or name not in run.previous.models):
-            try:
-                return parse_model_config(path.read_text(encoding="utf-8", errors="replace"))
-            except Exception:
-                return None
+def _model_dir(run: _BuildRun, name: str) -> Path | None:
+    """A step model's directory: built by this run, else a hand-written model of the existing repository."""
+    for directory in (run.staging.path / name, run.repo / name):
+        if (directory / "config.pbtxt").is_file() and (
+            directory.parent == run.staging.path or name not in run.previous.models
+        ):
+            return directory
     return None
+
+
+def _step_config(run: _BuildRun, name: str) -> model_config_pb2.ModelConfig | None:
+    """A step model's config (see :func:`_model_dir`); None where there is none or it cannot be read."""
+    directory = _model_dir(run, name)
+    if directory is None:
+        return None
+    try:
+        return parse_model_config((directory / "config.pbtxt").read_text(encoding="utf-8", errors="replace"))
+    except Exception:
+        return None
 
 
 def _known_models(run: _BuildRun) -> dict[str, model_config_pb2.ModelConfig | None]:
@@ -504,7 +514,9 @@ def _build_ensemble(run: _BuildRun, index: int, ensemble: EnsembleSpec) -> Model
     model_dir = run.staging.path / ensemble.name
     (model_dir / str(ensemble.version)).mkdir(parents=True)  # an ensemble's version directory is empty
     (model_dir / "config.pbtxt").write_text(text, encoding="utf-8")
-    write_sample_data(model_dir, config)
+    step_dirs = {step.model: _model_dir(run, step.model) for step in ensemble.steps}
+    borrowed = step_samples(config, {name: path for name, path in step_dirs.items() if path is not None})
+    write_sample_data(model_dir, config, borrowed=borrowed)
     run.progress(ensemble.name, "validate")
     problems = []
     for finding in check_ensemble(proto, models, name=ensemble.name):

@@ -10,7 +10,8 @@ It is perf_analyzer's JSON: ``{"data": [{INPUT: {"content": [...], "shape": [...
 entry per sample without the batch axis (``-b N`` batches them). Integer inputs take values in their
 range, -1 axes their ``opt`` length (both from :mod:`generator.input_values`), floats seeded normal
 values, STRING inputs a few ASCII sentences; FP16 and BF16 travel as base64 of their bytes. The load
-test's ``--data`` reads the same file (but not base64 values). The same seed gives the same bytes.
+test's ``--data`` reads the same file (but not base64 values). The same seed gives the same bytes. An
+ensemble's inputs take the samples of the step models that read them (:func:`step_samples`).
 
 Warm-up files: an integer input whose ``values`` exclude 0 warms up from ``<model>/warmup/<file>`` (the
 config names it in ``input_data_file``) holding its smallest value, since zeros would be out of range.
@@ -80,6 +81,7 @@ def perf_analyzer_data(
     shapes: ShapePoint,
     ranges: Mapping[str, Range],
     seed: int = 0,
+    borrowed: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
 ) -> dict[str, Any] | None:
     """perf_analyzer's ``--input-data`` document for one model (None when one sample is too large).
 
@@ -89,16 +91,23 @@ def perf_analyzer_data(
         shapes: Their shapes without the batch axis (every axis a size).
         ranges: Integer input -> its values (from :func:`generator.input_values.value_ranges`).
         seed: Seed of the values.
+        borrowed: Input -> samples to take as they are (perf_analyzer JSON values with their shapes),
+            used in turn instead of generated values (an ensemble's inputs, from the steps reading them).
     """
+    borrowed = borrowed or {}
     rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
     per_sample = sum(math.prod(shapes.shapes[t.name]) for t in tensors) or 1
     if per_sample > MAX_VALUES:  # one sample would not fit in a file: perf_analyzer makes its own data
         return None
     count = max(1, min(SAMPLES, MAX_VALUES // per_sample))
     data = []
-    for _ in range(count):
+    for number in range(count):
         entry = {}
         for tensor in tensors:
+            if borrowed.get(tensor.name):
+                samples = borrowed[tensor.name]
+                entry[tensor.name] = dict(samples[number % len(samples)])
+                continue
             shape = shapes.shapes[tensor.name]
             values = _values(rng, tensor, shape, ranges.get(tensor.name))
             entry[tensor.name] = {**_json_values(tensor.dtype, values), "shape": list(shape)}
@@ -119,11 +128,55 @@ def _served_file(model_dir: Path, config: Mapping[str, Any]) -> Path | None:
     return model_dir / str(versions[0]) / filename
 
 
+def step_samples(config: Mapping[str, Any], step_dirs: Mapping[str, Path]) -> dict[str, list[dict[str, Any]]]:
+    """An ensemble's inputs' samples, each from the perf_analyzer file of the first step model reading it.
+
+    The step's own file knows the values it accepts (token ids below its vocabulary, its lengths), where the
+    ensemble's config alone knows only dtypes and dims; all inputs one step reads keep their lengths
+    aligned. An input whose step has no such file, or whose sample shape its dims refuse, is left out
+    (generated as for any model).
+
+    Args:
+        config: The ensemble's config data (proto field names).
+        step_dirs: Step model name -> its directory (already written).
+    """
+    dims = {str(t["name"]): [int(d) for d in t.get("dims") or []] for t in config.get("input") or []}
+    found: dict[str, list[dict[str, Any]]] = {}
+    for step in (config.get("ensemble_scheduling") or {}).get("step") or []:
+        directory = step_dirs.get(str(step.get("model_name")))
+        data = _read_samples(directory / PERF_ANALYZER_DATA) if directory is not None else []
+        for key, tensor in (step.get("input_map") or {}).items():
+            if tensor not in dims or tensor in found:
+                continue
+            samples = [entry[key] for entry in data if isinstance(entry.get(key), dict)]
+            if samples and all(_fits(dims[tensor], sample.get("shape")) for sample in samples):
+                found[tensor] = samples
+    return found
+
+
+def _read_samples(path: Path) -> list[dict[str, Any]]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8")).get("data")
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [entry for entry in data if isinstance(entry, dict)] if isinstance(data, list) else []
+
+
+def _fits(dims: Sequence[int], shape: Any) -> bool:
+    """Whether a sample's shape is one the declared dims (-1: any size) accept."""
+    if not isinstance(shape, list) or len(shape) != len(dims):
+        return False
+    return all(
+        isinstance(size, int) and (dim == -1 or dim == size) for dim, size in zip(dims, shape, strict=True)
+    )
+
+
 def write_sample_data(
     model_dir: Path,
     config: Mapping[str, Any],
     model: ModelSettings | None = None,
     details: Mapping[str, Any] | None = None,
+    borrowed: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
 ) -> list[Path]:
     """Write a built model's perf_analyzer data file and the warm-up files its config names.
 
@@ -132,6 +185,7 @@ def write_sample_data(
         config: The model's config data (:func:`generator.config.build_config`, proto field names).
         model: Its spec settings (``shapes``, ``values``); ``None`` for defaults.
         details: The exporter's details (integer ranges a TensorRT plan no longer shows).
+        borrowed: Inputs whose samples are taken as they are (an ensemble's, from :func:`step_samples`).
 
     Returns:
         The files written.
@@ -144,7 +198,7 @@ def write_sample_data(
     inferred = artifact_index_ranges(_served_file(model_dir, config), details)
     ranges = value_ranges(name, model, tensors, inferred)
     points = shape_points(name, model, tensors)
-    document = perf_analyzer_data(name, tensors, point(points, "opt"), ranges)
+    document = perf_analyzer_data(name, tensors, point(points, "opt"), ranges, borrowed=borrowed)
     written = []
     if document is not None:
         target = model_dir / PERF_ANALYZER_DATA

@@ -65,7 +65,20 @@ SPEC = {
             ],
             "outputs": [{"name": "embedding", "dtype": "FP32", "dims": [8]}],
         }
-    ]
+    ],
+    # An ensemble around it: its perf_analyzer data takes the encoder's samples (ids below the vocabulary).
+    "ensembles": [
+        {
+            "name": "encode",
+            "steps": [
+                {
+                    "model": "encoder",
+                    "input_map": {"input_ids": "IDS", "attention_mask": "MASK"},
+                    "output_map": {"embedding": "EMBEDDING"},
+                }
+            ],
+        }
+    ],
 }
 
 
@@ -162,6 +175,11 @@ def test_the_perf_analyzer_data_is_in_range_at_the_opt_length(built: Path) -> No
         assert all(0 <= v < VOCAB for v in ids["content"]) and set(mask["content"]) <= {0, 1}
     manifest = json.loads((built / "repo" / MANIFEST).read_text())
     assert set(manifest["models"]["encoder"]["sample_files"]) == {PERF_ANALYZER_DATA}
+    # The ensemble's inputs carry the samples of the step reading them, not 0..1 at the default length.
+    ensemble = json.loads((built / "repo" / "encode" / PERF_ANALYZER_DATA).read_text())
+    assert [{"IDS": d["input_ids"], "MASK": d["attention_mask"]} for d in document["data"]] == ensemble[
+        "data"
+    ]
 
 
 def _perf_analyzer() -> Path | None:
@@ -174,9 +192,11 @@ def _perf_analyzer() -> Path | None:
     return binary if binary.is_file() else None
 
 
-@pytest.mark.parametrize("protocol", ["http", "grpc"])
+@pytest.mark.parametrize(
+    ("model", "protocol"), [("encoder", "http"), ("encoder", "grpc"), ("encode", "grpc")]
+)
 def test_perf_analyzer_drives_the_model_with_its_data_file(
-    built: Path, server: EmbeddedServer, protocol: str
+    built: Path, server: EmbeddedServer, model: str, protocol: str
 ) -> None:
     binary = _perf_analyzer()
     if binary is None:
@@ -191,8 +211,8 @@ def test_perf_analyzer_drives_the_model_with_its_data_file(
         }
         url = server.endpoints.http if protocol == "http" else server.endpoints.grpc
         command = [
-            str(binary), "-m", "encoder", "-u", url, "-i", protocol, "-b", "2",
-            "--input-data", str(built / "repo" / "encoder" / PERF_ANALYZER_DATA),
+            str(binary), "-m", model, "-u", url, "-i", protocol, "-b", "2",
+            "--input-data", str(built / "repo" / model / PERF_ANALYZER_DATA),
             "--concurrency-range", "2", "--measurement-interval", "500", "--stability-percentage", "999",
             "--max-trials", "3",
         ]  # fmt: skip

@@ -25,7 +25,7 @@ from generator.input_values import (
     value_ranges,
     warmup_file_name,
 )
-from generator.sample_data import PERF_ANALYZER_DATA, write_sample_data
+from generator.sample_data import PERF_ANALYZER_DATA, step_samples, write_sample_data
 from generator.signature import Signature, TensorInfo, read_onnx_signature
 from generator.spec import parse_spec
 from generator.validate import validate_model_dir
@@ -364,3 +364,33 @@ def test_a_mismatch_names_the_batch_size_and_the_length_it_happened_at(tmp_path:
     }
     assert report.value_ranges == {"ids": [0, 29], "type_ids": [0, 1], "mask": [0, 1]}
     assert [o.length for o in report.outputs] == ["min", "opt", "max"]
+
+
+def test_an_ensemble_borrows_the_samples_its_steps_accept_where_the_shapes_fit(tmp_path: Path) -> None:
+    step = tmp_path / "step"
+    step.mkdir()
+    samples = [{"ids": {"content": [7, 9, 11], "shape": [3]}, "mask": {"content": [1, 1, 0], "shape": [3]}}]
+    (step / PERF_ANALYZER_DATA).write_text(json.dumps({"data": samples}))
+    config = {
+        "name": "ens",
+        "platform": "ensemble",
+        "max_batch_size": 4,
+        "input": [
+            {"name": "IDS", "data_type": "TYPE_INT64", "dims": [-1]},
+            {"name": "MASK", "data_type": "TYPE_INT64", "dims": [4]},  # 4 refuses the step's shape [3]
+            {"name": "OTHER", "data_type": "TYPE_INT64", "dims": [2]},  # read by a step with no file
+        ],
+        "ensemble_scheduling": {
+            "step": [
+                {"model_name": "step", "input_map": {"ids": "IDS", "mask": "MASK"}, "output_map": {}},
+                {"model_name": "absent", "input_map": {"x": "OTHER"}, "output_map": {}},
+            ]
+        },
+    }
+    borrowed = step_samples(config, {"step": step})
+    assert borrowed == {"IDS": [samples[0]["ids"]]}
+    (tmp_path / "ens").mkdir()
+    write_sample_data(tmp_path / "ens", config, borrowed=borrowed)
+    data = json.loads((tmp_path / "ens" / PERF_ANALYZER_DATA).read_text())["data"]
+    assert all(entry["IDS"] == samples[0]["ids"] for entry in data)
+    assert all(entry["MASK"]["shape"] == [4] and set(entry["MASK"]["content"]) <= {0, 1} for entry in data)
