@@ -10,7 +10,7 @@ It is perf_analyzer's JSON: ``{"data": [{INPUT: {"content": [...], "shape": [...
 entry per sample without the batch axis (``-b N`` batches them). Integer inputs take values in their
 range, -1 axes their ``opt`` length (both from :mod:`generator.input_values`), floats seeded normal
 values, STRING inputs a few ASCII sentences; FP16 and BF16 travel as base64 of their bytes. The load
-test's ``--data`` reads the same file (but not base64 values). The same seed gives the same bytes. An
+test's ``--data`` reads the same file, base64 values too. The same seed gives the same bytes. An
 ensemble's inputs take the samples of the step models that read them (:func:`step_samples`).
 
 Warm-up files: an integer input whose ``values`` exclude 0 warms up from ``<model>/warmup/<file>`` (the

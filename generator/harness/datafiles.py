@@ -5,8 +5,9 @@ Accepted files (keys are ``input`` or ``model/input``, for a file shared by seve
 * ``.npz``: one array per key, its first axis the samples: numbers, or text as numpy ``S`` (bytes) or ``U``
   (str) arrays. It is read without pickles, so arrays of Python objects are refused.
 * ``.json``: ``{"input": [sample, ...]}``; perf_analyzer's ``--input-data`` format
-  ``{"data": [{"input": sample}, ...]}``, where a sample is its values or ``{"content": [...], "shape":
-  [...]}``; or a plain list of samples (usually strings), for a model with one input.
+  ``{"data": [{"input": sample}, ...]}``, where a sample is its values, ``{"content": [...], "shape":
+  [...]}`` or ``{"b64": "<base64 of the raw little-endian bytes>", "shape": [...]}`` (how perf_analyzer
+  and ``build`` write FP16/BF16); or a plain list of samples (usually strings), for a model with one input.
 * ``.txt``: one string per line (its bytes as they are, without the line end; empty lines are skipped),
   for a model with one STRING input.
 
@@ -17,6 +18,8 @@ one per sample, instead of one array. Which dtype and shape the model wants is c
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from pathlib import Path
 from typing import Any
@@ -128,10 +131,11 @@ def _json_samples(path: Path) -> Samples:
 
 
 def _with_shape(value: dict[str, Any], where: str) -> np.ndarray:
-    """perf_analyzer's ``{"content": [...], "shape": [...]}`` as an array of that shape."""
+    """perf_analyzer's ``{"content": [...], "shape": [...]}`` (or ``{"b64": ...}``) as an array of that shape."""
+    if "content" not in value and "b64" in value:
+        return _raw_bytes(value, where)
     if "content" not in value:
-        hint = " (base64 'b64' data is not supported)" if "b64" in value else ""
-        raise LoadTestError(f"{where}: an object value needs 'content' (and optionally 'shape'){hint}")
+        raise LoadTestError(f"{where}: an object value needs 'content' or 'b64' (and optionally 'shape')")
     content = _array(value["content"], where)
     if "shape" not in value:
         return content
@@ -141,6 +145,27 @@ def _with_shape(value: dict[str, Any], where: str) -> np.ndarray:
         raise LoadTestError(
             f"{where}: 'content' of {content.size} values does not fill 'shape' {value['shape']}"
         ) from error
+
+
+def _raw_bytes(value: dict[str, Any], where: str) -> np.ndarray:
+    """perf_analyzer's ``{"b64": ..., "shape": [...]}``: the tensor's raw little-endian bytes, as opaque
+    elements (numpy void) of the size the shape implies; the input's dtype gives them their meaning later.
+    Without a shape, each byte is an element until then."""
+    try:
+        raw = base64.b64decode(str(value["b64"]), validate=True)
+    except (binascii.Error, ValueError) as error:
+        raise LoadTestError(f"{where}: 'b64' is not base64 ({error})") from error
+    shape = value.get("shape")
+    if shape is None:
+        return np.frombuffer(raw, dtype="V1")
+    try:
+        dims = [int(d) for d in shape]
+    except (TypeError, ValueError) as error:
+        raise LoadTestError(f"{where}: 'shape' {shape} is not a list of sizes") from error
+    count = int(np.prod(dims, dtype=np.int64))
+    if count <= 0 or not raw or len(raw) % count:
+        raise LoadTestError(f"{where}: 'b64' holds {len(raw)} bytes, which 'shape' {shape} does not divide")
+    return np.frombuffer(raw, dtype=f"V{len(raw) // count}").reshape(dims)
 
 
 def _array(values: Any, where: str) -> np.ndarray:

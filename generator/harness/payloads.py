@@ -388,6 +388,10 @@ def _fit(info: ModelInfo, spec: PayloadTensor, values: Column, dims: tuple[int, 
 def _converted(where: str, spec: PayloadTensor, values: np.ndarray) -> np.ndarray:
     text = _holds_text(values)
     if spec.is_text:
+        if values.dtype.kind == "V":
+            raise LoadTestError(
+                f"{where} are base64 ('b64'), but the input is STRING; give the strings as 'content'"
+            )
         if not text:
             raise LoadTestError(
                 f"{where} are numbers ({values.dtype}), but the input is STRING (text); give strings"
@@ -398,10 +402,26 @@ def _converted(where: str, spec: PayloadTensor, values: np.ndarray) -> np.ndarra
         return converted.reshape(values.shape)
     if text:
         raise LoadTestError(f"{where} are text, but the input is {spec.datatype}; give numbers")
+    if values.dtype.kind == "V":  # base64 samples: raw bytes, which take the input's dtype as they are
+        return _from_raw(where, spec, values)
     try:
         return values.astype(spec.numpy_dtype)
     except (TypeError, ValueError) as error:
         raise LoadTestError(f"{where} do not convert to {spec.datatype} ({error})") from error
+
+
+def _from_raw(where: str, spec: PayloadTensor, values: np.ndarray) -> np.ndarray:
+    """Raw little-endian bytes (base64 samples) read as the input's dtype, element for element."""
+    dtype = np.dtype(spec.numpy_dtype)
+    size = values.dtype.itemsize
+    if size not in (1, dtype.itemsize) or (size == 1 and values[0].size % dtype.itemsize):
+        raise LoadTestError(
+            f"{where} are base64 of {size}-byte values (from their 'shape'), but {spec.datatype} values take "
+            f"{dtype.itemsize} bytes; fix the data file's 'shape' or 'b64'"
+        )
+    if size == 1:  # no shape was given: every sample is a flat run of values
+        return np.frombuffer(values.tobytes(), dtype=dtype.newbyteorder("<")).reshape(len(values), -1)
+    return np.frombuffer(values.tobytes(), dtype=dtype.newbyteorder("<")).reshape(values.shape)
 
 
 def _holds_text(values: np.ndarray) -> bool:

@@ -148,7 +148,9 @@ def test_json_mismatches_are_one_line_errors(tmp_path: Path) -> None:
             r"are numbers \(int64\), but the input is STRING \(text\); give strings",
         ),
         ({"data": [{"WORDS": ["a"]}]}, TEXT, r"no samples for input 'TEXT' of model 'm' \(it has: WORDS\)"),
-        ({"data": [{"TEXT": {"b64": "YQ=="}}]}, TEXT, "needs 'content'.*b64"),
+        ({"data": [{"TEXT": {"b64": "YQ=="}}]}, TEXT, r"are base64 \('b64'\), but the input is STRING"),
+        ({"data": [{"TEXT": {"shape": [1]}}]}, TEXT, "needs 'content' or 'b64'"),
+        ({"data": [{"TEXT": {"b64": "not base64!"}}]}, TEXT, "'b64' is not base64"),
         (
             {"data": [{"TEXT": {"content": ["a", "b", "c"], "shape": [2]}}]},
             TEXT,
@@ -287,3 +289,40 @@ def test_step_figures_name_the_bottleneck_per_pipeline_request() -> None:
     assert steps_table({"runs": [{"users": 1}]})[1] == []
     html = render_html(report)
     assert "Pipeline steps" in html and "tokenizer (x2)" in html and "bottleneck</strong>" in html
+
+
+def test_base64_samples_take_the_inputs_dtype_as_perf_analyzer_writes_them(tmp_path: Path) -> None:
+    import base64
+
+    import ml_dtypes
+
+    info = _model(
+        [
+            {"name": "half", "datatype": "FP16", "shape": [2, 2]},
+            {"name": "brain", "datatype": "BF16", "shape": [3]},
+            {"name": "ids", "datatype": "INT64", "shape": [-1]},
+        ]
+    )
+    half = np.array([[1.5, -2.0], [0.25, 8.0]], dtype=np.float16)
+    brain = np.array([1.0, -0.5, 3.0], dtype=ml_dtypes.bfloat16)
+    ids = np.array([3, 1, 4, 1], dtype=np.int64)
+    entry = {
+        "half": {"b64": base64.b64encode(half.tobytes()).decode(), "shape": [2, 2]},
+        "brain": {"b64": base64.b64encode(brain.tobytes()).decode(), "shape": [3]},
+        "ids": {"b64": base64.b64encode(ids.tobytes()).decode()},  # no shape: a flat run of values
+    }
+    path = tmp_path / "data.json"
+    path.write_text(json.dumps({"data": [entry, entry]}))
+    batches = make_batches(info, 2, samples=load_payload_samples(path))
+    assert batches[0]["half"].dtype == np.float16 and batches[0]["half"].shape == (2, 2, 2)
+    np.testing.assert_array_equal(batches[0]["half"][1], half)
+    np.testing.assert_array_equal(batches[0]["brain"][0].astype(np.float32), brain.astype(np.float32))
+    np.testing.assert_array_equal(batches[0]["ids"][0], ids)
+    entry["half"] = {"b64": base64.b64encode(half.astype(np.float32).tobytes()).decode(), "shape": [2, 2]}
+    path.write_text(json.dumps({"data": [entry]}))
+    with pytest.raises(LoadTestError, match=r"base64 of 4-byte values .* FP16 values take 2 bytes"):
+        make_batches(info, 1, samples=load_payload_samples(path))
+    entry["half"] = {"b64": base64.b64encode(b"12345").decode(), "shape": [2, 2]}
+    path.write_text(json.dumps({"data": [entry]}))
+    with pytest.raises(LoadTestError, match="'b64' holds 5 bytes, which 'shape' \\[2, 2\\] does not divide"):
+        load_payload_samples(path)
