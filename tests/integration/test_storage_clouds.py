@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from generator.errors import ServerError, StorageError
@@ -229,3 +230,26 @@ def test_azure_mistakes_fail_in_one_line(
     assert result.returncode == 1 and lines == [lines[0]] and "no Azure credentials" in lines[0], (
         result.stderr
     )
+
+
+# ------------------------------------------------------------------------------ large files, both
+
+
+def _large_repository(root: Path) -> Path:
+    """A model whose file is larger than one upload request of google-cloud-storage (8 MiB: resumable)."""
+    (root / "big" / "1").mkdir(parents=True)
+    (root / "big" / "config.pbtxt").write_text('name: "big"\nbackend: "python"\n')
+    (root / "big" / "1" / "model.bin").write_bytes(np.random.default_rng(0).bytes(9 * 1024 * 1024 + 7))
+    return root
+
+
+def test_a_file_larger_than_one_request_arrives_whole(
+    tmp_path: Path, gcs_endpoint: str, azure_url: str
+) -> None:
+    repo = _large_repository(tmp_path / "repo")
+    expected = (repo / "big" / "1" / "model.bin").read_bytes()
+    pushed = push(repo, f"gs://{BUCKET}/large", endpoint_url=gcs_endpoint)
+    key = f"large/{pushed.digest}/big/1/model.bin"
+    assert _gcs_blobs(gcs_endpoint, key)[key].download_as_bytes() == expected
+    pushed = push(repo, f"as://{ACCOUNT}/{BUCKET}/large", endpoint_url=azure_url)
+    assert _container(azure_url).download_blob(f"large/{pushed.digest}/big/1/model.bin").readall() == expected
