@@ -201,6 +201,17 @@ def _add_deploy(deploy: argparse.ArgumentParser) -> None:
         default=5000,
         help="HPA target: queue time per request in us (default 5000)",
     )
+    deploy.add_argument(
+        "--autoscaler",
+        choices=["hpa", "keda"],
+        default="hpa",
+        help="hpa: an HPA on the Prometheus adapter's metric (default); keda: a KEDA ScaledObject on Prometheus",
+    )
+    deploy.add_argument(
+        "--prometheus-url",
+        default="http://prometheus-operated.monitoring.svc:9090",
+        help="the Prometheus KEDA queries (default: the Prometheus operator's in namespace monitoring)",
+    )
     deploy.add_argument("--target-rps", type=float, help="size the fleet for this many requests/s")
     deploy.add_argument("--max-p99-ms", type=float, help="... at this p99 latency")
     deploy.add_argument("--report", help="the loadtest report.json (or tune.json) measured on one replica")
@@ -591,6 +602,8 @@ def _run_deploy(args: argparse.Namespace) -> int:
         headroom=args.headroom,
         price_per_hour=args.price_per_hour,
         loadtest=_loadtest_plan(args),
+        autoscaler=args.autoscaler,
+        prometheus_url=args.prometheus_url,
     )
     for warning in result.warnings:
         _labelled(console, "warning", "yellow", warning)

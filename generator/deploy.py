@@ -5,8 +5,8 @@ the models' instance groups, optionally sizes the fleet from a measured report (
 renders the manifests from the Jinja templates in ``templates/k8s/`` (a user's ``--templates`` directory
 with its own ``k8s/NAME.yaml.j2`` comes first, as for config.pbtxt), validates every document, and writes
 them. Built-in kinds are checked with ``kubernetes-validate`` in strict mode against
-:data:`KUBERNETES_VERSION`; the custom resources (ServiceMonitor, InferenceService) and the Kustomization
-against the trimmed JSON schemas in ``templates/k8s/schemas/``. Nothing is written unless all pass.
+:data:`KUBERNETES_VERSION`; the custom resources (ServiceMonitor, InferenceService, KEDA's ScaledObject) and
+the Kustomization against the trimmed JSON schemas in ``templates/k8s/schemas/``. Nothing is written unless all pass.
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ _CUSTOM_SCHEMAS = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitor.json",
     ("serving.kserve.io/v1beta1", "InferenceService"): "inferenceservice.json",
     ("kustomize.config.k8s.io/v1beta1", "Kustomization"): "kustomization.json",
+    ("keda.sh/v1alpha1", "ScaledObject"): "scaledobject.json",
 }
 _FLEET_FILES = (
     "deployment.yaml",
@@ -62,6 +63,13 @@ _FLEET_FILES = (
     "prometheus-adapter-rule.yaml",
     "servicemonitor.yaml",
 )
+#: What scales the fleet: the files of each autoscaler, in place of the HPA's two.
+AUTOSCALER_FILES = {
+    "hpa": ("hpa.yaml", "prometheus-adapter-rule.yaml"),
+    "keda": ("scaledobject.yaml",),
+}
+#: Where KEDA reads Prometheus by default: the Service the Prometheus operator creates in ``monitoring``.
+DEFAULT_PROMETHEUS = "http://prometheus-operated.monitoring.svc:9090"
 
 
 @dataclass(frozen=True)
@@ -222,7 +230,6 @@ def _context(
         "metric": METRIC,
         "queue_target": str(queue_target_us),
         "hpa_reason": reason,
-        "resources": list(_FLEET_FILES),
         # gs://: a service-account key, where one is given, from the optional Secret NAME-gcs-key (key.json).
         # Without it the file is absent and Triton falls back to the metadata server (a workload identity).
         "gcs_key": {"secret": f"{name}-gcs-key", "directory": GCS_KEY_DIRECTORY}
@@ -390,6 +397,8 @@ def deploy(
     headroom: float = 0.3,
     price_per_hour: float | None = None,
     loadtest: LoadtestPlan | None = None,
+    autoscaler: str = "hpa",
+    prometheus_url: str = DEFAULT_PROMETHEUS,
 ) -> DeployResult:
     """Render, validate and write the Kubernetes manifests for a spec's repository.
 
@@ -408,6 +417,10 @@ def deploy(
             (all of ``target_rps``, ``max_p99_ms`` and ``report`` together); see :mod:`generator.capacity`.
         loadtest: Also write a distributed load test of the fleet (``loadtest/``: the Locust master
             Job and its Service, the worker Deployment, the load generator's Dockerfile).
+        autoscaler: ``hpa`` (an ``autoscaling/v2`` HPA on a Pods metric the Prometheus adapter serves,
+            with the adapter's rule) or ``keda`` (a KEDA ScaledObject reading Prometheus at
+            ``prometheus_url``); both scale on the same queue time per request.
+        prometheus_url: The Prometheus KEDA queries.
 
     Raises:
         DeployError: Bad options, a failing template, an invalid document, or no level meets the target.
@@ -419,6 +432,10 @@ def deploy(
         raise DeployError("capacity needs --target-rps, --max-p99-ms and --report together; pass all three")
     if replicas < 1 or queue_target_us < 1:
         raise DeployError("--replicas and --queue-target-us must be at least 1")
+    if autoscaler not in AUTOSCALER_FILES:
+        raise DeployError(f"--autoscaler '{autoscaler}' is not one of {', '.join(AUTOSCALER_FILES)}")
+    if not re.match(r"^https?://[^\s/]+(/\S*)?$", prometheus_url):
+        raise DeployError(f"--prometheus-url '{prometheus_url}' is not an http(s)://HOST[:PORT] address")
     spec, _ = load_spec_with_tuned(spec_path)
     models, warnings = model_groups(spec, Path(repository if repository is not None else spec.repository))
     gpus = gpus_per_pod(models)
@@ -431,8 +448,11 @@ def deploy(
         reason = "Replicas from capacity.json."
     image = image or f"nvcr.io/nvidia/tritonserver:{TRITON_RELEASE}-py3"
     context = _context(name, uri, image, gpus, bounds, queue_target_us, reason)
+    fleet = [f for f in _FLEET_FILES if f not in AUTOSCALER_FILES["hpa"]]
+    fleet[2:2] = AUTOSCALER_FILES[autoscaler]
+    context.update(resources=fleet, prometheus_url=prometheus_url, pods_service=f"{name}-pods")
     user_templates = Path(templates) if templates else None
-    names = [*_FLEET_FILES, "kustomization.yaml", *(["inferenceservice.yaml"] if kserve else [])]
+    names = [*fleet, "kustomization.yaml", *(["inferenceservice.yaml"] if kserve else [])]
     texts = _render(user_templates, context, names)
     if loadtest is not None:
         if loadtest.workers < 1:

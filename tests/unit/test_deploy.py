@@ -214,6 +214,46 @@ def test_capacity_follows_from_the_report(tmp_path: Path) -> None:
     assert documents[("Deployment", "triton")]["spec"]["replicas"] == replicas
 
 
+def test_keda_scales_on_the_same_queue_time_with_the_capacity_bounds(tmp_path: Path) -> None:
+    report = _report(tmp_path / "report.json", [(1, 90.0, 4.0, 0.0), (8, 310.0, 18.0, 0.0)])
+    result = deploy(
+        _spec(tmp_path, "{kind: cpu}"),
+        tmp_path / "out",
+        URI,
+        target_rps=2000,
+        max_p99_ms=25,
+        report=report,
+        autoscaler="keda",
+        prometheus_url="http://prometheus.observability:9090",
+        queue_target_us=2500,
+    )
+    replicas = math.ceil(2000 * 1.3 / 310.0)
+    documents = _documents(result.out)  # validated on writing: the ScaledObject against its kept schema
+    assert not any(kind in ("HorizontalPodAutoscaler", "ConfigMap") for kind, _ in documents)
+    scaled = documents[("ScaledObject", "triton")]["spec"]
+    assert (scaled["minReplicaCount"], scaled["maxReplicaCount"]) == (replicas, 2 * replicas)
+    assert scaled["scaleTargetRef"]["name"] == "triton"
+    trigger = scaled["triggers"][0]
+    assert (trigger["type"], trigger["metricType"]) == ("prometheus", "Value")
+    assert trigger["metadata"]["serverAddress"] == "http://prometheus.observability:9090"
+    assert trigger["metadata"]["threshold"] == "2500"
+    assert 'nv_inference_queue_duration_us{service="triton-pods"}' in trigger["metadata"]["query"]
+    kustomization = documents[("Kustomization", "")]["resources"]
+    assert "scaledobject.yaml" in kustomization and "hpa.yaml" not in kustomization
+    assert sorted(p.name for p in result.out.glob("*.yaml")) == sorted([*kustomization, "kustomization.yaml"])
+
+
+def test_a_scaled_object_outside_its_schema_is_refused() -> None:
+    bad = (
+        "apiVersion: keda.sh/v1alpha1\nkind: ScaledObject\nmetadata: {name: x}\n"
+        "spec: {scaleTargetRef: {name: x}, triggers: [{type: prometheus, metadata: {threshold: 5}}]}\n"
+    )
+    with pytest.raises(
+        DeployError, match=r"scaledobject.yaml ScaledObject x: spec.triggers.0.metadata.threshold"
+    ):
+        validate_documents({"scaledobject.yaml": bad})
+
+
 def test_capacity_from_a_tune_report_takes_the_slowest_model(tmp_path: Path) -> None:
     def model(rps: float) -> dict:
         levels = [{"users": 4, "requests_per_s": rps, "p99_ms": 10.0, "error_rate": 0.0}]
@@ -253,6 +293,8 @@ def test_a_user_template_overrides_a_built_in_one(tmp_path: Path) -> None:
         ({"model_repository": "/data/repo"}, "is not an object-storage URI"),
         ({"model_repository": "s3://b/p\n  x"}, "is not an object-storage URI"),
         ({"name": "Triton_1"}, "--name 'Triton_1' is not a valid Kubernetes name"),
+        ({"autoscaler": "vpa"}, "--autoscaler 'vpa' is not one of hpa, keda"),
+        ({"prometheus_url": "prometheus:9090"}, "--prometheus-url 'prometheus:9090' is not an http"),
         ({"target_rps": 10.0}, "needs --target-rps, --max-p99-ms and --report together"),
         (
             {"target_rps": 10.0, "max_p99_ms": 5.0, "report": "missing.json"},
