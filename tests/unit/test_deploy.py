@@ -341,6 +341,12 @@ def test_cli_renders_and_prints_the_capacity(tmp_path: Path) -> None:
     assert bad.returncode == 1 and bad.stderr.strip().splitlines() == [
         "error: deploy needs --model-repository URI: the s3://, gs:// or as:// URI `push` printed for the repository"
     ]
+    keda = [*command[:5], "--out", str(tmp_path / "keda"), "--model-repository", URI, "--autoscaler", "keda"]
+    done = subprocess.run(keda, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "keda" / "scaledobject.yaml").is_file() and not (
+        tmp_path / "keda" / "hpa.yaml"
+    ).exists()
 
 
 def test_loadtest_needs_a_model_of_the_spec(tmp_path: Path) -> None:
