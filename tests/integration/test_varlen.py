@@ -221,3 +221,39 @@ def test_perf_analyzer_drives_the_model_with_its_data_file(
         pytest.skip(f"perf_analyzer cannot start here: {result.stderr.strip()[:200]}")
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "Throughput:" in result.stdout
+
+
+def test_a_torchscript_encoder_gets_its_vocabulary_range_from_the_traced_graph(
+    built: Path, tmp_path: Path
+) -> None:
+    """TorchScript has no Gather to read: the range comes from the traced graph's aten::embedding."""
+    spec = json.loads(json.dumps(SPEC))
+    spec["models"][0].update(name="encoder_ts", format="torchscript")
+    spec["models"][0].pop("warmup")
+    spec.pop("ensembles")
+    shutil.copy(built / "encoder.py", tmp_path / "encoder.py")
+    (tmp_path / "spec.yaml").write_text(json.dumps(spec))
+    build(tmp_path / "spec.yaml", tmp_path / "repo")
+    entry = json.loads((tmp_path / "repo" / MANIFEST).read_text())["models"]["encoder_ts"]["versions"]["1"]
+    assert entry["details"]["index_ranges"] == {"input_ids__0": [0, VOCAB - 1]}
+    assert entry["parity"]["value_ranges"]["input_ids__0"] == [0, VOCAB - 1]
+    samples = json.loads((tmp_path / "repo" / "encoder_ts" / PERF_ANALYZER_DATA).read_text())["data"]
+    ids = [v for sample in samples for v in sample["input_ids__0"]["content"]]
+    assert all(0 <= v < VOCAB for v in ids) and max(ids) > 1  # the vocabulary, not 0..1
+    sample = samples[0]
+    shape = [1, *sample["input_ids__0"]["shape"]]
+    token_ids = np.array(sample["input_ids__0"]["content"], dtype=np.int64).reshape(shape)
+    mask = np.array(sample["attention_mask__1"]["content"], dtype=np.int64).reshape(shape)
+    import tritonclient.http as httpclient
+
+    with (
+        EmbeddedServer(tmp_path / "repo", **free_ports()) as served,
+        httpclient.InferenceServerClient(served.endpoints.http) as client,
+    ):
+        inputs = []
+        for name, array in (("input_ids__0", token_ids), ("attention_mask__1", mask)):
+            tensor = httpclient.InferInput(name, list(array.shape), "INT64")
+            tensor.set_data_from_numpy(array)
+            inputs.append(tensor)
+        result = client.infer("encoder_ts", inputs).as_numpy("embedding__0")
+    np.testing.assert_allclose(result, _torch_embeddings(built, token_ids, mask), atol=1e-5, rtol=1e-5)
