@@ -394,3 +394,33 @@ def test_an_ensemble_borrows_the_samples_its_steps_accept_where_the_shapes_fit(t
     data = json.loads((tmp_path / "ens" / PERF_ANALYZER_DATA).read_text())["data"]
     assert all(entry["IDS"] == samples[0]["ids"] for entry in data)
     assert all(entry["MASK"]["shape"] == [4] and set(entry["MASK"]["content"]) <= {0, 1} for entry in data)
+
+
+def test_traced_torchscript_ranges_follow_ids_to_their_tables() -> None:
+    torch = pytest.importorskip("torch")
+    from torch import nn
+
+    from generator.exporters.torchscript import traced_index_ranges
+
+    class Model(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.words, self.types = nn.Embedding(50, 4), nn.Embedding(2, 4)
+            self.register_buffer("table", torch.ones(30, 4))
+
+        def forward(self, ids, types, rows, scale):
+            hidden = self.words(ids.long()) + self.types(types) + self.types(ids.clamp(0, 1))
+            picked = torch.index_select(self.table, 0, rows.view(-1))
+            return hidden.sum() + picked.sum() * scale.sum()
+
+    example = (
+        torch.zeros(2, 5, dtype=torch.int32),
+        torch.zeros(2, 5, dtype=torch.int64),
+        torch.zeros(2, 3, dtype=torch.int64),
+        torch.ones(2, 1),
+    )
+    traced = torch.jit.trace(Model().eval(), example)
+    names = ["ids__0", "types__1", "rows__2", "scale__3"]
+    # ids reach the 50-row table through a cast; through clamp it is no longer the raw id, so not counted.
+    assert traced_index_ranges(traced, names) == {"ids__0": (0, 49), "types__1": (0, 1), "rows__2": (0, 29)}
+    assert traced_index_ranges(object(), names) == {}  # not a traced module: no ranges, no error
