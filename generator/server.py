@@ -163,16 +163,17 @@ def _remote_endpoint(repository: str) -> tuple[str, str, int] | None:
         return "S3 endpoint", match.group(2), int(match.group(3))
     emulator = os.environ.get("CLOUD_STORAGE_EMULATOR_ENDPOINT", "")
     if repository.lower().startswith("gs://") and emulator:
-        parsed = urllib.parse.urlsplit(emulator if "://" in emulator else f"http://{emulator}")
         try:
+            parsed = urllib.parse.urlsplit(emulator if "://" in emulator else f"http://{emulator}")
             port = parsed.port or (443 if parsed.scheme == "https" else 80)
-        except ValueError:
-            port = None
-        if not parsed.hostname or port is None:
+            host = parsed.hostname
+        except ValueError:  # a bad port, an unclosed '['
+            host = port = None
+        if not host or port is None:
             raise ServerError(
                 f"CLOUD_STORAGE_EMULATOR_ENDPOINT '{emulator}' is not an http://HOST:PORT address; fix or unset it"
             )
-        return "GCS emulator (CLOUD_STORAGE_EMULATOR_ENDPOINT)", parsed.hostname, port
+        return "GCS emulator (CLOUD_STORAGE_EMULATOR_ENDPOINT)", host, port
     return None
 
 
@@ -190,9 +191,9 @@ def check_remote_endpoint(repository: str, timeout: float = 3.0) -> None:
     what, host, port = endpoint
     try:
         socket.create_connection((host, port), timeout=timeout).close()
-    except OSError as error:
+    except (OSError, UnicodeError) as error:  # UnicodeError: a host name IDNA cannot encode
         raise ServerError(
-            f"cannot reach the {what} {host}:{port} of {repository} ({error.strerror or error}); "
+            f"cannot reach the {what} {host}:{port} of {repository} ({getattr(error, 'strerror', None) or error}); "
             "check that the store is running at that host and port"
         ) from error
 

@@ -54,6 +54,10 @@ RETRY_SECONDS = 15
 _GCS_TIMEOUT = (5, 120)
 #: Azure's client gives up connecting after 5 s (its own retry policy is set in ``_azure_options``).
 _AZURE_TIMEOUTS = {"connection_timeout": 5, "read_timeout": 120}
+#: Bucket names S3 and GCS accept (S3 allows 3-63 characters without '_'; GCS up to 222, '_' too).
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
+_AZURE_ACCOUNT = re.compile(r"^[a-z0-9]{3,24}$")
+_AZURE_CONTAINER = re.compile(r"^(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
 #: Left out of a push: written by a server that imported a Python model, not by the build.
 _SKIPPED_DIRS = {"__pycache__"}
 
@@ -115,7 +119,13 @@ def parse_uri(uri: str) -> StorageURI:
     Raises:
         StorageError: Not such a URI, or no bucket (container).
     """
-    parsed = urllib.parse.urlsplit(uri)
+    if any(c.isspace() or not c.isprintable() for c in uri):
+        raise StorageError(f"{uri!r} holds whitespace or control characters; give the URI alone")
+    try:
+        parsed = urllib.parse.urlsplit(uri)
+        netloc = parsed.netloc
+    except ValueError as error:  # e.g. an unclosed '[' (an IPv6 address)
+        raise StorageError(f"'{uri}' is not an object storage URI ({error})") from None
     scheme = parsed.scheme.lower()
     if scheme == "az":
         scheme = "as"
@@ -128,11 +138,25 @@ def parse_uri(uri: str) -> StorageURI:
         where = "account/container" if scheme == "as" else "bucket"
         raise StorageError(f"'{uri}' names no {where}; give {scheme}://{where}/prefix")
     if scheme != "as":
-        return StorageURI(scheme, parsed.netloc, parsed.path.strip("/"))
+        if not _BUCKET.match(netloc):
+            raise StorageError(
+                f"'{netloc}' in '{uri}' is not a bucket name; use 3-222 lowercase letters, digits, '-', '_' "
+                "and '.', starting and ending with a letter or digit"
+            )
+        return StorageURI(scheme, netloc, parsed.path.strip("/"))
     container, _, prefix = parsed.path.strip("/").partition("/")
     if not container:
         raise StorageError(f"'{uri}' names no container; give as://account/container/prefix")
-    account = parsed.netloc.removesuffix(".blob.core.windows.net")
+    account = netloc.removesuffix(".blob.core.windows.net")
+    if not _AZURE_ACCOUNT.match(account):
+        raise StorageError(
+            f"'{account}' in '{uri}' is not an Azure storage account; use 3-24 lowercase letters and digits"
+        )
+    if not _AZURE_CONTAINER.match(container):
+        raise StorageError(
+            f"'{container}' in '{uri}' is not an Azure container name; use 3-63 lowercase letters, digits and "
+            "single '-', starting and ending with a letter or digit"
+        )
     return StorageURI(scheme, container, prefix.strip("/"), account=account)
 
 
@@ -225,12 +249,10 @@ def kserve_storage_uri(uri: str) -> str:
         StorageError: Not an object storage URI.
     """
     endpoint = re.match(r"^s3://https?://[^/]+/(.+)$", uri, re.IGNORECASE)
-    if endpoint is not None:
-        return f"s3://{endpoint.group(1)}"
-    location = parse_uri(uri)
-    if location.scheme != "as":
-        return uri.rstrip("/")
+    location = parse_uri(f"s3://{endpoint.group(1)}" if endpoint is not None else uri)
     path = "/".join(p for p in (location.bucket, location.prefix) if p)
+    if location.scheme != "as":
+        return f"{location.scheme}://{path}"
     return f"https://{location.account}.blob.core.windows.net/{path}"
 
 

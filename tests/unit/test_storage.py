@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from generator.errors import MissingDependencyError, StorageError
 from generator.repository import MANIFEST
@@ -43,9 +45,9 @@ def _sha(data: bytes) -> str:
     [
         ("s3://bucket/a/b/", StorageURI("s3", "bucket", "a/b")),
         ("s3://bucket", StorageURI("s3", "bucket", "")),
-        ("gs://b/p", StorageURI("gs", "b", "p")),
+        ("gs://bkt/p", StorageURI("gs", "bkt", "p")),
         ("az://account/container/p/q", StorageURI("as", "container", "p/q", account="account")),
-        ("as://acct.blob.core.windows.net/c", StorageURI("as", "c", "", account="acct")),
+        ("as://acct.blob.core.windows.net/cnt", StorageURI("as", "cnt", "", account="acct")),
     ],
 )
 def test_parse_uri(uri: str, expected: StorageURI) -> None:
@@ -62,6 +64,11 @@ def test_parse_uri(uri: str, expected: StorageURI) -> None:
         ("s3://bucket/p?x=1", "names no bucket"),
         ("as://account", "names no container"),
         ("as://account/", "names no container"),
+        ("s3://My_Bucket/p", "'My_Bucket' in 's3://My_Bucket/p' is not a bucket name"),
+        ("gs://http:/p", "is not a bucket name"),
+        ("s3://[::1/p", "is not an object storage URI"),
+        ("as://Account/cnt", "'Account' in 'as://Account/cnt' is not an Azure storage account"),
+        ("as://acct/a--b/p", "'a--b' in 'as://acct/a--b/p' is not an Azure container name"),
     ],
 )
 def test_parse_uri_refuses_what_is_not_a_bucket_uri(uri: str, message: str) -> None:
@@ -140,10 +147,10 @@ def test_the_manifest_hashes_are_used_for_the_files_it_records(tmp_path: Path) -
 
 def test_push_refuses_a_missing_or_empty_directory(tmp_path: Path) -> None:
     with pytest.raises(StorageError, match="does not exist"):
-        push(tmp_path / "absent", "s3://b/p")
+        push(tmp_path / "absent", "s3://bkt/p")
     (tmp_path / "empty").mkdir()
     with pytest.raises(StorageError, match="has no files"):
-        push(tmp_path / "empty", "s3://b/p")
+        push(tmp_path / "empty", "s3://bkt/p")
 
 
 def test_triton_uri_for_gcs_and_azure_names_no_endpoint() -> None:
@@ -191,9 +198,9 @@ def test_a_gcs_emulator_is_taken_from_the_variables_of_gcs_tools(
 @pytest.mark.parametrize(
     ("uri", "module", "extra"),
     [
-        ("s3://b/p", "boto3", "s3"),
-        ("gs://b/p", "google.cloud.storage", "gcs"),
-        ("as://a/c/p", "azure.storage.blob", "azure"),
+        ("s3://bkt/p", "boto3", "s3"),
+        ("gs://bkt/p", "google.cloud.storage", "gcs"),
+        ("as://acct/cnt/p", "azure.storage.blob", "azure"),
     ],
 )
 def test_push_without_the_stores_library_names_the_extra(
@@ -206,4 +213,41 @@ def test_push_without_the_stores_library_names_the_extra(
 
 def test_push_needs_at_least_one_job(tmp_path: Path) -> None:
     with pytest.raises(StorageError, match="--jobs must be at least 1, not 0"):
-        push(_repo(tmp_path / "repo"), "s3://b/p", jobs=0)
+        push(_repo(tmp_path / "repo"), "s3://bkt/p", jobs=0)
+
+
+_URI_PARTS = st.sampled_from(["s3", "gs", "as", "az", "S3", "http", "", "s3:", "file"])
+_URI_TAIL = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=40)
+
+
+@settings(max_examples=600, deadline=None)
+@given(scheme=_URI_PARTS, separator=st.sampled_from(["://", ":/", ":", "//", "://http://"]), tail=_URI_TAIL)
+def test_any_uri_parses_or_fails_with_one_storage_error(scheme: str, separator: str, tail: str) -> None:
+    uri = f"{scheme}{separator}{tail}"
+    for function in (parse_uri, kserve_storage_uri):
+        try:
+            result = function(uri)
+        except StorageError as error:
+            assert len(error.problems) == 1 and "\n" not in error.problems[0]
+            continue
+        if function is parse_uri:
+            assert result.scheme in ("s3", "gs", "as") and result.bucket
+            assert not result.prefix.startswith("/") and not result.prefix.endswith("/")
+        else:
+            assert result.startswith(("s3://", "gs://", "https://"))
+
+
+@settings(max_examples=300, deadline=None)
+@given(endpoint=_URI_TAIL)
+def test_any_gcs_emulator_variable_is_taken_or_refused_in_one_line(endpoint: str) -> None:
+    from generator.errors import ServerError
+    from generator.server import _remote_endpoint  # the parsing; connecting is tested against a real emulator
+
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("CLOUD_STORAGE_EMULATOR_ENDPOINT", endpoint.replace("\x00", ""))
+        try:
+            found = _remote_endpoint("gs://bucket/prefix")
+        except ServerError as error:
+            assert len(error.problems) == 1
+        else:
+            assert found is None or (found[1] and 0 <= found[2] < 65536)
