@@ -629,13 +629,17 @@ def push(
     store = _STORES[location.scheme](location, endpoint_url, client)
     *files, last = _uploads(root, hashes, empty_dirs, digest)
     try:
-        send = functools.partial(_send, store, store.listing(prefix), prefix)
-        pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="push")
-        try:
-            outcomes = list(pool.map(send, files))
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)  # a failure stops what has not started
-        outcomes.append(send(last))  # the manifest (or marker) once every other object is there
+        existing = store.listing(prefix)
+        if _complete(store, existing, prefix, files, last):
+            outcomes = [(f"{prefix}/{upload.relative}", False) for upload in (*files, last)]
+        else:
+            send = functools.partial(_send, store, existing, prefix)
+            pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="push")
+            try:
+                outcomes = list(pool.map(send, files))
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)  # a failure stops what has not started
+            outcomes.append(send(last))  # the manifest (or marker) once every other object is there
     except store.errors as error:
         raise StorageError(store.describe(error)) from error
     for key, uploaded in outcomes:
@@ -648,6 +652,26 @@ def push(
         len(result.skipped),
     )
     return result
+
+
+def _complete(
+    store: _Store,
+    existing: dict[str, tuple[int, str | None]],
+    prefix: str,
+    files: list[_Upload],
+    last: _Upload,
+) -> bool:
+    """Whether an earlier push of this very repository completed: its last object (the manifest or marker)
+    is there with this push's hash, and every other object is listed with its size.
+
+    The prefix is the digest of every file's hash, so those objects hold this content: one check of the last
+    object stands for all (S3 then needs one HEAD, not one per object).
+    """
+    if not _already_there(
+        store, existing.get(f"{prefix}/{last.relative}"), f"{prefix}/{last.relative}", last
+    ):
+        return False
+    return all(existing.get(f"{prefix}/{u.relative}", (-1, None))[0] == u.size for u in files)
 
 
 def _send(

@@ -88,6 +88,26 @@ def test_a_second_push_of_an_unchanged_repository_uploads_nothing(
     assert sorted(again.skipped) == sorted(pushed.uploaded)
 
 
+def test_a_completed_push_is_known_by_its_manifest_and_a_missing_object_is_put_back(
+    example_repo: Path, pushed, s3_endpoint: str
+) -> None:
+    from generator.storage import push
+
+    client = boto3.client("s3", endpoint_url=s3_endpoint)
+    heads: list[str] = []
+    client.meta.events.register(
+        "before-parameter-build.s3.HeadObject", lambda params, **_: heads.append(params["Key"])
+    )
+    again = push(example_repo, f"s3://{BUCKET}/fleet", endpoint_url=s3_endpoint, client=client)
+    assert again.uploaded == [] and heads == [
+        f"fleet/{pushed.digest}/{MANIFEST}"
+    ]  # one HEAD, not one per object
+    lost = f"fleet/{pushed.digest}/digits_cnn/config.pbtxt"
+    client.delete_object(Bucket=BUCKET, Key=lost)
+    repaired = push(example_repo, f"s3://{BUCKET}/fleet", endpoint_url=s3_endpoint, client=client)
+    assert repaired.uploaded == [lost] and lost in _keys(s3_endpoint, f"fleet/{pushed.digest}/")
+
+
 def test_a_changed_repository_goes_under_a_new_digest(
     example_repo: Path, pushed, s3_endpoint: str, tmp_path
 ) -> None:
