@@ -126,7 +126,6 @@ def _parser() -> argparse.ArgumentParser:
     push.add_argument(
         "--jobs",
         type=int,
-        default=8,
         help="objects uploaded at once (default 8; the manifest goes last, alone)",
     )
 
@@ -209,7 +208,6 @@ def _add_deploy(deploy: argparse.ArgumentParser) -> None:
     )
     deploy.add_argument(
         "--prometheus-url",
-        default="http://prometheus-operated.monitoring.svc:9090",
         help="the Prometheus KEDA queries (default: the Prometheus operator's in namespace monitoring)",
     )
     deploy.add_argument("--target-rps", type=float, help="size the fleet for this many requests/s")
@@ -364,7 +362,8 @@ def _run_push(args: argparse.Namespace) -> int:
 
     if os.path.isdir(args.directory):  # else push names the missing directory
         validate_repository(args.directory).raise_for_errors()
-    result = push(args.directory, args.uri, endpoint_url=args.endpoint_url, jobs=args.jobs)
+    jobs = {} if args.jobs is None else {"jobs": args.jobs}
+    result = push(args.directory, args.uri, endpoint_url=args.endpoint_url, **jobs)
     console = _console()
     console.print(
         f"pushed {args.directory}: {len(result.uploaded)} object(s) uploaded, "

@@ -56,14 +56,9 @@ _CUSTOM_SCHEMAS = {
     ("kustomize.config.k8s.io/v1beta1", "Kustomization"): "kustomization.json",
     ("keda.sh/v1alpha1", "ScaledObject"): "scaledobject.json",
 }
-_FLEET_FILES = (
-    "deployment.yaml",
-    "services.yaml",
-    "hpa.yaml",
-    "prometheus-adapter-rule.yaml",
-    "servicemonitor.yaml",
-)
-#: What scales the fleet: the files of each autoscaler, in place of the HPA's two.
+#: The fleet's files around its autoscaler's (which go after the Services).
+_FLEET_FILES = ("deployment.yaml", "services.yaml", "servicemonitor.yaml")
+#: What scales the fleet: the files of each autoscaler.
 AUTOSCALER_FILES = {
     "hpa": ("hpa.yaml", "prometheus-adapter-rule.yaml"),
     "keda": ("scaledobject.yaml",),
@@ -398,7 +393,7 @@ def deploy(
     price_per_hour: float | None = None,
     loadtest: LoadtestPlan | None = None,
     autoscaler: str = "hpa",
-    prometheus_url: str = DEFAULT_PROMETHEUS,
+    prometheus_url: str | None = None,
 ) -> DeployResult:
     """Render, validate and write the Kubernetes manifests for a spec's repository.
 
@@ -420,7 +415,7 @@ def deploy(
         autoscaler: ``hpa`` (an ``autoscaling/v2`` HPA on a Pods metric the Prometheus adapter serves,
             with the adapter's rule) or ``keda`` (a KEDA ScaledObject reading Prometheus at
             ``prometheus_url``); both scale on the same queue time per request.
-        prometheus_url: The Prometheus KEDA queries.
+        prometheus_url: The Prometheus KEDA queries (default :data:`DEFAULT_PROMETHEUS`).
 
     Raises:
         DeployError: Bad options, a failing template, an invalid document, or no level meets the target.
@@ -434,6 +429,7 @@ def deploy(
         raise DeployError("--replicas and --queue-target-us must be at least 1")
     if autoscaler not in AUTOSCALER_FILES:
         raise DeployError(f"--autoscaler '{autoscaler}' is not one of {', '.join(AUTOSCALER_FILES)}")
+    prometheus_url = prometheus_url or DEFAULT_PROMETHEUS
     if not re.match(r"^https?://[^\s/]+(/\S*)?$", prometheus_url):
         raise DeployError(f"--prometheus-url '{prometheus_url}' is not an http(s)://HOST[:PORT] address")
     spec, _ = load_spec_with_tuned(spec_path)
@@ -448,8 +444,7 @@ def deploy(
         reason = "Replicas from capacity.json."
     image = image or f"nvcr.io/nvidia/tritonserver:{TRITON_RELEASE}-py3"
     context = _context(name, uri, image, gpus, bounds, queue_target_us, reason)
-    fleet = [f for f in _FLEET_FILES if f not in AUTOSCALER_FILES["hpa"]]
-    fleet[2:2] = AUTOSCALER_FILES[autoscaler]
+    fleet = [*_FLEET_FILES[:2], *AUTOSCALER_FILES[autoscaler], *_FLEET_FILES[2:]]
     context.update(resources=fleet, prometheus_url=prometheus_url, pods_service=f"{name}-pods")
     user_templates = Path(templates) if templates else None
     names = [*fleet, "kustomization.yaml", *(["inferenceservice.yaml"] if kserve else [])]
