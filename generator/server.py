@@ -149,7 +149,7 @@ def is_remote_repository(repository: str | Path) -> bool:
 
 
 #: Triton's form of an S3 URI at a custom endpoint: ``s3://[http://|https://]HOST:PORT/bucket/path``.
-_S3_ENDPOINT = re.compile(r"^s3://(?:(https?)://)?([0-9A-Za-z.\-]+):([0-9]+)/", re.IGNORECASE)
+S3_ENDPOINT = re.compile(r"^s3://(?:(https?)://)?([0-9A-Za-z.\-]+):([0-9]+)/", re.IGNORECASE)
 
 
 def _remote_endpoint(repository: str) -> tuple[str, str, int] | None:
@@ -158,7 +158,7 @@ def _remote_endpoint(repository: str) -> tuple[str, str, int] | None:
     S3 names it in the URI (``s3://http://HOST:PORT/...``); for ``gs://`` Triton's GCS client reads an
     emulator from ``CLOUD_STORAGE_EMULATOR_ENDPOINT``.
     """
-    match = _S3_ENDPOINT.match(repository)
+    match = S3_ENDPOINT.match(repository)
     if match is not None:
         return "S3 endpoint", match.group(2), int(match.group(3))
     emulator = os.environ.get("CLOUD_STORAGE_EMULATOR_ENDPOINT", "")

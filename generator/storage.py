@@ -37,6 +37,7 @@ from typing import Any
 
 from generator.errors import MissingDependencyError, StorageError
 from generator.repository import MANIFEST, sha256_file
+from generator.server import S3_ENDPOINT
 
 logger = logging.getLogger(__name__)
 
@@ -242,14 +243,14 @@ def kserve_storage_uri(uri: str) -> str:
 
     KServe reads ``s3://`` and ``gs://`` as they are; Azure Blob Storage it reads from the blob's https
     address, so ``as://account/container/path`` becomes ``https://account.blob.core.windows.net/container/path``.
-    S3 at a custom endpoint (``s3://http://HOST:PORT/bucket/path``) becomes ``s3://bucket/path``: KServe
+    S3 at a custom endpoint (Triton's ``s3://[http://]HOST:PORT/bucket/path``) becomes ``s3://bucket/path``: KServe
     takes the endpoint from its storage secret's ``serving.kserve.io/s3-endpoint`` annotation.
 
     Raises:
         StorageError: Not an object storage URI.
     """
-    endpoint = re.match(r"^s3://https?://[^/]+/(.+)$", uri, re.IGNORECASE)
-    location = parse_uri(f"s3://{endpoint.group(1)}" if endpoint is not None else uri)
+    endpoint = S3_ENDPOINT.match(uri)
+    location = parse_uri(f"s3://{uri[endpoint.end() :]}" if endpoint is not None else uri)
     path = "/".join(p for p in (location.bucket, location.prefix) if p)
     if location.scheme != "as":
         return f"{location.scheme}://{path}"
