@@ -57,6 +57,13 @@ _GCS_TIMEOUT = (5, 120)
 _AZURE_TIMEOUTS = {"connection_timeout": 5, "read_timeout": 120}
 #: Bucket names S3 and GCS accept (S3 allows 3-63 characters without '_'; GCS up to 222, '_' too).
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
+#: S3's own rule, which Triton's S3 path pattern follows (no '_').
+_S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+#: One name of a prefix Triton reads back: its S3 path pattern takes these characters only, and its
+#: parsers collapse '//' and would read '.' and '..' as other keys than the ones pushed.
+_PREFIX_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
+#: A host Triton's S3 path pattern takes in ``s3://http://HOST:PORT/...`` (a name or an IPv4 address).
+_S3_HOST = re.compile(r"^[0-9A-Za-z.-]+$")
 _AZURE_ACCOUNT = re.compile(r"^[a-z0-9]{3,24}$")
 _AZURE_CONTAINER = re.compile(r"^(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
 #: Left out of a push: written by a server that imported a Python model, not by the build.
@@ -116,26 +123,28 @@ def parse_uri(uri: str) -> StorageURI:
     """Split ``s3://bucket/prefix``, ``gs://bucket/prefix`` or ``as://account/container/prefix``.
 
     ``az://`` is taken for ``as://``; an Azure account may be written ``ACCOUNT.blob.core.windows.net``.
+    The prefix is what Triton reads back at the same keys: '/'-separated names of ASCII letters, digits,
+    ``.``, ``-`` and ``_``, none of them ``.`` or ``..`` (trailing slashes are dropped).
 
     Raises:
-        StorageError: Not such a URI, or no bucket (container).
+        StorageError: Not such a URI, no bucket (container), or a prefix Triton cannot read back.
     """
     if any(c.isspace() or not c.isprintable() for c in uri):
         raise StorageError(f"{uri!r} holds whitespace or control characters; give the URI alone")
     try:
-        parsed = urllib.parse.urlsplit(uri)
-        netloc = parsed.netloc
+        scheme = urllib.parse.urlsplit(uri).scheme.lower()
     except ValueError as error:  # e.g. an unclosed '[' (an IPv6 address)
         raise StorageError(f"'{uri}' is not an object storage URI ({error})") from None
-    scheme = parsed.scheme.lower()
     if scheme == "az":
         scheme = "as"
-    if scheme not in ("s3", "gs", "as") or "://" not in uri:
+    if scheme not in ("s3", "gs", "as") or not uri[len(scheme) : len(scheme) + 3] == "://":
         raise StorageError(
             f"'{uri}' is not an object storage URI; give s3://bucket/prefix "
             "(or gs://bucket/prefix, as://account/container/prefix)"
         )
-    if not parsed.netloc or parsed.query or parsed.fragment:
+    # The text itself, not urlsplit's parts: '?', '#', ';' and '%' are names of a key to refuse, not syntax.
+    netloc, _, path = uri[len(scheme) + 3 :].partition("/")
+    if not netloc:
         where = "account/container" if scheme == "as" else "bucket"
         raise StorageError(f"'{uri}' names no {where}; give {scheme}://{where}/prefix")
     if scheme != "as":
@@ -144,8 +153,13 @@ def parse_uri(uri: str) -> StorageURI:
                 f"'{netloc}' in '{uri}' is not a bucket name; use 3-222 lowercase letters, digits, '-', '_' "
                 "and '.', starting and ending with a letter or digit"
             )
-        return StorageURI(scheme, netloc, parsed.path.strip("/"))
-    container, _, prefix = parsed.path.strip("/").partition("/")
+        if scheme == "s3" and not _S3_BUCKET.match(netloc):
+            raise StorageError(
+                f"'{netloc}' in '{uri}' is not a bucket name; S3 takes 3-63 lowercase letters, digits, '-' "
+                "and '.', starting and ending with a letter or digit"
+            )
+        return StorageURI(scheme, netloc, _prefix(uri, path))
+    container, _, prefix = path.partition("/")
     if not container:
         raise StorageError(f"'{uri}' names no container; give as://account/container/prefix")
     account = netloc.removesuffix(".blob.core.windows.net")
@@ -158,7 +172,31 @@ def parse_uri(uri: str) -> StorageURI:
             f"'{container}' in '{uri}' is not an Azure container name; use 3-63 lowercase letters, digits and "
             "single '-', starting and ending with a letter or digit"
         )
-    return StorageURI(scheme, container, prefix.strip("/"), account=account)
+    return StorageURI(scheme, container, _prefix(uri, prefix), account=account)
+
+
+def _prefix(uri: str, path: str) -> str:
+    """The prefix of ``uri`` (the path after the bucket or container), checked against what Triton reads.
+
+    Triton's S3 path pattern takes ``(/[0-9a-zA-Z.\\-_]+)*`` after the bucket and its S3 parser collapses
+    ``//``; a percent sign, '+' or a non-ASCII letter is kept by one client and escaped or decoded by
+    another; ``.`` and ``..`` are resolved by some HTTP layers and not by others. Such a prefix is refused
+    rather than pushed where Triton would look elsewhere.
+
+    Raises:
+        StorageError: A name of the prefix is not one Triton reads back.
+    """
+    prefix = path.rstrip("/")
+    if not prefix:
+        return ""
+    for name in prefix.split("/"):
+        if not name or name in (".", "..") or not _PREFIX_NAME.match(name):
+            shown = name or "//"
+            raise StorageError(
+                f"'{shown}' in '{uri}' is not a path Triton reads back; a prefix is '/'-separated names of "
+                "ASCII letters, digits, '.', '-' and '_' (not '.' or '..', no '//')"
+            )
+    return prefix
 
 
 def _files(directory: Path) -> Iterator[tuple[str, Path]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -61,7 +62,7 @@ def test_parse_uri(uri: str, expected: StorageURI) -> None:
         ("http://host/bucket", "not an object storage URI"),
         ("s3:/bucket", "not an object storage URI"),
         ("s3:///prefix", "names no bucket"),
-        ("s3://bucket/p?x=1", "names no bucket"),
+        ("s3://bucket/p?x=1", "'p\\?x=1' in 's3://bucket/p\\?x=1' is not a path Triton reads back"),
         ("as://account", "names no container"),
         ("as://account/", "names no container"),
         ("s3://My_Bucket/p", "'My_Bucket' in 's3://My_Bucket/p' is not a bucket name"),
@@ -69,12 +70,47 @@ def test_parse_uri(uri: str, expected: StorageURI) -> None:
         ("s3://[::1/p", "is not an object storage URI"),
         ("as://Account/cnt", "'Account' in 'as://Account/cnt' is not an Azure storage account"),
         ("as://acct/a--b/p", "'a--b' in 'as://acct/a--b/p' is not an Azure container name"),
+        ("s3://my_bucket/p", "'my_bucket' in 's3://my_bucket/p' is not a bucket name; S3 takes 3-63"),
     ],
 )
 def test_parse_uri_refuses_what_is_not_a_bucket_uri(uri: str, message: str) -> None:
     with pytest.raises(StorageError, match=message) as caught:
         parse_uri(uri)
     assert len(caught.value.problems) == 1
+
+
+#: Prefixes Triton's object-storage paths cannot name: its S3 parser takes '/'-separated names of ASCII
+#: letters, digits, '.', '-' and '_', collapses '//', and a '..' or percent-escape names another key.
+_UNREADABLE_PREFIXES = [
+    ("s3://bucket/../../etc", ".."),
+    ("s3://bucket/fleet/./prod", "."),
+    ("s3://bucket//double//slash", "//"),
+    ("gs://bucket/a//b", "//"),
+    ("s3://bucket/mod\u00e8les", "mod\u00e8les"),
+    ("s3://bucket/%2e%2e/etc", "%2e%2e"),
+    ("gs://bucket/a/%00", "%00"),
+    ("s3://bucket/my%20models", "my%20models"),
+    ("s3://bucket/a+b", "a+b"),
+    ("as://acct/cnt/x/../y", ".."),
+    ("as://acct/cnt/a#b", "a#b"),
+    ("s3://bucket/a:b", "a:b"),
+]
+
+
+@pytest.mark.parametrize(("uri", "name"), _UNREADABLE_PREFIXES)
+def test_a_prefix_triton_cannot_read_back_is_refused_in_one_line(uri: str, name: str) -> None:
+    with pytest.raises(StorageError, match="is not a path Triton reads back") as caught:
+        parse_uri(uri)
+    (problem,) = caught.value.problems
+    assert f"'{name}' in '{uri}'" in problem and "ASCII letters, digits, '.', '-' and '_'" in problem
+    assert "\n" not in problem
+
+
+def test_push_refuses_an_unreadable_prefix_before_reading_the_repository(tmp_path: Path) -> None:
+    with pytest.raises(
+        StorageError, match=r"'\.\.' in 's3://bkt/\.\./\.\./etc' is not a path Triton reads back"
+    ):
+        push(_repo(tmp_path / "repo"), "s3://bkt/../../etc")
 
 
 def test_key_layout_joins_prefix_and_parts_without_empty_segments() -> None:
@@ -218,10 +254,29 @@ def test_push_needs_at_least_one_job(tmp_path: Path) -> None:
 
 _URI_PARTS = st.sampled_from(["s3", "gs", "as", "az", "S3", "http", "", "s3:", "file"])
 _URI_TAIL = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=40)
+#: Names Triton's path parsers take as they are, and names they read as another key or not at all.
+_READ_BACK = ("fleet", "v1.2", "model_repo", "a-b", "0123", "...")
+_NOT_READ_BACK = (".", "..", "", "%2e%2e", "%00", "%20", "+", "\u00e8", "?x", "#f", ":", "\\", "~", "@", "*")
+_PATH_NAME = st.sampled_from([*_READ_BACK, *_NOT_READ_BACK, "=", "'", '"', "a b", "\t", "\x7f"])
+_PATH_TAIL = st.builds(
+    lambda where, names, end: where + "/" + "/".join(names) + end,
+    st.sampled_from(["bucket", "acct/cnt", "bucket.example", "b_c", "127.0.0.1:9000/bucket"]),
+    st.lists(_PATH_NAME, max_size=6),
+    st.sampled_from(["", "/", "//"]),
+)
+#: Triton core's S3 path pattern (S3FileSystem in src/filesystem/implementations/s3.h): the strictest of
+#: its object-storage parsers, and the one a URI at an endpoint must match whole.
+_TRITON_S3_PATH = re.compile(
+    r"s3://(http://|https://|)([0-9a-zA-Z\-.]+):([0-9]+)/([0-9a-z.\-]+)(((/[0-9a-zA-Z.\-_]+)*)?)"
+)
 
 
-@settings(max_examples=600, deadline=None)
-@given(scheme=_URI_PARTS, separator=st.sampled_from(["://", ":/", ":", "//", "://http://"]), tail=_URI_TAIL)
+@settings(max_examples=800, deadline=None)
+@given(
+    scheme=_URI_PARTS,
+    separator=st.sampled_from(["://", ":/", ":", "//", "://http://"]),
+    tail=st.one_of(_URI_TAIL, _PATH_TAIL),
+)
 def test_any_uri_parses_or_fails_with_one_storage_error(scheme: str, separator: str, tail: str) -> None:
     uri = f"{scheme}{separator}{tail}"
     for function in (parse_uri, kserve_storage_uri):
@@ -233,6 +288,15 @@ def test_any_uri_parses_or_fails_with_one_storage_error(scheme: str, separator: 
         if function is parse_uri:
             assert result.scheme in ("s3", "gs", "as") and result.bucket
             assert not result.prefix.startswith("/") and not result.prefix.endswith("/")
+            # What push accepts, Triton reads back at the same key: its S3 pattern matches the pushed URI
+            # whole, and no name is one its parsers collapse or resolve ('//', '.', '..').
+            pushed = triton_uri(
+                StorageURI("s3", "bucket", result.prefix),
+                result.key("0123456789abcdef"),
+                "http://127.0.0.1:9",
+            )
+            assert _TRITON_S3_PATH.fullmatch(pushed), pushed
+            assert "//" not in result.prefix and not {".", ".."} & set(result.prefix.split("/"))
         else:
             assert result.startswith(("s3://", "gs://", "https://"))
 
