@@ -272,6 +272,11 @@ def triton_uri(location: StorageURI, key_prefix: str, endpoint_url: str | None =
     if location.scheme == "gs" or endpoint_url is None:
         return f"{location.scheme}://{location.bucket}/{key_prefix}".rstrip("/")
     endpoint = _http_endpoint(endpoint_url)
+    if not _S3_HOST.match(endpoint.hostname or ""):
+        raise StorageError(
+            f"Triton's s3://{endpoint.scheme}://HOST:PORT/bucket form takes a host name or IPv4 address, not "
+            f"'{endpoint.hostname}' (of {endpoint_url}); give the endpoint by a name (localhost) or an IPv4 address"
+        )
     port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
     return f"s3://{endpoint.scheme}://{endpoint.hostname}:{port}/{location.bucket}/{key_prefix}"
 
@@ -295,14 +300,25 @@ def kserve_storage_uri(uri: str) -> str:
     return f"https://{location.account}.blob.core.windows.net/{path}"
 
 
-def _http_endpoint(endpoint_url: str) -> urllib.parse.SplitResult:
-    endpoint = urllib.parse.urlsplit(endpoint_url)
-    if endpoint.scheme not in ("http", "https") or not endpoint.hostname:
-        raise StorageError(f"--endpoint-url '{endpoint_url}' is not an http(s)://HOST[:PORT] address")
+def _http_endpoint(endpoint_url: str, source: str = "--endpoint-url") -> urllib.parse.SplitResult:
+    """``endpoint_url`` split, checked to be ``http(s)://HOST[:PORT]``; ``source`` names where it came from.
+
+    Raises:
+        StorageError: Not such an address (an unclosed ``[``, a bad port, no host).
+    """
+    try:
+        endpoint = urllib.parse.urlsplit(endpoint_url)
+        host = endpoint.hostname
+    except ValueError as error:  # an unclosed '[' of an IPv6 address
+        raise StorageError(
+            f"{source} '{endpoint_url}' is not an http(s)://HOST[:PORT] address ({error})"
+        ) from None
+    if endpoint.scheme not in ("http", "https") or not host:
+        raise StorageError(f"{source} '{endpoint_url}' is not an http(s)://HOST[:PORT] address")
     try:
         endpoint.port  # noqa: B018 - a bad port raises here
     except ValueError as error:
-        raise StorageError(f"--endpoint-url '{endpoint_url}' has a bad port") from error
+        raise StorageError(f"{source} '{endpoint_url}' has a bad port ({error})") from None
     return endpoint
 
 
@@ -580,6 +596,7 @@ def _endpoint(scheme: str, endpoint_url: str | None) -> str | None:
         if value:
             if "://" not in value:  # STORAGE_EMULATOR_HOST may be a bare HOST:PORT
                 value = f"http://{value}"
+            _http_endpoint(value, name)
             return value.rstrip("/")
     return None
 

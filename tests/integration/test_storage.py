@@ -175,6 +175,18 @@ def test_serving_from_an_unreachable_endpoint_fails_at_once() -> None:
     assert len(caught.value.problems) == 1 and time.monotonic() - began < 10
 
 
+def test_cli_push_with_a_malformed_endpoint_fails_in_one_line(example_repo: Path, tmp_path: Path) -> None:
+    result = run_cli(
+        "push", str(example_repo), f"s3://{BUCKET}/x", "--endpoint-url", "http://[::1", cwd=tmp_path
+    )
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 1 and len(lines) == 1, result.stderr
+    assert (
+        lines[0]
+        == "error: --endpoint-url 'http://[::1' is not an http(s)://HOST[:PORT] address (Invalid IPv6 URL)"
+    )
+
+
 def test_cli_push_then_serve(example_repo: Path, s3_endpoint: str, tmp_path: Path) -> None:
     result = run_cli(
         "push", str(example_repo), f"s3://{BUCKET}/cli", "--endpoint-url", s3_endpoint, cwd=tmp_path

@@ -133,6 +133,39 @@ def test_triton_uri_for_aws_and_for_a_custom_endpoint() -> None:
         triton_uri(location, "fleet/abc", "minio.local:9000")
 
 
+@pytest.mark.parametrize("scheme", ["s3://bkt/p", "gs://bkt/p", "as://acct/cnt/p"])
+@pytest.mark.parametrize(
+    ("endpoint", "reason"),
+    [("http://[::1", "Invalid IPv6 URL"), ("http://[::1]:99999", "bad port"), ("http://host:x", "bad port")],
+)
+def test_a_malformed_endpoint_is_refused_in_one_line(
+    tmp_path: Path, scheme: str, endpoint: str, reason: str
+) -> None:
+    with pytest.raises(StorageError, match=re.escape(f"--endpoint-url '{endpoint}'")) as caught:
+        push(_repo(tmp_path / "repo"), scheme, endpoint_url=endpoint)
+    (problem,) = caught.value.problems
+    assert reason in problem and "\n" not in problem
+
+
+def test_a_malformed_endpoint_variable_is_refused_naming_the_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://[::1")
+    with pytest.raises(StorageError, match=re.escape("AWS_ENDPOINT_URL 'http://[::1' is not an http")):
+        push(_repo(tmp_path / "repo"), "s3://bkt/p")
+
+
+def test_an_ipv6_s3_endpoint_is_refused_since_tritons_s3_form_cannot_name_it() -> None:
+    with pytest.raises(StorageError, match=r"host name or IPv4 address, not '::1'") as caught:
+        triton_uri(parse_uri("s3://models/fleet"), "fleet/abc", "http://[::1]:9000")
+    assert len(caught.value.problems) == 1
+    assert (
+        triton_uri(parse_uri("gs://models/fleet"), "fleet/abc", "http://[::1]:4443")
+        == "gs://models/fleet/abc"
+    )
+
+
 def test_digest_covers_every_file_and_empty_directory(tmp_path: Path) -> None:
     repo = _repo(tmp_path / "repo")
     hashes = file_hashes(repo)
