@@ -12,11 +12,17 @@ seeded inputs at the verify batch sizes. A candidate is kept when every output v
 ``atol + rtol * |reference|``, its top-1 agreement meets ``min_top1_agreement`` (when set) and its
 signature (names, dtypes, dims) is unchanged. Anything else is dropped with a warning and the model is
 served without that pass. The figures of every pass go into the build manifest.
+
+INT8 fits the CPU it is built on (:mod:`generator.cpu_isa`): each quantize pass tries the schemes ONNX
+Runtime recommends for this CPU's class in turn (U8S8 / S8S8 where they cannot saturate; U8U8 or
+7-bit weights on x86-64 without VNNI) and keeps the first the gate accepts. The manifest records the
+CPU class, the kept scheme and every try with its figures.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import shutil
@@ -30,7 +36,8 @@ from typing import Any
 
 import numpy as np
 
-from generator import dtypes
+from generator import cpu_isa, dtypes
+from generator.cpu_isa import Int8Scheme
 from generator.errors import GeneratorError, MissingDependencyError, SpecError, VerificationError, first_line
 from generator.exporters.base import ExportResult
 from generator.runners import Feeds, onnx_runner
@@ -42,6 +49,8 @@ log = logging.getLogger(__name__)
 
 #: A pass: (model in, model out, settings, calibration batches or None).
 Pass = Callable[[Path, Path, Optimize, "list[Feeds] | None"], None]
+#: An INT8 pass: a pass that also takes the scheme to quantize with.
+Quantizer = Callable[[Path, Path, Optimize, "list[Feeds] | None", Int8Scheme], None]
 
 CALIBRATION_BATCH = 64  # samples per calibration run, at most (and at most max_batch_size)
 
@@ -62,6 +71,10 @@ class PassRecord:
         mismatched: Output values beyond ``atol + rtol * |reference|``, of ``total``.
         top1_agreement: Share of rows whose argmax matches the reference's (``None``: no class axis).
         reason: Why it was not kept.
+        scheme: The INT8 scheme of these figures (``U8U8``, ``S8S8 reduce_range``...; quantize passes).
+        isa: The INT8 class of the CPU the gate ran on (``x86-avx2``, ``x86-vnni``...; quantize passes).
+        cpu_features: The instruction-set features found on that CPU (quantize passes).
+        tries: Every scheme tried, in order, with its figures: the kept one is the last.
     """
 
     name: str
@@ -77,6 +90,28 @@ class PassRecord:
     total: int | None = None
     top1_agreement: float | None = None
     reason: str | None = None
+    scheme: str | None = None
+    isa: str | None = None
+    cpu_features: list[str] | None = None
+    tries: list[dict[str, Any]] | None = None
+
+    def summary(self) -> dict[str, Any]:
+        """This record's scheme, decision and figures, as one entry of ``tries``."""
+        return {key: getattr(self, key) for key in _TRY_KEYS}
+
+
+_TRY_KEYS = (
+    "scheme",
+    "kept",
+    "bytes_after",
+    "seconds",
+    "max_abs_error",
+    "max_rel_error",
+    "mismatched",
+    "total",
+    "top1_agreement",
+    "reason",
+)
 
 
 @dataclass
@@ -234,24 +269,27 @@ def judge(
     return record
 
 
-def _gate(
-    record: PassRecord,
-    candidate: Path,
-    signature: Signature,
-    batches: list[Feeds],
-    references: list[Feeds],
-    budget: Budget,
-    batching: bool,
-) -> PassRecord:
+@dataclass
+class _Gate:
+    """What every candidate is judged on: the signature, the samples, their reference outputs, the budget."""
+
+    signature: Signature
+    batches: list[Feeds]
+    references: list[Feeds]
+    budget: Budget
+    batching: bool
+
+
+def _gate(record: PassRecord, candidate: Path, gate: _Gate) -> PassRecord:
     """Run the candidate on the gate samples and judge it against the references."""
     try:
         changed = read_onnx_signature(candidate)
     except GeneratorError as exc:
         record.reason = f"the result is not a readable ONNX model ({exc.problems[0]})"
         return record
-    if changed != signature:
+    if changed != gate.signature:
         record.reason = (
-            f"the I/O signature changed ({_signature_change(signature, changed)}), "
+            f"the I/O signature changed ({_signature_change(gate.signature, changed)}), "
             "so Triton's config would no longer match"
         )
         return record
@@ -262,24 +300,26 @@ def _gate(
         return record
     outputs: list[OutputParity] = []
     agree, rows, classified = 0, 0, False
-    for feeds, want in zip(batches, references, strict=True):
+    for feeds, want in zip(gate.batches, gate.references, strict=True):
         try:
             got = run(feeds)
         except Exception as exc:
             record.reason = f"ONNX Runtime failed to run the result ({first_line(exc)})"
             return record
-        size = len(next(iter(feeds.values()))) if batching else 1
+        size = len(next(iter(feeds.values()))) if gate.batching else 1
         for name, reference in want.items():
             if name not in got or got[name].shape != reference.shape:
                 shape = list(got[name].shape) if name in got else "missing"
                 record.reason = f"output '{name}' is {shape}, the reference's {list(reference.shape)}"
                 return record
-            outputs.append(compare_output(name, size, got[name], reference, budget.atol, budget.rtol))
-            counted = _top1(got[name], reference, batching)
+            outputs.append(
+                compare_output(name, size, got[name], reference, gate.budget.atol, gate.budget.rtol)
+            )
+            counted = _top1(got[name], reference, gate.batching)
             if counted is not None:
                 classified = True
                 agree, rows = agree + counted[0], rows + counted[1]
-    return judge(record, outputs, (agree, rows) if classified else None, budget)
+    return judge(record, outputs, (agree, rows) if classified else None, gate.budget)
 
 
 def _signature_change(before: Signature, after: Signature) -> str:
@@ -336,26 +376,34 @@ def _prepared(source: Path, work: Path) -> Path:
     return prepared
 
 
-def _quantize_dynamic(
-    source: Path, target: Path, settings: Optimize, calibration: list[Feeds] | None
-) -> None:
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+def _quant_type(kind: str) -> Any:
+    from onnxruntime.quantization import QuantType
 
-    quantize_dynamic(
+    return QuantType.QUInt8 if kind == "U8" else QuantType.QInt8
+
+
+def _quantize_dynamic(
+    source: Path, target: Path, settings: Optimize, calibration: list[Feeds] | None, scheme: Int8Scheme
+) -> None:
+    from onnxruntime.quantization import quantize_dynamic
+
+    quantize_dynamic(  # activations: always U8, computed at run time by DynamicQuantizeLinear
         _prepared(source, target.parent),
         target,
         per_channel=settings.per_channel,
-        weight_type=QuantType.QInt8,
+        reduce_range=scheme.reduce_range,
+        weight_type=_quant_type(scheme.weights),
         op_types_to_quantize=settings.op_types,
     )
 
 
-def _quantize_static(source: Path, target: Path, settings: Optimize, calibration: list[Feeds] | None) -> None:
+def _quantize_static(
+    source: Path, target: Path, settings: Optimize, calibration: list[Feeds] | None, scheme: Int8Scheme
+) -> None:
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
         QuantFormat,
-        QuantType,
         quantize_static,
     )
 
@@ -372,8 +420,9 @@ def _quantize_static(source: Path, target: Path, settings: Optimize, calibration
         Reader(),
         quant_format=QuantFormat.QDQ,  # QuantizeLinear/DequantizeLinear pairs around each op
         per_channel=settings.per_channel,
-        activation_type=QuantType.QInt8,
-        weight_type=QuantType.QInt8,
+        reduce_range=scheme.reduce_range,
+        activation_type=_quant_type(scheme.activations),
+        weight_type=_quant_type(scheme.weights),
         op_types_to_quantize=settings.op_types,
         calibrate_method=CalibrationMethod.MinMax,
         extra_options={"CalibMaxIntermediateOutputs": 16},  # bounds calibration memory; exact for MinMax
@@ -388,12 +437,72 @@ def _fp16(source: Path, target: Path, settings: Optimize, calibration: list[Feed
     onnx.save(converted, str(target))
 
 
-PASSES: dict[str, Pass] = {
-    "simplify": _simplify,
+PASSES: dict[str, Pass] = {"simplify": _simplify, "fp16": _fp16}
+QUANTIZERS: dict[str, Quantizer] = {
     "quantize dynamic": _quantize_dynamic,
     "quantize static": _quantize_static,
-    "fp16": _fp16,
 }
+
+
+def _attempt(
+    name: str,
+    run: Pass,
+    source: Path,
+    work: Path,
+    settings: Optimize,
+    calibration: list[Feeds] | None,
+    gate: _Gate,
+) -> tuple[PassRecord, Path]:
+    """Run one pass on ``source`` into ``work`` and gate its output; the record and the candidate."""
+    work.mkdir(parents=True)
+    candidate = work / "model.onnx"
+    record = PassRecord(name, kept=False, bytes_before=_model_bytes(source), nodes_before=_node_count(source))
+    started = time.perf_counter()
+    try:
+        with _quiet_dependencies():
+            run(source, candidate, settings, calibration)
+        record.bytes_after = _model_bytes(candidate)
+        record.nodes_after = _node_count(candidate)
+    except GeneratorError:
+        raise
+    except Exception as exc:
+        record.reason = f"the pass failed ({first_line(exc)})"
+    else:
+        _gate(record, candidate, gate)
+    record.seconds = round(time.perf_counter() - started, 3)
+    return record, candidate
+
+
+def _quantize(
+    name: str,
+    source: Path,
+    work: Path,
+    settings: Optimize,
+    calibration: list[Feeds] | None,
+    gate: _Gate,
+) -> tuple[PassRecord, Path]:
+    """An INT8 pass: this CPU's schemes in turn until the gate keeps one; the last record and candidate.
+
+    The returned record carries the kept scheme's figures (or the last one's), the CPU's INT8 class and
+    features, and every try; when no scheme is kept its reason names each scheme's.
+    """
+    isa = cpu_isa.detect()
+    quantizer = QUANTIZERS[name]
+    mode = "static" if name == "quantize static" else "dynamic"
+    tries: list[PassRecord] = []
+    for number, scheme in enumerate(cpu_isa.int8_schemes(mode, isa.int8_class)):
+        run = functools.partial(quantizer, scheme=scheme)
+        record, candidate = _attempt(name, run, source, work / str(number), settings, calibration, gate)
+        record.scheme = scheme.name
+        tries.append(record)
+        if record.kept:
+            break
+    record.isa, record.cpu_features = isa.int8_class, sorted(isa.features)
+    record.tries = [t.summary() for t in tries]
+    record.seconds = round(sum(t.seconds for t in tries), 3)
+    if not record.kept:
+        record.reason = "; ".join(f"{t.scheme}: {t.reason}" for t in tries)
+    return record, candidate
 
 
 def _model_bytes(path: Path) -> int:
@@ -488,27 +597,14 @@ def optimize_model(
         bytes_before=_model_bytes(result.model_file),
     )
     current = result.model_file
+    gate = _Gate(result.signature, batches, references, settings.budget, batching)
     with tempfile.TemporaryDirectory(prefix="tritongen-optimize-") as tmp:
         for index, name in enumerate(settings.passes):
             work = Path(tmp) / str(index)
-            work.mkdir()
-            candidate = work / "model.onnx"
-            record = PassRecord(
-                name, kept=False, bytes_before=_model_bytes(current), nodes_before=_node_count(current)
-            )
-            started = time.perf_counter()
-            try:
-                with _quiet_dependencies():
-                    PASSES[name](current, candidate, settings, calibration)
-                record.bytes_after = _model_bytes(candidate)
-                record.nodes_after = _node_count(candidate)
-            except GeneratorError:
-                raise
-            except Exception as exc:
-                record.reason = f"the pass failed ({first_line(exc)})"
+            if name in QUANTIZERS:
+                record, candidate = _quantize(name, current, work, settings, calibration, gate)
             else:
-                _gate(record, candidate, result.signature, batches, references, settings.budget, batching)
-            record.seconds = round(time.perf_counter() - started, 3)
+                record, candidate = _attempt(name, PASSES[name], current, work, settings, calibration, gate)
             log.info("%s: %s %s (%s)", model.name, name, "kept" if record.kept else "rejected", record)
             report.passes.append(record)
             if record.kept:
