@@ -154,7 +154,7 @@ def python_files(model: ModelSpec, context: ExportContext) -> dict[str, Path]:
         definition = step_definition(model.builtin, context.step_settings(model), context.spec_dir)
         listed = dict(definition.version_files)
     else:
-        listed = {path.name: path for path in extra_files(model, context.spec_dir)}
+        listed = extra_files(model, context.spec_dir)
     found = {}
     for name, path in sorted(listed.items()):
         if path.is_dir():

@@ -25,6 +25,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from generator import dtypes
 from generator.errors import SpecError
+from generator.spec_names import model_problems, spec_problems
 from generator.steps import STEP_KINDS
 
 DEFAULT_SPEC = Path("generator.yaml")
@@ -541,21 +542,6 @@ class EnsembleSpec(_Strict):
     def _safe_name(cls, value: str) -> str:
         return _checked_name(value)
 
-    @model_validator(mode="after")
-    def _wiring(self) -> EnsembleSpec:
-        producers: dict[str, int] = {}
-        for index, step in enumerate(self.steps):
-            for tensor in step.output_map.values():
-                if tensor in producers:
-                    raise ValueError(
-                        f"tensor '{tensor}' is written by steps {producers[tensor]} and {index}; "
-                        "give one of them another name in its output_map"
-                    )
-                producers[tensor] = index
-            if step.model == self.name:
-                raise ValueError(f"steps[{index}] runs the ensemble itself; name another model")
-        return self
-
 
 class Spec(_Strict):
     """A whole spec file."""
@@ -570,25 +556,6 @@ class Spec(_Strict):
     )
     #: Directory the spec file lives in; sources resolve against it. Not part of the YAML.
     base_dir: Path = Field(default=Path("."), exclude=True)
-
-    @model_validator(mode="after")
-    def _unique(self) -> Spec:
-        seen: set[tuple[str, int]] = set()
-        for model in self.models:
-            key = (model.name, model.version)
-            if key in seen:
-                raise ValueError(
-                    f"model '{model.name}' version {model.version} appears twice; give each a version"
-                )
-            seen.add(key)
-        names = {model.name for model in self.models}
-        for index, ensemble in enumerate(self.ensembles):
-            if ensemble.name in names:
-                raise ValueError(
-                    f"ensembles[{index}]: '{ensemble.name}' is already a model or ensemble name; rename it"
-                )
-            names.add(ensemble.name)
-        return self
 
     def resolve_source(self, source: str) -> Path:
         """The file a model's ``source`` names (the part before ``:function``), made absolute.
@@ -829,7 +796,7 @@ def validation_problems(
 
 
 def _duplicate_names(models: list[Any]) -> list[str]:
-    seen: set[str] = set()
+    seen: dict[str, int] = {}
     problems = []
     for index, model in enumerate(models):
         if not isinstance(model, dict):
@@ -838,10 +805,10 @@ def _duplicate_names(models: list[Any]) -> list[str]:
         key = json.dumps([name, version], default=str)  # any YAML value, hashable
         if key in seen:
             problems.append(
-                f"models[{index}].name: model '{name}' version {version} appears twice; "
-                "give each a different version or name"
+                f"models[{index}].name: model '{name}' version {version} appears twice (also "
+                f"models[{seen[key]}]); give each a different version or name"
             )
-        seen.add(key)
+        seen.setdefault(key, index)
     return problems
 
 
@@ -894,11 +861,14 @@ def _merged_model(
         return raw, [f"{origin}: models[{index}]: must be a mapping with name, framework and source"]
     merged = _deep_merge(defaults, raw)
     try:
-        ModelSpec.model_validate(merged)
+        model = ModelSpec.model_validate(merged)
     except PydanticValidationError as exc:
         return merged, [
             f"{origin}: {p}" for p in validation_problems(exc, ModelSpec, merged, f"models[{index}]")
         ]
+    named = model_problems(model, f"models[{index}]")
+    if named:
+        return merged, [f"{origin}: {p}" for p in named]
     settings = overlay.settings.get(merged["name"]) if overlay else None
     if not overlay or not settings:
         return merged, []
@@ -940,9 +910,13 @@ def _parse(data: Any, base_dir: Path, origin: str, overlay: Overlay | None) -> S
     top = {k: v for k, v in data.items() if k != "models"}
     top["models"] = merged_models if isinstance(raw_models, list) else raw_models
     try:
-        return Spec.model_validate({**top, "base_dir": base_dir})
+        spec = Spec.model_validate({**top, "base_dir": base_dir})
     except PydanticValidationError as exc:
         raise SpecError(*(f"{origin}: {p}" for p in validation_problems(exc, Spec, top))) from None
+    named = spec_problems(spec)
+    if named:
+        raise SpecError(*(f"{origin}: {p}" for p in named))
+    return spec
 
 
 def bundled_example() -> Path:

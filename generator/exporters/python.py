@@ -20,6 +20,7 @@ from generator.errors import ExportError, SpecError, first_line
 from generator.exporters.base import ExportContext, ExportResult, call_function, load_factory
 from generator.signature import Signature, TensorInfo
 from generator.spec import ModelSpec, TensorSpec, factory_parts
+from generator.spec_names import files_destination
 from generator.triton import PYTHON_BACKEND, python_backend_utils_dir
 
 MODEL_FILE = "model.py"
@@ -37,18 +38,19 @@ def signature_of(model: ModelSpec) -> Signature:
     return Signature(tensors(model.inputs), tensors(model.outputs))
 
 
-def extra_files(model: ModelSpec, spec_dir: Path) -> list[Path]:
-    """The ``files`` a user's Python model lists, resolved against the spec's directory.
+def extra_files(model: ModelSpec, spec_dir: Path) -> dict[str, Path]:
+    """The ``files`` a user's Python model lists: the name each gets beside ``model.py`` (its last path
+    component as listed, a link's own name) -> the file or directory, resolved against the spec's directory.
 
     Raises:
         SpecError: a listed file or directory does not exist.
     """
-    found = []
+    found = {}
     for name in model.files or []:
         path = (spec_dir / name).resolve()
         if not path.exists():
             raise SpecError(f"model '{model.name}': files: '{name}' not found at {path}; fix the path")
-        found.append(path)
+        found[files_destination(name)] = path
     return found
 
 
@@ -178,8 +180,8 @@ class PythonExporter:
             return self._builtin(model, version_dir)
         target = version_dir / MODEL_FILE
         files = _copy(source, target)
-        for path in extra_files(model, self.context.spec_dir):
-            files += _copy(path, version_dir / path.name)
+        for destination, path in extra_files(model, self.context.spec_dir).items():
+            files += _copy(path, version_dir / destination)
         check_python_model(target, model.name)
         return ExportResult(
             files=files,

@@ -84,7 +84,7 @@ def test_python_model_mistakes(model: dict, expected: str) -> None:
     [
         (
             [{"name": "a", "steps": [_step("b", {"x": "X"}, {"y": "Y"})]}],
-            "ensembles[0]: 'a' is already a model or ensemble name",
+            "ensembles[0].name: 'a' is already the name of models[0]",
         ),
         (
             [{"name": "e", "steps": [_step("a", {"x": "X"}, {"y": "Y"}, version=0)]}],
@@ -97,11 +97,11 @@ def test_python_model_mistakes(model: dict, expected: str) -> None:
                     "steps": [_step("a", {"x": "X"}, {"y": "Y"}), _step("b", {"x": "Y"}, {"y": "Y"})],
                 }
             ],
-            "ensembles[0]: tensor 'Y' is written by steps 0 and 1",
+            "ensembles[0].steps[1].output_map.y: writes 'Y', which ensembles[0].steps[0].output_map.y writes too",
         ),
         (
             [{"name": "f", "steps": [_step("f", {"x": "X"}, {"y": "Y"})]}],
-            "ensembles[0]: steps[0] runs the ensemble itself",
+            "ensembles[0].steps[0].model: runs the ensemble itself",
         ),
         ([{"name": "e", "steps": []}], "ensembles[0].steps: List should have at least 1 item"),
         ([{"name": "e", "steps": [_step("a", {}, {"y": "Y"})]}], "ensembles[0].steps[0].input_map"),

@@ -115,3 +115,133 @@ def test_json_schema_describes_the_spec() -> None:
     assert set(schema["properties"]) == {"repository", "defaults", "models", "ensembles"}
     assert {"TokenizerStepSettings", "ImageStepSettings", "PostprocessStepSettings"} <= set(schema["$defs"])
     assert "ModelSpec" in schema["$defs"] and "base_dir" not in schema["properties"]
+
+
+def _tensor(name: str, dims: list[int] | None = None, **extra: object) -> dict:
+    return {"name": name, "dtype": "FP32", "dims": dims or [4], **extra}
+
+
+def _python(**extra: object) -> dict:
+    return {
+        "name": "p",
+        "framework": "python",
+        "source": "p.py",
+        "inputs": [_tensor("x")],
+        "outputs": [_tensor("y")],
+        **extra,
+    }
+
+
+def _ensemble(**extra: object) -> dict:
+    steps = [{"model": "m", "input_map": {"x": "X"}, "output_map": {"y": "Y"}}]
+    return {"name": "e", "steps": steps, **extra}
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (  # the fuzz's crash: the build's shape points ran out of sizes (StopIteration)
+            {"models": [_model(inputs=[_tensor("x", [-1]), _tensor("x", [-1, -1])])]},
+            "models[0].inputs[1].name: duplicate input name 'x' (also models[0].inputs[0])",
+        ),
+        (
+            {"models": [_model(outputs=[_tensor("y"), _tensor("z"), _tensor("y")])]},
+            "models[0].outputs[2].name: duplicate output name 'y' (also models[0].outputs[0])",
+        ),
+        (
+            {"models": [_model(inputs=[_tensor("a", source_name="x"), _tensor("b", source_name="x")])]},
+            "models[0].inputs[1].source_name: the model's input 'x' is already served as 'a'",
+        ),
+        (
+            {"models": [_model(inputs=[_tensor("x")], outputs=[_tensor("x")])]},
+            "models[0].outputs[0].name: 'x' is also an input (models[0].inputs[0])",
+        ),
+        (
+            {"models": [_model(), _model(name="n"), _model()]},
+            "models[2].name: model 'm' version 1 appears twice (also models[0])",
+        ),
+        (
+            {"models": [_model(), _model(name="e")], "ensembles": [_ensemble()]},
+            "ensembles[0].name: 'e' is already the name of models[1]",
+        ),
+        (
+            {"models": [_model()], "ensembles": [_ensemble(), _ensemble()]},
+            "ensembles[1].name: 'e' is already the name of ensembles[0]",
+        ),
+        (
+            {"models": [_model()], "ensembles": [_ensemble(inputs=[_tensor("X"), _tensor("X")])]},
+            "ensembles[0].inputs[1].name: duplicate input name 'X' (also ensembles[0].inputs[0])",
+        ),
+        (
+            {"models": [_model()], "ensembles": [_ensemble(inputs=[_tensor("X")], outputs=[_tensor("X")])]},
+            "ensembles[0].outputs[0].name: 'X' is also an input of the ensemble (ensembles[0].inputs[0])",
+        ),
+        (
+            {
+                "models": [_model()],
+                "ensembles": [
+                    _ensemble(
+                        steps=[{"model": "m", "input_map": {"x": "X"}, "output_map": {"y": "Y", "z": "Y"}}]
+                    )
+                ],
+            },
+            "ensembles[0].steps[0].output_map.z: writes 'Y', which ensembles[0].steps[0].output_map.y writes too",
+        ),
+        (
+            {
+                "models": [_model()],
+                "ensembles": [
+                    _ensemble(
+                        inputs=[_tensor("X")],
+                        steps=[
+                            {"model": "m", "input_map": {"x": "X"}, "output_map": {"y": "Y"}},
+                            {"model": "m", "input_map": {"x": "Y"}, "output_map": {"y": "X"}},
+                        ],
+                    )
+                ],
+            },
+            "ensembles[0].steps[1].output_map.y: writes 'X', an input of the ensemble (ensembles[0].inputs[0])",
+        ),
+        (
+            {"models": [_python(files=["a/labels.txt", "b/labels.txt/"])]},
+            "models[0].files[1]: duplicate destination 'labels.txt' (also models[0].files[0] 'a/labels.txt')",
+        ),
+        (
+            {"models": [_python(files=["lib/model.py"])]},
+            "models[0].files[0]: 'lib/model.py' would be copied over the model file model.py",
+        ),
+        (
+            {"models": [_python(files=["data/.."])]},
+            "models[0].files[0]: 'data/..' names a directory above or at the spec's",
+        ),
+    ],
+)
+def test_duplicate_names_are_spec_errors_at_the_repeat(data: dict, expected: str) -> None:
+    with pytest.raises(SpecError) as caught:
+        parse_spec(data, origin="s.yaml")
+    assert [line for line in caught.value.problems if expected in line], caught.value.problems
+    assert all(line.startswith("s.yaml: ") and "\n" not in line for line in caught.value.problems)
+
+
+def test_a_python_model_may_name_an_input_like_an_output() -> None:
+    # Triton and the Python backend keep a request's inputs and a response's outputs apart.
+    spec = parse_spec({"models": [_python(outputs=[_tensor("x")])]})
+    assert spec.models[0].inputs[0].name == spec.models[0].outputs[0].name == "x"
+
+
+def test_files_land_under_the_name_the_spec_checked(tmp_path: Path) -> None:
+    # The duplicate check reads each entry's last listed name; a link must land under its own name too,
+    # not its target's (two links to one file would otherwise overwrite each other unseen).
+    from generator.exporters.base import ExportContext
+    from generator.exporters.python import PythonExporter
+
+    (tmp_path / "p.py").write_text(
+        "class TritonPythonModel:\n    def execute(self, requests):\n        return []\n"
+    )
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "real.txt").write_text("r")
+    (tmp_path / "alias.txt").symlink_to(tmp_path / "data" / "real.txt")
+    spec = parse_spec({"models": [_python(files=["alias.txt", "data/real.txt"])]}, base_dir=tmp_path)
+    version = tmp_path / "repo" / "p" / "1"
+    PythonExporter(ExportContext(spec_dir=tmp_path)).export(spec.models[0], tmp_path / "p.py", version)
+    assert sorted(p.name for p in version.iterdir()) == ["alias.txt", "model.py", "real.txt"]

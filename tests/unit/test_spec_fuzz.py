@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 from generator.config import DeviceProfile, build_config, check_rendered, environment, render
 from generator.errors import GeneratorError, SpecError
 from generator.signature import Signature, TensorInfo
-from generator.spec import ModelSettings, ModelSpec, json_schema, load_spec, parse_spec
+from generator.spec import ModelSettings, ModelSpec, field_path, json_schema, load_spec, parse_spec
+from generator.spec_names import files_destination
 from generator.tuned import TUNABLE, load_spec_with_tuned
 
 FIELDS = sorted(
@@ -273,8 +274,28 @@ def _assert_field_path_errors(error: SpecError) -> None:
         assert "\n" not in line
 
 
+def _assert_names_unique(spec: Any) -> None:
+    """What a loaded spec guarantees the build: no name given twice where Triton or a file needs one."""
+    for model in spec.models:
+        inputs = [t.name for t in model.inputs or []]
+        outputs = [t.name for t in model.outputs or []]
+        assert len(set(inputs)) == len(inputs) and len(set(outputs)) == len(outputs), model
+        assert model.target == "python" or not set(inputs) & set(outputs), model
+        destinations = [files_destination(f) for f in model.files or []]
+        assert len(set(destinations)) == len(destinations), model.files
+    assert len({(m.name, m.version) for m in spec.models}) == len(spec.models)
+    names = [m.name for m in spec.models] + [e.name for e in spec.ensembles]
+    assert len({*names}) == len({m.name for m in spec.models}) + len(spec.ensembles), names
+    for ensemble in spec.ensembles:
+        written = [tensor for step in ensemble.steps for tensor in step.output_map.values()]
+        declared = [t.name for t in (ensemble.inputs or []) + (ensemble.outputs or [])]
+        assert len(set(written)) == len(written) and len(set(declared)) == len(declared), ensemble
+        assert not set(written) & {t.name for t in ensemble.inputs or []}, ensemble
+
+
 def _render_declared(spec: Any, profile: DeviceProfile | None = None) -> None:
     """Render each model's config from its declared I/O and parse it back with Triton's schema."""
+    _assert_names_unique(spec)
     env = environment()
     for model in spec.models:
         if not model.inputs or not model.outputs:
@@ -315,6 +336,7 @@ def test_python_models_and_ensembles_load_or_fail_with_field_paths(model: dict, 
         _assert_field_path_errors(error)
         return
     assert [e.name for e in spec.ensembles] == [e["name"] for e in pipelines]
+    _assert_names_unique(spec)
 
 
 @settings(max_examples=1000, deadline=None, suppress_health_check=list(HealthCheck))
@@ -387,7 +409,8 @@ def test_duplicate_model_is_reported_at_the_second_entry() -> None:
     with pytest.raises(SpecError) as caught:
         parse_spec({"models": [_base_model(0), _base_model(0)]}, origin="s.yaml")
     assert caught.value.problems == [
-        "s.yaml: models[1].name: model 'm0' version 1 appears twice; give each a different version or name"
+        "s.yaml: models[1].name: model 'm0' version 1 appears twice (also models[0]); give each a different "
+        "version or name"
     ]
 
 
@@ -436,3 +459,113 @@ def test_any_tuned_settings_load_or_fail_with_the_tuned_files_field_paths(
     if name == "elsewhere":
         assert info.warnings and not info.applied
     _render_declared(spec)
+
+
+#: Where a spec can give a name twice, and how each duplicate is made.
+DUPLICATE_KINDS = (
+    "input",
+    "output",
+    "input_as_output",
+    "model",
+    "ensemble",
+    "ensemble_input",
+    "ensemble_output",
+    "ensemble_input_as_output",
+    "step_output",
+    "files",
+)
+names = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=8)
+
+
+@st.composite
+def duplicated_specs(draw: st.DrawFn) -> tuple[dict[str, Any], str]:
+    """A valid spec (random names, dims and dtypes) with one name given twice; the repeat's field path."""
+    tensor_names = draw(st.lists(names, min_size=4, max_size=4, unique=True))
+    x, y, big_x, big_y = tensor_names
+
+    def tensor(name: str) -> dict[str, Any]:
+        dims = draw(st.lists(st.sampled_from([-1, 1, 3]), min_size=1, max_size=3))
+        return {"name": name, "dtype": draw(st.sampled_from(["FP32", "INT64", "FP16"])), "dims": dims}
+
+    models = [
+        {
+            **_base_model(i),
+            "inputs": [tensor(x)],
+            "outputs": [tensor(y)],
+            "max_batch_size": draw(st.integers(0, 64)),
+        }
+        for i in range(2)
+    ]
+    files = draw(st.lists(st.sampled_from(["a.txt", "d/b.txt", "lib", "e/"]), unique=True, max_size=2))
+    python = {"name": "p", "framework": "python", "source": "p.py", "inputs": [tensor(x)]}
+    models.append({**python, "outputs": [tensor(y)], "files": files or None})
+    ensemble = {
+        "name": "e",
+        "inputs": [tensor(big_x)],
+        "outputs": [tensor(big_y)],
+        "steps": [
+            {"model": "m0", "input_map": {x: big_x}, "output_map": {y: "T"}},
+            {"model": "m1", "input_map": {x: "T"}, "output_map": {y: big_y}},
+        ],
+    }
+    spec = {"models": models, "ensembles": [ensemble]}
+    kind = draw(st.sampled_from(DUPLICATE_KINDS))
+    model_index = draw(st.integers(0, 2))
+    model = models[model_index]
+    if kind in ("input", "output"):
+        tensors = model[f"{kind}s"]
+        tensors.insert(draw(st.integers(1, len(tensors))), tensor(tensors[0]["name"]))
+        where = f"models[{model_index}].{kind}s[{[t['name'] for t in tensors].index(tensors[0]['name'], 1)}]"
+    elif kind == "input_as_output":
+        model, model_index = models[model_index % 2], model_index % 2  # a Python model may do it
+        model["outputs"].append(tensor(model["inputs"][0]["name"]))
+        where = f"models[{model_index}].outputs[1]"
+    elif kind == "model":
+        models.append({**_base_model(model_index % 2), "max_batch_size": draw(st.integers(0, 64))})
+        where = f"models[{len(models) - 1}]"
+    elif kind == "ensemble":
+        copy = {**ensemble, "name": draw(st.sampled_from(["m0", "m1", "p", "e"]))}
+        spec["ensembles"].append(copy)
+        where = "ensembles[1]"
+    elif kind in ("ensemble_input", "ensemble_output"):
+        tensors = ensemble[f"{kind.removeprefix('ensemble_')}s"]
+        tensors.append(tensor(tensors[0]["name"]))
+        where = f"ensembles[0].{kind.removeprefix('ensemble_')}s[1]"
+    elif kind == "ensemble_input_as_output":
+        ensemble["outputs"].append(tensor(big_x))
+        where = "ensembles[0].outputs[1]"
+    elif kind == "step_output":
+        step = draw(st.integers(0, 1))
+        written = draw(st.sampled_from([big_x, "T", big_y]))
+        ensemble["steps"][step]["output_map"]["extra"] = written
+        where = _first_rewrite(ensemble)
+    else:
+        listed = draw(st.sampled_from(["a.txt", "d/b.txt", "lib", "e/", "model.py"]))
+        again = f"{draw(st.sampled_from(['x', 'x/y', '.']))}/{listed.rstrip('/').split('/')[-1]}"
+        python["files"] = [*(files or []), again] if listed != "model.py" else [again]
+        where = "models[2].files"
+        models[2] = {**python, "outputs": models[2]["outputs"]}
+        if listed != "model.py" and files_destination(listed) not in map(files_destination, files):
+            python["files"].insert(0, listed)
+    return spec, where
+
+
+def _first_rewrite(ensemble: dict[str, Any]) -> str:
+    """The field path of the first step output that writes an ensemble input or an already written tensor."""
+    seen = {tensor["name"] for tensor in ensemble["inputs"]}
+    for index, step in enumerate(ensemble["steps"]):
+        for output, tensor in step["output_map"].items():
+            if tensor in seen:
+                return field_path(("steps", index, "output_map", output), "ensembles[0]")
+            seen.add(tensor)
+    raise AssertionError("no tensor is written twice")
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
+@given(duplicated_specs())
+def test_a_name_given_twice_is_a_spec_error_at_the_repeat(case: tuple[dict[str, Any], str]) -> None:
+    data, where = case
+    with pytest.raises(SpecError) as caught:
+        parse_spec(data, origin="spec")
+    _assert_field_path_errors(caught.value)
+    assert any(line.startswith(f"spec: {where}") for line in caught.value.problems), (where, caught.value)
