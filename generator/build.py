@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from tritonclient.grpc import model_config_pb2
 
-from generator import __version__
+from generator import __version__, cpu_isa
 from generator.config import (
     DeviceProfile,
     build_config,
@@ -203,6 +203,8 @@ def cache_key(model: ModelSpec, source: Path, libraries: dict[str, str], context
         samples = [n for n in (model.optimize.calibration_data, model.optimize.eval_data) if n]
         paths = {n: context.spec_dir / n for n in samples}
         payload["optimize_data"] = {n: sha256_file(p) if p.is_file() else "missing" for n, p in paths.items()}
+        if model.optimize.quantize != "none":  # INT8 is quantized and gated for the CPU's class
+            payload["int8_cpu"] = cpu_isa.detect().int8_class
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 

@@ -5,6 +5,9 @@ these records write exactly its keys. Reading is tolerant: a missing key takes i
 written before ``user_files`` (or a model's ``tuned`` settings) was recorded reads with it set to
 ``None``, a version entry that cannot be read is left out (that version is built again), and an
 unreadable manifest reads as an empty one.
+
+An INT8 model's optimize record names the CPU class its accuracy gate ran on and the scheme it kept;
+:func:`int8_portability_warnings` says which of them may lose that accuracy on this machine's CPU.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from generator import cpu_isa
+from generator.cpu_isa import CpuIsa, portability_warning
 from generator.signature import Signature
 
 TOOL = "tritongen"
@@ -66,6 +71,21 @@ class VersionEntry:
     def optimized_passes(self) -> list[str]:
         """Names of the optimization passes whose output is served."""
         return list(_mapping(self.optimize).get("kept", []))
+
+    @property
+    def int8_pass(self) -> dict[str, Any] | None:
+        """The served INT8 pass's record (its ``scheme`` and ``isa`` when recorded), or ``None``."""
+        if not any(str(name).startswith("quantize") for name in self.optimized_passes):
+            return None
+        passes = _mapping(self.optimize).get("passes")
+        for record in passes if isinstance(passes, list) else []:
+            if (
+                isinstance(record, dict)
+                and record.get("kept")
+                and str(record.get("name")).startswith("quantize")
+            ):
+                return record
+        return {}
 
     def to_dict(self) -> dict[str, Any]:
         """The entry as the manifest's JSON object."""
@@ -203,3 +223,29 @@ class Manifest:
                 str(name): ModelEntry.from_dict(raw) for name, raw in _mapping(data.get("models")).items()
             },
         )
+
+
+def int8_portability_warnings(manifest: Manifest, here: CpuIsa | None = None) -> list[tuple[str, str]]:
+    """(model, message) for each served INT8 version whose scheme may saturate on this CPU.
+
+    A version is named when its kept scheme runs on saturating kernels here (x86-64 without VNNI) but
+    its accuracy gate ran where it does not (VNNI, ARM), or on a CPU the manifest does not record.
+
+    Args:
+        manifest: The repository's manifest.
+        here: The CPU to serve on; default: this machine's (:func:`generator.cpu_isa.detect`).
+    """
+    here = here or cpu_isa.detect()
+    found = []
+    for name, model in manifest.models.items():
+        for version, entry in model.versions.items():
+            record = entry.int8_pass
+            if record is None:
+                continue
+            scheme, isa = record.get("scheme"), record.get("isa")
+            if not isinstance(scheme, str):  # built before schemes were recorded: ONNX Runtime's defaults
+                scheme = "U8S8" if record.get("name") == "quantize dynamic" else "S8S8"
+            message = portability_warning(scheme, isa if isinstance(isa, str) else None, here)
+            if message:
+                found.append((name, f"version {version}: {message}"))
+    return found

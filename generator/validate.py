@@ -44,7 +44,9 @@ from generator.config_checks import Found, check_config
 from generator.ensemble_checks import check_ensemble, format_path, is_ensemble, step_models
 from generator.errors import ValidationError
 from generator.gpus import NvmlUnavailable, detect_gpus
+from generator.manifest import Manifest, int8_portability_warnings
 from generator.python_checks import check_execution_env, check_python_file
+from generator.repository import read_manifest
 from generator.triton import parse_model_config
 
 
@@ -503,6 +505,8 @@ def validate_repository(path: str | Path) -> ValidationReport:
         report.models.append(plain(model_dir.name))
         report.problems += validate_model_dir(model_dir, index)
     report.problems += _failing_steps(index, report.problems)
+    for model, message in int8_portability_warnings(Manifest.from_dict(read_manifest(repo))):
+        report.problems.append(Problem(model, message, "warning"))  # INT8 gated on another kind of CPU
     if not report.models:
         report.problems.append(Problem(repo.name, "the repository holds no model directory", "error"))
     return report
