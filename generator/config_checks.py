@@ -11,6 +11,8 @@ from collections.abc import Iterable, Sequence
 
 from tritonclient.grpc import model_config_pb2
 
+from generator import backend_parameters
+
 _TYPE_NAMES = {v: k for k, v in model_config_pb2.DataType.items()}
 
 _KIND_NAMES = {v: k for k, v in model_config_pb2.ModelInstanceGroup.Kind.items()}
@@ -229,6 +231,29 @@ def _check_warmup(config: model_config_pb2.ModelConfig) -> Found:
             found.append(
                 ("error", f"{label} does not feed input(s) {', '.join(missing)}; add them to its inputs")
             )
+    return found
+
+
+#: Backends whose known parameters are checked (the embedded server's stand-in serves both).
+PARAMETER_BACKENDS = frozenset({"onnxruntime", "pytorch"})
+
+
+def check_parameters(config: model_config_pb2.ModelConfig, backend: str) -> Found:
+    """Parameters the ONNX Runtime or PyTorch backend knows, with a value it refuses or misreads at load
+    time (an error), or no longer reads (a warning). Other backends' parameters are their own.
+
+    Args:
+        config: The parsed config.
+        backend: The backend serving the model after auto-complete (``onnxruntime``, ``pytorch``...).
+    """
+    if backend not in PARAMETER_BACKENDS:
+        return []
+    found: Found = []
+    for key, value in sorted(config.parameters.items()):
+        reason = backend_parameters.problem(key, value.string_value)
+        if reason is not None:
+            severity = "warning" if key in backend_parameters.REMOVED else "error"
+            found.append((severity, f"parameters '{key}': {reason}"))
     return found
 
 

@@ -23,7 +23,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
-from generator import dtypes
+from generator import backend_parameters, dtypes
 from generator.errors import SpecError
 from generator.spec_names import model_problems, spec_problems
 from generator.steps import STEP_KINDS
@@ -867,19 +867,47 @@ def _merged_model(
             f"{origin}: {p}" for p in validation_problems(exc, ModelSpec, merged, f"models[{index}]")
         ]
     named = model_problems(model, f"models[{index}]")
+    named += _parameter_problems(model, raw, f"models[{index}]", inherited="defaults")
     if named:
         return merged, [f"{origin}: {p}" for p in named]
     settings = overlay.settings.get(merged["name"]) if overlay else None
     if not overlay or not settings:
         return merged, []
     merged = _deep_merge(merged, dict(settings))
+    where = field_path(("models", merged["name"], "settings"))
     try:
-        ModelSpec.model_validate(merged)
+        model = ModelSpec.model_validate(merged)
     except PydanticValidationError as exc:
-        where = field_path(("models", merged["name"], "settings"))
         lines = validation_problems(exc, ModelSpec, merged, where)
         return merged, [f"{overlay.origin}: {line}{overlay.hint}" for line in lines]
-    return merged, []
+    lines = _parameter_problems(model, settings, where)
+    return merged, [f"{overlay.origin}: {line}{overlay.hint}" for line in lines]
+
+
+def _parameter_problems(
+    model: ModelSpec, entry: Mapping[str, Any], where: str, inherited: str | None = None
+) -> list[str]:
+    """Parameters a backend knows whose value it refuses or misreads, for a model served by a backend
+    (a Python model reads its parameters itself); each at the path of the entry that set it.
+
+    Args:
+        model: The validated model.
+        entry: The settings it was validated from, of which only the ``parameters`` set there count.
+        where: The path of ``entry``.
+        inherited: The path of settings it inherits the other parameters from (``defaults``); None:
+            those are not reported.
+    """
+    if model.target == "python":
+        return []
+    own = entry.get("parameters")
+    own = own if isinstance(own, dict) else {}
+    lines = []
+    for key, value in (model.parameters or {}).items():
+        reason = backend_parameters.problem(key, backend_parameters.config_text(value))
+        path = where if key in own else inherited
+        if reason is not None and path is not None:
+            lines.append(f"{field_path(('parameters', key), path)}: {reason}")
+    return lines
 
 
 def _parse(data: Any, base_dir: Path, origin: str, overlay: Overlay | None) -> Spec:

@@ -40,7 +40,7 @@ from generator.artifact_checks import (
     stat_or_none,
     version_dirs,
 )
-from generator.config_checks import Found, check_config
+from generator.config_checks import Found, check_config, check_parameters
 from generator.ensemble_checks import check_ensemble, format_path, is_ensemble, step_models
 from generator.errors import ValidationError
 from generator.gpus import NvmlUnavailable, detect_gpus
@@ -338,6 +338,7 @@ def _validate_model(model_dir: Path, index: RepositoryIndex | None = None) -> Fo
                         f"output '{tensor.name}' does not follow the PyTorch backend's NAME__index naming",
                     )
                 )
+    found += check_parameters(config, serving.backend)
     return found + _check_accelerators(config) + _check_gpus(config)
 
 

@@ -35,6 +35,17 @@ WARMUP = (
     "value: {{ data_type: TYPE_FP32 dims: {dims} zero_data: true }} }} }} ]\n"
 )
 
+#: Backend parameters with values the ONNX Runtime backend reads, a user's own one beside them.
+THREADS = "".join(
+    f'parameters {{ key: "{key}" value: {{ string_value: "{value}" }} }}\n'
+    for key, value in [
+        ("intra_op_thread_count", "1"),
+        ("execution_mode", "0"),
+        ("enable_mem_arena", "ON"),
+        ("team", "x"),
+    ]
+)
+
 
 def write_model(repository: Path, name: str, config: bytes, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Write ``name``/1/model.onnx (y = x @ W + b, x [-1, 4] -> y [-1, 3]) and its config; return (W, b)."""
@@ -62,6 +73,7 @@ def test_what_validate_passes_triton_serves(tmp_path: Path) -> None:
         "warmed_up": write_model(
             repository, "warmed_up", config("warmed_up", extra=WARMUP.format(dims="[ 4 ]")), 3
         ),
+        "tuned_threads": write_model(repository, "tuned_threads", config("tuned_threads", extra=THREADS), 4),
     }
     (repository / "README.md").write_text("plain files in the root are ignored\n")
     report = validate_repository(repository)
@@ -109,6 +121,11 @@ def _plant_zero_latest(repository: Path) -> None:
     (repository / "lin" / "config.pbtxt").write_bytes(config("lin", extra=policy))
 
 
+def _plant_thread_count(repository: Path) -> None:
+    parameter = 'parameters { key: "intra_op_thread_count" value: { string_value: "x" } }\n'
+    (repository / "lin" / "config.pbtxt").write_bytes(config("lin", extra=parameter))
+
+
 REFUSED: dict[str, tuple[Callable[[Path], None], str]] = {
     "a .git directory in the root": (_plant_git, "is not a model (a hidden directory)"),
     "warm-up dims that disagree with the input": (
@@ -119,6 +136,7 @@ REFUSED: dict[str, tuple[Callable[[Path], None], str]] = {
     "config.pbtxt that is a directory": (_plant_config_directory, "config.pbtxt is a directory"),
     "a dangling symlink in the root": (_plant_dangling_link, "is a broken symbolic link"),
     "latest with num_versions 0": (_plant_zero_latest, "num_versions 0"),
+    "a thread count that is no number": (_plant_thread_count, "parameters 'intra_op_thread_count'"),
 }
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from generator.errors import SpecError
-from generator.spec import json_schema, load_spec, parse_spec
+from generator.spec import Overlay, json_schema, load_spec, parse_spec
 
 from ..conftest import EXAMPLE_SPEC
 
@@ -245,3 +245,77 @@ def test_files_land_under_the_name_the_spec_checked(tmp_path: Path) -> None:
     version = tmp_path / "repo" / "p" / "1"
     PythonExporter(ExportContext(spec_dir=tmp_path)).export(spec.models[0], tmp_path / "p.py", version)
     assert sorted(p.name for p in version.iterdir()) == ["alias.txt", "model.py", "real.txt"]
+
+
+@pytest.mark.parametrize(
+    ("parameters", "expected"),
+    [
+        (
+            {"intra_op_thread_count": "x"},
+            "models[0].parameters.intra_op_thread_count: must be a whole number",
+        ),
+        ({"intra_op_thread_count": float("nan")}, "for the ONNX Runtime backend (got 'nan')"),
+        ({"intra_op_thread_count": True}, "for the ONNX Runtime backend (got 'true')"),
+        ({"inter_op_thread_count": 2.0}, "(got '2.0')"),
+        (
+            {"execution_mode": 2},
+            "models[0].parameters.execution_mode: must be 0 (sequential) or 1 (parallel)",
+        ),
+        ({"enable_mem_arena": "yes"}, "models[0].parameters.enable_mem_arena: must be true or false"),
+        ({"INTER_OP_THREAD_COUNT": 2**31}, "for the PyTorch backend (got '2147483648')"),
+        ({"DISABLE_CUDNN": "nope"}, "models[0].parameters.DISABLE_CUDNN: must be true or false"),
+        (
+            {"ENABLE_NVFUSER": True},
+            "models[0].parameters.ENABLE_NVFUSER: the PyTorch backend no longer reads it",
+        ),
+    ],
+)
+def test_backend_parameters_are_typed(parameters: dict, expected: str) -> None:
+    with pytest.raises(SpecError) as caught:
+        parse_spec({"models": [_model(parameters=parameters)]}, origin="s.yaml")
+    assert len(caught.value.problems) == 1 and expected in caught.value.problems[0], caught.value.problems
+
+
+def test_backend_parameters_are_reported_where_they_are_set() -> None:
+    data = {
+        "defaults": {"parameters": {"intra_op_thread_count": "x"}},
+        "models": [_model(), _model(name="n"), _model(name="o", parameters={"intra_op_thread_count": "y"})],
+    }
+    with pytest.raises(SpecError) as caught:
+        parse_spec(data, origin="s.yaml")
+    assert [line.split(": ")[1] for line in caught.value.problems] == [
+        "defaults.parameters.intra_op_thread_count",  # once, not once per model inheriting it
+        "models[2].parameters.intra_op_thread_count",
+    ]
+
+
+def test_backend_parameters_that_parse_and_a_python_models_own_pass() -> None:
+    good = {
+        "intra_op_thread_count": 2,
+        "execution_mode": "1",
+        "enable_mem_arena": True,
+        "INFERENCE_MODE": "ON",
+    }
+    spec = parse_spec(
+        {
+            "models": [
+                _model(parameters={**good, "my_setting": "x"}),
+                _python(
+                    parameters={"intra_op_thread_count": "its own meaning"}
+                ),  # a Python model reads its own
+            ]
+        }
+    )
+    assert spec.models[0].parameters["intra_op_thread_count"] == 2
+
+
+def test_a_tuned_files_backend_parameter_is_reported_against_that_file() -> None:
+    overlay = Overlay(
+        {"m": {"parameters": {"intra_op_thread_count": "many"}}}, "s.tuned.yaml", "; rerun tune"
+    )
+    with pytest.raises(SpecError) as caught:
+        parse_spec({"models": [_model()]}, origin="s.yaml", overlay=overlay)
+    assert caught.value.problems == [
+        "s.tuned.yaml: models.m.settings.parameters.intra_op_thread_count: must be a whole number of threads "
+        "from 0 (its own choice) to 2147483647 for the ONNX Runtime backend (got 'many'); rerun tune"
+    ]

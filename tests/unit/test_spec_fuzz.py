@@ -172,7 +172,13 @@ plausible_settings = st.fixed_dictionaries(
             st.fixed_dictionaries({"specific": st.lists(small, max_size=3)}),
         ),
         "parameters": st.dictionaries(
-            st.sampled_from(["intra_op_thread_count", "x"]), st.one_of(small, st.text(max_size=3)), max_size=2
+            st.sampled_from(
+                ["intra_op_thread_count", "execution_mode", "enable_mem_arena", "INFERENCE_MODE", "x"]
+            ),
+            st.one_of(
+                small, st.booleans(), st.sampled_from([math.nan, 2.0, "4x", "on", 2**31]), st.text(max_size=3)
+            ),
+            max_size=2,
         ),
         "warmup": st.one_of(
             st.booleans(),

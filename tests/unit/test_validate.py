@@ -339,3 +339,62 @@ def test_names_from_the_repository_print_as_one_line(tmp_path: Path) -> None:
     problems = validate_repository(repo).problems
     assert {p.model for p in problems} == {"a\\x1b[31m\\nb", "\\xff\\xfe"}
     assert all(str(p).isprintable() for p in problems)
+
+
+def _with_parameters(entries: dict[str, str], serving: str = 'platform: "onnxruntime_onnx"') -> str:
+    text = "".join(
+        f'parameters {{ key: "{k}" value: {{ string_value: "{v}" }} }}\n' for k, v in entries.items()
+    )
+    return GOOD.replace('platform: "onnxruntime_onnx"', serving) + text
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        (
+            "intra_op_thread_count",
+            "x",
+            "parameters 'intra_op_thread_count': must be a whole number of threads",
+        ),
+        ("intra_op_thread_count", "nan", "(got 'nan')"),
+        ("inter_op_thread_count", "true", "for the ONNX Runtime backend (got 'true')"),
+        ("intra_op_thread_count", "4x", "(got '4x')"),  # std::stoi would read 4
+        ("intra_op_thread_count", "2147483648", "(got '2147483648')"),  # std::stoi would throw
+        ("intra_op_thread_count", "-1", "(got '-1')"),
+        ("execution_mode", "2", "must be 0 (sequential) or 1 (parallel)"),
+        ("enable_mem_pattern", "yes", "must be true or false (also on/off, 1/0)"),
+        ("cudnn_conv_algo_search", "3", "0 (exhaustive), 1 (heuristic) or 2 (default)"),
+        ("gpu_mem_limit", "4GB", "a whole number of bytes"),
+    ],
+)
+def test_backend_parameters_the_backend_refuses_are_errors(
+    tmp_path: Path, key: str, value: str, expected: str
+) -> None:
+    errors = _errors(_repo(tmp_path, _with_parameters({key: value})))
+    assert [e for e in errors if expected in e and f"'{key}'" in e], errors
+
+
+def test_backend_parameters_the_backend_reads_pass(tmp_path: Path) -> None:
+    good = {
+        "intra_op_thread_count": "2",
+        "inter_op_thread_count": "0",
+        "execution_mode": "1",
+        "enable_mem_arena": "ON",
+        "enable_mem_pattern": "false",
+        "gpu_mem_limit": "18446744073709551615",
+        "my_own_setting": "anything",  # not a backend's: the user's own
+    }
+    report = validate_repository(_repo(tmp_path, _with_parameters(good)))
+    assert report.ok and not report.problems, [str(p) for p in report.problems]
+
+
+def test_pytorch_parameters_are_typed_and_a_removed_one_is_a_warning(tmp_path: Path) -> None:
+    config = _with_parameters(
+        {"INFERENCE_MODE": "maybe", "INTRA_OP_THREAD_COUNT": "1.5", "ENABLE_NVFUSER": "true"},
+        'backend: "pytorch"',
+    )
+    problems = validate_repository(_repo(tmp_path, config)).problems
+    assert "parameters 'INFERENCE_MODE': must be true or false" in str([str(p) for p in problems])
+    assert "parameters 'INTRA_OP_THREAD_COUNT': must be a whole number" in str([str(p) for p in problems])
+    removed = [p for p in problems if "ENABLE_NVFUSER" in p.message]
+    assert [p.severity for p in removed] == ["warning"] and "removed in Triton 23.12" in removed[0].message
