@@ -568,15 +568,13 @@ def _run_loadtest_worker(args: argparse.Namespace) -> int:
 
 def _loadtest_plan(args: argparse.Namespace) -> Any:
     """``deploy --loadtest MODEL`` and its options as a plan (None without it)."""
-    import shlex
-
-    from generator.deploy import LoadtestPlan
+    from generator.deploy import LoadtestPlan, loadtest_arguments
 
     if not args.loadtest:
         return None
     image = {"image": args.loadtest_image} if args.loadtest_image else {}
     return LoadtestPlan(
-        args.loadtest, args.loadtest_workers, args=tuple(shlex.split(args.loadtest_args)), **image
+        args.loadtest, args.loadtest_workers, args=loadtest_arguments(args.loadtest_args), **image
     )
 
 

@@ -273,6 +273,24 @@ class LoadtestPlan:
     args: tuple[str, ...] = ()
 
 
+def loadtest_arguments(text: str) -> tuple[str, ...]:
+    """``deploy --loadtest-args`` split into arguments as a POSIX shell splits them.
+
+    Raises:
+        DeployError: a quotation is not closed, or the text ends in a backslash.
+    """
+    import shlex
+
+    try:
+        return tuple(shlex.split(text))
+    except ValueError as exc:  # shlex's only error: "No closing quotation", "No escaped character"
+        reason = str(exc).lower() or "unbalanced quoting"
+        raise DeployError(
+            f"--loadtest-args {json.dumps(text)}: {reason}; close the quote, or escape a literal quote "
+            "or backslash with a backslash"
+        ) from None
+
+
 def _loadtest_context(name: str, plan: LoadtestPlan, out: Path) -> dict[str, Any]:
     """The master Job's and the workers' exact commands, and their labels."""
     master = f"{name}-loadtest-master"

@@ -363,3 +363,37 @@ def test_loadtest_needs_a_model_of_the_spec(tmp_path: Path) -> None:
             loadtest=LoadtestPlan("nope"),
         )
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("loadtest_args", "reason"),
+    [("--sweep '1,2", "no closing quotation"), ("--sweep 1\\", "no escaped character")],
+)
+def test_loadtest_args_that_do_not_split_are_one_line_errors(
+    tmp_path: Path, loadtest_args: str, reason: str
+) -> None:
+    command = [sys.executable, "-m", "generator", "deploy", str(_spec(tmp_path, "{kind: cpu}"))]
+    command += ["--out", str(tmp_path / "out"), "--model-repository", URI, "--loadtest", "linear"]
+    done = subprocess.run(
+        [*command, "--loadtest-args", loadtest_args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1 and done.stderr.strip().splitlines() == [
+        f"error: --loadtest-args {json.dumps(loadtest_args)}: {reason}; close the quote, or escape a literal "
+        "quote or backslash with a backslash"
+    ]
+    assert not (tmp_path / "out").exists()
+    quoted = subprocess.run(
+        [*command, "--loadtest-args", "--sweep '1,2' --duration 5"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert quoted.returncode == 0, quoted.stderr
+    documents = yaml.safe_load_all((tmp_path / "out" / "loadtest" / "master.yaml").read_text())
+    job = next(d for d in documents if d["kind"] == "Job")
+    command = job["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert command[-4:] == ["--sweep", "1,2", "--duration", "5"]  # the quotes were the shell's
