@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, NamedTuple
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from generator import backend_parameters, dtypes
@@ -40,6 +40,16 @@ UINT64_MAX = 2**64 - 1
 MAX_NAME_LENGTH = 200
 #: Names a model may not take: the repository's own bookkeeping files.
 RESERVED_NAMES = frozenset({"tritongen-manifest.json"})
+
+
+def _no_nul(value: str) -> str:
+    if "\0" in value:
+        raise ValueError("a path cannot hold a NUL character (\\0), which no file system takes; remove it")
+    return value
+
+
+#: A string naming a file or directory.
+PathText = Annotated[str, AfterValidator(_no_nul)]
 
 
 class _Strict(BaseModel):
@@ -63,7 +73,7 @@ class TensorSpec(_Strict):
         description="Shape the model itself uses, when it differs from dims (e.g. [] for scalars).",
     )
     optional: bool = Field(default=False, description="Requests may omit this input.")
-    label_filename: str | None = Field(
+    label_filename: PathText | None = Field(
         default=None,
         min_length=1,
         description="Outputs: a text file of class labels, one per line (relative to the spec), copied "
@@ -230,7 +240,7 @@ class TensorRT(_Strict):
     workspace_bytes: int = Field(
         default=1 << 30, ge=1 << 20, le=INT64_MAX, description="Builder workspace limit."
     )
-    calibration_data: str | None = Field(
+    calibration_data: PathText | None = Field(
         default=None,
         description="INT8: an .npz of real input samples keyed by input name (relative to the spec).",
     )
@@ -281,12 +291,12 @@ class Optimize(_Strict):
     fp16: bool = Field(
         default=False, description="Convert weights and compute to FP16; the served inputs/outputs stay FP32."
     )
-    calibration_data: str | None = Field(
+    calibration_data: PathText | None = Field(
         default=None,
         description="An .npz of real input samples keyed by input name, first axis the samples (relative to "
         "the spec file); needed by quantize: static; the gate uses it too when eval_data is unset.",
     )
-    eval_data: str | None = Field(
+    eval_data: PathText | None = Field(
         default=None,
         description="An .npz of held-out input samples (as calibration_data) the gate compares on; "
         "unset: calibration_data, else seeded random inputs at the verify batch sizes.",
@@ -398,7 +408,7 @@ class ModelSpec(ModelSettings):
         "not starting with '.' or '-').",
     )
     framework: Literal["torch", "tensorflow", "onnx", "python"]
-    source: str = Field(
+    source: PathText = Field(
         min_length=1,
         description="`path/file.py:function` factory, or a model file path; for framework python, a file "
         "defining Triton's TritonPythonModel, or `builtin:tokenizer|image|postprocess`.",
@@ -410,7 +420,7 @@ class ModelSpec(ModelSettings):
         "truncation, outputs; for image, size, channels, mean, std, layout, backend; for postprocess, "
         "labels or classes, softmax, top_k. The schema's $defs hold every setting.",
     )
-    files: list[Annotated[str, Field(min_length=1)]] | None = Field(
+    files: list[Annotated[PathText, Field(min_length=1)]] | None = Field(
         default=None,
         description="framework python: more files or directories (relative to the spec) copied beside "
         "model.py in the version directory.",
@@ -546,7 +556,7 @@ class EnsembleSpec(_Strict):
 class Spec(_Strict):
     """A whole spec file."""
 
-    repository: str = Field(
+    repository: PathText = Field(
         default="model_repository", min_length=1, description="Output directory (relative to cwd)."
     )
     defaults: ModelSettings = Field(default_factory=ModelSettings)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -319,3 +320,44 @@ def test_a_tuned_files_backend_parameter_is_reported_against_that_file() -> None
         "s.tuned.yaml: models.m.settings.parameters.intra_op_thread_count: must be a whole number of threads "
         "from 0 (its own choice) to 2147483647 for the ONNX Runtime backend (got 'many'); rerun tune"
     ]
+
+
+@pytest.mark.parametrize(
+    ("edit", "path"),
+    [
+        ({"repository": "out\0x"}, "repository"),
+        ({"models": [_model(source="m\0.onnx")]}, "models[0].source"),
+        ({"models": [_python(files=["a\0b"])]}, "models[0].files[0]"),
+        (
+            {"models": [_model(outputs=[_tensor("y", label_filename="l\0")])]},
+            "models[0].outputs[0].label_filename",
+        ),
+        ({"models": [_model(optimize={"eval_data": "e\0.npz"})]}, "models[0].optimize.eval_data"),
+        (
+            {"models": [_model(format="tensorrt", tensorrt={"calibration_data": "c\0"})]},
+            "models[0].tensorrt.calibration_data",
+        ),
+    ],
+)
+def test_a_nul_character_in_a_path_is_a_spec_error(edit: dict, path: str) -> None:
+    # os.stat and open raise ValueError ("embedded null byte") on such a path: an internal error before.
+    with pytest.raises(SpecError) as caught:
+        parse_spec({"models": [_model()], **edit}, origin="s.yaml")
+    assert caught.value.problems == [
+        f"s.yaml: {path}: a path cannot hold a NUL character (\\0), which no file system takes; remove it "
+        f"(got {json.dumps(next(v for v in _strings(edit) if chr(0) in v))})"
+    ]
+
+
+def test_a_nul_character_written_in_a_spec_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "spec.yaml"
+    path.write_text('repository: "out\\0x"\nmodels:\n  - {name: m, framework: onnx, source: m.onnx}\n')
+    with pytest.raises(SpecError, match=r"repository: a path cannot hold a NUL character"):
+        load_spec(path)
+
+
+def _strings(value: object) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else []
+    return [s for item in items for s in _strings(item)]
