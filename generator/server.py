@@ -517,6 +517,8 @@ class EmbeddedServer:
         Raises:
             ServerError: The server could not be started or did not become ready; the message carries
                 Triton's reason and the log path. Nothing is left running.
+            StorageError: An object-storage repository whose push did not complete, or whose store
+                cannot be read (see :func:`generator.storage.check_pushed`).
         """
         with self._lock:
             if self.is_running():
@@ -531,6 +533,9 @@ class EmbeddedServer:
                 )
             if isinstance(self.repository, str):
                 check_remote_endpoint(self.repository)
+                from generator.storage import check_pushed  # storage imports this module
+
+                check_pushed(self.repository)  # else Triton serves whatever an interrupted push left
             flags = {"HTTP": "--http-port", "gRPC": "--grpc-port", "metrics": "--metrics-port"}
             for kind, port in self.ports.items():
                 if _port_in_use(self.address, port):

@@ -322,19 +322,40 @@ def _http_endpoint(endpoint_url: str, source: str = "--endpoint-url") -> urllib.
     return endpoint
 
 
+def _under(prefix: str) -> str:
+    """The listing prefix of the objects under ``prefix`` (every object of the bucket for ``""``)."""
+    return f"{prefix}/" if prefix else ""
+
+
 def _reason(error: Exception) -> str:
     text = str(error).strip()
     return text.splitlines()[0][:200] if text else type(error).__name__
 
 
 class _Store:
-    """The calls push makes on one bucket (or Azure container): list, upload, and explain a failure."""
+    """The calls push and serve's check make on one bucket (or Azure container): list, upload, look an object
+    up, and explain a failure."""
 
     #: What the store's library raises when the store refuses or cannot be reached.
     errors: tuple[type[Exception], ...] = ()
+    #: Where the endpoint was given (checked when the store cannot be reached; "" for the cloud's own),
+    #: and what to do when the bucket is missing.
+    endpoint_hint = "--endpoint-url"
+    missing_fix = "create it first"
+
+    def _unreachable_fix(self) -> str:
+        return f"check {self.endpoint_hint} and the network" if self.endpoint_hint else "check the network"
 
     def listing(self, prefix: str) -> dict[str, tuple[int, str | None]]:
         """Objects under ``prefix/``: key -> (size, recorded SHA-256 or ``None`` if the listing has none)."""
+        raise NotImplementedError
+
+    def exists(self, key: str) -> bool:
+        """Whether the object ``key`` is there."""
+        raise NotImplementedError
+
+    def any_under(self, prefix: str) -> bool:
+        """Whether any object is under ``prefix/`` (the whole bucket for an empty prefix)."""
         raise NotImplementedError
 
     def recorded_sha256(self, key: str) -> str | None:
@@ -368,12 +389,14 @@ class _S3Store(_Store):
         from botocore.config import Config
 
         config = Config(retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=5, read_timeout=60)
-        return boto3.client("s3", endpoint_url=endpoint_url, config=config)
+        # A session of its own: boto3's default one keeps the credentials it found first, whatever the
+        # environment says now.
+        return boto3.session.Session().client("s3", endpoint_url=endpoint_url, config=config)
 
     def listing(self, prefix: str) -> dict[str, tuple[int, str | None]]:
         found: dict[str, tuple[int, str | None]] = {}
         paginator = self.client.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=self.location.bucket, Prefix=f"{prefix}/"):
+        for page in paginator.paginate(Bucket=self.location.bucket, Prefix=_under(prefix)):
             for item in page.get("Contents", []):
                 found[item["Key"]] = (int(item["Size"]), None)  # S3 lists no metadata
         return found
@@ -381,6 +404,21 @@ class _S3Store(_Store):
     def recorded_sha256(self, key: str) -> str | None:
         head = self.client.head_object(Bucket=self.location.bucket, Key=key)
         return head.get("Metadata", {}).get(SHA256_METADATA)
+
+    def exists(self, key: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_object(Bucket=self.location.bucket, Key=key)
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+        return True
+
+    def any_under(self, prefix: str) -> bool:
+        page = self.client.list_objects_v2(Bucket=self.location.bucket, Prefix=_under(prefix), MaxKeys=1)
+        return bool(page.get("Contents"))
 
     def put(self, key: str, body: Path | bytes, sha256: str) -> None:
         extra = {"Metadata": {SHA256_METADATA: sha256}}
@@ -390,13 +428,20 @@ class _S3Store(_Store):
             self.client.upload_file(str(body), self.location.bucket, key, ExtraArgs=extra)
 
     def describe(self, error: Exception) -> str:
+        from botocore.exceptions import NoCredentialsError
+
         where, bucket = self.endpoint_url or "AWS S3", self.location.bucket
+        if isinstance(error, NoCredentialsError):
+            return (
+                "no AWS credentials were found; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (Triton reads "
+                "them too) or AWS_PROFILE"
+            )
         code = getattr(error, "response", {}).get("Error", {}).get("Code", "")
         if code in ("NoSuchBucket", "404"):
-            return f"the bucket '{bucket}' does not exist at {where}; create it first"
+            return f"the bucket '{bucket}' does not exist at {where}; {self.missing_fix}"
         if code in ("AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
             return f"access to s3://{bucket} was refused ({code}); check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY"
-        return f"could not reach {where} for s3://{bucket} ({_reason(error)}); check --endpoint-url and the network"
+        return f"could not reach {where} for s3://{bucket} ({_reason(error)}); {self._unreachable_fix()}"
 
 
 class _GCSStore(_Store):
@@ -443,6 +488,19 @@ class _GCSStore(_Store):
             blob.name: (int(blob.size or 0), (blob.metadata or {}).get(SHA256_METADATA)) for blob in blobs
         }
 
+    def exists(self, key: str) -> bool:
+        return bool(self.bucket.blob(key).exists(timeout=_GCS_TIMEOUT, retry=self._retry()))
+
+    def any_under(self, prefix: str) -> bool:
+        blobs = self.client.list_blobs(
+            self.location.bucket,
+            prefix=_under(prefix),
+            max_results=1,
+            timeout=_GCS_TIMEOUT,
+            retry=self._retry(),
+        )
+        return next(iter(blobs), None) is not None
+
     def put(self, key: str, body: Path | bytes, sha256: str) -> None:
         blob = self.bucket.blob(key)
         blob.metadata = {SHA256_METADATA: sha256}
@@ -474,10 +532,10 @@ class _GCSStore(_Store):
                 "file or run `gcloud auth application-default login`"
             )
         if isinstance(error, NotFound):
-            return f"the bucket '{bucket}' does not exist at {where}; create it first"
+            return f"the bucket '{bucket}' does not exist at {where}; {self.missing_fix}"
         if isinstance(error, (Forbidden, Unauthorized)):
             return f"access to gs://{bucket} was refused; check GOOGLE_APPLICATION_CREDENTIALS and the bucket's IAM"
-        return f"could not reach {where} for gs://{bucket} ({_reason(error)}); check --endpoint-url and the network"
+        return f"could not reach {where} for gs://{bucket} ({_reason(error)}); {self._unreachable_fix()}"
 
 
 class _AzureStore(_Store):
@@ -495,6 +553,8 @@ class _AzureStore(_Store):
         self.location = location
         self.account_url = endpoint_url or f"https://{location.account}.blob.core.windows.net"
         service = client if client is not None else self._client(location, endpoint_url)
+        if getattr(service, "primary_hostname", None):  # the connection string's endpoint; not .url (a SAS)
+            self.account_url = f"{service.scheme}://{service.primary_hostname}"
         self.container = service.get_container_client(location.bucket)
 
     @staticmethod
@@ -520,6 +580,13 @@ class _AzureStore(_Store):
             for blob in self.container.list_blobs(name_starts_with=f"{prefix}/", include=["metadata"])
         }
 
+    def exists(self, key: str) -> bool:
+        return bool(self.container.get_blob_client(key).exists())
+
+    def any_under(self, prefix: str) -> bool:
+        blobs = self.container.list_blobs(name_starts_with=_under(prefix) or None, results_per_page=1)
+        return next(iter(blobs), None) is not None
+
     def put(self, key: str, body: Path | bytes, sha256: str) -> None:
         metadata = {SHA256_METADATA: sha256}
         if isinstance(body, bytes):
@@ -537,14 +604,14 @@ class _AzureStore(_Store):
 
         container, where = self.location.bucket, self.account_url
         if isinstance(error, ResourceNotFoundError):
-            return f"the container '{container}' does not exist at {where}; create it first"
+            return f"the container '{container}' does not exist at {where}; {self.missing_fix}"
         if isinstance(error, ClientAuthenticationError) or getattr(error, "status_code", None) in (401, 403):
             return (
                 f"access to container '{container}' at {where} was refused; check AZURE_STORAGE_KEY "
                 "(or AZURE_STORAGE_CONNECTION_STRING, AZURE_STORAGE_SAS_TOKEN)"
             )
         if isinstance(error, ServiceRequestError):
-            return f"could not reach {where} ({_reason(error)}); check --endpoint-url and the network"
+            return f"could not reach {where} ({_reason(error)}); {self._unreachable_fix()}"
         return f"Azure refused the push to container '{container}' at {where} ({_reason(error)})"
 
 
@@ -580,6 +647,12 @@ def _azure_credential(account: str) -> Any:
 
 
 _STORES: dict[str, type[_Store]] = {"s3": _S3Store, "gs": _GCSStore, "as": _AzureStore}
+#: Each store's library and the extra that installs it.
+_LIBRARIES = {
+    "s3": ("boto3", "s3"),
+    "gs": ("google-cloud-storage", "gcs"),
+    "as": ("azure-storage-blob", "azure"),
+}
 
 
 def _endpoint(scheme: str, endpoint_url: str | None) -> str | None:
@@ -747,3 +820,60 @@ def _already_there(store: _Store, listed: tuple[int, str | None] | None, key: st
         return False
     recorded = listed[1] if listed[1] is not None else store.recorded_sha256(key)
     return recorded == upload.sha256
+
+
+def check_pushed(uri: str, client: Any = None) -> None:
+    """Refuse a repository URI whose push did not complete, before Triton serves part of it.
+
+    A push uploads the manifest (or, for a hand-written repository, the marker ``.tritongen-pushed``) last;
+    without it, objects under the prefix are what an interrupted push left, and Triton would load
+    whichever models happen to be complete. The store is asked through its own library (the same extra as
+    push), at the endpoint Triton reads: the one in ``s3://http://HOST:PORT/...``, the GCS emulator of
+    ``CLOUD_STORAGE_EMULATOR_ENDPOINT``, Azure's connection string or account. A repository uploaded by
+    other means is served once an (empty) ``.tritongen-pushed`` object is put at its root.
+
+    Args:
+        uri: The URI Triton loads: what push printed, or any ``s3://``, ``gs://`` or ``as://`` repository.
+        client: The library's client to use instead of one made from the environment.
+
+    Raises:
+        StorageError: Nothing is under the prefix, the push did not complete, or the store cannot be read
+            (unreachable, missing bucket, missing or refused credentials).
+        MissingDependencyError: The store's library is not installed (the error names the extra).
+    """
+    endpoint = S3_ENDPOINT.match(uri)
+    if endpoint is not None:
+        protocol, host, port = endpoint.groups()
+        location = parse_uri(f"s3://{uri[endpoint.end() :]}")
+        endpoint_url: str | None = f"{(protocol or 'http').lower()}://{host}:{port}"
+        hint = "the endpoint in the URI"
+    else:
+        location = parse_uri(uri)
+        endpoint_url, hint = None, ""
+        emulator = os.environ.get("CLOUD_STORAGE_EMULATOR_ENDPOINT")
+        if location.scheme == "gs" and emulator:  # Triton reads a GCS emulator from this variable only
+            endpoint_url = emulator if "://" in emulator else f"http://{emulator}"
+            _http_endpoint(endpoint_url, "CLOUD_STORAGE_EMULATOR_ENDPOINT")
+            hint = "CLOUD_STORAGE_EMULATOR_ENDPOINT"
+        elif location.scheme == "as" and os.environ.get("AZURE_STORAGE_CONNECTION_STRING"):
+            hint = "AZURE_STORAGE_CONNECTION_STRING"
+    try:
+        store = _STORES[location.scheme](location, endpoint_url, client)
+    except MissingDependencyError:
+        package, extra = _LIBRARIES[location.scheme]
+        raise MissingDependencyError.for_package(
+            package, extra, f"to check that a push to {location.scheme}:// completed before serving it"
+        ) from None
+    store.endpoint_hint, store.missing_fix = hint, "check the URI"
+    shown = uri.rstrip("/")
+    try:
+        if not store.any_under(location.prefix):
+            raise StorageError(f"nothing is stored under {shown}; push the repository there first")
+        if store.exists(location.key(MANIFEST)) or store.exists(location.key(MARKER)):
+            return
+    except store.errors as error:
+        raise StorageError(store.describe(error)) from error
+    raise StorageError(
+        f"the push to {shown} did not complete (neither {MANIFEST} nor {MARKER} is there); push again. "
+        f"For a repository uploaded by other means, put an empty object '{MARKER}' at {shown}/ once it is complete"
+    )

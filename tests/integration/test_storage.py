@@ -1,10 +1,12 @@
 """push and serve from object storage: the example repository pushed to moto's S3 server on 127.0.0.1,
 served from there by the real embedded Triton, its outputs over HTTP and gRPC equal to the local
-repository's; an unchanged repository pushed again uploads nothing; bad URIs and endpoints fail in one line."""
+repository's; an unchanged repository pushed again uploads nothing; a push interrupted before its manifest
+is not served; bad URIs and endpoints fail in one line."""
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -160,19 +162,97 @@ def test_bad_uris_and_endpoints_fail_in_one_line(example_repo: Path, s3_endpoint
         push(example_repo, f"s3://{BUCKET}/fleet", endpoint_url=closed)
 
 
-def test_serving_a_prefix_with_no_repository_fails_with_tritons_reason(s3_endpoint: str) -> None:
+def test_serving_a_prefix_with_no_repository_fails_in_one_line(s3_endpoint: str) -> None:
     uri = f"s3://{s3_endpoint}/{BUCKET}/nothing-here"
-    with pytest.raises(ServerError, match="not a valid directory") as caught:
+    with pytest.raises(
+        StorageError, match=re.escape(f"nothing is stored under {uri}; push the repository")
+    ) as caught:
         EmbeddedServer(uri, startup_timeout=60, **free_ports()).start()
     assert len(caught.value.problems) == 1
 
 
-def test_serving_from_an_unreachable_endpoint_fails_at_once() -> None:
-    port = find_free_port()
-    began = time.monotonic()
-    with pytest.raises(ServerError, match=f"cannot reach the S3 endpoint 127.0.0.1:{port}") as caught:
-        EmbeddedServer(f"s3://http://127.0.0.1:{port}/{BUCKET}/x", **free_ports()).start()
-    assert len(caught.value.problems) == 1 and time.monotonic() - began < 10
+def _interrupted_push(example_repo: Path, s3_endpoint: str, prefix: str) -> str:
+    """Push the example with the connection lost on the manifest, the last object; return the printed URI."""
+    from botocore.exceptions import EndpointConnectionError
+
+    from generator.storage import _empty_dirs, file_hashes, parse_uri, push, repository_digest, triton_uri
+
+    def lose_the_manifest(params: dict, **_: object) -> None:
+        if params["Key"].endswith(MANIFEST):
+            raise EndpointConnectionError(endpoint_url=s3_endpoint)
+
+    client = boto3.client("s3", endpoint_url=s3_endpoint)
+    client.meta.events.register("before-parameter-build.s3.PutObject", lose_the_manifest)
+    with pytest.raises(StorageError, match="could not reach"):
+        push(example_repo, f"s3://{BUCKET}/{prefix}", endpoint_url=s3_endpoint, client=client)
+    digest = repository_digest(file_hashes(example_repo), _empty_dirs(example_repo))
+    keys = _keys(s3_endpoint, f"{prefix}/{digest}/")
+    assert keys and f"{prefix}/{digest}/{MANIFEST}" not in keys  # every object but the manifest
+    return triton_uri(parse_uri(f"s3://{BUCKET}/{prefix}"), f"{prefix}/{digest}", s3_endpoint)
+
+
+def test_serve_refuses_an_interrupted_push_until_it_is_pushed_again(
+    example_repo: Path, s3_endpoint: str, tmp_path: Path
+) -> None:
+    from generator.storage import push
+
+    uri = _interrupted_push(example_repo, s3_endpoint, "interrupted")
+    with pytest.raises(StorageError, match=re.escape(f"the push to {uri} did not complete")) as caught:
+        EmbeddedServer(uri, **free_ports()).start()
+    (problem,) = caught.value.problems
+    assert uri in problem and "push again" in problem
+    ports = [str(find_free_port()) for _ in range(3)]
+    flags = ["--http-port", ports[0], "--grpc-port", ports[1], "--metrics-port", ports[2]]
+    refused = run_cli("serve", uri, *flags, cwd=tmp_path, timeout=120)
+    lines = [line for line in refused.stderr.splitlines() if line.strip()]
+    assert refused.returncode == 1 and len(lines) == 1 and "did not complete" in lines[0], refused.stderr
+    assert push(example_repo, f"s3://{BUCKET}/interrupted", endpoint_url=s3_endpoint).uri == uri
+    from generator.storage import check_pushed
+
+    check_pushed(uri)  # the manifest is there now: serve goes on
+
+
+def test_a_repository_uploaded_by_hand_is_served_once_it_has_the_marker(
+    example_repo: Path, s3_endpoint: str
+) -> None:
+    from generator.storage import MARKER, check_pushed
+
+    client = boto3.client("s3", endpoint_url=s3_endpoint)
+    for path in sorted(example_repo.rglob("*")):
+        relative = path.relative_to(example_repo).as_posix()
+        if path.is_file() and relative != MANIFEST and "__pycache__" not in relative:
+            client.upload_file(str(path), BUCKET, f"by-hand/{relative}")
+    client.put_object(Bucket=BUCKET, Key="by-hand/text_pipeline/1/", Body=b"")
+    uri = f"s3://{s3_endpoint}/{BUCKET}/by-hand"
+    with pytest.raises(StorageError, match=re.escape(f"put an empty object '{MARKER}' at {uri}/ once")):
+        check_pushed(uri)
+    client.put_object(Bucket=BUCKET, Key=f"by-hand/{MARKER}", Body=b"")
+    check_pushed(uri)
+    with (
+        EmbeddedServer(uri, **free_ports()) as server,
+        httpclient.InferenceServerClient(server.endpoints.http) as client,
+    ):
+        assert client.is_model_ready("text_pipeline") and client.is_model_ready("digits_cnn")
+
+
+def test_checking_a_push_without_credentials_or_a_store_fails_in_one_line(
+    pushed, s3_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from generator.storage import check_pushed
+
+    with pytest.raises(StorageError, match="the bucket 'absent' does not exist"):
+        check_pushed(f"s3://{s3_endpoint}/absent/fleet/{pushed.digest}")
+    closed = f"http://127.0.0.1:{find_free_port()}"
+    with pytest.raises(StorageError, match=f"could not reach {closed}") as caught:
+        check_pushed(f"s3://{closed}/{BUCKET}/fleet/{pushed.digest}")
+    assert len(caught.value.problems) == 1
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    with pytest.raises(StorageError, match="no AWS credentials were found; set AWS_ACCESS_KEY_ID"):
+        check_pushed(pushed.uri)
 
 
 def test_cli_push_with_a_malformed_endpoint_fails_in_one_line(example_repo: Path, tmp_path: Path) -> None:
@@ -185,6 +265,14 @@ def test_cli_push_with_a_malformed_endpoint_fails_in_one_line(example_repo: Path
         lines[0]
         == "error: --endpoint-url 'http://[::1' is not an http(s)://HOST[:PORT] address (Invalid IPv6 URL)"
     )
+
+
+def test_serving_from_an_unreachable_endpoint_fails_at_once() -> None:
+    port = find_free_port()
+    began = time.monotonic()
+    with pytest.raises(ServerError, match=f"cannot reach the S3 endpoint 127.0.0.1:{port}") as caught:
+        EmbeddedServer(f"s3://http://127.0.0.1:{port}/{BUCKET}/x", **free_ports()).start()
+    assert len(caught.value.problems) == 1 and time.monotonic() - began < 10
 
 
 def test_cli_push_then_serve(example_repo: Path, s3_endpoint: str, tmp_path: Path) -> None:

@@ -4,11 +4,12 @@ GCS: the example repository is pushed to gcp-storage-emulator on 127.0.0.1 with 
 served from there by the real embedded Triton, whose GCS client reads the emulator from
 ``CLOUD_STORAGE_EMULATOR_ENDPOINT``; its outputs over HTTP and gRPC equal the local repository's.
 Azure: the example is pushed to Azurite, Microsoft's emulator, with azure-storage-blob, and read back byte
-for byte. Triton reads ``as://`` only from ``https://ACCOUNT.blob.core.windows.net``, so no test can serve
+for byte. On both, a push that did not complete (its manifest missing) is refused before Triton reads it. Triton reads ``as://`` only from ``https://ACCOUNT.blob.core.windows.net``, so no test can serve
 from Azurite."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -129,6 +130,44 @@ def test_gcs_mistakes_fail_in_one_line(
     assert time.monotonic() - began < 10
 
 
+def test_serving_an_interrupted_push_from_gcs_is_refused(
+    example_repo: Path, gcs_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from generator.storage import check_pushed
+
+    pushed = push(example_repo, f"gs://{BUCKET}/cut", endpoint_url=gcs_endpoint)
+    # What a push killed before its last object leaves: every object but the manifest.
+    _gcs_blobs(gcs_endpoint, f"cut/{pushed.digest}/{MANIFEST}")[f"cut/{pushed.digest}/{MANIFEST}"].delete()
+    monkeypatch.setenv("CLOUD_STORAGE_EMULATOR_ENDPOINT", gcs_endpoint)  # where Triton and the check read
+    with pytest.raises(StorageError, match=re.escape(f"the push to {pushed.uri} did not complete")) as caught:
+        EmbeddedServer(pushed.uri, **free_ports()).start()
+    assert len(caught.value.problems) == 1 and "push again" in caught.value.problems[0]
+    with pytest.raises(StorageError, match=re.escape(f"nothing is stored under gs://{BUCKET}/nothing")):
+        check_pushed(f"gs://{BUCKET}/nothing")
+    with pytest.raises(
+        StorageError, match=re.escape(f"the bucket 'absent' does not exist at {gcs_endpoint}; check the URI")
+    ):
+        check_pushed(f"gs://absent/cut/{pushed.digest}")
+    assert push(example_repo, f"gs://{BUCKET}/cut", endpoint_url=gcs_endpoint).uploaded == [
+        f"cut/{pushed.digest}/{MANIFEST}"
+    ]
+    check_pushed(pushed.uri)
+
+
+def test_checking_a_gcs_push_without_credentials_fails_in_one_line(
+    gcs_pushed, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from generator.storage import check_pushed
+
+    for name in ("CLOUD_STORAGE_EMULATOR_ENDPOINT", "GOOGLE_APPLICATION_CREDENTIALS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path / "gcloud"))  # no user's gcloud login
+    monkeypatch.setenv("GCE_METADATA_HOST", f"127.0.0.1:{find_free_port()}")  # not on Google's cloud
+    with pytest.raises(StorageError, match="no Google credentials were found") as caught:
+        check_pushed(gcs_pushed.uri)
+    assert len(caught.value.problems) == 1
+
+
 def test_cli_push_to_gcs_names_the_variable_triton_needs(
     example_repo: Path, gcs_pushed, gcs_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -230,6 +269,32 @@ def test_azure_mistakes_fail_in_one_line(
     assert result.returncode == 1 and lines == [lines[0]] and "no Azure credentials" in lines[0], (
         result.stderr
     )
+
+
+def test_checking_an_interrupted_push_to_azure_refuses_it(
+    example_repo: Path, azure_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from generator.storage import check_pushed
+
+    pushed = push(example_repo, f"as://{ACCOUNT}/{BUCKET}/cut", endpoint_url=azure_url)
+    _container(azure_url).delete_blob(
+        f"cut/{pushed.digest}/{MANIFEST}"
+    )  # the push killed before its last object
+    for name in _AZURE_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(StorageError, match="no Azure credentials were found"):
+        check_pushed(pushed.uri)
+    monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", connection_string(azure_url))
+    with pytest.raises(StorageError, match=re.escape(f"the push to {pushed.uri} did not complete")) as caught:
+        check_pushed(pushed.uri)
+    assert len(caught.value.problems) == 1 and "push again" in caught.value.problems[0]
+    push(example_repo, f"as://{ACCOUNT}/{BUCKET}/cut")  # pushed again, through the connection string
+    check_pushed(pushed.uri)
+    closed = f"http://127.0.0.1:{find_free_port()}/{ACCOUNT}"
+    monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", connection_string(closed))
+    with pytest.raises(StorageError, match=re.escape(f"could not reach {closed}")) as caught:
+        check_pushed(pushed.uri)
+    assert len(caught.value.problems) == 1
 
 
 # ------------------------------------------------------------------------------ large files, both

@@ -17,6 +17,7 @@ from generator.repository import MANIFEST
 from generator.storage import (
     StorageURI,
     _endpoint,
+    check_pushed,
     file_hashes,
     kserve_storage_uri,
     manifest_hashes,
@@ -278,6 +279,34 @@ def test_push_without_the_stores_library_names_the_extra(
     monkeypatch.setitem(sys.modules, module, None)
     with pytest.raises(MissingDependencyError, match=rf"tritongen\[{extra}\]"):
         push(_repo(tmp_path / "repo"), uri)
+
+
+@pytest.mark.parametrize(
+    ("uri", "module", "extra"),
+    [
+        ("s3://http://127.0.0.1:9/bkt/p/0123", "boto3", "s3"),
+        ("gs://bkt/p/0123", "google.cloud.storage", "gcs"),
+        ("as://acct/cnt/p/0123", "azure.storage.blob", "azure"),
+    ],
+)
+def test_checking_a_push_without_the_stores_library_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch, uri: str, module: str, extra: str
+) -> None:
+    monkeypatch.setitem(sys.modules, module, None)
+    with pytest.raises(
+        MissingDependencyError, match=rf"check that a push to .* completed.*tritongen\[{extra}\]"
+    ):
+        check_pushed(uri)
+
+
+def test_checking_a_push_refuses_a_bad_uri_or_emulator_variable_in_one_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with pytest.raises(StorageError, match="is not a path Triton reads back"):
+        check_pushed("s3://http://127.0.0.1:9/bkt/a//b")
+    monkeypatch.setenv("CLOUD_STORAGE_EMULATOR_ENDPOINT", "http://[::1")
+    with pytest.raises(StorageError, match=re.escape("CLOUD_STORAGE_EMULATOR_ENDPOINT 'http://[::1' is not")):
+        check_pushed("gs://bkt/p")
 
 
 def test_push_needs_at_least_one_job(tmp_path: Path) -> None:
