@@ -13,11 +13,17 @@ restart a dead backend stub):
 
 * if ``tritonserver`` dies (one HTTP request declaring a shape such as ``[2147483648, 64]`` makes this
   build abort with ``std::bad_alloc``), the outage is logged and the server is restarted on the same ports,
-  its output appended to the same log; after ``max_restarts`` crashes within a minute it gives up;
+  its output appended to the same log; after ``immediate_restarts`` crashes within a minute each restart
+  waits a back-off (1 s, doubling, at most 30 s), and it is restarted for as long as it comes back up;
 * if a model's Python backend stub dies, Triton keeps reporting the model ready while the requests routed
   to that instance fail, so the model is reloaded through Triton's model-control API (models are loaded
   with ``--model-control-mode=explicit --load-model=*``); if the reload fails, the model is unloaded so that
-  its readiness tells the truth.
+  its readiness tells the truth. The previous load's healthy stubs, which Triton never stops once a
+  request failed on the dead one, are killed after ``exit_timeout`` seconds.
+
+Triton is started without a response cache: its core caches a backend's failed response as an empty
+success keyed on the input bytes alone, so models whose config enables ``response_cache`` are served
+uncached (and a warning says so).
 
 Stopping unloads every model first, so new requests fail at once with Triton's "unknown model" error while
 in-flight ones finish, then stops the process. A small reaper process (:mod:`generator.reaper`) kills the
@@ -65,9 +71,6 @@ __all__ = ["EmbeddedServer", "Endpoints", "TritonInstall", "find_free_port", "la
 
 logger = logging.getLogger(__name__)
 
-RESPONSE_CACHE_BYTES = 64 * 1024 * 1024
-"""Size of the local response cache, always configured so models with ``response_cache`` load."""
-
 _INSTALL_HINT = "install it with: pip install nvidia-pytriton"
 _STUB_NAME = "triton_python_backend_stub"
 #: The Python-based backend that serves ONNX (through ONNX Runtime) and TorchScript (through libtorch) models.
@@ -87,6 +90,19 @@ _LOG_LINE = re.compile(r"^([IWE])\d{4} [\d:.]+\s+\d+ [^\]]+\] ?(.*)$")
 _HARMLESS = ("CudaDriverHelper", "NVML", "DCGM", "pinned", "CUDA")
 _FAILED_LOAD = re.compile(r"failed to load '([^']+)' version (\d+): (.*)$")
 _FAILED_POLL = re.compile(r"Poll failed for model directory '([^']+)': (.*)$")
+_SERVING = re.compile(r"Started (HTTPService|GRPCInferenceService) at ")
+_BACKOFF_MAX_SECONDS = 30.0
+
+
+def _backoff(crashes: int, immediate: int) -> float:
+    """Seconds to wait before a restart, after ``crashes`` crashes within the restart window.
+
+    The first ``immediate`` restart at once; each later one waits twice as long as the one before, from
+    1 s up to 30 s, so a server that keeps crashing does not spin while a client can still be served
+    between crashes.
+    """
+    beyond = crashes - max(immediate, 0)
+    return 0.0 if beyond <= 0 else min(_BACKOFF_MAX_SECONDS, 2.0 ** (beyond - 1))
 
 
 @dataclass(frozen=True)
@@ -393,7 +409,9 @@ class EmbeddedServer:
         extra_args: More ``tritonserver`` command-line arguments, appended last.
         supervise: Restart the server when it dies and reload a model whose backend stub dies. Without
             it, a dead server is reported by :meth:`wait` and :attr:`failure`.
-        max_restarts: Crashes within a minute after which the server is not restarted again.
+        immediate_restarts: Crashes within a minute that are restarted at once; each later one waits a
+            back-off that doubles from 1 s up to 30 s. The server is restarted for as long as it comes
+            back up.
 
     Attributes:
         restarts: How often the watcher restarted the server since the last :meth:`start`.
@@ -413,7 +431,7 @@ class EmbeddedServer:
         exit_timeout: int = 30,
         extra_args: Sequence[str] = (),
         supervise: bool = True,
-        max_restarts: int = 5,
+        immediate_restarts: int = 5,
     ) -> None:
         remote = is_remote_repository(repository)
         self.repository: Path | str = str(repository) if remote else Path(repository)
@@ -423,7 +441,7 @@ class EmbeddedServer:
         self.exit_timeout = int(exit_timeout)
         self.extra_args = tuple(str(a) for a in extra_args)
         self.supervise = bool(supervise)
-        self.max_restarts = int(max_restarts)
+        self.immediate_restarts = int(immediate_restarts)
         self._requested_log = Path(log_path) if log_path is not None else None
         self._log_path: Path | None = self._requested_log
         self._log_offset = 0
@@ -443,6 +461,7 @@ class EmbeddedServer:
         self._failure: str | None = None
         self._stubs: dict[int, str] = {}  # pid -> model of the live backend stubs seen
         self._handled: set[int] = set()  # dead stubs already acted on
+        self._retired: dict[int, float] = {}  # pid -> deadline of the stubs of a reloaded model's old load
         self.restarts = 0
         self.reloads = 0
         host = _client_host(address)
@@ -563,8 +582,10 @@ class EmbeddedServer:
                 raise
             assert self._process is not None
             logger.info("Triton is ready (pid %d): %s", self._process.pid, self._endpoints)
+            self._warn_uncached()
             self._stubs.clear()
             self._handled.clear()
+            self._retired.clear()
             self._dead_stubs(self._process.pid)  # know every stub before one can die unseen
             self._watcher = threading.Thread(target=self._watch, name="tritonserver-watcher", daemon=True)
             self._watcher.start()
@@ -665,8 +686,8 @@ class EmbeddedServer:
             f"--metrics-address={self.address}",
             f"--metrics-port={self.ports['metrics']}",
             "--allow-gpu-metrics=false",
-            f"--cache-config=local,size={RESPONSE_CACHE_BYTES}",
-            f"--cache-directory={install.caches_dir}",
+            # No --cache-config: Triton 2.51 caches a backend's failed response as an empty success (see
+            # _warn_uncached), so models that ask for the response cache load and are served uncached.
             f"--exit-timeout-secs={min(self.exit_timeout, _TRITON_EXIT_SECONDS)}",
             # Every model loads at start-up as in the default mode; explicit control lets the watcher
             # reload a model whose stub died and stop() unload models before stopping.
@@ -746,6 +767,33 @@ class EmbeddedServer:
             raise ServerError(f"{method} {path}: HTTP {error.code} {detail}") from None
         return json.loads(payload) if payload else None
 
+    def _warn_uncached(self) -> None:
+        """Say which loaded models ask for the response cache, which this server does not enable.
+
+        Triton 2.51 (and Triton's core to this day) stores every response a backend sends in the cache,
+        a failed one included, as an entry without outputs, keyed on the model and the request's input
+        bytes, not its shape: after one failure (a stub that died, a batch-0 request whose row of data
+        passes Triton's checks) every later request with the same bytes would answer 200 with no outputs.
+        """
+        try:
+            index = self._api("POST", "/v2/repository/index") or []
+            names = [m["name"] for m in index if m.get("state") == "READY"]
+            cached = []
+            for name in dict.fromkeys(names):
+                config = self._api("GET", f"/v2/models/{urllib.parse.quote(name, safe='')}/config") or {}
+                if (config.get("response_cache") or {}).get("enable"):
+                    cached.append(name)
+        except (OSError, ValueError, KeyError, ServerError) as error:
+            logger.debug("could not read the models' configs: %s", error)
+            return
+        if cached:
+            logger.warning(
+                "serving %s without the response cache %s: Triton 2.51 caches a failed request as an "
+                "empty success for every later request with the same input bytes",
+                ", ".join(f"'{name}'" for name in cached),
+                "it asks for" if len(cached) == 1 else "they ask for",
+            )
+
     def _watch(self) -> None:
         """The watcher thread: restart a dead server, reload models whose stub died."""
         while not self._stopping.wait(_WATCH_SECONDS):
@@ -759,50 +807,63 @@ class EmbeddedServer:
                     return
                 self._stubs.clear()
                 self._handled.clear()
+                self._retired.clear()
                 if self._process is not None:
                     self._dead_stubs(self._process.pid)
             elif self.supervise:
                 for model, pids in self._dead_stubs(process.pid).items():
                     self._reload(model, pids)
                     self._dead_stubs(process.pid)  # learn the new stubs at once
+                self._stop_retired(process.pid)
 
     def _recover(self, process: subprocess.Popen[bytes], code: int) -> bool:
-        """Log the crash and restart the server on the same ports; False when it stays down."""
+        """Log the crash and restart the server on the same ports; False when it stays down.
+
+        A server that crashes again after its endpoints came back (a client repeating a request that
+        aborts it) is restarted again, after a back-off once crashes are frequent; it stays down only
+        when a restart fails to come up at all (or :meth:`stop` is called).
+        """
         assert self._log_path is not None
         self._crashed = True
-        self._returncode = code
-        reason = _crash_reason(self._log_path, self._log_offset, code)
         where = f"(server log: {self._log_path})"
         crashed_at = time.monotonic()
-        self._crash_times = [t for t in self._crash_times if crashed_at - t < _RESTART_WINDOW_SECONDS]
-        self._crash_times.append(crashed_at)
-        if not self.supervise:
-            self._failure = f"tritonserver exited unexpectedly ({reason}) {where}"
-        elif len(self._crash_times) > self.max_restarts:
-            self._failure = (
-                f"tritonserver exited unexpectedly {len(self._crash_times)} times within "
-                f"{_RESTART_WINDOW_SECONDS:g} s, last with {reason}; not restarting it again {where}"
-            )
-        if self._failure is not None:
-            logger.error("%s", self._failure)
+        while True:
+            self._returncode = code
+            reason = _crash_reason(self._log_path, self._log_offset, code)
+            now = time.monotonic()
+            self._crash_times = [t for t in self._crash_times if now - t < _RESTART_WINDOW_SECONDS]
+            self._crash_times.append(now)
             self._kill_group(process)
-            return False
-        logger.error(
-            "tritonserver (pid %d) exited unexpectedly (%s); restarting it on the same ports %s",
-            process.pid,
-            reason,
-            where,
-        )
-        self._kill_group(process)
-        try:
-            self._spawn(append=True)
-            self._wait_ready()
-        except ServerError as error:
-            if self._stopping.is_set():
+            if not self.supervise:
+                self._failure = f"tritonserver exited unexpectedly ({reason}) {where}"
+                logger.error("%s", self._failure)
                 return False
-            self._failure = f"tritonserver exited unexpectedly ({reason}) and did not restart: {error}"
-            logger.error("%s", self._failure)
-            return False
+            delay = _backoff(len(self._crash_times), self.immediate_restarts)
+            logger.error(
+                "tritonserver (pid %d) exited unexpectedly (%s); restarting it on the same ports%s %s",
+                process.pid,
+                reason,
+                f" in {delay:g} s ({len(self._crash_times)} crashes within {_RESTART_WINDOW_SECONDS:g} s)"
+                if delay
+                else "",
+                where,
+            )
+            if self._stopping.wait(delay):
+                return False
+            try:
+                self._spawn(append=True)
+                self._wait_ready()
+                break
+            except ServerError as error:
+                if self._stopping.is_set():
+                    return False
+                again = self._process
+                if again is not None and again.poll() is not None and self._served_since_spawn():
+                    process, code = again, again.returncode  # up, then aborted again: one more crash
+                    continue
+                self._failure = f"tritonserver exited unexpectedly ({reason}) and did not restart: {error}"
+                logger.error("%s", self._failure)
+                return False
         self.restarts += 1
         logger.warning(
             "Triton is serving again (pid %d) after an outage of %.1f s",
@@ -810,6 +871,11 @@ class EmbeddedServer:
             time.monotonic() - crashed_at,
         )
         return True
+
+    def _served_since_spawn(self) -> bool:
+        """Whether the last server started its HTTP or gRPC endpoint (it got as far as taking requests)."""
+        assert self._log_path is not None
+        return any(_SERVING.search(line) for line in _log_lines(self._log_path, self._log_offset))
 
     def _kill_group(self, process: subprocess.Popen[bytes]) -> None:
         """After the server died: kill its orphaned stubs, release its reaper, remove its shm regions."""
@@ -838,7 +904,7 @@ class EmbeddedServer:
                     if child.pid in stubs and child.pid not in handled:
                         handled.add(child.pid)
                         dead.setdefault(stubs[child.pid], []).append(child.pid)
-                elif child.pid not in stubs:
+                elif child.pid not in stubs and child.pid not in self._retired:
                     command = child.cmdline()
                     if len(command) > 1 and Path(command[0]).name == _STUB_NAME:
                         stubs[child.pid] = self._model_of(Path(command[1]))
@@ -865,6 +931,7 @@ class EmbeddedServer:
         )
         name = urllib.parse.quote(model, safe="")
         began = time.monotonic()
+        old = [pid for pid, owner in self._stubs.items() if owner == model and pid not in pids]
         try:
             config = self._api("GET", f"/v2/models/{name}/config")
             # A load request that carries a config always reloads, even when the files are unchanged.
@@ -875,8 +942,42 @@ class EmbeddedServer:
             with contextlib.suppress(OSError, ValueError, ServerError):
                 self._api("POST", f"/v2/repository/models/{name}/unload")
             return
+        finally:
+            self._retire(old)
         self.reloads += 1
         logger.warning("model '%s' was reloaded in %.1f s", model, time.monotonic() - began)
+
+    def _retire(self, pids: list[int]) -> None:
+        """Note the healthy stubs of a model's previous load, which :meth:`_stop_retired` makes sure end.
+
+        Triton 2.51 never finishes unloading a model's previous load once a request failed on its dead
+        stub, so its healthy stubs would run (and hold their memory) until the server stops.
+        """
+        deadline = time.monotonic() + self.exit_timeout  # in-flight requests on them finish first
+        for pid in pids:
+            self._stubs.pop(pid, None)
+            self._retired[pid] = deadline
+
+    def _stop_retired(self, server: int) -> None:
+        """Kill the retired stubs still running past their deadline; forget those that ended."""
+        for pid, deadline in list(self._retired.items()):
+            try:
+                child = psutil.Process(pid)
+                running = child.ppid() == server and child.status() != psutil.STATUS_ZOMBIE
+            except psutil.Error:
+                running = False
+            if not running:
+                del self._retired[pid]
+            elif time.monotonic() >= deadline:
+                logger.warning(
+                    "the backend stub (pid %d) of a model's previous load was still running %d s after "
+                    "the reload; stopping it",
+                    pid,
+                    self.exit_timeout,
+                )
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+                self._retired[pid] = float("inf")  # forgotten once it is gone
 
     def _drain(self) -> None:
         """Unload every model so that new requests fail at once; wait for in-flight ones to finish."""

@@ -1,6 +1,6 @@
 """The bundled example, built by tritongen and served by the real embedded Triton, queried with
 tritonclient over HTTP and gRPC: outputs equal PyTorch's, dynamic batching and the instance count at
-work, the response cache hit."""
+work, repeated requests answered by the model (the embedded server runs without a response cache)."""
 
 from __future__ import annotations
 
@@ -114,14 +114,18 @@ def test_instance_count_is_honoured(example_server) -> None:
     assert len(stubs) == 2 + 1 + 1 + 2 + 1
 
 
-def test_response_cache_serves_repeated_requests(example_server, digits) -> None:
+def test_the_embedded_server_answers_repeated_requests_without_the_response_cache(
+    example_server, digits
+) -> None:
+    # digits_linear asks for the response cache; Triton 2.51 would cache a failed response as an empty
+    # success, so the embedded server runs without one (test_server_hardening shows the failure).
     pixels = digits[0].reshape(len(digits[0]), -1)[:1]
     first = _http(example_server, "digits_linear", "pixels", "probabilities", pixels)
     second = _http(example_server, "digits_linear", "pixels", "probabilities", pixels)
     np.testing.assert_array_equal(first, second)
     with httpclient.InferenceServerClient(example_server.endpoints.http) as client:
         stats = client.get_inference_statistics("digits_linear")["model_stats"][0]["inference_stats"]
-    assert int(stats["cache_hit"]["count"]) >= 1
+    assert int(stats["cache_hit"]["count"]) == 0 and int(stats["success"]["count"]) >= 2
 
 
 def test_the_repository_on_disk_is_what_triton_loaded(example_server, example_repo: Path) -> None:

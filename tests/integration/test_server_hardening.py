@@ -32,7 +32,7 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from generator.server import EmbeddedServer
 
-from ..conftest import REPO_ROOT, free_ports
+from ..conftest import REPO_ROOT, free_ports, settle
 
 pytestmark = pytest.mark.integration
 
@@ -82,12 +82,12 @@ def wait_ready(http_endpoint: str, timeout: float) -> float:
     pytest.fail(f"the server was not ready again within {timeout} s")
 
 
-def raw_http(endpoint: str, body: bytes, headers: dict[str, str]) -> str:
+def raw_http(endpoint: str, body: bytes, headers: dict[str, str], model: str = MODEL) -> str:
     """POST ``body`` to the model's infer URL; return the status and error text, or the connection error."""
     host, port = endpoint.rsplit(":", 1)
     connection = http.client.HTTPConnection(host, int(port), timeout=60)
     try:
-        connection.request("POST", f"/v2/models/{MODEL}/infer", body, headers)
+        connection.request("POST", f"/v2/models/{model}/infer", body, headers)
         response = connection.getresponse()
         return f"{response.status} {response.read(300).decode(errors='replace')}"
     except (OSError, http.client.HTTPException) as error:
@@ -149,6 +149,22 @@ def test_malformed_requests_leave_the_server_serving(
     assert "std::bad_alloc" in log and log.count("Started HTTPService") == 1 + len(crashed)
 
 
+def test_a_client_repeating_a_request_that_aborts_triton_does_not_end_the_service(
+    example_repo: Path, reference: Callable[[np.ndarray], np.ndarray]
+) -> None:
+    """Crashes come faster than the restarts allowed at once: later restarts back off, none gives up."""
+    body, headers = MALFORMED_HTTP["shape [2147483648, 64]"]
+    with EmbeddedServer(example_repo, **free_ports(), exit_timeout=5, immediate_restarts=1) as embedded:
+        for attempt in range(3):
+            answer = raw_http(embedded.endpoints.http, body, headers)
+            assert answer.startswith("connection error"), answer  # this build aborts on it
+            wait_ready(embedded.endpoints.http, timeout=120)
+            good_inference(embedded.endpoints.http, reference, seed=attempt)
+        assert embedded.failure is None and embedded.restarts == 3
+        log = embedded.log_path.read_text(errors="replace")
+        assert log.count("terminate called after throwing") == 3 and log.count("Started HTTPService") == 4
+
+
 def test_malformed_grpc_requests_are_refused(
     server: EmbeddedServer, reference: Callable[[np.ndarray], np.ndarray]
 ) -> None:
@@ -169,12 +185,78 @@ def test_malformed_grpc_requests_are_refused(
         channel.close()
 
 
+LINEAR, PIXELS, PROBABILITIES = "digits_linear", "pixels", "probabilities"  # response_cache: true
+
+
+def linear_reference(example_repo: Path, x: np.ndarray) -> np.ndarray:
+    session = ort.InferenceSession(str(example_repo / LINEAR / "1" / "model.onnx"))
+    return session.run([PROBABILITIES], {PIXELS: x})[0]
+
+
+def linear_outputs(http_endpoint: str, x: np.ndarray) -> np.ndarray | None:
+    """The model's answer to one good request over HTTP (None when it answers without outputs)."""
+    tensor = httpclient.InferInput(PIXELS, list(x.shape), "FP32")
+    tensor.set_data_from_numpy(x)
+    with httpclient.InferenceServerClient(http_endpoint, network_timeout=30.0) as client:
+        return client.infer(LINEAR, [tensor]).as_numpy(PROBABILITIES)
+
+
+def test_a_failed_request_does_not_answer_later_good_ones(server: EmbeddedServer, example_repo: Path) -> None:
+    """Batch 0 with one row of data passes Triton 2.51's checks and fails in the backend; the same bytes
+    sent as a good request (batch 1) must still get the model's outputs, over gRPC and binary HTTP."""
+    wait_ready(server.endpoints.http, timeout=60)
+    channel = grpc.insecure_channel(server.endpoints.grpc)
+    stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+    try:
+        for seed, via in ((11, "grpc"), (12, "http")):
+            x = np.random.default_rng(seed).standard_normal((1, 64)).astype(np.float32)
+            if via == "grpc":
+                request = service_pb2.ModelInferRequest(model_name=LINEAR)
+                request.inputs.add(name=PIXELS, datatype="FP32").shape.extend([0, 64])
+                request.raw_input_contents.append(x.tobytes())
+                with pytest.raises(grpc.RpcError):
+                    stub.ModelInfer(request, timeout=60)
+            else:
+                tensor = {"name": PIXELS, "shape": [0, 64], "datatype": "FP32"}
+                tensor["parameters"] = {"binary_data_size": x.nbytes}
+                header = json.dumps({"inputs": [tensor]}).encode()
+                body = header + x.tobytes()
+                headers = {"Inference-Header-Content-Length": str(len(header))}
+                answer = raw_http(server.endpoints.http, body, headers, model=LINEAR)
+                assert not answer.startswith("200"), answer
+            for _ in range(2):  # the second one would be the response cache's answer
+                y = linear_outputs(server.endpoints.http, x)
+                assert y is not None, f"{via}: a good request got no outputs after a failed one"
+                np.testing.assert_allclose(y, linear_reference(example_repo, x), rtol=1e-4, atol=1e-5)
+    finally:
+        channel.close()
+
+
+def test_a_request_failed_by_a_dead_stub_does_not_answer_it_later(example_repo: Path) -> None:
+    """A transient backend failure (the stub died) must not stick to the request's bytes: once the model
+    is back, the same request gets its outputs."""
+    x = np.random.default_rng(13).standard_normal((1, 64)).astype(np.float32)
+    with EmbeddedServer(example_repo, **free_ports(), exit_timeout=5, supervise=False) as embedded:
+        assert embedded.pid is not None
+        (stub,) = stubs_of(embedded.pid, LINEAR)
+        os.kill(stub.pid, signal.SIGKILL)
+        with pytest.raises(Exception, match="not healthy"):
+            linear_outputs(embedded.endpoints.http, x)
+        with httpclient.InferenceServerClient(embedded.endpoints.http, network_timeout=60.0) as client:
+            client.load_model(LINEAR, config=json.dumps(client.get_model_config(LINEAR)))
+        y = linear_outputs(embedded.endpoints.http, x)
+        assert y is not None, "the request that failed while the stub was dead now gets no outputs"
+        np.testing.assert_allclose(y, linear_reference(example_repo, x), rtol=1e-4, atol=1e-5)
+
+
 def stubs_of(server_pid: int, model: str) -> list[psutil.Process]:
-    return [
-        child
-        for child in psutil.Process(server_pid).children()
-        if child.status() != psutil.STATUS_ZOMBIE and f"/{model}/" in " ".join(child.cmdline()[1:2])
-    ]
+    """The running (not zombie) backend stubs of ``model``."""
+    found = []
+    for child in psutil.Process(server_pid).children():
+        with contextlib.suppress(psutil.Error):
+            if child.status() != psutil.STATUS_ZOMBIE and f"/{model}/" in " ".join(child.cmdline()[1:2]):
+                found.append(child)
+    return found
 
 
 def test_killed_backend_stub_is_reloaded(
@@ -206,10 +288,13 @@ def test_killed_backend_stub_is_reloaded(
                 lying.append(time.monotonic() - killed)
     assert server.reloads == reloads + 1
     assert not lying or max(lying) < 5.0, f"ready but failing for {max(lying):.1f} s"
-    # Two new instances serve. (Triton 2.51 may keep the old version's healthy stub until it stops: once
-    # a request has failed on the dead stub, the old version never finishes unloading.)
-    fresh = [p for p in stubs_of(server.pid, MODEL) if p.pid not in {b.pid for b in before}]
-    assert len(fresh) == 2, (before, fresh)
+    # Exactly the model's two new instances run: Triton 2.51 never finishes unloading the previous load
+    # once a request failed on its dead stub, so the watcher stops the healthy old stub itself (after the
+    # server's exit_timeout, 5 s here, for requests in flight on it).
+    old = {b.pid for b in before}
+    running = settle(lambda: stubs_of(server.pid, MODEL), lambda now: not old & {p.pid for p in now}, 60.0)
+    assert len(running) == 2 and not old & {p.pid for p in running}, (before, running)
+    good_inference(server.endpoints.http, reference)
 
 
 def free(port: int) -> bool:
@@ -263,6 +348,9 @@ def gone(process: psutil.Process) -> bool:
         return True
 
 
+STOP_BOUND_SECONDS = 25.0  # under serve's default exit timeout (30 s)
+
+
 def test_sigterm_under_load_stops_at_once(example_repo: Path) -> None:
     with Serve(example_repo) as serve:
         serve.wait_serving()
@@ -298,8 +386,11 @@ def test_sigterm_under_load_stops_at_once(example_repo: Path) -> None:
             for thread in threads:
                 thread.join(timeout=15)
         assert serve.process.returncode == 0, serve.process.stderr.read() if serve.process.stderr else ""
-        assert took < 8.0, f"serve took {took:.1f} s to stop under load"
-        assert max(served) - signalled < 1.0, "requests were still served a second after SIGTERM"
+        # Generous bounds, far from the figures (perf/bench_stop.py prints them): a stop that waited out
+        # serve's 30 s exit timeout, or kept serving new requests until then, would break them.
+        assert took < STOP_BOUND_SECONDS, f"serve took {took:.1f} s to stop under load"
+        assert max(served) - signalled < STOP_BOUND_SECONDS / 2, "requests were still served after SIGTERM"
+        assert refused, "no request was refused after SIGTERM"
         assert all(gone(p) for p in serve.family)
         assert all(free(port) for port in serve.ports.values())
 
