@@ -23,6 +23,7 @@ import subprocess
 import sys
 import sysconfig
 import threading
+import time
 import traceback
 import warnings
 from collections.abc import Callable, Iterator
@@ -62,18 +63,27 @@ class RemoteTraceback(Exception):
         return str(self.args[0]) if self.args else ""
 
 
-#: What the export process runs: ignore Ctrl-C (the parent stops it), take the parent's import path
-#: from the connection, then serve. Started with ``python -c`` rather than multiprocessing's spawn,
-#: which would re-run the caller's main script in the child.
+#: What the export process runs: ignore Ctrl-C (the parent stops it), die with the parent (on Linux the
+#: kernel sends SIGKILL when the build dies; the parent-pid check covers a build that died before that
+#: was set), take the parent's import path from the connection, then serve. Started with ``python -c``
+#: rather than multiprocessing's spawn, which would re-run the caller's main script in the child.
 _BOOTSTRAP = """\
-import signal, sys
+import os, signal, sys
 signal.signal(signal.SIGINT, signal.SIG_IGN)
+try:
+    import ctypes
+    ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG, Linux only
+except (AttributeError, OSError):
+    pass
+if os.getppid() != int(sys.argv[2]):
+    os._exit(1)
 from multiprocessing.connection import Connection
 conn = Connection(int(sys.argv[1]))
 sys.path[:] = conn.recv()
 from generator.worker import _serve
-_serve(conn, conn.recv())
+_serve(conn, conn.recv(), int(sys.argv[2]))
 """
+_PARENT_POLL_SECONDS = 0.5
 
 
 class ExportWorker:
@@ -107,7 +117,8 @@ class ExportWorker:
         ours, theirs = socket.socketpair()
         with ours, theirs:
             process = subprocess.Popen(
-                [sys.executable, "-c", _BOOTSTRAP, str(theirs.fileno())], pass_fds=[theirs.fileno()]
+                [sys.executable, "-c", _BOOTSTRAP, str(theirs.fileno()), str(os.getpid())],
+                pass_fds=[theirs.fileno()],
             )
             conn = Connection(os.dup(ours.fileno()))
         levels = {
@@ -297,8 +308,20 @@ def _configure(settings: dict[str, Any], sender: _Sender) -> None:
     _install_audit_hook()
 
 
-def _serve(conn: Connection, settings: dict[str, Any]) -> None:
-    """The child's loop: run each task sent until ``None`` arrives or the parent goes away."""
+def _exit_with(parent: int) -> None:
+    """End this process as soon as ``parent`` is no longer its parent (where the kernel does not do it)."""
+    while os.getppid() == parent:
+        time.sleep(_PARENT_POLL_SECONDS)
+    os._exit(1)
+
+
+def _serve(conn: Connection, settings: dict[str, Any], parent: int) -> None:
+    """The child's loop: run each task sent until ``None`` arrives or the parent goes away.
+
+    A step never outlives the build that asked for it: a killed build's staging directory must not be
+    written to after the build died.
+    """
+    threading.Thread(target=_exit_with, args=(parent,), name="parent-watch", daemon=True).start()
     sender = _Sender(conn)
     _configure(settings, sender)
     while True:

@@ -4,6 +4,7 @@ reader), killed builds leave nothing behind for good, and user text prints liter
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -15,6 +16,7 @@ import threading
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -200,6 +202,61 @@ def test_killed_builds_leave_a_whole_repository_and_no_leftovers(tmp_path: Path)
     assert len(report.models) == 12 and _whole(repo)
     leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".repo.")]
     assert leftovers == []
+
+
+SLOW_FACTORY = """\
+import os
+import time
+from pathlib import Path
+
+from torch import nn
+
+
+def build():
+    here = Path(__file__).parent
+    (here / "export.pid").write_text(str(os.getpid()))
+    time.sleep(4)
+    (here / "returned").write_text("the factory returned")
+    return nn.Linear(4, 2)
+"""
+
+
+def test_a_killed_build_takes_its_export_process_along(tmp_path: Path) -> None:
+    """SIGKILL the build while a factory runs: its export process ends with it, so the factory never
+    returns and nothing more is written into the dead build's staging directory."""
+    (tmp_path / "slow.py").write_text(SLOW_FACTORY)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        "models:\n  - {name: slow, framework: torch, source: 'slow.py:build', max_batch_size: 4,\n"
+        "     inputs: [{name: x, dtype: FP32, dims: [4]}]}\n"
+    )
+    marker = tmp_path / "export.pid"
+    run = subprocess.Popen(
+        [sys.executable, "-m", "generator", "build", str(spec), "--output", str(tmp_path / "repo")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    export: psutil.Process | None = None
+    try:
+        deadline = time.monotonic() + 180
+        while not marker.is_file() or not marker.read_text():
+            assert run.poll() is None and time.monotonic() < deadline, "the factory never started"
+            time.sleep(0.05)
+        export = psutil.Process(int(marker.read_text()))
+        staged = {str(p): p.stat().st_size for p in tmp_path.glob(".repo.building-*/**/*")}
+        run.kill()
+        run.wait()
+        with contextlib.suppress(psutil.NoSuchProcess):
+            export.wait(timeout=60)  # before the fix it lived on until its export was written
+        assert not (tmp_path / "returned").exists(), "the export process outlived the build it served"
+        assert {str(p): p.stat().st_size for p in tmp_path.glob(".repo.building-*/**/*")} == staged
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+        if export is not None:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                export.kill()
 
 
 def test_an_interrupted_two_rename_swap_is_undone_on_the_next_build(tmp_path: Path) -> None:
