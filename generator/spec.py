@@ -36,6 +36,10 @@ INT32_MAX = 2**31 - 1
 UINT32_MAX = 2**32 - 1
 INT64_MAX = 2**63 - 1
 UINT64_MAX = 2**64 - 1
+#: The ONNX opsets a spec may ask for: ONNX Runtime reads opset 7 and later; the ONNX Runtime of Triton
+#: 2.51 (1.19, in its container) reads up to 21. Whether an exporter can write one is its own check.
+MIN_OPSET = 7
+MAX_OPSET = 21
 #: Longest model name: a directory name with room for the staging suffixes beside it (NAME_MAX is 255).
 MAX_NAME_LENGTH = 200
 #: Names a model may not take: the repository's own bookkeeping files.
@@ -353,7 +357,10 @@ class ModelSettings(_Strict):
     response_cache: bool | None = None
     verify: Verify | None = None
     opset: int | None = Field(
-        default=None, ge=7, le=99, description="ONNX opset for exports; unset: the exporter's."
+        default=None,
+        description=f"ONNX opset for exports ({MIN_OPSET} to {MAX_OPSET}; torch writes 18 and later, tf2onnx up "
+        "to 18); unset: the exporter's.",
+        json_schema_extra={"minimum": MIN_OPSET, "maximum": MAX_OPSET},
     )
     format: Literal["onnx", "torchscript", "tensorrt"] | None = Field(
         default=None,
@@ -379,6 +386,17 @@ class ModelSettings(_Strict):
         description="Per integer input name: the values requests may carry (min and max, inclusive). "
         "Unset: inferred from the model where an input indexes an embedding table, else 0 and 1.",
     )
+
+    @field_validator("opset")
+    @classmethod
+    def _opset(cls, value: int | None) -> int | None:
+        if value is not None and not MIN_OPSET <= value <= MAX_OPSET:
+            raise ValueError(
+                f"opset {value} is outside {MIN_OPSET} to {MAX_OPSET}: ONNX Runtime reads opset {MIN_OPSET} and "
+                f"later, and the ONNX Runtime of Triton 2.51 (1.19) up to {MAX_OPSET}; pick one in that range, "
+                "or leave opset unset"
+            )
+        return value
 
     @field_validator("dynamic_batching", "warmup", "optimize", mode="before")
     @classmethod

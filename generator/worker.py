@@ -197,11 +197,12 @@ class ExportWorker:
                 return payload
             elif kind == "error":
                 error_type, problems = payload
-                raise error_type(*problems)
+                raise error_type(*(_printable(problem) for problem in problems))
             else:  # "raised": an exception that is not one of ours, with its traceback text
                 error, text = payload
                 if error is None:
-                    raise ExportError(f"{label}: the export failed: {text.strip().splitlines()[-1]}")
+                    last = _printable(text.strip().splitlines()[-1]) if text.strip() else "no message"
+                    raise ExportError(f"{label}: the export failed: {last}")
                 raise error from RemoteTraceback(text)
 
     def _died(self, label: str) -> NoReturn:
@@ -234,6 +235,14 @@ class ExportWorker:
             with suppress(OSError):
                 self._conn.send(None)
         self._stop(wait=_STOP_SECONDS)
+
+
+def _printable(line: str) -> str:
+    """An error line from the export process as one plain line: frameworks colour words in their messages
+    (terminal escape codes) and may put newlines in the text a step's error quotes."""
+    from generator.exporters.base import one_line
+
+    return one_line(line)
 
 
 def _how_it_ended(code: int | None) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -10,10 +11,48 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Protocol
 
-from generator.errors import ExportError, first_line
+from generator.errors import ExportError
 from generator.runners import ModelRunner
 from generator.signature import Signature
 from generator.spec import ModelSpec, factory_parts
+
+#: A terminal control sequence (colours, cursor moves), also as a repr writes it (``\\x1b[96m``, in a
+#: KeyError's message): torch colours words in its error messages.
+_TERMINAL_CODE = re.compile(r"(?:\x1b|\\x1b|\\033|\\u001b)(?:\[[0-?]*[ -/]*[@-~]|[@-_])")
+
+
+def one_line(text: str) -> str:
+    """``text`` as one plain line: terminal colour codes removed, other control characters and runs of
+    whitespace (newlines too) made one space."""
+    text = _TERMINAL_CODE.sub("", text)
+    return " ".join("".join(c if c.isprintable() else " " for c in text).split())
+
+
+def error_line(exc: BaseException) -> str:
+    """``Type: first line of the message`` as one plain line (see :func:`one_line`); ``Type`` alone when
+    the message is empty."""
+    lines = [one_line(line) for line in _TERMINAL_CODE.sub("", str(exc)).splitlines()]
+    lines = [line for line in lines if line]
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
+def check_opset(model: ModelSpec, written: int | None, exporter: str, honoured: str) -> None:
+    """Refuse an export that did not write the opset the spec asks for (exporters fall back silently).
+
+    Args:
+        model: The model; its ``opset`` is what was asked for (None: anything goes).
+        written: The ``ai.onnx`` opset of the written file.
+        exporter: Who wrote it, for the message (``torch.onnx.export``).
+        honoured: Which opsets that exporter writes, and what to do (the message's fix).
+
+    Raises:
+        ExportError: the opsets differ.
+    """
+    if model.opset is not None and written != model.opset:
+        raise ExportError(
+            f"model '{model.name}': {exporter} wrote opset {written}, not the opset {model.opset} the spec "
+            f"asks for; {honoured}"
+        )
 
 
 @dataclass
@@ -101,7 +140,7 @@ def load_factory(source: Path, function: str, model_name: str) -> Callable[[], A
     except BaseException as exc:  # SystemExit or KeyboardInterrupt from the module is its failure too
         sys.modules.pop(module_name, None)
         raise ExportError(
-            f"model '{model_name}': importing {source} failed: {first_line(exc)}; fix the factory module"
+            f"model '{model_name}': importing {source} failed: {error_line(exc)}; fix the factory module"
         ) from exc
     finally:
         sys.path.remove(str(source.parent))
@@ -126,7 +165,7 @@ def call_function(function: Callable[[], Any], what: str) -> Any:
     except KeyboardInterrupt:
         raise
     except BaseException as exc:  # sys.exit() in a factory must not end the build
-        raise ExportError(f"{what} raised {first_line(exc)}; fix the factory") from exc
+        raise ExportError(f"{what} raised {error_line(exc)}; fix the factory") from exc
 
 
 def call_factory(model: ModelSpec, source: Path) -> tuple[Any, Any]:

@@ -16,8 +16,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from generator.errors import ExportError, SpecError, first_line
-from generator.exporters.base import ExportContext, ExportResult, call_function, load_factory
+from generator.errors import ExportError, SpecError
+from generator.exporters.base import ExportContext, ExportResult, call_function, error_line, load_factory
 from generator.signature import Signature, TensorInfo
 from generator.spec import ModelSpec, TensorSpec, factory_parts
 from generator.spec_names import files_destination
@@ -102,7 +102,7 @@ def _import(path: Path, model_name: str) -> None:
         raise
     except BaseException as exc:  # a module that exits or raises while importing is its failure
         raise ExportError(
-            f"model '{model_name}': importing {path.name} failed: {first_line(exc)}; install what it "
+            f"model '{model_name}': importing {path.name} failed: {error_line(exc)}; install what it "
             "imports in the server's Python environment, or fix the file"
         ) from None
     finally:

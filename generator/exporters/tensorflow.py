@@ -38,11 +38,11 @@ import numpy as np
 
 from generator import dtypes
 from generator.errors import ExportError, MissingDependencyError
-from generator.exporters.base import ExportResult, call_factory
+from generator.exporters.base import ExportResult, call_factory, check_opset, error_line, one_line
 from generator.exporters.naming import rename_io
 from generator.runners import named_outputs
 from generator.signature import read_onnx_signature
-from generator.spec import ModelSpec, factory_parts
+from generator.spec import MIN_OPSET, ModelSpec, factory_parts
 from generator.triton import DEFAULT_MODEL_FILENAMES, ONNX_PLATFORM
 
 DEFAULT_OPSET = 17
@@ -166,12 +166,10 @@ class _Traced:
 
 def _first_line(exc: BaseException) -> str:
     """``Type: first line`` of an error; for TensorFlow's traced-code errors, the line that says why."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    if not lines:
-        return type(exc).__name__
-    if lines[0] == "in user code:":
+    lines = [one_line(line) for line in str(exc).splitlines() if one_line(line)]
+    if lines and lines[0] == "in user code:":
         return lines[-1]
-    return f"{type(exc).__name__}: {lines[0]}"
+    return error_line(exc)
 
 
 def _tf_dtype(tf: Any, triton_dtype: str) -> Any:
@@ -526,6 +524,13 @@ class TensorflowExporter:
         loaded, example, is_saved_model = _load(model, source, tf, keras)
         batching = model.max_batch_size != 0
         opset = model.opset or DEFAULT_OPSET
+        newest = max(tf2onnx.constants.OPSET_TO_IR_VERSION)
+        if opset > newest:
+            raise ExportError(
+                f"model '{model.name}': tf2onnx {tf2onnx.__version__} writes opsets up to {newest}, not "
+                f"{opset}; use opset {MIN_OPSET} to {newest} for a TensorFlow model, or leave it unset "
+                f"({DEFAULT_OPSET})"
+            )
         started = time.perf_counter()
         if is_saved_model:
             traced = _saved_model_function(model, loaded, batching, tf)
@@ -558,6 +563,7 @@ class TensorflowExporter:
             ) from exc
         seconds = time.perf_counter() - started
         signature = read_onnx_signature(target)
+        check_opset(model, signature.details.get("opset"), "tf2onnx", f"use opset {MIN_OPSET} to {newest}")
         return ExportResult(
             files=[target],
             platform=ONNX_PLATFORM,

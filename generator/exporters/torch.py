@@ -8,19 +8,23 @@ its name with a submodule (``embedding``) whose value torch names the same.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
+import re
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from generator import dtypes
-from generator.errors import ExportError, MissingDependencyError, first_line
-from generator.exporters.base import ExportResult, call_factory
+from generator.errors import ExportError, MissingDependencyError
+from generator.exporters.base import ExportResult, call_factory, check_opset, error_line, one_line
 from generator.exporters.naming import rename_file, source_renames
 from generator.runners import torch_runner
 from generator.signature import read_onnx_signature
-from generator.spec import ModelSpec, factory_parts
+from generator.spec import MAX_OPSET, ModelSpec, factory_parts
 from generator.triton import DEFAULT_MODEL_FILENAMES, ONNX_PLATFORM
 
 EXAMPLE_BATCH = 2  # torch.export specialises sizes 0 and 1, so trace with 2
@@ -53,16 +57,53 @@ def check_input_dtypes(model: ModelSpec, dtypes_by_name: dict[str, str]) -> None
 def import_torch() -> Any:
     """The ``torch`` module, with the ONNX exporter's per-op registration warnings silenced.
 
+    Importing torch sets its own loggers' levels (WARNING); the level the caller gave the ``torch``
+    logger before (ERROR unless the CLI runs with --verbose) is given back to all of them.
+
     Raises:
         MissingDependencyError: torch is not installed; the message says how to install it.
     """
+    wanted = logging.getLogger("torch").level
     try:
         import torch
     except ImportError:
         raise MissingDependencyError.for_package("torch", purpose="to export PyTorch models") from None
+    if wanted > logging.WARNING and logging.getLogger("torch").level != wanted:
+        torch._logging.set_logs(all=wanted)
     # The exporter warns once per missing torchvision op; irrelevant unless the model uses them.
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     return torch
+
+
+#: Where torch's export error names the user's code that raised it.
+_RAISED_AT = re.compile(
+    r'The following call raised this error:\s*File "([^"]+)", line (\d+), in (\S+)\s*\n\s*(\S[^\n]*)'
+)
+#: torch.onnx's summary of the original error, when it is not chained as the cause.
+_SUMMARY = re.compile(r"## Exception summary\s*<class '(?:[\w.]*\.)?(\w+)'>: ([^\n]+)")
+
+
+def export_failure(exc: BaseException) -> str:
+    """A failed torch.onnx.export on one line: the error at its root and the user's code that raised it.
+
+    torch's own message is pages long (the export's steps, links, a traceback, colour codes) and its
+    first line says only which step failed; the root cause says why.
+    """
+    root, seen = exc, {id(exc)}
+    while root.__cause__ is not None and id(root.__cause__) not in seen:
+        root = root.__cause__
+        seen.add(id(root))
+    text = str(exc)
+    summary = _SUMMARY.search(text)
+    if root is exc and summary:
+        reason = f"{summary.group(1)}: {one_line(summary.group(2))}"
+    else:
+        reason = error_line(root)
+    raised_at = _RAISED_AT.search(text) or _RAISED_AT.search(str(root))
+    if raised_at:
+        path, line, function, code = raised_at.groups()
+        reason += f" (at {Path(path).name}:{line} in {function}: {one_line(code)})"
+    return reason
 
 
 def load_module(model: ModelSpec, source: Path) -> tuple[Any, Any]:
@@ -137,6 +178,27 @@ def example_inputs(model: ModelSpec, example: Any, batching: bool) -> tuple[list
     return [t.name for t in model.inputs], tensors
 
 
+@contextlib.contextmanager
+def _torch_output_held() -> Iterator[None]:
+    """Unless torch's logger lets INFO through (the CLI's --verbose), keep what torch prints or logs
+    while it exports (a failed trace's partial graph, its own summary of the error) off the terminal:
+    a failure is reported in one line by the caller."""
+    if logging.getLogger("torch").getEffectiveLevel() <= logging.INFO:
+        yield
+        return
+    names = [name for name in logging.root.manager.loggerDict if name == "torch" or name.startswith("torch.")]
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
 def _dynamic_shapes(model: ModelSpec, tensors: list[Any], batching: bool) -> tuple[dict[int, Any], ...]:
     torch = import_torch()
     batch = torch.export.Dim("batch")
@@ -192,7 +254,7 @@ class TorchExporter:
         target = version_dir / DEFAULT_MODEL_FILENAMES[ONNX_PLATFORM]
         started = time.perf_counter()
         try:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), _torch_output_held():
                 warnings.simplefilter("ignore", FutureWarning)  # torch's own deprecations, not the user's
                 torch.onnx.export(
                     module,
@@ -208,13 +270,20 @@ class TorchExporter:
                 )
         except Exception as exc:
             raise ExportError(
-                f"model '{model.name}': torch.onnx.export failed: {first_line(exc)}; "
+                f"model '{model.name}': torch.onnx.export failed: {export_failure(exc)}; "
                 "make the module exportable with torch.export (no data-dependent control flow)"
             ) from exc
         _give_spec_names(
             model, target, dict(zip(temporary_inputs, input_names, strict=True)), temporary_outputs
         )
         signature = read_onnx_signature(target)
+        check_opset(
+            model,
+            signature.details.get("opset"),
+            "torch.onnx.export",
+            "it writes opset 18 and later, and older ones only where ONNX's version converter can rewrite "
+            f"the model, which it could not for this one; use opset 18 to {MAX_OPSET}, or leave it unset",
+        )
         check_input_dtypes(model, {t.name: t.dtype for t in signature.inputs})
         names_out = [t.name for t in signature.outputs]
         return ExportResult(

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from generator import dtypes
-from generator.errors import ExportError, first_line
-from generator.exporters.base import ExportContext, ExportResult
+from generator.errors import ExportError
+from generator.exporters.base import ExportContext, ExportResult, error_line
 from generator.exporters.torch import check_input_dtypes, example_inputs, import_torch, load_module
 from generator.input_values import Range
 from generator.runners import flatten_outputs, torch_runner, torchscript_runner
@@ -66,7 +66,7 @@ class TorchScriptExporter:
                 outputs = flatten_outputs(traced(*tensors))
         except Exception as exc:
             raise ExportError(
-                f"model '{model.name}': torch.jit.trace failed: {first_line(exc)}; "
+                f"model '{model.name}': torch.jit.trace failed: {error_line(exc)}; "
                 "make forward() traceable or use format: onnx"
             ) from exc
         version_dir.mkdir(parents=True, exist_ok=True)

@@ -361,3 +361,15 @@ def _strings(value: object) -> list[str]:
         return [value]
     items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else []
     return [s for item in items for s in _strings(item)]
+
+
+@pytest.mark.parametrize("opset", [6, 22, 99])
+def test_an_opset_no_exporter_can_serve_is_refused_with_the_range(opset: int) -> None:
+    # 7 and 99 passed before; torch then wrote opset 18 without a word.
+    with pytest.raises(SpecError) as caught:
+        parse_spec({"models": [_model(opset=opset)]}, origin="s.yaml")
+    assert caught.value.problems == [
+        f"s.yaml: models[0].opset: opset {opset} is outside 7 to 21: ONNX Runtime reads opset 7 and later, and "
+        f"the ONNX Runtime of Triton 2.51 (1.19) up to 21; pick one in that range, or leave opset unset (got {opset})"
+    ]
+    assert parse_spec({"models": [_model(opset=7)]}).models[0].opset == 7
