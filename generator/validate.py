@@ -339,7 +339,7 @@ def _validate_model(model_dir: Path, index: RepositoryIndex | None = None) -> Fo
                     )
                 )
     found += check_parameters(config, serving.backend)
-    return found + _check_accelerators(config) + _check_gpus(config)
+    return found + _check_accelerators(config) + _check_gpus(config) + _check_response_cache(config)
 
 
 def validate_model_dir(model_dir: Path, index: RepositoryIndex | None = None) -> list[Problem]:
@@ -382,6 +382,21 @@ def _check_accelerators(config: model_config_pb2.ModelConfig) -> list[tuple[str,
     if accelerators.gpu_execution_accelerator and config.instance_group and cpu_only:
         found.append(("warning", "GPU execution accelerators have no effect on KIND_CPU instances"))
     return found
+
+
+def _check_response_cache(config: model_config_pb2.ModelConfig) -> list[tuple[str, str]]:
+    """Warn that Triton caches failed responses too (an empty success, keyed on the input bytes)."""
+    if not config.response_cache.enable:
+        return []
+    return [
+        (
+            "warning",
+            "response_cache is on: Triton 2.51 caches a failed response too, as a success without outputs "
+            "keyed on the input bytes, so after one failed request (a malformed one, a backend that died) "
+            "every request with the same bytes gets no outputs; turn it off unless that cannot happen "
+            "(the embedded serve runs without the cache)",
+        )
+    ]
 
 
 def _check_gpus(config: model_config_pb2.ModelConfig) -> list[tuple[str, str]]:

@@ -323,6 +323,7 @@ def test_clean_repositories_have_no_problem(tmp_path: Path, case: str) -> None:
             "instance_group count 0 is not positive, so Triton uses its default",
         ),
         (GOOD + "version_policy { specific { versions: [ 1, 2 ] } }\n", "version(s) 2 with no directory"),
+        (GOOD + "response_cache { enable: true }\n", "caches a failed response too"),
     ],
 )
 def test_what_triton_tolerates_is_a_warning(tmp_path: Path, config: str, expected: str) -> None:
