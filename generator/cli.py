@@ -499,12 +499,13 @@ def _run_tune(args: argparse.Namespace) -> int:
                 bar.update(task, description=_tune_line(p))
 
             result = run_tune(config, progress=progress)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:  # run_tune's TuneInterrupted says whether trials were saved
+        saved = str(interrupt) or "no trial was measured, so no report was written"
         _labelled(
             _console(stderr=True),
             "interrupted",
             "yellow",
-            f"the trials so far are in {args.out}/tune.json; the spec and repository are unchanged",
+            f"{saved}; the spec and repository are unchanged",
         )
         return EXIT_INTERRUPTED
     finally:
@@ -525,6 +526,8 @@ def _tune_line(p: Any) -> str:
 
 def _print_tune(console: Any, result: Any) -> int:
     errors = _console(stderr=True)
+    for note in result.report.get("notes", []):
+        _labelled(console, "note", "yellow", note)
     for model, entry in result.report["models"].items():
         measured = sum(1 for t in entry.get("trials", []) if t["status"] == "measured")
         _labelled(

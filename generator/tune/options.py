@@ -71,7 +71,13 @@ def add_tune_options(parser: argparse.ArgumentParser) -> None:
         "--objective",
         default="throughput",
         choices=["throughput", "p50", "p90", "p95", "p99"],
-        help="maximise throughput, or minimise a latency percentile (geometric mean over the levels)",
+        help="maximise throughput, or minimise a latency percentile (geometric mean over the levels; "
+        "a candidate worse than the start config at any level beyond the measured noise never wins)",
+    )
+    goal.add_argument(
+        "--trade-levels",
+        action="store_true",
+        help="let a gain at one load level buy a loss at another: the mean over the levels alone decides",
     )
     goal.add_argument("--max-p99-ms", type=float, help="constraint: p99 latency at most this, at every level")
     goal.add_argument(
@@ -185,4 +191,5 @@ def config_from_args(args: argparse.Namespace) -> Any:
         seed=args.seed,
         request_timeout=args.request_timeout,
         templates=args.templates,
+        trade_levels=args.trade_levels,
     )

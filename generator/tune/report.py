@@ -1,6 +1,7 @@
 """The tune's report: ``tune.json`` (every trial, the best per model and level, the verdicts) and
-``report.html`` (per model: throughput against p99 for every trial at each load level with the Pareto front
-marked, the winner against the start config, and every trial in a table).
+``report.html`` (per model: the winner against the start config level by level in the objective's figure,
+with each level's measured noise; throughput against p99 for every trial at each load level with the Pareto
+front marked; the winner against the start figure by figure; and every trial in a table).
 
 ``tune.json`` is rewritten after every trial, so a tune that is cut short still leaves what it measured.
 """
@@ -106,8 +107,29 @@ def _model_view(name: str, entry: dict[str, Any], report: dict[str, Any]) -> dic
         "chosen": chosen,
         "winner": winner,
         "comparison": rows,
+        "per_level": _per_level(entry.get("vs_start")),
         "plots": _plots(trials, report.get("levels", []), start, chosen),
     }
+
+
+def _per_level(vs_start: dict[str, Any] | None) -> list[dict[str, str]]:
+    """The confirmation's level-by-level comparison, as table cells."""
+    rows = []
+    for level in (vs_start or {}).get("levels", []):
+        change = level.get("change_pct")
+        verdict = level.get("verdict", "")
+        rows.append(
+            {
+                "users": str(level.get("users")),
+                "start": _shown("", level.get("start")),
+                "chosen": _shown("", level.get("value")),
+                "change": "-" if change is None else f"{change:+.1f}%",
+                "noise": f"{level.get('noise_pct', 0):.1f}%",
+                "verdict": verdict,
+                "class": {"better": "better", "worse": "worse", "unmeasured": "worse"}.get(verdict, "same"),
+            }
+        )
+    return rows
 
 
 def _level(trial: dict[str, Any] | None, index: int, key: str) -> float | None:

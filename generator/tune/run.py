@@ -4,17 +4,22 @@
 winner is confirmed), serves it with the embedded Triton (or uses ``--url``, any Triton started with
 ``--model-control-mode=explicit``), and for each model:
 
-1. measures the start config (the one the spec builds now) at every load level, until steady;
+1. measures the start config (the one the spec builds now) at every load level, until steady, and once
+   more: the two measurements give each level's noise;
 2. asks the search strategy for candidates; loads each with Triton's model control (the candidate's config
    JSON in place of ``config.pbtxt``, no restart) and measures it the same way; a candidate Triton refuses
-   is a failed trial carrying Triton's reason;
+   is a failed trial carrying Triton's reason; unless ``trade_levels``, a candidate worse than the start at
+   any level beyond the noise counts as breaking a constraint;
 3. measures the best trial and the start config once more, side by side: the winner is confirmed only when
-   it still beats the start;
+   it still beats the start, and (unless ``trade_levels``) is worse at no level and better at one;
 4. reloads the model with the repository's own config.
 
-Every trial goes to ``tune.json`` as soon as it is measured, so a server that dies or a Ctrl-C keeps what
-was measured. Confirmed winners are written to the tuned file beside the spec and the repository is
-rebuilt through the ordinary atomic build; nothing is written otherwise.
+A model with the response cache on is measured with it off (the load test's few distinct requests would
+otherwise be answered from the cache); the report says so. Every trial goes to ``tune.json`` as soon as it
+is measured, so a server that dies or a Ctrl-C keeps what was measured. Confirmed winners are written to
+the tuned file beside the spec and the repository is rebuilt through the ordinary atomic build; nothing is
+written otherwise. The scratch copy lives in the temporary directory; a tune first removes those that
+killed tunes left there (:mod:`~generator.tune.scratch`).
 """
 
 from __future__ import annotations
@@ -22,9 +27,9 @@ from __future__ import annotations
 import contextlib
 import datetime
 import logging
+import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +46,7 @@ from generator.server import EmbeddedServer, find_free_port
 from generator.spec import Spec, bundled_example, default_spec_path
 from generator.tune.objective import Objective
 from generator.tune.report import write_tune_report
+from generator.tune.scratch import clear_stale_scratch, make_scratch
 from generator.tune.space import (
     SpaceOptions,
     cpu_count,
@@ -49,7 +55,7 @@ from generator.tune.space import (
 from generator.tune.trials import ModelTuner, Stop, Trial, TuneContext, TuneProgress, TuneProgressCallback
 from generator.tuned import TunedEntry, load_spec_with_tuned, tuned_path, write_tuned
 
-__all__ = ["Trial", "TuneConfig", "TuneProgress", "TuneResult", "run_tune"]
+__all__ = ["Trial", "TuneConfig", "TuneInterrupted", "TuneProgress", "TuneResult", "run_tune"]
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +90,25 @@ class TuneConfig:
     seed: int = 0
     request_timeout: float = 30.0
     templates: str | Path | None = None
+    trade_levels: bool = False
+
+
+class TuneInterrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM) ended the tune; nothing was written back.
+
+    Attributes:
+        trials: How many trials had been recorded.
+        report: ``tune.json`` holding them, or None when there were none (no report was written).
+    """
+
+    def __init__(self, trials: int, report: Path | None) -> None:
+        self.trials, self.report = trials, report
+        plural = "s" if trials != 1 else ""
+        super().__init__(
+            f"the {trials} trial{plural} so far are in {report}"
+            if report is not None
+            else "no trial was measured, so no report was written"
+        )
 
 
 @dataclass
@@ -115,7 +140,7 @@ def run_tune(config: TuneConfig, progress: TuneProgressCallback | None = None) -
     Raises:
         TuneError: Bad options, an unknown model, a server that cannot start, or no trial met the
             constraints (the report is written first); the spec and repository are then unchanged.
-        KeyboardInterrupt: Ctrl-C; the trials so far are in the report, nothing else changed.
+        TuneInterrupted: Ctrl-C; the trials so far (if any) are in the report, nothing else changed.
         GeneratorError: The build or rebuild failed.
     """
     notify = progress or (lambda _: None)
@@ -138,6 +163,38 @@ def run_tune(config: TuneConfig, progress: TuneProgressCallback | None = None) -
     run_id = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     report = _report_head(config, objective, spec_path, run_id, device, notes)
     result = TuneResult(report, {})
+    try:
+        _tune(config, objective, spec, spec_path, device, run_id, report, result, notify)
+    except KeyboardInterrupt:
+        trials = sum(len(entry.get("trials", [])) for entry in report["models"].values())
+        saved = None
+        if trials:
+            report["stopped"] = "interrupted (Ctrl-C)"
+            saved = write_tune_report(report, out)["json"]
+        raise TuneInterrupted(trials, saved) from None
+    return result
+
+
+def _tune(
+    config: TuneConfig,
+    objective: Objective,
+    spec: Spec,
+    spec_path: Path,
+    device: str,
+    run_id: str,
+    report: dict[str, Any],
+    result: TuneResult,
+    notify: TuneProgressCallback,
+) -> None:
+    """:func:`run_tune` once the options are checked: serve, search each model, decide, write back."""
+    out = Path(config.out)
+    cleared = clear_stale_scratch()
+    if cleared:
+        several = len(cleared) > 1
+        report["notes"].append(
+            f"removed {len(cleared)} scratch cop{'ies' if several else 'y'} that "
+            f"{'killed tunes' if several else 'a killed tune'} left in {cleared[0].parent}"
+        )
     with contextlib.ExitStack() as stack:
         url, server = _target(config, spec, spec_path, device, stack, notify)
         target = resolve_target(url, config.protocol)
@@ -152,17 +209,12 @@ def run_tune(config: TuneConfig, progress: TuneProgressCallback | None = None) -
                 tuners[-1].run()
         except Stop as reason:
             result.stopped = report["stopped"] = str(reason)
-        except KeyboardInterrupt:
-            report["stopped"] = "interrupted (Ctrl-C)"
-            result.files = write_tune_report(report, out)
-            raise
     result.files = write_tune_report(report, out)
     if result.stopped is None:
         _decide(result, tuners)
         if config.write and result.winners:
             _write_back(result, config, spec_path, notify)
             result.files = write_tune_report(report, out)
-    return result
 
 
 def _check(config: TuneConfig) -> Objective:
@@ -221,7 +273,8 @@ def _target(
         target = resolve_target(config.url, config.protocol)
         require_loopback(target, config.allow_remote)
         return target.url, None
-    scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tritongen-tune-")))
+    scratch = make_scratch()
+    stack.callback(shutil.rmtree, scratch, ignore_errors=True)
     repository = scratch / "model_repository"
     existing = Path(config.output) if config.output else Path(spec.repository)
     if not existing.is_absolute():
@@ -294,6 +347,12 @@ def _report_head(
             "metric": objective.metric,
             "direction": "max" if objective.maximise else "min",
             "over_levels": "geometric mean",
+            "levels_traded": config.trade_levels,
+            "per_level": (
+                "a gain at one level may buy a loss at another (--trade-levels)"
+                if config.trade_levels
+                else "no level worse than the start config beyond the measured noise"
+            ),
             "text": objective.describe(config.users),
         },
         "constraints": [b.text for b in objective.bounds],

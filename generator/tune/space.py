@@ -31,6 +31,7 @@ __all__ = [
     "config_json",
     "spec_settings",
     "start_settings",
+    "without_response_cache",
 ]
 
 #: The backend parameter a tune sets for the thread count (ONNX Runtime's, and the embedded backend's).
@@ -331,6 +332,14 @@ def config_json(base: dict[str, Any], settings: Settings) -> str:
     for warmup in config.get("model_warmup") or []:
         warmup["batch_size"] = max(1, min(_int(warmup.get("batch_size"), 1), settings.max_batch_size))
     return json.dumps(config)
+
+
+def without_response_cache(config: dict[str, Any]) -> dict[str, Any] | None:
+    """A model config (Triton's JSON) with its response cache turned off; None when it is not on."""
+    cache = config.get("response_cache")
+    if not isinstance(cache, dict) or not cache.get("enable"):
+        return None
+    return {**config, "response_cache": {**cache, "enable": False}}
 
 
 def spec_settings(settings: Settings) -> dict[str, Any]:

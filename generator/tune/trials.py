@@ -1,10 +1,16 @@
 """One model's search: its trials, each loaded and measured on the live server, and the confirmation.
 
-:class:`ModelTuner` asks the search strategy for settings, loads each candidate with Triton's model control
-(the candidate's config JSON in place of ``config.pbtxt``), measures it at every load level until steady
-(:class:`~generator.harness.bench.ModelBench`), scores it against the objective and the constraints, and
-writes ``tune.json`` after every trial. At the end it measures the best trial and the start config again,
-side by side, and loads the model back with the config it had.
+:class:`ModelTuner` measures the start config twice (the two measurements, and the spread of each one's
+steady windows, give each level's noise: :func:`~generator.tune.objective.level_noise`), then asks the
+search strategy for settings, loads each candidate with Triton's model control (the candidate's config JSON
+in place of ``config.pbtxt``), measures it at every load level until steady
+(:class:`~generator.harness.bench.ModelBench`), scores it against the objective, the constraints and (unless
+``--trade-levels``) the start config level by level, and writes ``tune.json`` after every trial. At the end
+it measures the best trial and the start config again, side by side
+(:func:`~generator.tune.objective.judge`), and loads the model back with the config it had.
+
+A model whose config turns the response cache on is measured with it off: the load test sends a few
+distinct requests over and over, and with the cache Triton would answer them without running the model.
 """
 
 from __future__ import annotations
@@ -25,17 +31,31 @@ from generator.harness.control import ServerControl
 from generator.harness.session import LoadProgress
 from generator.loadreport.figures import figure_value
 from generator.server import EmbeddedServer
-from generator.tune.objective import Objective
+from generator.tune.objective import LevelChange, LevelGuard, Objective, judge, level_noise
 from generator.tune.report import write_tune_report
 from generator.tune.search import GridSearch, Outcome, make_search
-from generator.tune.space import Settings, Space, config_json, cpu_count, start_settings
+from generator.tune.space import (
+    Settings,
+    Space,
+    config_json,
+    cpu_count,
+    start_settings,
+    without_response_cache,
+)
 
 if TYPE_CHECKING:
     from generator.tune.run import TuneConfig
 
 _SETTLE_SECONDS = 30.0
 
-__all__ = ["ModelTuner", "Stop", "Trial", "TuneContext", "TuneProgress", "TuneProgressCallback"]
+__all__ = [
+    "ModelTuner",
+    "Stop",
+    "Trial",
+    "TuneContext",
+    "TuneProgress",
+    "TuneProgressCallback",
+]
 
 #: The load-test figures each level of a trial keeps (names and places as in report.json's runs).
 _LEVEL_FIGURES = (
@@ -88,6 +108,7 @@ class Trial:
         outcome: The score the search saw.
         seconds: How long the trial took, loading included.
         load_seconds: How long Triton took to load the candidate.
+        vs_start: Each level against the start config, in the objective's figure, with the level's noise.
     """
 
     model: str
@@ -101,6 +122,12 @@ class Trial:
     outcome: Outcome = field(default_factory=lambda: Outcome(None))
     seconds: float = 0.0
     load_seconds: float = 0.0
+    vs_start: list[LevelChange] = field(default_factory=list)
+
+    @property
+    def within_constraints(self) -> bool:
+        """Measured, and every one of the user's constraints held (the per-level rule aside)."""
+        return self.outcome.score is not None and all(c["passed"] for c in self.constraints.values())
 
     def as_dict(self, run_id: str, objective: Objective) -> dict[str, Any]:
         """Plain data for tune.json."""
@@ -117,6 +144,7 @@ class Trial:
             "violation": self.outcome.violation,
             "constraints": self.constraints,
             "levels": self.levels,
+            "vs_start": [c.as_dict() for c in self.vs_start],
             "seconds": round(self.seconds, 3),
             "load_seconds": round(self.load_seconds, 3),
         }
@@ -156,6 +184,7 @@ class ModelTuner:
         self.model = model
         self.config = context.config
         _, self.base = context.control.model(model)
+        self.measured_base = self._without_cache(self.base)
         start = start_settings(self.base)
         self.space = self._space(start)
         self.search = make_search(self.config.search, self.space)
@@ -168,13 +197,31 @@ class ModelTuner:
             "planned_trials": self.planned,
         }
         context.report["models"][model] = self.entry
+        if self.measured_base is not self.base:
+            self.entry["response_cache"] = "off while measuring (on in the model's config)"
         self.deadline = None
         if context.deadline is not None:
             self.deadline = time.monotonic() + max(0.0, context.deadline - time.monotonic()) / models_left
         self.bench: ModelBench | None = None
         self.winner: Trial | None = None
+        self.start_measurements: list[list[dict[str, Any]]] = []
+        self.guard: LevelGuard | None = None
+        self.holds_levels = False  # whether the search holds every level to the start config
         # The embedded server runs one stub process per instance: those of the other models stay.
         self._other_stubs = context.server.stub_count() - start.instances if context.server else 0
+
+    def _without_cache(self, base: dict[str, Any]) -> dict[str, Any]:
+        """``base`` with the response cache off, and a note in the report, when it has the cache on."""
+        off = without_response_cache(base)
+        if off is None:
+            return base
+        note = (
+            f"model '{self.model}' has the response cache on: tune measured it with the cache off, so that "
+            "every request runs the model (the load test repeats a few distinct requests, which the cache "
+            "would answer without running it); the tuned config keeps the cache on"
+        )
+        self.context.report["notes"].append(note)
+        return off
 
     def _space(self, start: Settings) -> Space:
         limit = start.max_batch_size
@@ -221,14 +268,82 @@ class ModelTuner:
                 self.entry["budget_reached"] = True
                 break
             first = not self.trials
-            # The start config is measured as it is loaded; every other candidate is loaded first.
-            trial = self._trial(
-                settings, "start" if first else "search", None if first else config_json(self.base, settings)
-            )
+            # The start config is measured as it is loaded (unless the cache must be turned off for it);
+            # every other candidate is loaded first.
+            if first:
+                loaded = None if self.measured_base is self.base else json.dumps(self.measured_base)
+            else:
+                loaded = config_json(self.measured_base, settings)
+            trial = self._trial(settings, "start" if first else "search", loaded)
             self.trials.append(trial)
             seen[settings] = trial
+            if first:
+                self._record()  # kept even if the second measurement is cut short
+                self._measure_noise(trial)
             self.search.tell(point, trial.outcome)
             self._record()
+
+    def _measure_noise(self, start: Trial) -> None:
+        """Measure the start config once more, as it is loaded; each level's noise is the spread between
+        the two measurements and within each one's steady windows (at least the search's 3% margin)."""
+        if start.outcome.score is None or self.bench is None:
+            return
+        context, started = self.context, time.monotonic()
+        show = TuneProgress("measuring again", self.model, 0, self.planned, "the start config, for the noise")
+        context.notify(show)
+
+        def relay(load: LoadProgress) -> None:
+            context.notify(
+                TuneProgress("measuring again", self.model, 0, self.planned, show.settings, "", load)
+            )
+
+        measurement = self.bench.measure(self.config.users, self.config.steadiness, relay)
+        if measurement.aborted:
+            raise Stop(f"{measurement.aborted} (the start config of model '{self.model}', measured again)")
+        self.start_measurements = [start.levels, [_condensed(run) for run in measurement.levels]]
+        self.guard = LevelGuard.from_start(context.objective, self.config.users, self.start_measurements)
+        self.holds_levels = self.guard is not None and not self.config.trade_levels and start.outcome.feasible
+        if self.guard is not None:
+            start.vs_start = self.guard.compare(self._values(start))
+        self.entry["noise"] = self._noise_entry(time.monotonic() - started)
+
+    def _noise_entry(self, seconds: float | None = None) -> dict[str, Any]:
+        metric = self.context.objective.metric
+        noise = level_noise(self.start_measurements, metric)
+        entry: dict[str, Any] = {
+            "metric": metric,
+            "how": (
+                "per level, the largest of 3%, the spread of the start config's figure between its "
+                "measurements, and the spread of each measurement's steady windows"
+            ),
+            "levels": [
+                {
+                    "users": users,
+                    "start": [m[index].get(metric) for m in self.start_measurements if index < len(m)],
+                    "window_spread_pct": [
+                        (m[index].get("stability") or {}).get("spread_pct")
+                        for m in self.start_measurements
+                        if index < len(m)
+                    ],
+                    "noise_pct": round(noise[index] * 100, 2) if index < len(noise) else None,
+                }
+                for index, users in enumerate(self.config.users)
+            ],
+            "levels_held": self.holds_levels,
+        }
+        if seconds is not None:
+            entry["seconds"] = round(seconds, 3)
+        elif "seconds" in self.entry.get("noise", {}):
+            entry["seconds"] = self.entry["noise"]["seconds"]
+        if self.guard is not None and not self.holds_levels:
+            entry["why_not_held"] = (
+                "--trade-levels" if self.config.trade_levels else "the start config broke a constraint"
+            )
+        return entry
+
+    def _values(self, trial: Trial) -> list[float | None]:
+        metric = self.context.objective.metric
+        return [level.get(metric) for level in trial.levels]
 
     def _time_for_another(self) -> bool:
         """Whether one more trial and the confirmation (two trials) fit before the deadline."""
@@ -292,7 +407,10 @@ class ModelTuner:
             text: {"value": c["value"], "passed": c["passed"]}
             for text, c in objective.constraints(runs).items()
         }
-        trial.outcome = objective.outcome(runs, len(self.config.users))
+        hold = self.guard if self.holds_levels and trial.role == "search" else None
+        trial.outcome = objective.outcome(runs, len(self.config.users), hold)
+        if self.guard is not None:
+            trial.vs_start = self.guard.compare(self._values(trial))
         if runs and all(run.get("requests", 0) == run.get("failures", 0) for run in runs):
             trial.status = "failed"
             first = next((e for run in runs for e in run.get("errors", [])), None)
@@ -337,7 +455,7 @@ class ModelTuner:
                 (sign * t.levels[index][metric], t)
                 for t in self.trials
                 if t.role != "confirm"
-                and t.outcome.feasible
+                and t.within_constraints
                 and index < len(t.levels)
                 and t.levels[index].get(metric) is not None
             ]
@@ -351,10 +469,12 @@ class ModelTuner:
         return best
 
     def _confirm(self) -> None:
-        """Measure the best trial and the start config again, side by side; the best must still win."""
+        """Measure the best trial and the start config again, side by side: the best must still win, and
+        (unless levels may be traded) be worse than the start at no level and better at one."""
         best, entry = self._best(), self.entry
         start = self.trials[0] if self.trials else None
         entry["winner"] = None
+        entry["vs_start"] = None
         if best is None or start is None:
             entry["verdict"] = "no trial was measured"
             return
@@ -362,29 +482,69 @@ class ModelTuner:
             entry["verdict"] = "no trial met the constraints"
             return
         if best is start:
-            entry["verdict"] = "the start config is the best measured; nothing to change"
+            entry["verdict"] = self._start_stays()
             return
         # The start config is loaded as Triton first reported it: a load without a config after one with a
         # config keeps the last one (Triton sees the repository unchanged and does not reload it).
-        again_start = self._trial(start.settings, "confirm", json.dumps(self.base))
+        again_start = self._trial(start.settings, "confirm", json.dumps(self.measured_base))
         self.trials.append(again_start)
-        again_best = self._trial(best.settings, "confirm", config_json(self.base, best.settings))
+        again_best = self._trial(best.settings, "confirm", config_json(self.measured_base, best.settings))
         self.trials.append(again_best)
-        confirmed = again_best.outcome.feasible and again_best.outcome.beats(again_start.outcome)
+        changes: list[LevelChange] = []
+        if self.guard is not None and again_start.outcome.score is not None:
+            self.start_measurements.append(again_start.levels)
+            noise = level_noise(self.start_measurements, self.context.objective.metric)
+            beside = self.guard.with_reference(again_start.levels, noise)
+            again_start.vs_start = beside.compare(self._values(again_start))
+            changes = again_best.vs_start = beside.compare(self._values(again_best))
+            entry["noise"] = self._noise_entry()
+        trade = not self.holds_levels or not changes
+        confirmed, why = judge(changes, again_best.outcome, again_start.outcome, trade_levels=trade)
         entry["confirmation"] = {
             "start": again_start.number,
             "best": again_best.number,
             "confirmed": confirmed,
         }
+        entry["vs_start"] = {
+            "trial": best.number,
+            "measured": "again, beside the start config",
+            "metric": self.context.objective.metric,
+            "levels": [c.as_dict() for c in changes],
+        }
+        levels = "; ".join(c.describe(self.context.objective.metric) for c in changes)
+        levels = f" ({levels})" if levels else ""
         if confirmed:
             self.winner = best
             entry["winner"] = best.number
-            entry["verdict"] = f"trial {best.number} confirmed: it beat the start config again"
+            entry["verdict"] = f"trial {best.number} confirmed: {why}{levels}"
         else:
-            entry["verdict"] = (
-                f"trial {best.number} did not beat the start config when both were measured again; nothing to change"
-            )
+            entry["verdict"] = f"trial {best.number} not confirmed: {why}{levels}; the start config stays"
         self._record()
+
+    def _start_stays(self) -> str:
+        """The verdict when the start config is the best measured (naming what the per-level rule kept out)."""
+        start = self.trials[0]
+        held_out = [
+            t
+            for t in self.trials
+            if t.role == "search"
+            and t.within_constraints
+            and t.outcome.score is not None
+            and start.outcome.score is not None
+            and t.outcome.score > start.outcome.score
+            and any(c.verdict == "worse" for c in t.vs_start)
+        ]
+        if not held_out or not self.holds_levels:
+            return "the start config is the best measured; nothing to change"
+        metric = self.context.objective.metric
+        top = max(held_out, key=lambda t: t.outcome.score or 0.0)
+        worse = "; ".join(c.describe(metric) for c in top.vs_start if c.verdict == "worse")
+        plural = "s" if len(held_out) > 1 else ""
+        return (
+            f"the start config stays: {len(held_out)} trial{plural} scored higher on the mean over the levels "
+            f"but {'were' if plural else 'was'} worse at a level (trial {top.number}: {worse}); "
+            "--trade-levels lets a gain at one level buy a loss at another"
+        )
 
     def _restore(self) -> None:
         """Load the model with the config it had before the tune (as Triton reported it)."""

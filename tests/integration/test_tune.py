@@ -65,7 +65,15 @@ def test_a_two_trial_grid_writes_the_report_and_the_winner_back(project: Path) -
         assert trial["constraints"]["error_rate>0"]["passed"]
     assert entry["best_per_level"]["1"]["trial"] == entry["winner"] == 1
     assert entry["confirmation"]["confirmed"]
-    assert (project / "report" / "report.html").read_text().count("<img") == 1
+    # The start config was measured twice for the noise; the winner is better than it at the level.
+    [noise] = entry["noise"]["levels"]
+    assert len(noise["start"]) == 3 and noise["noise_pct"] >= 3.0  # twice, then again beside the winner
+    assert entry["noise"]["levels_held"]
+    [level] = entry["vs_start"]["levels"]
+    assert entry["vs_start"]["trial"] == 1 and level["verdict"] == "better" and level["change_pct"] < 0
+    assert "p50_ms at 1 user -" in entry["verdict"] and "p50_ms at 1 user -" in done.stdout
+    html = (project / "report" / "report.html").read_text()
+    assert html.count("<img") == 1 and "Trial 1 against the start config, level by level" in html
 
     tuned = project / "generator.tuned.yaml"
     assert tuned.is_file() and "Commit it" in tuned.read_text()
@@ -140,15 +148,14 @@ def test_gpu_search_on_a_machine_without_gpus_says_so(project: Path) -> None:
     assert all(t["settings"]["gpus"] is None for t in report["models"]["digits_linear"]["trials"])
 
 
-def _tune_process(project: Path, *args: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
+def _tune_process(project: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "generator", "tune", "generator.yaml", *args],
         cwd=project,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=env,
+        env={**os.environ, "COLUMNS": "200", "NO_COLOR": "1", **(env or {})},
     )
 
 
@@ -216,7 +223,7 @@ def test_ctrl_c_keeps_the_trials_and_changes_nothing(project: Path) -> None:
             process.kill()
             process.communicate()
     assert process.returncode == 130, out + err
-    assert "the trials so far are in report/tune.json" in err and "Traceback" not in err
+    assert "trials so far are in report/tune.json" in err and "Traceback" not in err
     report = json.loads((project / "report" / "tune.json").read_text())
     assert report["stopped"] == "interrupted (Ctrl-C)" and len(report["models"]["digits_cnn"]["trials"]) >= 2
     assert not (project / "generator.tuned.yaml").exists()
@@ -224,3 +231,117 @@ def test_ctrl_c_keeps_the_trials_and_changes_nothing(project: Path) -> None:
     assert (
         subprocess.run(["pgrep", "-f", str(project)], capture_output=True).returncode == 1
     )  # no server left
+
+
+# digits_linear's settings as the example builds them (the space is then the instance counts asked for).
+LINEAR_AS_BUILT = [
+    "--threads", "auto", "--max-batch-sizes", "64", "--batching", "on", "--queue-delays", "500", "--preferred", "start",
+]  # fmt: skip
+
+
+def _with_response_cache(project: Path, model: str = "digits_linear") -> None:
+    """Make sure ``model`` has ``response_cache: true`` in the project's spec (the example has it today)."""
+    spec = project / "generator.yaml"
+    text = spec.read_text()
+    block = text.index(f"- name: {model}\n")
+    end = text.find("\n  - name:", block + 1)
+    if "response_cache: true" not in text[block : end if end != -1 else None]:
+        source = text.index("    source:", block)
+        line_end = text.index("\n", source) + 1
+        spec.write_text(text[:line_end] + "    response_cache: true\n" + text[line_end:])
+
+
+def test_a_model_with_the_response_cache_is_measured_with_it_off(project: Path) -> None:
+    # With the cache on, the harness's few distinct requests are answered from the cache after their first
+    # time: Triton computes nothing and every trial measures the cache, not the settings.
+    _with_response_cache(project)
+    done = run_cli(
+        "tune", "generator.yaml", "--model", "digits_linear", "--search", "grid",
+        "--instances", "1,2", *LINEAR_AS_BUILT, "--users", "1", "--no-write", "--out", "report", *FAST,
+        cwd=project, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads((project / "report" / "tune.json").read_text())
+    assert any("response cache" in note and "off" in note for note in report["notes"]), report["notes"]
+    assert "response cache" in done.stdout  # said on the command line too
+    trials = report["models"]["digits_linear"]["trials"]
+    assert len([t for t in trials if t["role"] != "confirm"]) == 2
+    for trial in trials:
+        [level] = trial["levels"]
+        assert trial["status"] == "measured"
+        assert level["compute_infer_us"] is not None and level["compute_infer_us"] > 0, trial
+    # The repository keeps the cache: only the measurements ran without it.
+    assert _config(project / "model_repository", "digits_linear").response_cache.enable
+
+
+def _scratch_copies(tmp: Path) -> list[Path]:
+    return sorted(tmp.glob("tritongen-tune-*"))
+
+
+def test_a_killed_tunes_scratch_copy_is_cleared_by_the_next_tune(project: Path, tmp_path: Path) -> None:
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    env = {"TMPDIR": str(temp)}
+    process = _tune_process(project, "--model", "digits_cnn", *LONG_GRID, "--out", "report", env=env)
+    try:
+        _wait_for_trials(project / "report" / "tune.json", process, 1)
+        [killed] = _scratch_copies(temp)
+        process.kill()  # SIGKILL: no cleanup runs
+        process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert killed.is_dir() and (killed / "model_repository").is_dir()
+
+    # The next tune clears it, and has a scratch copy of its own; a third tune leaves that one alone.
+    other = _tune_process(
+        project, "--model", "digits_cnn", *LONG_GRID, "--no-write", "--out", "other", env=env
+    )
+    try:
+        data = _wait_for_trials(project / "other" / "tune.json", other, 1)
+        assert not killed.exists()
+        assert any("removed 1 scratch copy that a killed tune left in" in note for note in data["notes"])
+        [live] = _scratch_copies(temp)
+        third = _tune_process(
+            project, "--model", "digits_linear", "--search", "grid", "--instances", "1", *LINEAR_AS_BUILT,
+            "--users", "1", "--no-write", "--out", "third", *FAST, env=env,
+        )  # fmt: skip
+        try:
+            out, err = third.communicate(timeout=600)
+        finally:
+            if third.poll() is None:
+                third.kill()
+                third.communicate()
+        assert third.returncode == 0, out + err
+        assert other.poll() is None and live.is_dir()
+        assert _scratch_copies(temp) == [live]
+        assert "scratch" not in " ".join(json.loads((project / "third" / "tune.json").read_text())["notes"])
+    finally:
+        other.kill()
+        other.communicate()
+
+
+def test_ctrl_c_before_any_trial_says_nothing_was_saved(project: Path, tmp_path: Path) -> None:
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    process = _tune_process(
+        project, "--model", "digits_cnn", *LONG_GRID, "--out", "report", env={"TMPDIR": str(temp)}
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not _scratch_copies(temp) and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert _scratch_copies(temp), "the tune made no scratch copy"
+        process.send_signal(signal.SIGINT)  # while it builds or starts Triton: no trial measured yet
+        out, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 130, out + err
+    assert "Traceback" not in err
+    assert "trials so far" not in err
+    assert "no trial was measured" in err
+    assert not (project / "report" / "tune.json").exists()
+    assert _scratch_copies(temp) == []

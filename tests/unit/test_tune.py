@@ -4,16 +4,28 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from generator.errors import TuneError
 from generator.loadreport.gate import parse_bound
-from generator.tune.objective import Objective, parse_bytes
-from generator.tune.report import pareto_front
+from generator.tune.objective import LevelGuard, Objective, judge, level_noise, parse_bytes
+from generator.tune.report import pareto_front, render_html
 from generator.tune.search import GreedyClimb, GridSearch, HillClimb, Outcome, RandomSearch, make_search
-from generator.tune.space import Settings, Space, SpaceOptions, config_json, spec_settings, start_settings
+from generator.tune.space import (
+    Settings,
+    Space,
+    SpaceOptions,
+    config_json,
+    spec_settings,
+    start_settings,
+    without_response_cache,
+)
 
 BASE = {
     "name": "m",
@@ -301,3 +313,183 @@ def test_pareto_front() -> None:
 def test_settings_round_trip_through_tune_json() -> None:
     for settings in (Settings(2, None, 64, True, 500, (16, 32)), Settings(1, 2, 8, False, gpus=(0, 1))):
         assert Settings.from_dict(json.loads(json.dumps(settings.as_dict()))) == settings
+
+
+# ---- no level traded away: the start config's figures per level, their noise, the final call -------------
+
+
+def _level(users: int, throughput: float, spread_pct: float = 1.0, p50: float | None = None) -> dict:
+    """One level of a trial as tune.json keeps it (condensed): the figures by name and the stability."""
+    p50 = p50 if p50 is not None else users / throughput * 1000
+    return {
+        "users": users,
+        "throughput": throughput,
+        "p50_ms": p50,
+        "p99_ms": 2 * p50,
+        "avg_batch_size": 1.0,
+        "stability": {"spread_pct": spread_pct},
+    }
+
+
+def _runs(*throughputs: float) -> list[dict]:
+    """A trial's load-test runs at 1 and 16 users, as the harness reports them."""
+    return [_run_dict(u, t, p99=u / t * 2000) for u, t in zip((1, 16), throughputs, strict=True)]
+
+
+START = [[_level(1, 500.0), _level(16, 2000.0)], [_level(1, 510.0), _level(16, 1980.0)]]
+
+
+def test_noise_is_the_start_configs_own_spread_and_never_below_the_floor() -> None:
+    # Between the two measurements: 2% at 1 user; within them, windows spread 1%: the 3% floor holds.
+    assert level_noise(START, "throughput") == pytest.approx([0.03, 0.03])
+    # Two measurements 10% apart, or windows 7% apart, are that noisy.
+    apart = [[_level(1, 500.0), _level(16, 2000.0, spread_pct=7.0)], [_level(1, 550.0), _level(16, 2000.0)]]
+    assert level_noise(apart, "throughput") == pytest.approx([50 / 525, 0.07])
+
+
+def test_a_candidate_worse_than_the_start_at_one_level_is_not_eligible() -> None:
+    # The issue's case: a big gain at 1 user, a 25% loss at 16; its geometric mean is the highest.
+    objective = Objective.parse("throughput")
+    guard = LevelGuard.from_start(objective, [1, 16], START)
+    assert guard is not None and guard.reference == pytest.approx((505.0, 1990.0))
+    trader, even, same = _runs(1100.0, 1500.0), _runs(600.0, 2010.0), _runs(505.0, 1990.0)
+    assert objective.outcome(trader, 2).key() > objective.outcome(even, 2).key()  # the mean alone: trader
+
+    outcomes = {
+        name: objective.outcome(runs, 2, guard) for name, runs in [("trader", trader), ("even", even)]
+    }
+    outcomes["start"] = objective.outcome(same, 2)
+    assert not outcomes["trader"].feasible and outcomes["trader"].violation == pytest.approx(
+        (1990 - 1500) / 1990 - 0.03
+    )
+    assert outcomes["even"].feasible
+    assert max(outcomes, key=lambda n: outcomes[n].key()) == "even"
+    verdicts = [c.verdict for c in guard.compare([1100.0, 1500.0])]
+    assert verdicts == ["better", "worse"]
+    # Worse by less than the noise is the same: still eligible.
+    assert objective.outcome(_runs(700.0, 1960.0), 2, guard).feasible
+    # Only the trader and the start: the start stays.
+    assert max(["trader", "start"], key=lambda n: outcomes[n].key()) == "start"
+
+
+def test_latency_objectives_hold_every_level_too() -> None:
+    objective = Objective.parse("p50")
+    start = [[_level(1, 500.0, p50=2.0), _level(16, 2000.0, p50=8.0)]] * 2
+    guard = LevelGuard.from_start(objective, [1, 16], start)
+    assert guard is not None
+    faster_at_one = [
+        {"users": 1, "throughput": 900.0, "latency_ms": {"p50": 1.0}, "error_rate": 0.0},
+        {"users": 16, "throughput": 1500.0, "latency_ms": {"p50": 10.0}, "error_rate": 0.0},
+    ]
+    assert objective.outcome(faster_at_one, 2).feasible
+    assert not objective.outcome(faster_at_one, 2, guard).feasible
+    [one, sixteen] = guard.compare([1.0, 10.0])
+    assert (one.verdict, sixteen.verdict) == ("better", "worse")
+    assert sixteen.describe("p50_ms") == "p50_ms at 16 users +25.0% (worse beyond the 3.0% noise)"
+
+
+def test_the_final_call_wants_no_level_worse_and_one_better() -> None:
+    objective = Objective.parse("throughput")
+    guard = LevelGuard.from_start(objective, [1, 16], START)
+    assert guard is not None
+    again = guard.with_reference([_level(1, 500.0), _level(16, 2000.0)])
+    start = objective.outcome(_runs(500.0, 2000.0), 2)
+
+    def call(one: float, sixteen: float, trade: bool = False) -> tuple[bool, str]:
+        return judge(again.compare([one, sixteen]), objective.outcome(_runs(one, sixteen), 2), start, trade)
+
+    assert call(800.0, 2010.0) == (True, "it beat the start config again, and is worse at no level")
+    confirmed, why = call(1100.0, 1500.0)
+    assert not confirmed and "worse than the start config at 16 users" in why
+    assert call(1100.0, 1500.0, trade=True)[0]  # --trade-levels: the mean decides
+    confirmed, why = call(510.0, 2020.0)  # better, but within the noise everywhere
+    assert not confirmed and "better than the start config at no level" in why
+    assert not call(450.0, 1900.0, trade=True)[0]  # worse on the mean: never
+    broken = Objective.parse("throughput", max_p99_ms=0.5)
+    assert not judge(again.compare([800.0, 2010.0]), broken.outcome(_runs(800.0, 2010.0), 2), start)[0]
+
+
+def test_the_quick_climb_does_not_move_to_a_candidate_that_trades_a_level() -> None:
+    # One instance: 1 user much faster, 16 users much slower; the batcher off: a little better at both.
+    space = _space(
+        instances=[1, 2], threads=[None], max_batch_sizes=[64], queue_delays=[500], preferred=["start"]
+    )
+    objective = Objective.parse("throughput")
+    guard = LevelGuard.from_start(objective, [1, 16], START)
+
+    def figures(settings: Settings) -> list[dict]:
+        one, sixteen = 505.0, 1990.0
+        if settings.instances == 1:
+            one, sixteen = one * 2.5, sixteen * 0.7
+        if not settings.batching:
+            one, sixteen = one * 1.2, sixteen * 1.02
+        return _runs(one, sixteen)
+
+    for hold, expected in ((guard, (2, False)), (None, (1, False))):
+        climb = GreedyClimb(space)
+        _run(climb, space, lambda s, hold=hold: objective.outcome(figures(s), 2, hold))
+        crowned = space.settings(climb.current)
+        assert (crowned.instances, crowned.batching) == expected
+
+
+def test_the_report_shows_the_winner_against_the_start_level_by_level() -> None:
+    objective = Objective.parse("throughput")
+    guard = LevelGuard.from_start(objective, [1, 16], START)
+    assert guard is not None
+    changes = guard.compare([800.0, 2010.0])
+    trial = {"number": 3, "role": "search", "describe": "x", "status": "measured", "objective": 1.0,
+             "levels": [_level(1, 800.0), _level(16, 2010.0)], "constraints": {}, "seconds": 1.0,
+             "vs_start": [c.as_dict() for c in changes]}  # fmt: skip
+    start = {**trial, "number": 0, "role": "start", "levels": START[0], "vs_start": []}
+    report = {
+        "objective": {"text": "max throughput at 1, 16 users", "over_levels": "geometric mean",
+                      "per_level": "no level worse than the start config beyond the measured noise"},
+        "levels": [1, 16], "steadiness": {}, "machine": {"cpus": 2}, "notes": [],
+        "models": {"m": {"trials": [start, trial], "winner": 3, "best": trial, "verdict": "trial 3 confirmed",
+                         "vs_start": {"trial": 3, "metric": "throughput", "levels": [c.as_dict() for c in changes]},
+                         "noise": {"how": "spread", "levels": [{"users": 1, "noise_pct": 3.0},
+                                                                 {"users": 16, "noise_pct": 3.0}],
+                                   "levels_held": True}}},
+    }  # fmt: skip
+    html = render_html(report)
+    assert "Trial 3 against the start config, level by level" in html
+    assert "+58.4%" in html and "+1.0%" in html  # 505 -> 800 at 1 user, 1990 -> 2010 at 16
+    assert "better</td>" in html and "same</td>" in html
+    assert "no level worse than the start config beyond the measured noise" in html
+    assert changes[1].describe("throughput") == "throughput at 16 users +1.0% (within the 3.0% noise)"
+
+
+def test_a_cached_model_is_measured_without_its_cache() -> None:
+    cached = {**BASE, "response_cache": {"enable": True}}
+    off = without_response_cache(cached)
+    assert off is not None and off["response_cache"] == {"enable": False}
+    assert cached["response_cache"] == {"enable": True}  # the model's own config is left as it is
+    assert json.loads(config_json(off, start_settings(cached)))["response_cache"] == {"enable": False}
+    assert without_response_cache(BASE) is None
+    assert without_response_cache({**BASE, "response_cache": {"enable": False}}) is None
+
+
+def test_only_scratch_copies_of_tunes_that_are_gone_are_cleared(tmp_path: Path) -> None:
+    from generator.tune.scratch import OWNER, clear_stale_scratch, make_scratch, owner_alive
+
+    mine = make_scratch(tmp_path)
+    assert mine.name.startswith("tritongen-tune-") and owner_alive(mine) is True
+    ended = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    dead = tmp_path / "tritongen-tune-dead"
+    dead.mkdir()
+    (dead / OWNER).write_text(json.dumps({"pid": int(ended.stdout), "started": 1.0}))
+    (dead / "model_repository").mkdir()
+    reused = tmp_path / "tritongen-tune-reused"  # a live process with the pid, started at another time
+    reused.mkdir()
+    (reused / OWNER).write_text(json.dumps({"pid": os.getpid(), "started": 1.0}))
+    unknown = tmp_path / "tritongen-tune-unknown"  # no record yet (or an older tritongen's): left alone
+    unknown.mkdir()
+    other = tmp_path / "something-else"
+    other.mkdir()
+    (other / OWNER).write_text(json.dumps({"pid": int(ended.stdout), "started": 1.0}))
+
+    assert clear_stale_scratch(tmp_path) == [dead, reused]
+    assert mine.is_dir() and unknown.is_dir() and other.is_dir()
+    assert not dead.exists() and not reused.exists()
