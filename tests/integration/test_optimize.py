@@ -1,18 +1,25 @@
 """Optimization passes on the example digits CNN, exported from PyTorch: simplification, dynamic and static
-INT8 quantization (calibrated on real digits), FP16, a budget no pass can meet, and the optimized repository
-served by the real embedded Triton."""
+INT8 quantization (calibrated on real digits) with the scheme chosen for this CPU, FP16, a budget no pass
+can meet, and the optimized repository served by the real embedded Triton.
+
+INT8 figures depend on the CPU, so the INT8 tests assert the gate's decision for the errors it measured
+and that some INT8 scheme is kept for the example CNN (as on any x86-64 CPU), not one CPU's numbers."""
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tritonclient.http as httpclient
 
+from generator import cpu_isa
 from generator.build import BuildReport, build
+from generator.cpu_isa import CpuIsa
 from generator.exporters.base import load_factory
+from generator.optimize import PassRecord
 from generator.repository import MANIFEST
 from generator.runners import onnx_runner
 from generator.server import EmbeddedServer, find_free_port
@@ -20,6 +27,7 @@ from generator.signature import read_onnx_signature
 from generator.validate import validate_repository
 
 from ..conftest import EXAMPLE_SPEC
+from ..unit.test_optimize import assert_int8_gate_decided_right
 
 pytestmark = pytest.mark.integration
 
@@ -121,6 +129,7 @@ def test_dynamic_quantization_shrinks_the_model_within_budget(
 ) -> None:
     work, _ = built
     record = _entry(work / "repo", "cnn_dynamic")["optimize"]
+    assert_int8_gate_decided_right(PassRecord(**record["passes"][1]), record["budget"], "dynamic")
     assert record["kept"] == ["simplify", "quantize dynamic"], record["warnings"]
     served = _model(work / "repo", "cnn_dynamic")
     assert served.stat().st_size < 0.5 * record["bytes_before"]
@@ -137,6 +146,7 @@ def test_static_quantization_is_calibrated_on_real_digits(
 ) -> None:
     work, _ = built
     record = _entry(work / "repo", "cnn_static")["optimize"]
+    assert_int8_gate_decided_right(PassRecord(**record["passes"][1]), record["budget"], "static")
     assert record["kept"] == ["simplify", "quantize static"], record["warnings"]
     served = _model(work / "repo", "cnn_static")
     assert {"QuantizeLinear", "DequantizeLinear"} <= _ops(served)
@@ -170,9 +180,43 @@ def test_an_impossible_budget_ships_the_unoptimized_model_with_a_warning(
     assert _model(work / "repo", "cnn_strict").stat().st_size == record["bytes_before"]
     lines = [w for w in report.warnings if w.startswith("cnn_strict: ")]
     assert len(lines) == 2 and lines == record["warnings"]
-    assert lines[1].startswith("cnn_strict: quantize dynamic rejected: max abs error ")
-    assert lines[1].endswith("values over budget atol 0 + rtol 0*|ref|; serving the unoptimized model")
+    quantize = record["passes"][1]
+    assert_int8_gate_decided_right(PassRecord(**quantize), record["budget"], "dynamic")
+    assert len(quantize["tries"]) == 2  # every scheme for this CPU, each measured and over budget
+    assert (
+        lines[1]
+        == "cnn_strict: quantize dynamic rejected: "
+        + "; ".join(f"{t['scheme']}: {t['reason']}" for t in quantize["tries"])
+        + "; serving the unoptimized model"
+    )
+    assert all(" values over budget atol 0 + rtol 0*|ref|" in t["reason"] for t in quantize["tries"])
     assert all(not w.startswith(("cnn_dynamic", "cnn_static", "cnn_fp16")) for w in report.warnings)
+
+
+def test_validate_names_an_int8_model_checked_on_a_cpu_where_its_kernels_do_not_saturate(
+    built: tuple[Path, BuildReport], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    work, _ = built
+    repo = tmp_path / "repo"
+    shutil.copytree(work / "repo", repo)
+    manifest = json.loads((repo / MANIFEST).read_text())
+    recorded = {"cnn_dynamic": "U8S8", "cnn_static": "U8U8"}  # as a VNNI machine's build would have
+    for name, scheme in recorded.items():
+        quantize = manifest["models"][name]["versions"]["1"]["optimize"]["passes"][1]
+        quantize.update(scheme=scheme, isa="x86-vnni")
+    (repo / MANIFEST).write_text(json.dumps(manifest))
+    monkeypatch.setattr(cpu_isa, "detect", lambda: CpuIsa("x86_64", frozenset({"avx2"})))
+    report = validate_repository(repo)
+    assert report.ok
+    assert [(w.model, w.message) for w in report.warnings] == [
+        (
+            "cnn_dynamic",
+            "version 1: INT8 U8S8 was checked on an x86-vnni CPU; this CPU is x86-avx2 (no VNNI), where U8S8 "
+            "kernels can saturate: rebuild here to re-run the accuracy gate (it picks U8U8 or 7-bit weights)",
+        )
+    ]
+    monkeypatch.setattr(cpu_isa, "detect", lambda: CpuIsa("x86_64", frozenset({"avx2", "avx_vnni"})))
+    assert validate_repository(repo).warnings == []
 
 
 def test_a_rebuild_reuses_the_optimized_models_and_repeats_the_warnings(
