@@ -7,6 +7,7 @@ Modules, each with one job:
 * :mod:`~generator.tune.objective` the objective and the constraints, in the load test's figures;
 * :mod:`~generator.tune.trials` one model's search: its trials loaded and measured, the confirmation;
 * :mod:`~generator.tune.report` ``tune.json`` and ``report.html``;
+* :mod:`~generator.tune.scratch` the scratch copy's owner record, and clearing those of killed tunes;
 * :mod:`~generator.tune.run` the orchestrator behind ``python -m generator tune``.
 
 Importing this package imports nothing heavy; :mod:`~generator.tune.run` imports the harness (Locust).

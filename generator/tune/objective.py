@@ -161,13 +161,14 @@ def level_noise(
 ) -> list[float]:
     """The relative noise of each level, from several measurements of one config (the start config).
 
-    A level's noise is the largest of: ``floor``; the spread of the objective's figure between the
-    measurements ((max - min) / mean); and the spread of each measurement's steady windows' throughputs
-    (``stability.spread_pct``, what the harness records while it waits for a level to settle).
+    A level's noise is the spread of the objective's figure between the measurements ((max - min) / mean),
+    at least ``floor``: how far two measurements of the same config, each taken as a trial is, came apart.
+    (The spread of one measurement's one-second windows is not used: the figure is their mean, which
+    varies less than they do.)
 
     Args:
-        measurements: Each measurement's levels (condensed load-test runs: the figures by name, and
-            ``stability``), the levels in the same order in every measurement.
+        measurements: Each measurement's levels (condensed load-test runs: the figures by name), the levels
+            in the same order in every measurement.
         metric: The objective's figure.
         floor: The least noise granted.
     """
@@ -177,12 +178,7 @@ def level_noise(
         found = [m[index].get(metric) for m in measurements]
         values = [float(v) for v in found if isinstance(v, (int, float)) and v > 0]
         between = (max(values) - min(values)) / (sum(values) / len(values)) if len(values) > 1 else 0.0
-        spreads = [
-            float(s) / 100.0
-            for m in measurements
-            if isinstance(s := (m[index].get("stability") or {}).get("spread_pct"), (int, float))
-        ]
-        noise.append(max([floor, between, *spreads]))
+        noise.append(max(floor, between))
     return noise
 
 

@@ -1,7 +1,7 @@
 """One model's search: its trials, each loaded and measured on the live server, and the confirmation.
 
-:class:`ModelTuner` measures the start config twice (the two measurements, and the spread of each one's
-steady windows, give each level's noise: :func:`~generator.tune.objective.level_noise`), then asks the
+:class:`ModelTuner` measures the start config twice (the spread between the measurements is each level's
+noise: :func:`~generator.tune.objective.level_noise`), then asks the
 search strategy for settings, loads each candidate with Triton's model control (the candidate's config JSON
 in place of ``config.pbtxt``), measures it at every load level until steady
 (:class:`~generator.harness.bench.ModelBench`), scores it against the objective, the constraints and (unless
@@ -47,6 +47,8 @@ if TYPE_CHECKING:
     from generator.tune.run import TuneConfig
 
 _SETTLE_SECONDS = 30.0
+#: Candidates at most that get a side-by-side confirmation, best first, until one is confirmed.
+_CONFIRMATIONS = 3
 
 __all__ = [
     "ModelTuner",
@@ -70,8 +72,8 @@ class TuneProgress:
     """Where a tune is, for a progress display.
 
     Attributes:
-        stage: ``"building"``, ``"starting Triton"``, ``"loading"``, ``"measuring"``, ``"confirming"``,
-            ``"rebuilding"``, ...
+        stage: ``"building"``, ``"starting Triton"``, ``"loading"``, ``"measuring"``, ``"measuring again"``
+            (the start config, for the noise), ``"rebuilding"``, ...
         model: The model being tuned ("" outside a model).
         trial: The trial's number within the model.
         trials: Trials planned for the model (the grid's size), or None when the search decides as it goes.
@@ -285,7 +287,7 @@ class ModelTuner:
 
     def _measure_noise(self, start: Trial) -> None:
         """Measure the start config once more, as it is loaded; each level's noise is the spread between
-        the two measurements and within each one's steady windows (at least the search's 3% margin)."""
+        the two measurements (at least the search's 3% margin)."""
         if start.outcome.score is None or self.bench is None:
             return
         context, started = self.context, time.monotonic()
@@ -313,8 +315,8 @@ class ModelTuner:
         entry: dict[str, Any] = {
             "metric": metric,
             "how": (
-                "per level, the largest of 3%, the spread of the start config's figure between its "
-                "measurements, and the spread of each measurement's steady windows"
+                "per level, the spread of the start config's figure between its measurements "
+                "((max - min) / mean), at least 3%"
             ),
             "levels": [
                 {
@@ -470,7 +472,9 @@ class ModelTuner:
 
     def _confirm(self) -> None:
         """Measure the best trial and the start config again, side by side: the best must still win, and
-        (unless levels may be traded) be worse than the start at no level and better at one."""
+        (unless levels may be traded) be worse than the start at no level and better at one. When it does
+        not, the next best candidates that beat the start get the same chance (``_CONFIRMATIONS`` in all,
+        while the budget allows); when none is confirmed, the start config stays."""
         best, entry = self._best(), self.entry
         start = self.trials[0] if self.trials else None
         entry["winner"] = None
@@ -484,42 +488,75 @@ class ModelTuner:
         if best is start:
             entry["verdict"] = self._start_stays()
             return
+        ranked = sorted(
+            (
+                t
+                for t in self.trials
+                if t.role == "search" and t.outcome.feasible and t.outcome.beats(start.outcome)
+            ),
+            key=lambda t: t.outcome.key(),
+            reverse=True,
+        )
+        entry["confirmations"] = []
+        rejected: list[str] = []
+        for index, candidate in enumerate(ranked[:_CONFIRMATIONS]):
+            if index and not self._time_for_confirmation():
+                break
+            confirmed, line = self._confirm_one(start, candidate)
+            if confirmed:
+                self.winner = candidate
+                entry["winner"] = candidate.number
+                entry["verdict"] = line + (f" (before it, {'; '.join(rejected)})" if rejected else "")
+                break
+            rejected.append(line)
+        if self.winner is None:
+            tried = "; ".join(rejected) or "no candidate beat the start config"
+            entry["verdict"] = f"{tried}; the start config stays"
+        self._record()
+
+    def _confirm_one(self, start: Trial, candidate: Trial) -> tuple[bool, str]:
+        """Measure the start config and ``candidate`` again, in turn; whether it is confirmed, and a line."""
+        entry, metric = self.entry, self.context.objective.metric
         # The start config is loaded as Triton first reported it: a load without a config after one with a
         # config keeps the last one (Triton sees the repository unchanged and does not reload it).
         again_start = self._trial(start.settings, "confirm", json.dumps(self.measured_base))
         self.trials.append(again_start)
-        again_best = self._trial(best.settings, "confirm", config_json(self.measured_base, best.settings))
-        self.trials.append(again_best)
+        again = self._trial(
+            candidate.settings, "confirm", config_json(self.measured_base, candidate.settings)
+        )
+        self.trials.append(again)
         changes: list[LevelChange] = []
         if self.guard is not None and again_start.outcome.score is not None:
             self.start_measurements.append(again_start.levels)
-            noise = level_noise(self.start_measurements, self.context.objective.metric)
+            noise = level_noise(self.start_measurements, metric)
             beside = self.guard.with_reference(again_start.levels, noise)
             again_start.vs_start = beside.compare(self._values(again_start))
-            changes = again_best.vs_start = beside.compare(self._values(again_best))
+            changes = again.vs_start = beside.compare(self._values(again))
             entry["noise"] = self._noise_entry()
         trade = not self.holds_levels or not changes
-        confirmed, why = judge(changes, again_best.outcome, again_start.outcome, trade_levels=trade)
-        entry["confirmation"] = {
-            "start": again_start.number,
-            "best": again_best.number,
-            "confirmed": confirmed,
-        }
+        confirmed, why = judge(changes, again.outcome, again_start.outcome, trade_levels=trade)
+        entry["confirmation"] = {"start": again_start.number, "best": again.number, "confirmed": confirmed}
+        entry["confirmations"].append({**entry["confirmation"], "trial": candidate.number})
         entry["vs_start"] = {
-            "trial": best.number,
+            "trial": candidate.number,
             "measured": "again, beside the start config",
-            "metric": self.context.objective.metric,
+            "metric": metric,
             "levels": [c.as_dict() for c in changes],
         }
-        levels = "; ".join(c.describe(self.context.objective.metric) for c in changes)
-        levels = f" ({levels})" if levels else ""
-        if confirmed:
-            self.winner = best
-            entry["winner"] = best.number
-            entry["verdict"] = f"trial {best.number} confirmed: {why}{levels}"
-        else:
-            entry["verdict"] = f"trial {best.number} not confirmed: {why}{levels}; the start config stays"
         self._record()
+        levels = "; ".join(c.describe(metric) for c in changes)
+        levels = f" ({levels})" if levels else ""
+        return (
+            confirmed,
+            f"trial {candidate.number} {'confirmed' if confirmed else 'not confirmed'}: {why}{levels}",
+        )
+
+    def _time_for_confirmation(self) -> bool:
+        """Whether another confirmation (two trials) fits before the deadline."""
+        if self.deadline is None:
+            return True
+        typical = sorted(t.seconds for t in self.trials)[len(self.trials) // 2]
+        return time.monotonic() + 2 * typical <= self.deadline
 
     def _start_stays(self) -> str:
         """The verdict when the start config is the best measured (naming what the per-level rule kept out)."""

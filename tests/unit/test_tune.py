@@ -340,11 +340,13 @@ START = [[_level(1, 500.0), _level(16, 2000.0)], [_level(1, 510.0), _level(16, 1
 
 
 def test_noise_is_the_start_configs_own_spread_and_never_below_the_floor() -> None:
-    # Between the two measurements: 2% at 1 user; within them, windows spread 1%: the 3% floor holds.
+    # Between the two measurements: 2% at 1 user, 1% at 16: the 3% floor holds.
     assert level_noise(START, "throughput") == pytest.approx([0.03, 0.03])
-    # Two measurements 10% apart, or windows 7% apart, are that noisy.
+    # Measurements 10% apart are that noisy; one measurement's windows apart is no noise of the mean.
     apart = [[_level(1, 500.0), _level(16, 2000.0, spread_pct=7.0)], [_level(1, 550.0), _level(16, 2000.0)]]
-    assert level_noise(apart, "throughput") == pytest.approx([50 / 525, 0.07])
+    assert level_noise(apart, "throughput") == pytest.approx([50 / 525, 0.03])
+    third = [*apart, [_level(1, 450.0), _level(16, 2200.0)]]
+    assert level_noise(third, "throughput") == pytest.approx([100 / 500, 200 / (6200 / 3)])
 
 
 def test_a_candidate_worse_than_the_start_at_one_level_is_not_eligible() -> None:
