@@ -5,15 +5,20 @@ from the example's defaults (max batch 64, preferred [16, 32], 500 us queue dela
 
 1. ``tune --search grid`` over one space (the reference): every trial, its time;
 2. ``tune --search quick`` over the same space: how close to the grid's best objective, in how much time;
-3. the quick winner against the default config, loaded in turn on the same server and measured side by side
-   in alternating rounds: p50 latency at 1 user and throughput at 16 users, with the p99 bound checked.
+3. the quick tune's winner (the start config when it confirmed none) against the default config, loaded in
+   turn on the same server and measured side by side in alternating rounds: at every level (1 and 16
+   users) throughput, p50 and p99, each level's ratio, and the default config's own spread between rounds
+   (at least 3%) as the noise; the bar: worse at no level beyond that noise, and better at one.
 
-The objective is throughput over 1 and 16 users (geometric mean) subject to ``p99_ms <= --max-p99-ms``.
+The objective is throughput over 1 and 16 users (geometric mean) subject to ``p99_ms <= --max-p99-ms``,
+with tune's default rule that no level may end worse than the start config beyond the measured noise.
 Every grid's trials are saved (``--save DIR``, default ``perf/results``) for ``perf/bench_search.py``, which
 replays them to compare search strategies offline.
 
-Run: ``python perf/bench_tune.py [--models cnn,heavy] [--rounds 2] [--max-p99-ms 50]``. Takes ~30 minutes
+Run: ``python perf/bench_tune.py [--models cnn,heavy] [--rounds 3] [--max-p99-ms 50]``. Takes ~30 minutes
 on a 2-core machine; the client and the server share its cores, so compare ratios from one run.
+``--reuse-grid`` reuses the grids saved by an earlier run, ``--no-grid`` skips them, ``--budget-minutes``
+bounds the quick tune.
 """
 
 from __future__ import annotations
@@ -110,13 +115,18 @@ models:
     return spec, model
 
 
+LEVELS = [1, 16]
+FIGURES = (("throughput", "higher"), ("p50_ms", "lower"), ("p99_ms", "lower"))
+
+
 def tune(spec: Path, model: str, search: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:
     config = TuneConfig(
         models=[model],
         spec=spec,
-        users=[1, 16],
+        users=LEVELS,
         max_p99_ms=args.max_p99_ms,
         search=search,
+        budget_minutes=args.budget_minutes if search == "quick" else None,
         steadiness=Steadiness(window=args.window, warmup=1.0, tolerance_pct=10.0, least=3, most=6),
         space=SPACE,
         out=out,
@@ -128,13 +138,18 @@ def tune(spec: Path, model: str, search: str, args: argparse.Namespace, out: Pat
     entry = result.report["models"][model]
     searched = [t for t in entry["trials"] if t["role"] != "confirm"]
     best = entry.get("best") or {}
+    by_number = {t["number"]: t for t in entry["trials"]}
     return {
         "seconds": seconds,
         "trials": len(searched),
         "best_objective": best.get("objective"),
         "best": best,
         "winner": entry.get("winner"),
+        "winner_trial": by_number.get(entry.get("winner")),
+        "start": by_number.get(0),
         "verdict": entry.get("verdict"),
+        "noise": entry.get("noise"),
+        "vs_start": entry.get("vs_start"),
         "report": result.report,
     }
 
@@ -165,17 +180,14 @@ def side_by_side(
                     ):
                         control.load(model, config)
                         measured = bench.measure(
-                            [1, 16], Steadiness(window=window, warmup=1.0, least=3, most=6)
+                            LEVELS, Steadiness(window=window, warmup=1.0, least=3, most=6)
                         )
-                        one, sixteen = measured.levels
-                        figures[label].append(
-                            {
-                                "p50_ms@1": one["latency_ms"]["p50"],
-                                "throughput@16": sixteen["throughput"],
-                                "p99_ms@16": sixteen["latency_ms"]["p99"],
-                                "p99_ms@1": one["latency_ms"]["p99"],
-                            }
-                        )
+                        row = {}
+                        for users, run in zip(LEVELS, measured.levels, strict=True):
+                            row[f"throughput@{users}"] = run["throughput"]
+                            row[f"p50_ms@{users}"] = run["latency_ms"]["p50"]
+                            row[f"p99_ms@{users}"] = run["latency_ms"]["p99"]
+                        figures[label].append(row)
             control.close()
         return figures
     finally:
@@ -186,14 +198,37 @@ def median(rows: list[dict], key: str) -> float:
     return statistics.median(r[key] for r in rows)
 
 
+def per_level(figures: dict[str, list[dict]]) -> dict[str, dict[str, Any]]:
+    """Per figure and level: the medians, the ratio tuned/default, the default's spread, the verdict."""
+    result = {}
+    for name, better in FIGURES:
+        for users in LEVELS:
+            key = f"{name}@{users}"
+            default = [r[key] for r in figures["default"]]
+            old, new = statistics.median(default), median(figures["tuned"], key)
+            noise = max(0.03, (max(default) - min(default)) / statistics.mean(default))
+            gain = (new - old) / old if better == "higher" else (old - new) / old
+            verdict = "better" if gain > noise else "worse" if gain < -noise else "same"
+            result[key] = {
+                "default": old,
+                "tuned": new,
+                "ratio": new / old,
+                "noise": noise,
+                "verdict": verdict,
+            }
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="cnn,heavy")
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--window", type=float, default=1.0)
     parser.add_argument("--max-p99-ms", type=float, default=50.0)
     parser.add_argument("--save", default=str(Path(__file__).resolve().parent / "results"))
     parser.add_argument("--reuse-grid", action="store_true", help="reuse a grid saved by an earlier run")
+    parser.add_argument("--no-grid", action="store_true", help="skip the grid (no quick-vs-grid figures)")
+    parser.add_argument("--budget-minutes", type=float, help="bound the quick tune (default: none)")
     args = parser.parse_args()
     save = Path(args.save)
     save.mkdir(parents=True, exist_ok=True)
@@ -204,7 +239,10 @@ def main() -> None:
             spec, model = project(work / which, which)
             build_in_child(spec, None, "cpu", None)  # export once; the tunes reuse it
             saved = save / f"tune-grid-{model}.json"
-            if args.reuse_grid and saved.is_file():  # the reference is long to measure: reuse the last one
+            grid: dict[str, Any] | None = None
+            if args.no_grid:
+                pass
+            elif args.reuse_grid and saved.is_file():  # the reference is long to measure: reuse the last one
                 grid = json.loads(saved.with_suffix(".summary.json").read_text())
                 grid["report"] = json.loads(saved.read_text())
             else:
@@ -213,24 +251,28 @@ def main() -> None:
                 summary_of_grid = {k: v for k, v in grid.items() if k != "report"}
                 saved.with_suffix(".summary.json").write_text(json.dumps(summary_of_grid, indent=1))
             quick = tune(spec, model, "quick", args, work / f"{which}-quick")
-            chosen = Settings.from_dict((quick["best"] or grid["best"])["settings"])
+            # What tune would write: its confirmed winner, else the start config stays.
+            kept = quick["winner_trial"] or quick["start"]
+            chosen = Settings.from_dict(kept["settings"])
             figures = side_by_side(spec, model, chosen, args.rounds, args.window)
+            levels = per_level(figures)
+            throughput = [levels[f"throughput@{u}"]["verdict"] for u in LEVELS]
             row = {
                 "model": model,
-                "grid_trials": grid["trials"],
-                "grid_s": grid["seconds"],
-                "grid_best": grid["best_objective"],
+                "grid_trials": grid["trials"] if grid else None,
+                "grid_s": grid["seconds"] if grid else None,
+                "grid_best": grid["best_objective"] if grid else None,
                 "quick_trials": quick["trials"],
                 "quick_s": quick["seconds"],
                 "quick_best": quick["best_objective"],
                 "quick_verdict": quick["verdict"],
+                "quick_noise": quick["noise"],
+                "quick_vs_start": quick["vs_start"],
+                "winner": quick["winner"],
                 "tuned": chosen.describe(),
-                "default_p50_ms@1": median(figures["default"], "p50_ms@1"),
-                "tuned_p50_ms@1": median(figures["tuned"], "p50_ms@1"),
-                "default_throughput@16": median(figures["default"], "throughput@16"),
-                "tuned_throughput@16": median(figures["tuned"], "throughput@16"),
-                "default_p99_ms@16": median(figures["default"], "p99_ms@16"),
-                "tuned_p99_ms@16": median(figures["tuned"], "p99_ms@16"),
+                "levels": levels,
+                "bar_met": "worse" not in throughput and "better" in throughput,
+                "p99_bound_kept": all(levels[f"p99_ms@{u}"]["tuned"] <= args.max_p99_ms for u in LEVELS),
                 "rounds": figures,
             }
             summary.append(row)
@@ -242,24 +284,32 @@ def main() -> None:
 
 def print_row(row: dict[str, Any], bound: float) -> None:
     print(f"\n== {row['model']} ==")
-    print(f"tuned config: {row['tuned']} ({row['quick_verdict']})")
-    latency_gain = 1 - row["tuned_p50_ms@1"] / row["default_p50_ms@1"]
-    throughput_gain = row["tuned_throughput@16"] / row["default_throughput@16"]
+    kept = "winner" if row["winner"] is not None else "no winner: the start config stays"
+    print(f"tune quick: {row['tuned']} ({kept}; {row['quick_verdict']})")
+    noise = row.get("quick_noise") or {}
+    if noise:
+        shown = ", ".join(f"{lv['users']} users {lv['noise_pct']}%" for lv in noise["levels"])
+        print(f"noise tune measured on the start config: {shown}")
+    print(f"{'side by side (median)':<24}{'default':>12}{'tuned':>12}{'ratio':>8}{'noise':>8}  verdict")
+    for key, level in row["levels"].items():
+        print(
+            f"{key:<24}{level['default']:>12,.3f}{level['tuned']:>12,.3f}{level['ratio']:>8.3f}"
+            f"{level['noise']:>8.1%}  {level['verdict']}"
+        )
     print(
-        f"p50 at 1 user:       default {row['default_p50_ms@1']:.3f} ms, tuned {row['tuned_p50_ms@1']:.3f} ms "
-        f"({latency_gain:+.0%} lower)"
+        f"bar (throughput worse at no level beyond the noise, better at one): "
+        f"{'met' if row['bar_met'] else 'NOT met'}; p99 bound {bound:g} ms "
+        f"{'kept' if row['p99_bound_kept'] else 'BROKEN'}"
     )
-    print(
-        f"throughput at 16:    default {row['default_throughput@16']:,.0f}, tuned {row['tuned_throughput@16']:,.0f} "
-        f"infer/s ({throughput_gain:.2f}x); p99 at 16: {row['default_p99_ms@16']:.2f} -> {row['tuned_p99_ms@16']:.2f} "
-        f"ms (bound {bound:g}: {'kept' if row['tuned_p99_ms@16'] <= bound else 'BROKEN'})"
-    )
-    share = row["quick_best"] / row["grid_best"] if row["grid_best"] else float("nan")
-    print(
-        f"quick vs grid:       {row['quick_trials']} trials in {row['quick_s']:.0f} s vs {row['grid_trials']} in "
-        f"{row['grid_s']:.0f} s ({row['quick_s'] / row['grid_s']:.2f} of the time); best objective "
-        f"{row['quick_best']:,.0f} vs {row['grid_best']:,.0f} ({share:.1%})"
-    )
+    if row["grid_s"]:
+        share = row["quick_best"] / row["grid_best"] if row["grid_best"] else float("nan")
+        print(
+            f"quick vs grid: {row['quick_trials']} trials in {row['quick_s']:.0f} s vs {row['grid_trials']} in "
+            f"{row['grid_s']:.0f} s ({row['quick_s'] / row['grid_s']:.2f} of the time); best objective "
+            f"{row['quick_best']:,.0f} vs {row['grid_best']:,.0f} ({share:.1%})"
+        )
+    else:
+        print(f"quick: {row['quick_trials']} trials in {row['quick_s']:.0f} s (no grid this run)")
 
 
 if __name__ == "__main__":
