@@ -14,7 +14,9 @@ candidate worse than the start at any level by more than that noise breaks it li
 
 from __future__ import annotations
 
+import math
 import re
+import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -161,10 +163,12 @@ def level_noise(
 ) -> list[float]:
     """The relative noise of each level, from several measurements of one config (the start config).
 
-    A level's noise is the spread of the objective's figure between the measurements ((max - min) / mean),
-    at least ``floor``: how far two measurements of the same config, each taken as a trial is, came apart.
-    (The spread of one measurement's one-second windows is not used: the figure is their mean, which
-    varies less than they do.)
+    A level's noise is how far apart two measurements of the same config are expected to come: the standard
+    deviation of the difference of two measurements, ``sqrt(2) * s / mean`` with ``s`` the sample standard
+    deviation of the objective's figure over the measurements (for two measurements, ``|a - b| / mean``),
+    at least ``floor``. A candidate and the start config are compared one measurement against one, so
+    that is the spread a difference between them has when they are equal. (The spread of one
+    measurement's one-second windows is not used: the figure is their mean, which varies less.)
 
     Args:
         measurements: Each measurement's levels (condensed load-test runs: the figures by name), the levels
@@ -177,7 +181,9 @@ def level_noise(
     for index in range(count):
         found = [m[index].get(metric) for m in measurements]
         values = [float(v) for v in found if isinstance(v, (int, float)) and v > 0]
-        between = (max(values) - min(values)) / (sum(values) / len(values)) if len(values) > 1 else 0.0
+        between = (
+            math.sqrt(2) * statistics.stdev(values) / statistics.mean(values) if len(values) > 1 else 0.0
+        )
         noise.append(max(floor, between))
     return noise
 

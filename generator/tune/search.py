@@ -3,8 +3,9 @@
 * :class:`GridSearch` tries every distinct settings of the space, the start first: the reference.
 * :class:`GreedyClimb` (``--search quick``, the default) starts at the start config and tries its
   neighbours (every other value of one setting, nearest first) one at a time, moving to the first that beats the
-  current point by more than the noise margin (and trying one more step that way first); it stops at a
-  point no neighbour beats.
+  current point by more than the noise margin (and trying one more step that way first); at a point no
+  neighbour beats, it looks past the points that scored higher but broke a constraint (their neighbours may
+  keep the gain without the breach), then stops.
 * :class:`HillClimb` (steepest ascent: every neighbour measured before each move) is kept as a yardstick;
   ``perf/bench_search.py`` compares the strategies on measured grids.
 * :class:`RandomSearch` samples points at random (a yardstick for the benchmark, ``perf/bench_search.py``).
@@ -173,7 +174,10 @@ class GreedyClimb(Search):
     moves to the first that beats it by more than ``margin``; after a move it first tries one more step the
     same way. When no neighbour beats the current point, it goes back to the start config's neighbours it has
     not measured (each differs from the user's config in one setting) and climbs again from any that beats
-    the best so far; it stops when those are measured too.
+    the best so far. Last, a detour: the points measured that score higher than the current one but break a
+    constraint (a tune's per-level rule included) may be one setting away from a point that keeps the gain
+    without the breach, so their unmeasured neighbours are tried, the highest scorer's first (each such
+    point once); it stops when those are measured too.
 
     Args:
         space: The space.
@@ -190,18 +194,47 @@ class GreedyClimb(Search):
         self._outcomes: dict[Settings, Outcome] = {}
         self._pending: list[Point] = [space.start]
         self._second_look: list[Point] = []
+        self._detour: list[Point] = []
+        self._detoured: set[Settings] = set()
+        self._points: dict[Settings, Point] = {}
         self.moves = 0
 
     def ask(self) -> Point | None:
-        for queue in (self._pending, self._second_look):
-            while queue:
-                point = queue.pop(0)
-                if self.space.settings(point) not in self._outcomes:
-                    return point
-        return None
+        while True:
+            for queue in (self._pending, self._second_look, self._detour):
+                while queue:
+                    point = queue.pop(0)
+                    if self.space.settings(point) not in self._outcomes:
+                        return point
+            if not self._plan_detour():
+                return None
+
+    def _plan_detour(self) -> bool:
+        """Queue the unmeasured neighbours of the points that outscored the current one but broke a
+        constraint, the highest scorer first; False when there are none left to look past."""
+        current = self.current_outcome
+        if current is None or current.score is None:
+            return False
+        behind = sorted(
+            (
+                (outcome.score, settings)
+                for settings, outcome in self._outcomes.items()
+                if outcome.score is not None
+                and outcome.violation > 0
+                and settings not in self._detoured
+                and outcome.score - current.score > self.margin * max(abs(current.score), 1e-12)
+            ),
+            key=lambda item: item[0],
+            reverse=True,
+        )
+        for _, settings in behind:
+            self._detoured.add(settings)
+            self._detour.extend(self._around(self._points[settings], None))
+        return bool(self._detour)
 
     def tell(self, point: Point, outcome: Outcome) -> None:
         self._outcomes[self.space.settings(point)] = outcome
+        self._points.setdefault(self.space.settings(point), point)
         if self.current_outcome is None:
             self.current_outcome = outcome
             self._pending = self._around(self.current, None)

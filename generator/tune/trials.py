@@ -1,6 +1,6 @@
 """One model's search: its trials, each loaded and measured on the live server, and the confirmation.
 
-:class:`ModelTuner` measures the start config twice (the spread between the measurements is each level's
+:class:`ModelTuner` measures the start config twice (how far its measurements come apart is each level's
 noise: :func:`~generator.tune.objective.level_noise`), then asks the
 search strategy for settings, loads each candidate with Triton's model control (the candidate's config JSON
 in place of ``config.pbtxt``), measures it at every load level until steady
@@ -286,8 +286,8 @@ class ModelTuner:
             self._record()
 
     def _measure_noise(self, start: Trial) -> None:
-        """Measure the start config once more, as it is loaded; each level's noise is the spread between
-        the two measurements (at least the search's 3% margin)."""
+        """Measure the start config once more, as it is loaded; how far the two measurements come apart is
+        each level's noise (at least the search's 3% margin)."""
         if start.outcome.score is None or self.bench is None:
             return
         context, started = self.context, time.monotonic()
@@ -315,8 +315,8 @@ class ModelTuner:
         entry: dict[str, Any] = {
             "metric": metric,
             "how": (
-                "per level, the spread of the start config's figure between its measurements "
-                "((max - min) / mean), at least 3%"
+                "per level, the standard deviation of the difference of two measurements of the start "
+                "config (sqrt(2) * stdev / mean of its figure over its measurements), at least 3%"
             ),
             "levels": [
                 {

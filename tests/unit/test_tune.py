@@ -345,8 +345,11 @@ def test_noise_is_the_start_configs_own_spread_and_never_below_the_floor() -> No
     # Measurements 10% apart are that noisy; one measurement's windows apart is no noise of the mean.
     apart = [[_level(1, 500.0), _level(16, 2000.0, spread_pct=7.0)], [_level(1, 550.0), _level(16, 2000.0)]]
     assert level_noise(apart, "throughput") == pytest.approx([50 / 525, 0.03])
+    # More measurements: the spread of a difference of two, sqrt(2) * stdev / mean (not a widening range).
     third = [*apart, [_level(1, 450.0), _level(16, 2200.0)]]
-    assert level_noise(third, "throughput") == pytest.approx([100 / 500, 200 / (6200 / 3)])
+    assert level_noise(third, "throughput") == pytest.approx(
+        [math.sqrt(2) * 50 / 500, math.sqrt(2) * 115.47 / 2066.67], rel=1e-4
+    )
 
 
 def test_a_candidate_worse_than_the_start_at_one_level_is_not_eligible() -> None:
@@ -495,3 +498,28 @@ def test_only_scratch_copies_of_tunes_that_are_gone_are_cleared(tmp_path: Path) 
     assert clear_stale_scratch(tmp_path) == [dead, reused]
     assert mine.is_dir() and unknown.is_dir() and other.is_dir()
     assert not dead.exists() and not reused.exists()
+
+
+def test_the_quick_climb_looks_past_a_candidate_that_trades_a_level() -> None:
+    # The batcher off: far faster at 1 user but slower at 16 (traded away); with 1 thread as well it keeps
+    # the gain at 1 user and is a little faster at 16. Every other neighbour of the start is worse.
+    space = _space(
+        instances=[2], threads=[None, 1], max_batch_sizes=[64], queue_delays=[500], preferred=["start"]
+    )
+    objective = Objective.parse("throughput")
+    guard = LevelGuard.from_start(objective, [1, 16], START)
+
+    def figures(settings: Settings) -> list[dict]:
+        one, sixteen = 505.0, 1990.0
+        if not settings.batching:
+            one, sixteen = one * 2.0, sixteen * (1.05 if settings.threads == 1 else 0.7)
+        elif settings.threads == 1:
+            one, sixteen = one * 0.9, sixteen * 0.9
+        return _runs(one, sixteen)
+
+    climb = GreedyClimb(space)
+    trials, _ = _run(climb, space, lambda s: objective.outcome(figures(s), 2, guard))
+    crowned = space.settings(climb.current)
+    assert (crowned.batching, crowned.threads) == (False, 1)
+    assert climb.current_outcome is not None and climb.current_outcome.feasible
+    assert trials == len(space.points())  # this space is small: every point was worth a look
