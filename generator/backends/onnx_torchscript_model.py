@@ -16,7 +16,8 @@ What it does, mirroring the native backend where that makes sense on CPUs:
 * honours the config ``parameters`` ``intra_op_thread_count``, ``inter_op_thread_count`` and
   ``execution_mode``, and ``optimization { graph { level } }``; without ``intra_op_thread_count`` each
   instance gets ``max(1, usable cores // instances in instance_group)`` threads, so that instances do not
-  oversubscribe the CPU;
+  oversubscribe the CPU (TorchScript models: the PyTorch backend's ``INTRA_OP_THREAD_COUNT`` and
+  ``INTER_OP_THREAD_COUNT``, which is all the native PyTorch backend reads);
 * when ``max_batch_size > 0``, runs all the requests Triton hands ``execute()`` as one batch (inputs
   concatenated along axis 0, one ``session.run``, outputs split back by each request's batch size);
 * applies ``reshape`` on inputs and outputs, skips optional inputs a request does not send, computes only the
@@ -32,6 +33,7 @@ exists there: nothing else in the package may import it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -136,8 +138,12 @@ class _TorchScriptSession:
     def __init__(self, path: Path, config: dict) -> None:
         import torch
 
-        threads = _int_parameter(config, "intra_op_thread_count")
+        threads = _int_parameter(config, "INTRA_OP_THREAD_COUNT")  # the PyTorch backend's own keys
         torch.set_num_threads(max(1, threads or _usable_cpus() // _instance_count(config)))
+        inter = _int_parameter(config, "INTER_OP_THREAD_COUNT")
+        if inter is not None and inter > 0:
+            with contextlib.suppress(RuntimeError):  # settable once per process, before any parallel work
+                torch.set_num_interop_threads(inter)
         self._torch = torch
         self._module = torch.jit.load(str(path), map_location="cpu").eval()
         inputs = [spec["name"] for spec in config.get("input", [])]

@@ -48,9 +48,11 @@ from generator.tune.objective import Objective
 from generator.tune.report import write_tune_report
 from generator.tune.scratch import clear_stale_scratch, make_scratch
 from generator.tune.space import (
+    THREAD_PARAMETER,
     SpaceOptions,
     cpu_count,
     spec_settings,
+    thread_parameter,
 )
 from generator.tune.trials import ModelTuner, Stop, Trial, TuneContext, TuneProgress, TuneProgressCallback
 from generator.tuned import TunedEntry, load_spec_with_tuned, tuned_path, write_tuned
@@ -119,6 +121,7 @@ class TuneResult:
         report: tune.json's content.
         files: ``{"json": path, "html": path}``.
         winners: Per model, the confirmed winning trial written back (absent: nothing written).
+        threads_keys: Per winning model, its backend's thread-count parameter.
         unmet: Per model whose trials all broke a constraint, the closest trial as a line.
         tuned_file: The tuned file written, or None.
         build_output: What the rebuild printed, or None.
@@ -128,6 +131,7 @@ class TuneResult:
     report: dict[str, Any]
     files: dict[str, Path]
     winners: dict[str, Trial] = field(default_factory=dict)
+    threads_keys: dict[str, str] = field(default_factory=dict)
     unmet: dict[str, str] = field(default_factory=dict)
     tuned_file: Path | None = None
     build_output: str | None = None
@@ -379,6 +383,7 @@ def _decide(result: TuneResult, tuners: list[ModelTuner]) -> None:
     for tuner in tuners:
         if tuner.winner is not None:
             result.winners[tuner.model] = tuner.winner
+            result.threads_keys[tuner.model] = thread_parameter(tuner.base)
             continue
         measured = [t for t in tuner.trials if t.outcome.score is not None and t.role != "confirm"]
         if measured and not any(t.outcome.feasible for t in measured):
@@ -403,7 +408,7 @@ def _write_back(
     run_id = result.report["run"]
     entries = {
         model: TunedEntry(
-            settings=spec_settings(trial.settings),
+            settings=spec_settings(trial.settings, result.threads_keys.get(model, THREAD_PARAMETER)),
             trial=f"{run_id}/{trial.number}",
             objective=result.report["objective"]["text"],
             measured=_measured(trial),

@@ -31,11 +31,21 @@ __all__ = [
     "config_json",
     "spec_settings",
     "start_settings",
+    "thread_parameter",
     "without_response_cache",
 ]
 
 #: The backend parameter a tune sets for the thread count (ONNX Runtime's, and the embedded backend's).
 THREAD_PARAMETER = "intra_op_thread_count"
+#: The PyTorch backend's name for it (it reads only its own upper-case keys).
+TORCH_THREAD_PARAMETER = "INTRA_OP_THREAD_COUNT"
+
+
+def thread_parameter(config: dict[str, Any]) -> str:
+    """The parameter that sets a model's thread count in its backend (Triton's JSON config)."""
+    if config.get("platform") == "pytorch_libtorch" or config.get("backend") == "pytorch":
+        return TORCH_THREAD_PARAMETER
+    return THREAD_PARAMETER
 
 
 @dataclass(frozen=True)
@@ -289,7 +299,7 @@ def start_settings(config: dict[str, Any]) -> Settings:
     else:
         instances = sum(_int(g.get("count"), 1) for g in groups)
         gpus = None
-    threads = (config.get("parameters") or {}).get(THREAD_PARAMETER, {}).get("string_value")
+    threads = (config.get("parameters") or {}).get(thread_parameter(config), {}).get("string_value")
     batcher = config.get("dynamic_batching")
     max_batch = _int(config.get("max_batch_size"))
     return Settings(
@@ -324,10 +334,11 @@ def config_json(base: dict[str, Any], settings: Settings) -> str:
         group["kind"] = kinds.pop() if len(kinds) == 1 else "KIND_CPU"
     config["instance_group"] = [group]
     parameters = dict(config.get("parameters") or {})
+    key = thread_parameter(base)
     if settings.threads is None:
-        parameters.pop(THREAD_PARAMETER, None)
+        parameters.pop(key, None)
     else:
-        parameters[THREAD_PARAMETER] = {"string_value": str(settings.threads)}
+        parameters[key] = {"string_value": str(settings.threads)}
     config["parameters"] = parameters
     for warmup in config.get("model_warmup") or []:
         warmup["batch_size"] = max(1, min(_int(warmup.get("batch_size"), 1), settings.max_batch_size))
@@ -342,8 +353,13 @@ def without_response_cache(config: dict[str, Any]) -> dict[str, Any] | None:
     return {**config, "response_cache": {**cache, "enable": False}}
 
 
-def spec_settings(settings: Settings) -> dict[str, Any]:
-    """The spec keys that reproduce ``settings`` when ``build`` merges them over a model's entry."""
+def spec_settings(settings: Settings, threads_key: str = THREAD_PARAMETER) -> dict[str, Any]:
+    """The spec keys that reproduce ``settings`` when ``build`` merges them over a model's entry.
+
+    Args:
+        settings: The tuned settings.
+        threads_key: The backend's thread-count parameter (:func:`thread_parameter` of the model's config).
+    """
     result: dict[str, Any] = {
         "max_batch_size": settings.max_batch_size,
         "instance_group": {"count": settings.instances},
@@ -360,7 +376,7 @@ def spec_settings(settings: Settings) -> dict[str, Any]:
     if settings.gpus is not None:
         result["instance_group"]["gpus"] = list(settings.gpus)
     if settings.threads is not None:
-        result["parameters"] = {THREAD_PARAMETER: settings.threads}
+        result["parameters"] = {threads_key: settings.threads}
     return result
 
 

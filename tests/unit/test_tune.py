@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -24,6 +25,7 @@ from generator.tune.space import (
     config_json,
     spec_settings,
     start_settings,
+    thread_parameter,
     without_response_cache,
 )
 
@@ -129,6 +131,23 @@ def test_spec_settings_reproduce_the_settings() -> None:
     assert tuned["dynamic_batching"] == {"max_queue_delay_microseconds": 0, "preferred_batch_size": [8]}
     assert tuned["instance_group"] == {"count": 1, "gpus": [0]}
     assert tuned["parameters"] == {"intra_op_thread_count": 2}
+
+
+def test_a_torchscript_models_threads_use_the_pytorch_backends_own_parameter() -> None:
+    torch_base = {
+        **BASE,
+        "platform": "pytorch_libtorch",
+        "parameters": {"INTRA_OP_THREAD_COUNT": {"string_value": "3"}},
+    }
+    assert thread_parameter(torch_base) == "INTRA_OP_THREAD_COUNT"  # the native backend ignores lower case
+    assert thread_parameter({"backend": "pytorch"}) == "INTRA_OP_THREAD_COUNT"
+    assert thread_parameter(BASE) == "intra_op_thread_count"
+    start = start_settings(torch_base)
+    assert start.threads == 3
+    loaded = json.loads(config_json(torch_base, dataclasses.replace(start, threads=1)))
+    assert loaded["parameters"] == {"INTRA_OP_THREAD_COUNT": {"string_value": "1"}}
+    tuned = spec_settings(Settings(1, 2, 8, True, 0, (8,)), thread_parameter(torch_base))
+    assert tuned["parameters"] == {"INTRA_OP_THREAD_COUNT": 2}
 
 
 # ---- the strategies on synthetic objectives ------------------------------------------------------------
