@@ -66,6 +66,8 @@ from typing import Any
 import psutil
 
 from generator.errors import ServerError
+from generator.storage import check_pushed
+from generator.triton import S3_ENDPOINT
 
 __all__ = ["EmbeddedServer", "Endpoints", "TritonInstall", "find_free_port", "launch_files", "locate_triton"]
 
@@ -162,10 +164,6 @@ REMOTE_SCHEMES = ("s3://", "gs://", "as://")
 def is_remote_repository(repository: str | Path) -> bool:
     """Whether ``repository`` is an object storage URI Triton downloads from, not a local directory."""
     return isinstance(repository, str) and repository.lower().startswith(REMOTE_SCHEMES)
-
-
-#: Triton's form of an S3 URI at a custom endpoint: ``s3://[http://|https://]HOST:PORT/bucket/path``.
-S3_ENDPOINT = re.compile(r"^s3://(?:(https?)://)?([0-9A-Za-z.\-]+):([0-9]+)/", re.IGNORECASE)
 
 
 def _remote_endpoint(repository: str) -> tuple[str, str, int] | None:
@@ -552,8 +550,6 @@ class EmbeddedServer:
                 )
             if isinstance(self.repository, str):
                 check_remote_endpoint(self.repository)
-                from generator.storage import check_pushed  # storage imports this module
-
                 check_pushed(self.repository)  # else Triton serves whatever an interrupted push left
             flags = {"HTTP": "--http-port", "gRPC": "--grpc-port", "metrics": "--metrics-port"}
             for kind, port in self.ports.items():

@@ -37,7 +37,7 @@ from typing import Any
 
 from generator.errors import MissingDependencyError, StorageError
 from generator.repository import MANIFEST, sha256_file
-from generator.server import S3_ENDPOINT
+from generator.triton import S3_ENDPOINT
 
 logger = logging.getLogger(__name__)
 

@@ -33,6 +33,7 @@ RANKS = {
     "generator.signature": 1,
     "generator.steps": 1,  # the built-in steps' catalogue, below spec (which puts it into the spec)
     "generator.spec": 2,
+    "generator.spec_names": 2,  # the spec's name checks (spec imports it; it reads spec's field paths)
     "generator.tuned": 3,  # above spec; beside runners, neither imports the other
     "generator.runners": 3,
     "generator.input_values": 3,  # beside runners: what inputs a model takes (ranges, lengths)
@@ -52,12 +53,12 @@ RANKS = {
     "generator.manifest": 10,
     "generator.sample_data": 10,
     "generator.server": 10,
+    "generator.storage": 10,  # push and serve side by side: serve checks that a push completed
     "generator.loadreport": 11,
     "generator.capacity": 11,  # fleet size from a measured report (beside loadreport)
     "generator.build": 12,
     "generator.deploy": 12,  # Kubernetes manifests: an orchestrator beside build
     "generator.harness": 12,
-    "generator.storage": 12,
     "generator.tune": 13,
     "generator.demo": 14,
     "generator.cli": 15,
