@@ -4,6 +4,7 @@ an existing repository byte-for-byte intact."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -78,10 +79,13 @@ def test_a_tolerance_of_zero_fails_parity_and_keeps_the_old_repository(tmp_path:
     )
     with pytest.raises(VerificationError) as caught:
         build(spec, repo)
-    assert any(
-        "digits_cnn' output 'logits' at batch 64" in line and "max abs error" in line
+    # Which outputs differ at all depends on the CPU's kernels and thread count (on one core the CNN's
+    # batch of 64 can match PyTorch bit for bit); some always do, each named with its measured error.
+    assert caught.value.problems
+    assert all(
+        re.match(r"model '\w+' output '\w+' at batch \d+", line) and "max abs error" in line
         for line in caught.value.problems
-    )
+    ), caught.value.problems
     assert _tree(repo) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["examples", "repo"]
 
