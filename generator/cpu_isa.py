@@ -155,16 +155,15 @@ def int8_schemes(mode: Literal["dynamic", "static"], int8_class: str) -> tuple[I
     return table.get(int8_class, table[OTHER])
 
 
-def portability_warning(scheme_name: str | None, recorded_class: str | None, here: CpuIsa) -> str | None:
+def portability_warning(scheme_name: str, recorded_class: str | None, here: CpuIsa) -> str | None:
     """Why an INT8 model gated on one CPU may not keep its accuracy on this one, or ``None``.
 
     Args:
-        scheme_name: The kept scheme as the manifest records it; ``None``: recorded before schemes
-            were (dynamic U8S8 or static S8S8, full 8-bit weights).
+        scheme_name: The kept scheme as the manifest records it (``U8S8``, ``U8U8``...).
         recorded_class: The INT8 class of the CPU whose accuracy gate kept it (``None``: unknown).
         here: This CPU.
     """
-    scheme = Int8Scheme.parse(scheme_name) if scheme_name else S8S8
+    scheme = Int8Scheme.parse(scheme_name)
     if scheme is None or not scheme.saturates_on(here.int8_class):
         return None
     if recorded_class is not None and scheme.saturates_on(recorded_class):
