@@ -1,18 +1,21 @@
 """Benchmark: INT8 (dynamic and static), FP16 and FP32 on the example digits CNN and a MobileNet-like net.
 
-Each model is exported once with tritongen's PyTorch exporter, then each variant is optimized by
-tritongen's optimize step, all in this process: the INT8 scheme is the one chosen for this CPU (and,
-with ``--also-class``, the one another class of CPU gets, gated here), the accuracy gate is this CPU's.
-Every served ``model.onnx`` is then measured in ONNX Runtime in-process: size, its error against the
-FP32 reference on held-out samples (max abs error, top-1 agreement; held-out accuracy for the digits),
-median latency at batch 1 and throughput at batch 64, timed in interleaved rounds so the ratios against
-FP32 come from one run on one machine state.
+Both models are trained on scikit-learn's 8x8 digits: the example CNN (40 kB) and a MobileNet-v1-like
+net (2.7 MB, the digits upsampled to 32x32; trained here once, seeded). Each is exported once with
+tritongen's PyTorch exporter, then each variant is optimized by tritongen's optimize step, all in this
+process: the INT8 scheme is the one chosen for this CPU (and, with ``--also-class``, the one another
+class of CPU gets, gated here). Every served ``model.onnx`` is then measured in ONNX Runtime in-process:
+size, error against FP32 on the held-out digits (max abs error, top-1 agreement, accuracy), median
+latency at batch 1 and throughput at batch 64, timed in interleaved rounds so the ratios against FP32
+come from one run on one machine state.
 
 The variants: ``fp32`` (simplify only), ``dynamic int8`` (every op ONNX Runtime can), ``dynamic gemm``
 (MatMul/Gemm only), ``static int8`` (QDQ, per channel, calibrated on training samples), ``fp16``.
 
-``--accuracy-only`` skips the timing: under an emulator (``qemu-x86_64 -cpu Haswell``, an AVX2 CPU
-without VNNI) its timings mean nothing, but its INT8 errors are that CPU's.
+``--accuracy-only`` skips the timing. An AVX2 CPU's INT8 errors without one: quantize here with its
+schemes and keep the models (``--also-class x86-avx2 --keep DIR``), then measure them on an emulated AVX2
+CPU, where timings mean nothing: ``qemu-x86_64 -cpu Haswell python perf/bench_optimize.py --evaluate DIR
+--accuracy-only`` (the ``[x86-vnni]`` rows then show what VNNI's schemes do on AVX2).
 
 Run: ``python perf/bench_optimize.py [--rounds 5] [--seconds 0.5] [--threads 1] [--also-class x86-avx2]``.
 """
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
 import shutil
 import statistics
@@ -148,15 +152,16 @@ def _spec(source: str, io: str, optimize: str, work: Path) -> Any:
     return parse_spec(yaml.safe_load(text), base_dir=work).models[0]
 
 
-def _optimized(info: dict[str, Any], work: Path, also: list[str]) -> dict[str, tuple[Path, OptimizeReport]]:
+def _optimized(info: dict[str, Any], work: Path, also: list[str]) -> dict[str, tuple[Path, str]]:
     """Export the model once, then optimize one copy per variant (per CPU class for the INT8 ones)."""
+    work.mkdir(parents=True, exist_ok=True)
     np.savez(work / "calib.npz", image=info["calib"])
     np.savez(work / "eval.npz", image=info["eval"])
     plain = _spec(info["source"], info["io"], "false", work)
     source = Path(info["source"].rsplit(":", 1)[0])
     exported = get_exporter("torch").export(plain, source, work / "export" / "1")
     here = cpu_isa.detect()
-    variants: dict[str, tuple[Path, OptimizeReport]] = {}
+    variants: dict[str, tuple[Path, str]] = {}
     for label, optimize in VARIANTS.items():
         classes = [here.int8_class]
         if "int8" in label or "gemm" in label:
@@ -164,7 +169,7 @@ def _optimized(info: dict[str, Any], work: Path, also: list[str]) -> dict[str, t
         for int8_class in classes:
             name = label if int8_class == here.int8_class else f"{label} [{int8_class}]"
             target = work / name.replace(" ", "_").replace("[", "").replace("]", "") / "1" / "model.onnx"
-            target.parent.mkdir(parents=True)
+            target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(exported.model_file, target)
             result = ExportResult(
                 [target], exported.platform, read_onnx_signature(target), exported.reference
@@ -172,7 +177,7 @@ def _optimized(info: dict[str, Any], work: Path, also: list[str]) -> dict[str, t
             settings = _spec(info["source"], info["io"], optimize % BUDGET, work)
             with _schemes_of(int8_class):
                 report = optimize_model(settings, result, 64, work)
-            variants[name] = (result.model_file, report)
+            variants[name] = (result.model_file, _scheme(report))
     return variants
 
 
@@ -231,42 +236,56 @@ def _scheme(report: OptimizeReport) -> str:
     return " + ".join(report.kept) or "-"
 
 
-def bench_model(info: dict[str, Any], args: argparse.Namespace) -> None:
-    """Optimize one model every way, then print its figures."""
-    with tempfile.TemporaryDirectory(prefix="bench-optimize-") as tmp:
-        started = time.perf_counter()
-        variants = _optimized(info, Path(tmp), args.also_class)
-        build_seconds = time.perf_counter() - started
-        sessions = {name: _session(path, args.threads) for name, (path, _) in variants.items()}
-        images = info["eval"]
-        reference = _run_all(sessions["fp32"], images)
-        rows = {}
-        for name, (path, report) in variants.items():
-            logits = _run_all(sessions[name], images)
-            rows[name] = {
-                "scheme": _scheme(report),
-                "bytes": path.stat().st_size,
-                "error": float(np.abs(logits - reference).max()),
-                "relative": float(np.abs(logits - reference).max() / np.abs(reference).max()),
-                "agree": float((logits.argmax(1) == reference.argmax(1)).mean()),
-                "accuracy": float((logits.argmax(1) == info["labels"]).mean())
-                if info["labels"] is not None
-                else None,
-            }
-        timings: dict[tuple[str, int], list[tuple[float, float]]] = {}
-        if not args.accuracy_only:
-            for _ in range(args.rounds):
-                for batch_size in (1, 64):
-                    batch = np.ascontiguousarray(images[np.arange(batch_size) % len(images)])
-                    for name in variants:
-                        timings.setdefault((name, batch_size), []).append(
-                            _time(sessions[name], batch, args.seconds)
-                        )
-    print(
-        f"\n{info['label']}: {len(images)} held-out samples; exported and optimized {len(variants)} variants in {build_seconds:.1f} s"
-    )
-    header = f"{'variant':26s} {'INT8 scheme / passes':22s} {'bytes':>9s} {'size':>6s} {'max abs err':>11s} {'/ max|ref|':>10s} {'top-1 agr':>9s}"
-    header += f" {'accuracy':>8s}" if info["labels"] is not None else ""
+def _slug(label: str) -> str:
+    return label.lower().replace(" ", "_").replace("-", "_")
+
+
+def _save(work: Path, variants: dict[str, tuple[Path, str]], images: np.ndarray, labels: np.ndarray) -> None:
+    """Write what ``--evaluate`` reads: the variants' files and schemes, the held-out samples."""
+    listing = {name: [str(path.relative_to(work)), scheme] for name, (path, scheme) in variants.items()}
+    (work / "variants.json").write_text(json.dumps(listing, indent=2) + "\n")
+    np.savez(work / "held_out.npz", image=images, label=labels)
+
+
+def _saved(work: Path) -> tuple[dict[str, tuple[Path, str]], np.ndarray, np.ndarray]:
+    listing = json.loads((work / "variants.json").read_text())
+    with np.load(work / "held_out.npz") as data:
+        images, labels = data["image"], data["label"]
+    return {name: (work / rel, scheme) for name, (rel, scheme) in listing.items()}, images, labels
+
+
+def _measure(
+    label: str,
+    variants: dict[str, tuple[Path, str]],
+    images: np.ndarray,
+    labels: np.ndarray,
+    args: argparse.Namespace,
+    made: str,
+) -> None:
+    """Run every variant on the held-out samples (and time it unless ``--accuracy-only``); print a table."""
+    sessions = {name: _session(path, args.threads) for name, (path, _) in variants.items()}
+    reference = _run_all(sessions["fp32"], images)
+    rows = {}
+    for name, (path, scheme) in variants.items():
+        logits = _run_all(sessions[name], images)
+        error = float(np.abs(logits - reference).max())
+        rows[name] = {
+            "scheme": scheme,
+            "bytes": path.stat().st_size,
+            "error": error,
+            "relative": error / float(np.abs(reference).max()),
+            "agree": float((logits.argmax(1) == reference.argmax(1)).mean()),
+            "accuracy": float((logits.argmax(1) == labels).mean()),
+        }
+    timings: dict[tuple[str, int], list[tuple[float, float]]] = {}
+    for _ in range(0 if args.accuracy_only else args.rounds):
+        for batch_size in (1, 64):
+            batch = np.ascontiguousarray(images[np.arange(batch_size) % len(images)])
+            for name in variants:
+                timings.setdefault((name, batch_size), []).append(_time(sessions[name], batch, args.seconds))
+    print(f"\n{label}: {len(images)} held-out samples; {len(variants)} variants {made}")
+    header = f"{'variant':26s} {'INT8 scheme / passes':22s} {'bytes':>9s} {'size':>6s} {'max abs err':>11s}"
+    header += f" {'/ max|ref|':>10s} {'top-1 agr':>9s} {'accuracy':>8s}"
     if timings:
         header += f" {'p50 ms b1':>9s} {'x fp32':>6s} {'inf/s b64':>9s} {'x fp32':>6s}"
     print(header)
@@ -275,10 +294,8 @@ def bench_model(info: dict[str, Any], args: argparse.Namespace) -> None:
     for name, row in rows.items():
         line = (
             f"{name:26s} {row['scheme']:22s} {row['bytes']:9d} {row['bytes'] / rows['fp32']['bytes']:5.2f}x"
-            f" {row['error']:11.4f} {row['relative']:10.4f} {row['agree']:9.4f}"
+            f" {row['error']:11.4f} {row['relative']:10.4f} {row['agree']:9.4f} {row['accuracy']:8.4f}"
         )
-        if row["accuracy"] is not None:
-            line += f" {row['accuracy']:8.4f}"
         if timings:
             line += (
                 f" {latency[name, 1]:9.3f} {latency['fp32', 1] / latency[name, 1]:5.2f}x"
@@ -304,6 +321,10 @@ def main() -> None:
         help="also quantize with the schemes this CPU class gets (gated on this CPU); repeatable",
     )
     parser.add_argument("--models", default="digits CNN,MobileNet-like", help="comma-separated model labels")
+    parser.add_argument("--keep", type=Path, help="save the optimized models and samples in this directory")
+    parser.add_argument(
+        "--evaluate", type=Path, help="measure the models a --keep run saved there (no export, no optimize)"
+    )
     args = parser.parse_args()
     logging.getLogger("torch").setLevel(logging.ERROR)
     import onnxruntime
@@ -320,7 +341,18 @@ def main() -> None:
     wanted = args.models.split(",")
     for info in _models(args.samples):
         if info["label"] in wanted:
-            bench_model(info, args)
+            if args.evaluate:
+                variants, images, labels = _saved(args.evaluate / _slug(info["label"]))
+                _measure(info["label"], variants, images, labels, args, "read")
+                continue
+            with tempfile.TemporaryDirectory(prefix="bench-optimize-") as tmp:
+                work = args.keep / _slug(info["label"]) if args.keep else Path(tmp)
+                started = time.perf_counter()
+                variants = _optimized(info, work, args.also_class)
+                made = f"exported and optimized in {time.perf_counter() - started:.1f} s"
+                if args.keep:
+                    _save(work, variants, info["eval"], info["labels"])
+                _measure(info["label"], variants, info["eval"], info["labels"], args, made)
 
 
 if __name__ == "__main__":
