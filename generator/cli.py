@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from generator import __version__
-from generator.errors import GeneratorError, LoadTestError
+from generator.core.errors import GeneratorError, LoadTestError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -140,7 +140,7 @@ def _parser() -> argparse.ArgumentParser:
         "loadtest",
         help="load-test models on a Triton server with Locust and write a report (JSON, CSV, HTML)",
     )
-    from generator.harness.options import add_cli_options  # the option table alone: no Locust
+    from generator.loadtest.options import add_cli_options  # the option table alone: no Locust
 
     add_cli_options(loadtest)
 
@@ -235,7 +235,7 @@ def _run_build(args: argparse.Namespace) -> int:
     from rich.status import Status
     from rich.text import Text
 
-    from generator.build import build
+    from generator.build.run import build
 
     console = _console()
     with Status("building", console=console) as status:
@@ -284,7 +284,7 @@ def _run_build(args: argparse.Namespace) -> int:
 def _run_validate(args: argparse.Namespace) -> int:
     from rich.text import Text
 
-    from generator.validate import validate_repository
+    from generator.validate.run import validate_repository
 
     console = _console()
     report = validate_repository(args.repository)
@@ -334,8 +334,8 @@ def _print_endpoints(console: Any, endpoints: Any, repository: str) -> None:
 
 
 def _run_serve(args: argparse.Namespace) -> int:
-    from generator.server import EmbeddedServer, is_remote_repository
-    from generator.validate import validate_repository
+    from generator.serve.server import EmbeddedServer, is_remote_repository
+    from generator.validate.run import validate_repository
 
     console = _console()
     if not is_remote_repository(args.repository):  # a pushed repository was validated before its push
@@ -357,8 +357,8 @@ def _run_serve(args: argparse.Namespace) -> int:
 
 
 def _run_push(args: argparse.Namespace) -> int:
-    from generator.storage import push
-    from generator.validate import validate_repository
+    from generator.push.storage import push
+    from generator.validate.run import validate_repository
 
     if os.path.isdir(args.directory):  # else push names the missing directory
         validate_repository(args.directory).raise_for_errors()
@@ -416,14 +416,14 @@ def _run_loadtest(args: argparse.Namespace) -> int:
     from dataclasses import fields
 
     # The load side first: importing Locust patches the standard library for gevent, which must happen
-    # before rich and the rest import it. The report side (generator.loadreport) needs no such care.
-    from generator.harness.run import LoadTestConfig, run_loadtest  # isort: skip
+    # before rich and the rest import it. The report side (generator.loadtest.report) needs no such care.
+    from generator.loadtest.run import LoadTestConfig, run_loadtest  # isort: skip
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
     from rich.table import Table
     from rich.text import Text
 
-    from generator.loadreport.report import steps_table, summary_table
+    from generator.loadtest.report.write import steps_table, summary_table
 
     console = _console()
     config = LoadTestConfig(**{f.name: getattr(args, f.name) for f in fields(LoadTestConfig)})
@@ -548,7 +548,7 @@ def _print_tune(console: Any, result: Any) -> int:
 
 def _run_loadtest_worker(args: argparse.Namespace) -> int:
     """Wait for the master's port, then become ``locust --worker`` on the packaged locustfile (exec)."""
-    from generator.harness.distributed import LOCUSTFILE, wait_for_master, worker_command
+    from generator.loadtest.distributed import LOCUSTFILE, wait_for_master, worker_command
 
     if args.print_locustfile:
         print(LOCUSTFILE)
@@ -571,7 +571,7 @@ def _run_loadtest_worker(args: argparse.Namespace) -> int:
 
 def _loadtest_plan(args: argparse.Namespace) -> Any:
     """``deploy --loadtest MODEL`` and its options as a plan (None without it)."""
-    from generator.deploy import LoadtestPlan, loadtest_arguments
+    from generator.deploy.manifests import LoadtestPlan, loadtest_arguments
 
     if not args.loadtest:
         return None
@@ -582,7 +582,7 @@ def _loadtest_plan(args: argparse.Namespace) -> Any:
 
 
 def _run_deploy(args: argparse.Namespace) -> int:
-    from generator.deploy import KUBERNETES_VERSION, deploy
+    from generator.deploy.manifests import KUBERNETES_VERSION, deploy
 
     console = _console()
     result = deploy(
@@ -624,7 +624,7 @@ def _run_deploy(args: argparse.Namespace) -> int:
 
 
 def _run_schema(args: argparse.Namespace) -> int:
-    from generator.spec import json_schema
+    from generator.spec.models import json_schema
 
     print(json.dumps(json_schema(), indent=2))
     return EXIT_OK

@@ -20,14 +20,14 @@ from pathlib import Path
 
 import numpy as np
 
-from generator.build import build
-from generator.errors import GeneratorError
-from generator.exporters.base import load_factory
-from generator.pipelines import local_ensemble
-from generator.resources import examples_dir
-from generator.runners import onnx_runner
-from generator.server import EmbeddedServer, Endpoints
-from generator.spec import bundled_example
+from generator.build.exporters.base import load_factory
+from generator.build.pipelines import local_ensemble
+from generator.build.run import build
+from generator.build.runners import onnx_runner
+from generator.core.errors import GeneratorError
+from generator.core.resources import examples_dir
+from generator.serve.server import EmbeddedServer, Endpoints
+from generator.spec.models import bundled_example
 
 Say = Callable[[str], None]
 #: The demo's load test: digits_cnn over gRPC at 1, 4 and 16 users, 5 s each, priced at $1/hour.

@@ -17,7 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 # Locust (imported by the harness) patches the standard library for gevent; import it before the rest.
-from generator.harness.run import LoadTestConfig, run_loadtest  # isort: skip
+from generator.loadtest.run import LoadTestConfig, run_loadtest  # isort: skip
 
 import argparse
 import logging
@@ -27,10 +27,10 @@ import shutil
 import statistics
 import tempfile
 
-from generator.build import build
-from generator.server import EmbeddedServer, find_free_port
-from generator.spec import bundled_example
-from generator.validate import validate_repository
+from generator.build.run import build
+from generator.serve.server import EmbeddedServer, find_free_port
+from generator.spec.models import bundled_example
+from generator.validate.run import validate_repository
 
 BATCHED = "digits_cnn"
 UNBATCHED = "digits_cnn_nobatch"

@@ -25,9 +25,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from generator.build import build
-from generator.spec import bundled_example
-from generator.worker import IN_PROCESS_ENV
+from generator.build.run import build
+from generator.build.worker import IN_PROCESS_ENV
+from generator.spec.models import bundled_example
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -17,10 +17,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from generator.build import build
-from generator.errors import GeneratorError
-from generator.repository import MANIFEST
-from generator.resources import examples_dir
+from generator.build.run import build
+from generator.core.errors import GeneratorError
+from generator.core.repository import MANIFEST
+from generator.core.resources import examples_dir
 
 EXAMPLES = examples_dir()
 CNN_IO = {

@@ -1,4 +1,4 @@
-"""Benchmark: the harness's own HTTP/2 framing for gRPC calls (``generator.harness.grpcwire``) against the
+"""Benchmark: the harness's own HTTP/2 framing for gRPC calls (``generator.loadtest.grpcwire``) against the
 same calls made through the ``h2`` library (the HTTP/2 state machine of the python-hyper project, whose
 ``hpack`` the harness already uses), and against tritonclient.grpc's blocking stub.
 
@@ -30,8 +30,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from generator.harness.grpcwire import UnaryConnection, grpc_message, request_headers
-from generator.server import EmbeddedServer, find_free_port
+from generator.loadtest.grpcwire import UnaryConnection, grpc_message, request_headers
+from generator.serve.server import EmbeddedServer, find_free_port
 
 MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
 CONFIG = """name: "echo"

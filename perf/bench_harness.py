@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 # Locust (imported by the harness) patches the standard library for gevent; import it before the rest.
-from generator.harness.run import LoadTestConfig, run_loadtest  # isort: skip
+from generator.loadtest.run import LoadTestConfig, run_loadtest  # isort: skip
 
 import argparse
 import csv
@@ -38,8 +38,8 @@ import subprocess
 import tempfile
 import zipfile
 
-from generator.server import EmbeddedServer, find_free_port, locate_triton
-from generator.spec import bundled_example
+from generator.serve.server import EmbeddedServer, find_free_port, locate_triton
+from generator.spec.models import bundled_example
 
 MODEL = "digits_cnn"
 PA_WHEEL_VERSION = "2.51.0"

@@ -70,11 +70,11 @@ from typing import Any
 import yaml
 from bench_harness import PerfAnalyzerUnavailable, fetch_perf_analyzer, library_dir, perf_analyzer
 
-from generator.errors import GeneratorError
-from generator.harness.control import ServerControl
-from generator.harness.target import resolve_target
-from generator.server import EmbeddedServer, find_free_port, launch_files
-from generator.spec import bundled_example
+from generator.core.errors import GeneratorError
+from generator.loadtest.control import ServerControl
+from generator.loadtest.target import resolve_target
+from generator.serve.server import EmbeddedServer, find_free_port, launch_files
+from generator.spec.models import bundled_example
 from generator.tune.space import Settings, SpaceOptions, config_json, start_settings
 
 MA_VERSION = "1.46.0"
@@ -706,7 +706,7 @@ def prepare(scratch: Path) -> tuple[Path, Path, Path]:
     spec = spec_dir / bundled_example().name
     built = scratch / "model_repository"
     print("building the bundled example ...", flush=True)
-    build_in_child(spec, built, "cpu", None)  # generator.build.build, in a child as tune runs it
+    build_in_child(spec, built, "cpu", None)  # generator.build.run.build, in a child as tune runs it
     only = scratch / "ma_repository"
     only.mkdir()
     shutil.copytree(built / MODEL, only / MODEL)

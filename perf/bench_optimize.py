@@ -39,14 +39,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from generator import cpu_isa
-from generator.cpu_isa import CpuIsa
-from generator.exporters import get_exporter
-from generator.exporters.base import ExportResult, load_factory
-from generator.optimize import OptimizeReport, optimize_model
-from generator.resources import examples_dir
-from generator.signature import read_onnx_signature
-from generator.spec import parse_spec
+from generator.build.exporters import get_exporter
+from generator.build.exporters.base import ExportResult, load_factory
+from generator.build.optimize import OptimizeReport, optimize_model
+from generator.core import cpu_isa
+from generator.core.cpu_isa import CpuIsa
+from generator.core.resources import examples_dir
+from generator.core.signature import read_onnx_signature
+from generator.spec.models import parse_spec
 
 HERE = Path(__file__).resolve()
 WEIGHTS = HERE.parent / "out" / "bench_optimize_mobilenet.pt"  # trained once, then reused

@@ -36,10 +36,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from generator.pipelines import local_ensemble
-from generator.resources import steps_dir
-from generator.server import EmbeddedServer, find_free_port
-from generator.spec import bundled_example
+from generator.build.pipelines import local_ensemble
+from generator.core.resources import steps_dir
+from generator.serve.server import EmbeddedServer, find_free_port
+from generator.spec.models import bundled_example
 
 ENSEMBLE, MODEL = "text_pipeline", "text_classifier"
 
@@ -61,7 +61,7 @@ def _load_step(kind: str):
 
 
 def _parameters(repo: Path, model: str) -> dict[str, str]:
-    from generator.triton import parse_model_config
+    from generator.core.triton import parse_model_config
 
     config = parse_model_config((repo / model / "config.pbtxt").read_text())
     return {key: value.string_value for key, value in config.parameters.items()}

@@ -20,9 +20,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from generator.build import build
-from generator.server import EmbeddedServer, find_free_port
-from generator.spec import bundled_example
+from generator.build.run import build
+from generator.serve.server import EmbeddedServer, find_free_port
+from generator.spec.models import bundled_example
 
 MODEL, INPUT, OUTPUT = "digits_cnn", "image", "logits"
 

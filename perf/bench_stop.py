@@ -41,8 +41,8 @@ import numpy as np
 import psutil
 import tritonclient.http as httpclient
 
-from generator.server import EmbeddedServer, find_free_port
-from generator.spec import bundled_example
+from generator.serve.server import EmbeddedServer, find_free_port
+from generator.spec.models import bundled_example
 
 MODEL, INPUT = "digits_cnn", "image"
 ABORTING_BODY = json.dumps(

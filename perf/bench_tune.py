@@ -40,12 +40,12 @@ import textwrap
 import time
 from typing import Any
 
-from generator.harness.bench import ModelBench
-from generator.harness.control import ServerControl
-from generator.harness.steady import Steadiness
-from generator.harness.target import resolve_target
-from generator.server import EmbeddedServer, find_free_port
-from generator.spec import bundled_example
+from generator.loadtest.bench import ModelBench
+from generator.loadtest.control import ServerControl
+from generator.loadtest.steady import Steadiness
+from generator.loadtest.target import resolve_target
+from generator.serve.server import EmbeddedServer, find_free_port
+from generator.spec.models import bundled_example
 from generator.tune.space import Settings, SpaceOptions, config_json
 
 DEFAULTS = """\

@@ -11,11 +11,11 @@ server (or from ``--data FILE``); ``locust -f perf/locustfile.py --help`` lists 
 "tritongen". For a report with exact percentiles, Triton's server-side breakdown, resource figures and
 a CI gate, run ``python -m generator loadtest`` instead.
 
-To write user-like scenarios, subclass ``generator.harness.users.TritonHttpUser`` or ``TritonGrpcUser`` (they
+To write user-like scenarios, subclass ``generator.loadtest.users.TritonHttpUser`` or ``TritonGrpcUser`` (they
 are abstract, so importing them runs nothing) in a locustfile of your own, change ``wait_time`` or add
-tasks, and ``import generator.harness.locustfile`` for the options.
+tasks, and ``import generator.loadtest.locustfile`` for the options.
 """
 
-from generator.harness.locustfile import InferenceUser
+from generator.loadtest.locustfile import InferenceUser
 
 __all__ = ["InferenceUser"]

@@ -84,7 +84,7 @@ def settle(read: Callable[[], T], done: Callable[[T], bool], timeout: float = 10
 @pytest.fixture(scope="session")
 def example_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The bundled example built once into a session temp dir (read-only for tests: copy to modify)."""
-    from generator.build import build
+    from generator.build.run import build
 
     repo = tmp_path_factory.mktemp("example") / "model_repository"
     build(EXAMPLE_SPEC, repo)
@@ -101,7 +101,7 @@ def example_repo_copy(example_repo: Path, tmp_path: Path) -> Path:
 
 def free_ports() -> dict[str, int]:
     """``http_port``, ``grpc_port`` and ``metrics_port`` keywords for EmbeddedServer, each a free port."""
-    from generator.server import find_free_port
+    from generator.serve.server import find_free_port
 
     return {"http_port": find_free_port(), "grpc_port": find_free_port(), "metrics_port": find_free_port()}
 
@@ -109,7 +109,7 @@ def free_ports() -> dict[str, int]:
 @pytest.fixture(scope="session")
 def example_server(example_repo: Path) -> Iterator[object]:
     """The embedded tritonserver serving the example repository on free loopback ports."""
-    from generator.server import EmbeddedServer
+    from generator.serve.server import EmbeddedServer
 
     with EmbeddedServer(example_repo, **free_ports()) as server:
         yield server

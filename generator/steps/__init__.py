@@ -25,7 +25,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
-from generator.errors import SpecError
+from generator.core.errors import SpecError
 from generator.steps import dali
 
 __all__ = [

@@ -13,7 +13,7 @@ import importlib.util
 from collections.abc import Sequence
 from pathlib import Path
 
-from generator.errors import MissingDependencyError
+from generator.core.errors import MissingDependencyError
 
 #: What to install for DALI; see NVIDIA DALI's installation guide for the CUDA variants.
 INSTALL_HINT = (

@@ -20,9 +20,9 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
-from generator.errors import TuneError
-from generator.loadreport.figures import FIGURES, figure_value
-from generator.loadreport.gate import Bound, parse_bound
+from generator.core.errors import TuneError
+from generator.loadtest.report.figures import FIGURES, figure_value
+from generator.loadtest.report.gate import Bound, parse_bound
 from generator.tune.search import Outcome, geometric_mean
 
 __all__ = [

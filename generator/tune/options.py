@@ -9,7 +9,7 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from generator.errors import TuneError
+from generator.core.errors import TuneError
 
 __all__ = ["add_tune_options", "config_from_args"]
 
@@ -144,7 +144,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
     Raises:
         TuneError: A list option does not parse.
     """
-    from generator.harness.steady import Steadiness
+    from generator.loadtest.steady import Steadiness
     from generator.tune.run import TuneConfig
     from generator.tune.space import SpaceOptions
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import jinja2
 
-from generator.errors import LoadTestError, TuneError
-from generator.loadreport.report import write_text
+from generator.core.errors import LoadTestError, TuneError
+from generator.loadtest.report.write import write_text
 
 __all__ = ["pareto_front", "write_tune_report"]
 
@@ -168,7 +168,7 @@ def _plots(
     """One throughput-against-p99 scatter per load level, as base64 PNG."""
     from matplotlib.figure import Figure
 
-    from generator.loadreport.plots import png
+    from generator.loadtest.report.plots import png
 
     measured = [t for t in trials if t.get("role") != "confirm" and t.get("levels")]
     images = []

@@ -36,14 +36,15 @@ from pathlib import Path
 from typing import Any
 
 from generator import __version__
-from generator.errors import GeneratorError, LoadTestError, TuneError
-from generator.gpus import NvmlUnavailable, detect_gpus
-from generator.harness.control import ServerControl
-from generator.harness.steady import Steadiness
-from generator.harness.target import require_loopback, resolve_target
-from generator.repository import MANIFEST, link_or_copy_tree
-from generator.server import EmbeddedServer, find_free_port
-from generator.spec import Spec, bundled_example, default_spec_path
+from generator.core.errors import GeneratorError, LoadTestError, TuneError
+from generator.core.gpus import NvmlUnavailable, detect_gpus
+from generator.core.repository import MANIFEST, link_or_copy_tree
+from generator.loadtest.control import ServerControl
+from generator.loadtest.steady import Steadiness
+from generator.loadtest.target import require_loopback, resolve_target
+from generator.serve.server import EmbeddedServer, find_free_port
+from generator.spec.models import Spec, bundled_example, default_spec_path
+from generator.spec.tuned import TunedEntry, load_spec_with_tuned, tuned_path, write_tuned
 from generator.tune.objective import Objective
 from generator.tune.report import write_tune_report
 from generator.tune.scratch import clear_stale_scratch, make_scratch
@@ -55,7 +56,6 @@ from generator.tune.space import (
     thread_parameter,
 )
 from generator.tune.trials import ModelTuner, Stop, Trial, TuneContext, TuneProgress, TuneProgressCallback
-from generator.tuned import TunedEntry, load_spec_with_tuned, tuned_path, write_tuned
 
 __all__ = ["Trial", "TuneConfig", "TuneInterrupted", "TuneProgress", "TuneResult", "run_tune"]
 

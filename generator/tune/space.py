@@ -20,7 +20,7 @@ import os
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from generator.errors import TuneError
+from generator.core.errors import TuneError
 
 __all__ = [
     "THREAD_PARAMETER",

@@ -4,7 +4,7 @@
 noise: :func:`~generator.tune.objective.level_noise`), then asks the
 search strategy for settings, loads each candidate with Triton's model control (the candidate's config JSON
 in place of ``config.pbtxt``), measures it at every load level until steady
-(:class:`~generator.harness.bench.ModelBench`), scores it against the objective, the constraints and (unless
+(:class:`~generator.loadtest.bench.ModelBench`), scores it against the objective, the constraints and (unless
 ``--trade-levels``) the start config level by level, and writes ``tune.json`` after every trial. At the end
 it measures the best trial and the start config again, side by side
 (:func:`~generator.tune.objective.judge`), and loads the model back with the config it had.
@@ -25,12 +25,12 @@ from typing import TYPE_CHECKING, Any
 
 import gevent
 
-from generator.errors import LoadTestError
-from generator.harness.bench import Measurement, ModelBench
-from generator.harness.control import ServerControl
-from generator.harness.session import LoadProgress
-from generator.loadreport.figures import figure_value
-from generator.server import EmbeddedServer
+from generator.core.errors import LoadTestError
+from generator.loadtest.bench import Measurement, ModelBench
+from generator.loadtest.control import ServerControl
+from generator.loadtest.report.figures import figure_value
+from generator.loadtest.session import LoadProgress
+from generator.serve.server import EmbeddedServer
 from generator.tune.objective import LevelChange, LevelGuard, Objective, judge, level_noise
 from generator.tune.report import write_tune_report
 from generator.tune.search import GridSearch, Outcome, make_search

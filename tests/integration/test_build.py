@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from generator.build import build
-from generator.errors import ExportError, GeneratorError, VerificationError
-from generator.repository import MANIFEST
-from generator.validate import validate_repository
+from generator.build.run import build
+from generator.core.errors import ExportError, GeneratorError, VerificationError
+from generator.core.repository import MANIFEST
+from generator.validate.run import validate_repository
 
 from ..conftest import EXAMPLE_SPEC, make_linear_onnx
 

@@ -16,8 +16,8 @@ from typing import Any
 
 import yaml
 
-from generator.deploy import LOADTEST_MASTER_PORT, LoadtestPlan, deploy, validate_documents
-from generator.server import find_free_port
+from generator.deploy.manifests import LOADTEST_MASTER_PORT, LoadtestPlan, deploy, validate_documents
+from generator.serve.server import find_free_port
 
 from ..conftest import EXAMPLE_SPEC
 from .test_distributed_load import _logs, _processes, _start, _success_count

@@ -12,7 +12,7 @@ import pytest
 import tritonclient.http as httpclient
 import yaml
 
-from generator.deploy import deploy
+from generator.deploy.manifests import deploy
 
 pytestmark = pytest.mark.integration
 pytest.importorskip(

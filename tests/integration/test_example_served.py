@@ -13,7 +13,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
-from generator.exporters.base import load_factory
+from generator.build.exporters.base import load_factory
 
 from ..conftest import EXAMPLE_SPEC, settle
 

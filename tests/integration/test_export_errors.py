@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from generator.build import build
-from generator.errors import ExportError
+from generator.build.run import build
+from generator.core.errors import ExportError
 
 from ..conftest import run_cli
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from generator.build import build
-from generator.errors import ExportError, GeneratorError
-from generator.repository import MANIFEST
+from generator.build.run import build
+from generator.core.errors import ExportError, GeneratorError
+from generator.core.repository import MANIFEST
 
 from ..conftest import make_linear_onnx
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from generator.build import build
-from generator.repository import MANIFEST
-from generator.validate import validate_repository
+from generator.build.run import build
+from generator.core.repository import MANIFEST
+from generator.validate.run import validate_repository
 
 from ..conftest import EXAMPLE_SPEC
 
@@ -49,7 +49,7 @@ def test_torchscript_target_uses_libtorch_naming_and_passes_parity(tmp_path: Pat
 def _gpu_reason() -> str | None:
     if importlib.util.find_spec("tensorrt") is None:
         return "TensorRT is not installed (pip install 'tritongen[tensorrt]' on a GPU machine)"
-    from generator.gpus import NvmlUnavailable, detect_gpus
+    from generator.core.gpus import NvmlUnavailable, detect_gpus
 
     try:
         if not detect_gpus():

@@ -18,7 +18,7 @@ import psutil
 import pytest
 import tritonclient.http as httpclient
 
-from generator.server import EmbeddedServer, find_free_port
+from generator.serve.server import EmbeddedServer, find_free_port
 
 from ..conftest import REPO_ROOT, free_ports
 

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import tritonclient.http as httpclient
 
-from generator.server import EmbeddedServer
+from generator.serve.server import EmbeddedServer
 
 from ..conftest import free_ports, run_cli
 
@@ -328,7 +328,7 @@ def test_shape_gives_the_length_of_a_variable_input(server: EmbeddedServer, tmp_
 def test_text_replies_decode_over_both_protocols(server: EmbeddedServer) -> None:
     """What the reply check reads: STRING tensors sent and decoded by the harness's own clients over HTTP
     (binary tensor data) and gRPC, and a reply carrying them as JSON."""
-    from generator.harness.clients import (
+    from generator.loadtest.clients import (
         GrpcChannel,
         GrpcConnection,
         GrpcRequests,
@@ -336,8 +336,8 @@ def test_text_replies_decode_over_both_protocols(server: EmbeddedServer) -> None
         HttpRequests,
         http_outputs,
     )
-    from generator.harness.payloads import model_info
-    from generator.harness.target import resolve_target
+    from generator.loadtest.payloads import model_info
+    from generator.loadtest.target import resolve_target
 
     with httpclient.InferenceServerClient(server.endpoints.http) as client:
         info = model_info(client.get_model_metadata("text_stats"), client.get_model_config("text_stats"))

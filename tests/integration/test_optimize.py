@@ -15,16 +15,16 @@ import numpy as np
 import pytest
 import tritonclient.http as httpclient
 
-from generator import cpu_isa
-from generator.build import BuildReport, build
-from generator.cpu_isa import CpuIsa
-from generator.exporters.base import load_factory
-from generator.optimize import PassRecord
-from generator.repository import MANIFEST
-from generator.runners import onnx_runner
-from generator.server import EmbeddedServer, find_free_port
-from generator.signature import read_onnx_signature
-from generator.validate import validate_repository
+from generator.build.exporters.base import load_factory
+from generator.build.optimize import PassRecord
+from generator.build.run import BuildReport, build
+from generator.build.runners import onnx_runner
+from generator.core import cpu_isa
+from generator.core.cpu_isa import CpuIsa
+from generator.core.repository import MANIFEST
+from generator.core.signature import read_onnx_signature
+from generator.serve.server import EmbeddedServer, find_free_port
+from generator.validate.run import validate_repository
 
 from ..conftest import EXAMPLE_SPEC
 from ..unit.test_optimize import assert_int8_gate_decided_right

@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 import yaml
 
-from generator.build import build
-from generator.errors import GeneratorError
-from generator.validate import validate_repository
+from generator.build.run import build
+from generator.core.errors import GeneratorError
+from generator.validate.run import validate_repository
 
 from ..conftest import free_ports, make_linear_onnx
 
@@ -163,7 +163,7 @@ def test_an_unchanged_pipeline_is_reused(built: tuple, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
 def test_served_outputs_match_in_process(built: tuple, protocol: str) -> None:
-    from generator.server import EmbeddedServer
+    from generator.serve.server import EmbeddedServer
 
     repo, weights, bias = built
     if protocol == "http":

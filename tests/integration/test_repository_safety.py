@@ -21,10 +21,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from generator.build import build
-from generator.errors import GeneratorError, RepositoryError, SpecError
-from generator.repository import MANIFEST, OutputLock, Staging
-from generator.spec import parse_spec
+from generator.build.run import build
+from generator.core.errors import GeneratorError, RepositoryError, SpecError
+from generator.core.repository import MANIFEST, OutputLock, Staging
+from generator.spec.models import parse_spec
 
 from ..conftest import make_linear_onnx, run_cli
 from ..unit.test_spec_fuzz import plausible_settings

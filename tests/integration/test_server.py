@@ -22,8 +22,8 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from onnx import TensorProto, helper, numpy_helper
 
-from generator.errors import ServerError
-from generator.server import EmbeddedServer, Endpoints, find_free_port, locate_triton
+from generator.core.errors import ServerError
+from generator.serve.server import EmbeddedServer, Endpoints, find_free_port, locate_triton
 
 from ..conftest import settle
 
@@ -290,7 +290,7 @@ def test_stop_leaves_no_process_behind(repository: Path) -> None:
 
 def test_servers_left_running_are_stopped_at_exit(repository: Path) -> None:
     script = f"""
-from generator.server import EmbeddedServer
+from generator.serve.server import EmbeddedServer
 server = EmbeddedServer({str(repository)!r}, http_port={find_free_port()}, grpc_port={find_free_port()},
                         metrics_port={find_free_port()})
 server.start()

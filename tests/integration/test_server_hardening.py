@@ -30,7 +30,7 @@ import pytest
 import tritonclient.http as httpclient
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from generator.server import EmbeddedServer
+from generator.serve.server import EmbeddedServer
 
 from ..conftest import REPO_ROOT, free_ports, settle
 

@@ -19,7 +19,7 @@ import tritonclient.http as httpclient
 from PIL import Image
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
-from generator.server import EmbeddedServer
+from generator.serve.server import EmbeddedServer
 from generator.steps import StepDefinition, step_definition
 from generator.steps.image import PreprocessImage
 from generator.steps.postprocess import Postprocess

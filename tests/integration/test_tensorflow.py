@@ -17,15 +17,15 @@ pytest.importorskip("tf2onnx", reason="the tensorflow extra is not installed: pi
 
 import tritonclient.http as httpclient
 
-from generator.build import build
-from generator.errors import ExportError, MissingDependencyError
-from generator.exporters import get_exporter
-from generator.exporters.tensorflow import _keep_native
-from generator.repository import MANIFEST
-from generator.server import EmbeddedServer, find_free_port
-from generator.spec import Verify, parse_spec
-from generator.validate import validate_repository
-from generator.verify import check_parity
+from generator.build.exporters import get_exporter
+from generator.build.exporters.tensorflow import _keep_native
+from generator.build.parity import check_parity
+from generator.build.run import build
+from generator.core.errors import ExportError, MissingDependencyError
+from generator.core.repository import MANIFEST
+from generator.serve.server import EmbeddedServer, find_free_port
+from generator.spec.models import Verify, parse_spec
+from generator.validate.run import validate_repository
 
 from ..conftest import REPO_ROOT
 
@@ -76,7 +76,7 @@ def keras_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_importing_the_package_loads_no_tensorflow() -> None:
     code = (
-        "import sys, generator, generator.build, generator.exporters, generator.exporters.tensorflow\n"
+        "import sys, generator, generator.build.run, generator.build.exporters, generator.build.exporters.tensorflow\n"
         "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'tf2onnx'))\n"
         "print(loaded)\n"
     )
@@ -85,7 +85,7 @@ def test_importing_the_package_loads_no_tensorflow() -> None:
 
 
 def test_tensorflow_start_up_noise_is_held_back_but_errors_pass() -> None:
-    code = "from generator.exporters.tensorflow import _import_tensorflow\n_import_tensorflow()\n"
+    code = "from generator.build.exporters.tensorflow import _import_tensorflow\n_import_tensorflow()\n"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "oneDNN" not in result.stderr and "absl::InitializeLog" not in result.stderr, result.stderr
     assert not _keep_native("I0000 00:00:1.0 1 port.cc:153] oneDNN custom operations are on.\n", 2)

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import tritonclient.http as httpclient
 
-from generator.build import build
-from generator.exporters.base import load_factory
-from generator.server import EmbeddedServer
+from generator.build.exporters.base import load_factory
+from generator.build.run import build
+from generator.serve.server import EmbeddedServer
 
 from ..conftest import EXAMPLE_SPEC, free_ports
 

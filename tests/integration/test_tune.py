@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from generator.gpus import NvmlUnavailable, detect_gpus
-from generator.server import EmbeddedServer
-from generator.spec import bundled_example
-from generator.triton import parse_config_text
+from generator.core.gpus import NvmlUnavailable, detect_gpus
+from generator.core.triton import parse_config_text
+from generator.serve.server import EmbeddedServer
+from generator.spec.models import bundled_example
 from tests.conftest import free_ports, run_cli
 
 # Short windows keep each trial to a few seconds; the figures are real measurements all the same.

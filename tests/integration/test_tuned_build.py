@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from generator.build import build
-from generator.repository import MANIFEST
-from generator.triton import parse_config_text
-from generator.tuned import TunedEntry, tuned_path, write_tuned
-from generator.validate import validate_repository
+from generator.build.run import build
+from generator.core.repository import MANIFEST
+from generator.core.triton import parse_config_text
+from generator.spec.tuned import TunedEntry, tuned_path, write_tuned
+from generator.validate.run import validate_repository
 
 from ..conftest import make_linear_onnx, run_cli
 
@@ -149,7 +149,7 @@ def test_only_tuned_values_that_shape_the_export_export_again(spec_path: Path, t
     assert (repo / "linear" / "config.pbtxt").read_bytes() == config
 
     # A spec loaded by the caller is used as it is: no tuned file is read.
-    from generator.spec import load_spec
+    from generator.spec.models import load_spec
 
     report = build(spec_path, repo, spec=load_spec(spec_path))
     assert report.tuned == {}

@@ -18,8 +18,8 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from generator.server import EmbeddedServer
-from generator.validate import validate_repository
+from generator.serve.server import EmbeddedServer
+from generator.validate.run import validate_repository
 
 from ..conftest import free_ports
 from ..ensemble_repo import CASES, INPUTS, OUTPUTS, STEPS, ensemble, expected, step, write_repository

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
-from generator.errors import ServerError
-from generator.server import EmbeddedServer
-from generator.validate import validate_repository
+from generator.core.errors import ServerError
+from generator.serve.server import EmbeddedServer
+from generator.validate.run import validate_repository
 
 from ..conftest import free_ports, make_linear_onnx
 

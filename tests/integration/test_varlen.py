@@ -16,11 +16,11 @@ import numpy as np
 import onnx
 import pytest
 
-from generator.build import build
-from generator.exporters.base import load_factory
-from generator.repository import MANIFEST
-from generator.sample_data import PERF_ANALYZER_DATA
-from generator.server import EmbeddedServer, locate_triton
+from generator.build.exporters.base import load_factory
+from generator.build.run import build
+from generator.build.sample_data import PERF_ANALYZER_DATA
+from generator.core.repository import MANIFEST
+from generator.serve.server import EmbeddedServer, locate_triton
 
 from ..conftest import free_ports
 

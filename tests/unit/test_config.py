@@ -9,18 +9,13 @@ from pathlib import Path
 import pytest
 
 from generator import __version__
-from generator.config import (
-    DeviceProfile,
-    build_config,
-    check_rendered,
-    environment,
-    render,
-)
-from generator.errors import ConfigError
-from generator.resources import templates_dir
-from generator.signature import Signature, TensorInfo
-from generator.spec import parse_spec
-from generator.triton import parse_config_text
+from generator.build.config import DeviceProfile, build_config, check_rendered, render
+from generator.core.errors import ConfigError
+from generator.core.resources import templates_dir
+from generator.core.signature import Signature, TensorInfo
+from generator.core.templating import environment
+from generator.core.triton import parse_config_text
+from generator.spec.models import parse_spec
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"
 SIGNATURE = Signature(

@@ -7,8 +7,8 @@ import platform
 
 import pytest
 
-from generator import cpu_isa
-from generator.cpu_isa import (
+from generator.core import cpu_isa
+from generator.core.cpu_isa import (
     CpuIsa,
     Int8Scheme,
     int8_schemes,

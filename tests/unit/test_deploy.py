@@ -11,9 +11,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from generator.deploy import GCS_KEY_DIRECTORY, KUBERNETES_VERSION, TRITON_RELEASE, deploy, validate_documents
-from generator.errors import DeployError, GeneratorError
-from generator.resources import examples_dir, templates_dir
+from generator.core.errors import DeployError, GeneratorError
+from generator.core.resources import examples_dir, templates_dir
+from generator.deploy.manifests import (
+    GCS_KEY_DIRECTORY,
+    KUBERNETES_VERSION,
+    TRITON_RELEASE,
+    deploy,
+    validate_documents,
+)
 
 kubernetes_validate = pytest.importorskip(
     "kubernetes_validate", reason="kubernetes-validate is not installed: pip install 'tritongen[deploy]'"
@@ -350,7 +356,7 @@ def test_cli_renders_and_prints_the_capacity(tmp_path: Path) -> None:
 
 
 def test_loadtest_needs_a_model_of_the_spec(tmp_path: Path) -> None:
-    from generator.deploy import LoadtestPlan
+    from generator.deploy.manifests import LoadtestPlan
 
     with pytest.raises(
         DeployError, match=r"--loadtest 'nope' is no model of the spec; use one of .*text_pipeline"

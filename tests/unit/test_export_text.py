@@ -7,10 +7,10 @@ from collections.abc import Callable
 
 import pytest
 
-from generator.errors import ExportError
-from generator.exporters.base import error_line, one_line
-from generator.exporters.torch import export_failure
-from generator.worker import ExportWorker
+from generator.build.exporters.base import error_line, one_line
+from generator.build.exporters.torch import export_failure
+from generator.build.worker import ExportWorker
+from generator.core.errors import ExportError
 
 #: What torch.onnx.export raises for a module with data-dependent control flow (torch 2.13), shortened.
 TORCH_MESSAGE = (

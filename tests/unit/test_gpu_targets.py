@@ -8,14 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from generator.config import DeviceProfile, build_config, check_rendered, environment, render
-from generator.errors import ConfigError, ExportError, MissingDependencyError
-from generator.exporters.base import ExportContext
-from generator.exporters.tensorrt import TensorRTExporter, optimization_profile, plan_filenames
-from generator.gpus import Gpu, NvmlUnavailable, detect_gpus
-from generator.signature import Signature, TensorInfo
-from generator.spec import parse_spec
-from generator.validate import validate_repository
+from generator.build.config import DeviceProfile, build_config, check_rendered, render
+from generator.build.exporters.base import ExportContext
+from generator.build.exporters.tensorrt import TensorRTExporter, optimization_profile, plan_filenames
+from generator.core.errors import ConfigError, ExportError, MissingDependencyError
+from generator.core.gpus import Gpu, NvmlUnavailable, detect_gpus
+from generator.core.signature import Signature, TensorInfo
+from generator.core.templating import environment
+from generator.spec.models import parse_spec
+from generator.validate.run import validate_repository
 
 from ..conftest import make_linear_onnx
 
@@ -82,7 +83,7 @@ def test_a_range_gives_the_minus_one_axes_only_or_every_axis() -> None:
     expected = {"image": ([1, 3, 8, 8], [4, 3, 64, 48], [4, 3, 256, 256])}
     assert optimization_profile(only_free, image, 4) == expected
     assert optimization_profile(every_axis, image, 4) == expected
-    from generator.errors import SpecError
+    from generator.core.errors import SpecError
 
     fixed_changed = _model(
         format="tensorrt", shapes={"image": {"min": [1, 8, 8], "opt": [1, 8, 8], "max": [1, 8, 8]}}
@@ -100,7 +101,7 @@ def test_a_range_gives_the_minus_one_axes_only_or_every_axis() -> None:
 
 
 def test_shape_ranges_and_int8_are_validated_in_the_spec() -> None:
-    from generator.errors import SpecError
+    from generator.core.errors import SpecError
 
     with pytest.raises(SpecError, match="need 1 <= min <= opt <= max"):
         _model(tensorrt={"shapes": {"x": {"min": [4], "opt": [2], "max": [8]}}})

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from generator.errors import LoadTestError
-from generator.loadreport.baseline import compare, load_baseline, mismatches
+from generator.core.errors import LoadTestError
+from generator.loadtest.report.baseline import compare, load_baseline, mismatches
 
 
 def run(users: float, throughput: float, p99: float, errors: float = 0.0, batch: float | None = 4.0) -> dict:

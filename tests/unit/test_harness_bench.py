@@ -6,8 +6,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from generator.errors import LoadTestError
-from generator.harness.steady import Steadiness, SteadyLevel, merge_resources, settle
+from generator.core.errors import LoadTestError
+from generator.loadtest.steady import Steadiness, SteadyLevel, merge_resources, settle
 
 
 def _level(*throughputs: float) -> SteadyLevel:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from generator.errors import LoadTestError
-from generator.loadreport.figures import FIGURE_NAMES
-from generator.loadreport.gate import check_bounds, parse_bound, valid_metrics
+from generator.core.errors import LoadTestError
+from generator.loadtest.report.figures import FIGURE_NAMES
+from generator.loadtest.report.gate import check_bounds, parse_bound, valid_metrics
 
 
 def run(users: int = 8, p99: float | None = 40.0, error_rate: float = 0.0, **extra: object) -> dict:

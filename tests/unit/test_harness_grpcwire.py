@@ -17,10 +17,10 @@ import pytest
 from hpack import Decoder
 from tritonclient.utils import InferenceServerException
 
-from generator.harness.clients import MODEL_INFER, GrpcChannel, GrpcConnection, GrpcRequests
-from generator.harness.grpcwire import GrpcError, UnaryConnection, grpc_message, request_headers
-from generator.harness.payloads import make_batches, model_info
-from generator.harness.target import Target
+from generator.loadtest.clients import MODEL_INFER, GrpcChannel, GrpcConnection, GrpcRequests
+from generator.loadtest.grpcwire import GrpcError, UnaryConnection, grpc_message, request_headers
+from generator.loadtest.payloads import make_batches, model_info
+from generator.loadtest.target import Target
 
 
 def test_request_headers_decode_to_a_grpc_call() -> None:

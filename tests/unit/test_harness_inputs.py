@@ -8,14 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from generator.errors import LoadTestError
-from generator.harness.metrics import parse_prometheus, server_figures
-from generator.harness.payloads import load_payload_samples, make_batches, model_info
-from generator.harness.plan import parse_models
-from generator.harness.recorder import Recorder, Records
-from generator.harness.shapes import parse_levels, schedule
-from generator.harness.target import is_loopback, resolve_target
-from generator.loadreport.figures import client_figures, cost_per_1k
+from generator.core.errors import LoadTestError
+from generator.loadtest.metrics import parse_prometheus, server_figures
+from generator.loadtest.payloads import load_payload_samples, make_batches, model_info
+from generator.loadtest.plan import parse_models
+from generator.loadtest.recorder import Recorder, Records
+from generator.loadtest.report.figures import client_figures, cost_per_1k
+from generator.loadtest.shapes import parse_levels, schedule
+from generator.loadtest.target import is_loopback, resolve_target
 
 METADATA = {
     "name": "cnn",

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from generator.cli import _parser
-from generator.harness.options import CLI, LOCUST, OPTIONS, add_locust_options, default
+from generator.loadtest.options import CLI, LOCUST, OPTIONS, add_locust_options, default
 
 from ..conftest import REPO_ROOT
 
@@ -34,7 +34,7 @@ def _loadtest(*argv: str) -> argparse.Namespace:
 def _config_defaults() -> dict[str, Any]:
     """LoadTestConfig's defaults, read in a subprocess: its module imports Locust, which patches gevent."""
     code = (
-        "import dataclasses as d, json; from generator.harness.run import LoadTestConfig as C; "
+        "import dataclasses as d, json; from generator.loadtest.run import LoadTestConfig as C; "
         "print(json.dumps({f.name: f.default_factory() if f.default_factory is not d.MISSING else "
         "(None if f.default is d.MISSING else f.default) for f in d.fields(C)}))"
     )

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from generator.errors import LoadTestError
-from generator.loadreport.baseline import compare
-from generator.loadreport.figures import FIGURE_NAMES
-from generator.loadreport.report import CSV_COLUMNS, summary_table, write_report
+from generator.core.errors import LoadTestError
+from generator.loadtest.report.baseline import compare
+from generator.loadtest.report.figures import FIGURE_NAMES
+from generator.loadtest.report.write import CSV_COLUMNS, summary_table, write_report
 
 
 def make_run(users: int, throughput: float, p99: float) -> dict:

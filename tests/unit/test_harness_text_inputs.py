@@ -11,13 +11,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from generator.errors import LoadTestError
-from generator.harness.datafiles import UNNAMED, load_payload_samples
-from generator.harness.metrics import step_figures
-from generator.harness.payloads import check_input_shapes, make_batches, model_info, parse_input_shapes
-from generator.harness.pipelines import Step, pipeline_steps
-from generator.loadreport.figures import pipeline_figures
-from generator.loadreport.report import render_html, steps_table
+from generator.core.errors import LoadTestError
+from generator.loadtest.datafiles import UNNAMED, load_payload_samples
+from generator.loadtest.metrics import step_figures
+from generator.loadtest.payloads import check_input_shapes, make_batches, model_info, parse_input_shapes
+from generator.loadtest.pipelines import Step, pipeline_steps
+from generator.loadtest.report.figures import pipeline_figures
+from generator.loadtest.report.write import render_html, steps_table
 
 
 def _model(inputs: list[dict[str, Any]], max_batch_size: int = 8, name: str = "m") -> Any:

@@ -12,11 +12,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from generator.config import DeviceProfile, build_config, check_rendered, environment, render
-from generator.errors import ExportError, SpecError
-from generator.exporters.naming import rename_io
-from generator.exporters.onnx import OnnxExporter
-from generator.input_values import (
+from generator.build.config import DeviceProfile, build_config, check_rendered, render
+from generator.build.exporters.naming import rename_io
+from generator.build.exporters.onnx import OnnxExporter
+from generator.build.input_values import (
     InputTensor,
     config_inputs,
     index_ranges,
@@ -25,11 +24,13 @@ from generator.input_values import (
     value_ranges,
     warmup_file_name,
 )
-from generator.sample_data import PERF_ANALYZER_DATA, step_samples, write_sample_data
-from generator.signature import Signature, TensorInfo, read_onnx_signature
-from generator.spec import parse_spec
-from generator.validate import validate_model_dir
-from generator.verify import input_plan
+from generator.build.parity import input_plan
+from generator.build.sample_data import PERF_ANALYZER_DATA, step_samples, write_sample_data
+from generator.core.errors import ExportError, SpecError
+from generator.core.signature import Signature, TensorInfo, read_onnx_signature
+from generator.core.templating import environment
+from generator.spec.models import parse_spec
+from generator.validate.run import validate_model_dir
 
 from ..conftest import make_linear_onnx
 
@@ -335,11 +336,11 @@ def test_an_onnx_source_is_served_under_the_spec_names(tmp_path: Path) -> None:
 
 
 def test_a_mismatch_names_the_batch_size_and_the_length_it_happened_at(tmp_path: Path) -> None:
-    from generator.errors import VerificationError
-    from generator.exporters.base import ExportResult
-    from generator.runners import onnx_runner
-    from generator.spec import Verify
-    from generator.verify import check_parity
+    from generator.build.exporters.base import ExportResult
+    from generator.build.parity import check_parity
+    from generator.build.runners import onnx_runner
+    from generator.core.errors import VerificationError
+    from generator.spec.models import Verify
 
     path = _text_encoder(tmp_path / "m.onnx", vocab=30)
     model = _model(max_batch_size=0, shapes={"ids": {"min": [2], "opt": [4], "max": [9]}})
@@ -400,7 +401,7 @@ def test_traced_torchscript_ranges_follow_ids_to_their_tables() -> None:
     torch = pytest.importorskip("torch")
     from torch import nn
 
-    from generator.exporters.torchscript import traced_index_ranges
+    from generator.build.exporters.torchscript import traced_index_ranges
 
     class Model(nn.Module):
         def __init__(self) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from generator.manifest import Manifest, ModelEntry, VersionEntry
+from generator.core.manifest import Manifest, ModelEntry, VersionEntry
 
 SIGNATURE = {
     "inputs": [{"name": "x", "dtype": "FP32", "shape": [-1, 4]}],

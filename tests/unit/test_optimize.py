@@ -12,16 +12,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from generator import cpu_isa, optimize
-from generator.build import cache_key
-from generator.cpu_isa import CpuIsa, int8_schemes
-from generator.errors import SpecError
-from generator.exporters.base import ExportContext, ExportResult
-from generator.manifest import Manifest, int8_portability_warnings
-from generator.optimize import PassRecord, judge, optimize_model, read_npz_samples
-from generator.signature import Signature, TensorInfo, read_onnx_signature
-from generator.spec import Budget, json_schema, parse_spec
-from generator.verify import OutputParity
+from generator.build import optimize
+from generator.build.exporters.base import ExportContext, ExportResult
+from generator.build.optimize import PassRecord, judge, optimize_model, read_npz_samples
+from generator.build.parity import OutputParity
+from generator.build.run import cache_key
+from generator.core import cpu_isa
+from generator.core.cpu_isa import CpuIsa, int8_schemes
+from generator.core.errors import SpecError
+from generator.core.manifest import Manifest, int8_portability_warnings
+from generator.core.signature import Signature, TensorInfo, read_onnx_signature
+from generator.spec.models import Budget, json_schema, parse_spec
 
 from ..conftest import make_linear_onnx
 
@@ -48,7 +49,7 @@ def _samples(path: Path, count: int = 200, seed: int = 1) -> np.ndarray:
 
 
 def _run(path: Path, x: np.ndarray) -> np.ndarray:
-    from generator.runners import onnx_runner
+    from generator.build.runners import onnx_runner
 
     return onnx_runner(path)({"x": x})["y"]
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from generator.errors import SpecError
-from generator.pipelines import ensemble_config, ensemble_order, spec_path
-from generator.spec import parse_spec
-from generator.triton import parse_model_config
+from generator.build.pipelines import ensemble_config, ensemble_order, spec_path
+from generator.core.errors import SpecError
+from generator.core.triton import parse_model_config
+from generator.spec.models import parse_spec
 
 
 def _python(**extra: object) -> dict:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from generator.repository import MANIFEST, Staging
+from generator.core.repository import MANIFEST, Staging
 
 
 def _tree(root: Path) -> dict[str, bytes]:
@@ -56,7 +56,7 @@ def test_entries_tritongen_did_not_build_are_carried_over(tmp_path: Path) -> Non
 
 def test_a_file_in_the_way_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "repo").write_text("not a directory")
-    from generator.errors import RepositoryError
+    from generator.core.errors import RepositoryError
 
     with pytest.raises(RepositoryError, match="is not a directory"):
         Staging(tmp_path / "repo")

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from generator import triton
-from generator.errors import ConfigError, ExportError
-from generator.runners import check_cuda_call, flatten_outputs, named_outputs, onnx_runner, torch_runner
-from generator.signature import Signature, TensorInfo
+from generator.build.runners import check_cuda_call, flatten_outputs, named_outputs, onnx_runner, torch_runner
+from generator.core import triton
+from generator.core.errors import ConfigError, ExportError
+from generator.core.signature import Signature, TensorInfo
 
 from ..conftest import make_linear_onnx
 
@@ -80,7 +80,7 @@ def test_triton_facts() -> None:
 
 def test_runner_and_triton_modules_import_no_framework() -> None:
     code = (
-        "import sys, generator.runners, generator.triton, generator.exporters.tensorrt\n"
+        "import sys, generator.build.runners, generator.core.triton, generator.build.exporters.tensorrt\n"
         "heavy = ('torch', 'tensorflow', 'onnxruntime', 'tensorrt', 'tritonclient', 'jinja2')\n"
         "print(','.join(m for m in heavy if m in sys.modules))\n"
     )

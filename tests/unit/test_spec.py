@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from generator.errors import SpecError
-from generator.spec import Overlay, json_schema, load_spec, parse_spec
+from generator.core.errors import SpecError
+from generator.spec.models import Overlay, json_schema, load_spec, parse_spec
 
 from ..conftest import EXAMPLE_SPEC
 
@@ -233,8 +233,8 @@ def test_a_python_model_may_name_an_input_like_an_output() -> None:
 def test_files_land_under_the_name_the_spec_checked(tmp_path: Path) -> None:
     # The duplicate check reads each entry's last listed name; a link must land under its own name too,
     # not its target's (two links to one file would otherwise overwrite each other unseen).
-    from generator.exporters.base import ExportContext
-    from generator.exporters.python import PythonExporter
+    from generator.build.exporters.base import ExportContext
+    from generator.build.exporters.python import PythonExporter
 
     (tmp_path / "p.py").write_text(
         "class TritonPythonModel:\n    def execute(self, requests):\n        return []\n"

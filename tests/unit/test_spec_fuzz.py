@@ -17,12 +17,13 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from generator.config import DeviceProfile, build_config, check_rendered, environment, render
-from generator.errors import GeneratorError, SpecError
-from generator.signature import Signature, TensorInfo
-from generator.spec import ModelSettings, ModelSpec, field_path, json_schema, load_spec, parse_spec
-from generator.spec_names import files_destination
-from generator.tuned import TUNABLE, load_spec_with_tuned
+from generator.build.config import DeviceProfile, build_config, check_rendered, render
+from generator.core.errors import GeneratorError, SpecError
+from generator.core.signature import Signature, TensorInfo
+from generator.core.templating import environment
+from generator.spec.models import ModelSettings, ModelSpec, field_path, json_schema, load_spec, parse_spec
+from generator.spec.names import files_destination
+from generator.spec.tuned import TUNABLE, load_spec_with_tuned
 
 FIELDS = sorted(
     set(ModelSpec.model_fields)

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
 
-from generator.errors import MissingDependencyError, SpecError
+from generator.core.errors import MissingDependencyError, SpecError
 from generator.steps import (
     STEP_KINDS,
     ImageSettings,

@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from generator.errors import MissingDependencyError, StorageError
-from generator.repository import MANIFEST
-from generator.storage import (
+from generator.core.errors import MissingDependencyError, StorageError
+from generator.core.repository import MANIFEST
+from generator.push.storage import (
     StorageURI,
     _endpoint,
     check_pushed,
@@ -366,8 +366,10 @@ def test_any_uri_parses_or_fails_with_one_storage_error(scheme: str, separator: 
 @settings(max_examples=300, deadline=None)
 @given(endpoint=_URI_TAIL)
 def test_any_gcs_emulator_variable_is_taken_or_refused_in_one_line(endpoint: str) -> None:
-    from generator.errors import ServerError
-    from generator.server import _remote_endpoint  # the parsing; connecting is tested against a real emulator
+    from generator.core.errors import ServerError
+    from generator.serve.server import (
+        _remote_endpoint,  # the parsing; connecting is tested against a real emulator
+    )
 
     with pytest.MonkeyPatch.context() as env:
         env.setenv("CLOUD_STORAGE_EMULATOR_ENDPOINT", endpoint.replace("\x00", ""))

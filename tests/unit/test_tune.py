@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from generator.errors import TuneError
-from generator.loadreport.gate import parse_bound
+from generator.core.errors import TuneError
+from generator.loadtest.report.gate import parse_bound
 from generator.tune.objective import LevelGuard, Objective, judge, level_noise, parse_bytes
 from generator.tune.report import pareto_front, render_html
 from generator.tune.search import GreedyClimb, GridSearch, HillClimb, Outcome, RandomSearch, make_search

@@ -10,9 +10,9 @@ import pydantic
 import pytest
 import yaml
 
-from generator.errors import SpecError
-from generator.spec import load_spec
-from generator.tuned import (
+from generator.core.errors import SpecError
+from generator.spec.models import load_spec
+from generator.spec.tuned import (
     TunedEntry,
     TunedInfo,
     load_spec_with_tuned,

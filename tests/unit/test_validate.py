@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from generator.errors import ValidationError
-from generator.validate import validate_repository
+from generator.core.errors import ValidationError
+from generator.validate.run import validate_repository
 
 from ..conftest import make_linear_onnx
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from tritonclient.grpc import model_config_pb2
 
-from generator.ensemble_checks import EnsembleFinding, check_ensemble, format_path
-from generator.triton import parse_model_config
-from generator.validate import validate_repository
+from generator.core.triton import parse_model_config
+from generator.validate.ensembles import EnsembleFinding, check_ensemble, format_path
+from generator.validate.run import validate_repository
 
 from ..ensemble_repo import (
     ADD_SUB,

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from generator.errors import ExportError, VerificationError
-from generator.worker import ExportWorker
+from generator.build.worker import ExportWorker
+from generator.core.errors import ExportError, VerificationError
 
 
 def _pid(*, progress: Callable[[str], None]) -> int:

@@ -1,0 +1,308 @@
+"""What a load test sends: options (as Locust's parsed options carry them) resolved against the server.
+
+The options travel as attributes of Locust's ``parsed_options`` namespace, because that is what Locust's
+master sends to its workers; :func:`options_from` reads them back. :func:`build_plan` asks the server for
+each model's metadata and config and prebuilds the request tensors; :func:`plan_for` does that once per
+process and hands every user the same :class:`Plan`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from gevent.lock import RLock
+
+from generator.core.errors import LoadTestError
+from generator.loadtest.clients import (
+    GrpcChannel,
+    GrpcConnection,
+    GrpcRequests,
+    HttpConnection,
+    HttpRequests,
+    ReplyTensor,
+)
+from generator.loadtest.control import ServerControl
+from generator.loadtest.options import default
+from generator.loadtest.payloads import (
+    Batch,
+    ModelInfo,
+    check_input_shapes,
+    load_payload_samples,
+    make_batches,
+    model_info,
+    parse_input_shapes,
+)
+from generator.loadtest.pipelines import Step, pipeline_steps
+from generator.loadtest.target import Target, resolve_target
+
+__all__ = ["HarnessOptions", "Plan", "build_plan", "options_from", "parse_models", "plan_for"]
+
+logger = logging.getLogger(__name__)
+
+_DEFAULT_TIMEOUT: float = default("request_timeout")
+
+
+def parse_models(values: str | list[str] | tuple[str, ...] | None) -> tuple[tuple[str, float], ...]:
+    """Parse ``--model`` values: ``name`` or ``name:weight``, repeated or comma-separated.
+
+    Raises:
+        LoadTestError: No model, a bad weight, or a model named twice.
+    """
+    if isinstance(values, str):
+        values = [values]
+    models: list[tuple[str, float]] = []
+    for value in values or []:
+        for item in str(value).split(","):
+            item = item.strip()
+            if not item:
+                continue
+            name, sep, weight_text = item.rpartition(":")
+            if not sep:
+                name, weight_text = item, "1"
+            try:
+                weight = float(weight_text)
+            except ValueError:
+                raise LoadTestError(
+                    f"--model '{item}': the weight after ':' must be a number, e.g. {name}:2"
+                ) from None
+            if not name or weight <= 0:
+                raise LoadTestError(f"--model '{item}': write NAME or NAME:WEIGHT with a weight above 0")
+            if any(name == other for other, _ in models):
+                raise LoadTestError(f"--model '{name}' is given twice; give each model once (NAME:WEIGHT)")
+            models.append((name, weight))
+    if not models:
+        raise LoadTestError("no model to load: pass --model NAME (repeat it, or NAME:WEIGHT, for several)")
+    return tuple(models)
+
+
+@dataclass(frozen=True)
+class HarnessOptions:
+    """The options every process of one test shares.
+
+    Attributes:
+        host: The server URL (Locust's ``--host``); see :mod:`generator.loadtest.target`.
+        models: ``(name, weight)`` pairs; each request goes to one model, picked by weight.
+        protocol: ``"http"``, ``"grpc"`` or None (from the URL's scheme).
+        grpc_url: The gRPC endpoint when ``host`` is an ``http://`` URL and the protocol is gRPC.
+        batch_size: Samples per request.
+        data: A data file of real samples, or None for generated values.
+        seed: Seed of the generated values.
+        request_timeout: Seconds a request may take before it counts as failed.
+        shapes: ``--shape NAME:DIMS`` values: the dims of inputs with -1 axes.
+    """
+
+    host: str
+    models: tuple[tuple[str, float], ...]
+    protocol: str | None = None
+    grpc_url: str | None = None
+    batch_size: int = 1
+    data: str | None = None
+    seed: int = 0
+    request_timeout: float = _DEFAULT_TIMEOUT
+    shapes: tuple[str, ...] = ()
+
+
+def options_from(parsed: Any, host: str | None) -> HarnessOptions:
+    """Read the harness's options from Locust's ``parsed_options`` and the environment's host.
+
+    Raises:
+        LoadTestError: An option is missing or malformed.
+    """
+    return HarnessOptions(
+        host=host or "",
+        models=parse_models(getattr(parsed, "models", None)),
+        protocol=getattr(parsed, "protocol", None) or None,
+        grpc_url=getattr(parsed, "grpc_url", None) or None,
+        batch_size=int(getattr(parsed, "batch_size", 1) or 1),
+        data=getattr(parsed, "data", None) or None,
+        seed=int(getattr(parsed, "seed", 0) or 0),
+        request_timeout=float(getattr(parsed, "request_timeout", None) or _DEFAULT_TIMEOUT),
+        shapes=tuple(getattr(parsed, "input_shapes", None) or ()),
+    )
+
+
+@dataclass
+class Plan:
+    """The resolved test: models, their request pools, and per-protocol prebuilt requests.
+
+    Attributes:
+        options: What it was built from.
+        target: The endpoint for ``options.protocol``.
+        server: The server's metadata (``name``, ``version``, ...).
+        models: One :class:`ModelInfo` per model, in ``options.models`` order.
+        weights: The models' weights, same order.
+        batches: The request pool of each model, same order.
+        pipelines: The steps of each model that is an ensemble (see :mod:`~generator.loadtest.pipelines`).
+    """
+
+    options: HarnessOptions
+    target: Target
+    server: dict[str, Any]
+    models: list[ModelInfo]
+    weights: list[float]
+    batches: list[list[Batch]]
+    pipelines: dict[str, tuple[Step, ...]] = field(default_factory=dict)
+    _requests: dict[str, list[Any]] = field(default_factory=dict, repr=False)
+    _lock: Any = field(default_factory=RLock, repr=False)
+    _grpc_channel: GrpcChannel | None = field(default=None, repr=False)
+
+    @property
+    def batch_size(self) -> int:
+        """Samples per request."""
+        return self.options.batch_size
+
+    def target_for(self, protocol: str) -> Target:
+        """The endpoint for ``protocol`` (the plan's own, or derived from the same host)."""
+        if protocol == self.target.protocol:
+            return self.target
+        return resolve_target(self.options.host, protocol, self.options.grpc_url)
+
+    def requests(self, protocol: str) -> list[Any]:
+        """The prebuilt requests of every model for ``protocol`` (built on first use)."""
+        with self._lock:
+            if protocol not in self._requests:
+                if protocol == "http":
+                    target = self.target_for("http")
+                    built: list[Any] = [
+                        HttpRequests(target, m, b) for m, b in zip(self.models, self.batches, strict=True)
+                    ]
+                else:
+                    built = [GrpcRequests(m, b) for m, b in zip(self.models, self.batches, strict=True)]
+                self._requests[protocol] = built
+            return self._requests[protocol]
+
+    def connect(self, protocol: str) -> HttpConnection | GrpcConnection:
+        """A new connection for one user (HTTP/1.1 keep-alive, or its own HTTP/2 connection for gRPC)."""
+        target = self.target_for(protocol)
+        timeout = self.options.request_timeout
+        if protocol == "http":
+            return HttpConnection(target, timeout)
+        with self._lock:
+            if self._grpc_channel is None:
+                self._grpc_channel = GrpcChannel(target)
+        return GrpcConnection(self._grpc_channel, timeout)
+
+    def inferences_per_request(self, index: int) -> int:
+        """Inferences one request to model ``index`` carries (its batch size, 1 without a batch axis)."""
+        return self.options.batch_size if self.models[index].max_batch_size > 0 else 1
+
+    @property
+    def statistics_models(self) -> list[str]:
+        """The models whose statistics a run snapshots: those it loads, then their pipelines' steps."""
+        names = [m.name for m in self.models]
+        names += [step.model for steps in self.pipelines.values() for step in steps]
+        return list(dict.fromkeys(names))
+
+    def check_replies(self, protocol: str) -> dict[str, dict[str, dict[str, Any]]]:
+        """Send each model's first request once and check its reply, before any load starts.
+
+        The request goes through the users' own prebuilt requests and client; the reply is decoded
+        (text outputs too) and every output the model declares must be there, with its datatype and a
+        shape that fits its dims and the request's batch.
+
+        Returns:
+            Per model, per output: ``{"datatype", "shape"}`` as the reply carried them.
+
+        Raises:
+            LoadTestError: A request failed, or a reply does not match the model's outputs.
+        """
+        requests = self.requests(protocol)
+        connection = self.connect(protocol)
+        seen: dict[str, dict[str, dict[str, Any]]] = {}
+        try:
+            for info, pool, batches in zip(self.models, requests, self.batches, strict=True):
+                try:
+                    outputs = connection.reply(pool, 0)
+                except Exception as error:
+                    raise LoadTestError(
+                        f"model '{info.name}' failed the harness's first request before the load started "
+                        f"({_message(error)}); check what it is sent (--data, --shape, --batch-size) against "
+                        "the model"
+                    ) from None
+                problems = reply_problems(info, batches[0], outputs)
+                if problems:
+                    raise LoadTestError(
+                        f"model '{info.name}' answered the first request with {'; '.join(problems)}"
+                    )
+                seen[info.name] = {
+                    name: {"datatype": tensor.datatype, "shape": list(tensor.array.shape)}
+                    for name, tensor in outputs.items()
+                }
+        finally:
+            connection.close()
+        return seen
+
+
+def build_plan(options: HarnessOptions) -> Plan:
+    """Resolve the target, check the server and every model, and build the request pools.
+
+    Raises:
+        LoadTestError: The server is unreachable, a model is unknown, or the inputs cannot be built.
+    """
+    target = resolve_target(options.host or None, options.protocol, options.grpc_url)
+    shapes = parse_input_shapes(options.shapes)
+    samples = load_payload_samples(options.data) if options.data else None
+    with ServerControl(target, timeout=min(options.request_timeout, 10.0)) as control:
+        server = control.check_ready()
+        models = [model_info(*control.model(name)) for name, _ in options.models]
+        pipelines = {m.name: pipeline_steps(m.name, control.config) for m in models if m.is_ensemble}
+    check_input_shapes(shapes, models)
+    batches = [
+        make_batches(m, options.batch_size, seed=options.seed, samples=samples, shapes=shapes) for m in models
+    ]
+    logger.info(
+        "load plan: %s over %s, batch %d", ", ".join(m.name for m in models), target.url, options.batch_size
+    )
+    return Plan(options, target, server, models, [w for _, w in options.models], batches, pipelines)
+
+
+def reply_problems(info: ModelInfo, batch: Batch, outputs: dict[str, ReplyTensor]) -> list[str]:
+    """What is wrong with a reply to ``batch``: missing outputs, other datatypes, shapes that do not fit."""
+    problems = []
+    rows = len(next(iter(batch.values()))) if info.max_batch_size > 0 and batch else None
+    for spec in info.outputs:
+        tensor = outputs.get(spec.name)
+        if tensor is None:
+            problems.append(f"no output '{spec.name}' (it sent: {', '.join(sorted(outputs)) or 'none'})")
+            continue
+        if tensor.datatype != spec.datatype:
+            problems.append(
+                f"output '{spec.name}' as {tensor.datatype}, but the model declares {spec.datatype}"
+            )
+        expected = (rows, *spec.dims) if rows is not None else spec.dims
+        shape = tuple(tensor.array.shape)
+        if len(shape) != len(expected) or any(
+            e >= 0 and e != s for s, e in zip(shape, expected, strict=False)
+        ):
+            problems.append(
+                f"output '{spec.name}' of shape {list(shape)}, but a request of this batch takes "
+                f"{list(expected)} (-1 is free)"
+            )
+    return problems
+
+
+def _message(error: BaseException) -> str:
+    message = error.message() if hasattr(error, "message") and callable(error.message) else str(error)
+    return " ".join(str(message).split()) or type(error).__name__
+
+
+_plans: dict[HarnessOptions, Plan] = {}
+_plans_lock = RLock()  # a gevent lock: users build the plan in greenlets
+
+
+def plan_for(parsed: Any, host: str | None) -> Plan:
+    """The plan for these options in this process, built once and shared by every user."""
+    options = options_from(parsed, host)
+    with _plans_lock:
+        plan = _plans.get(options)
+        if plan is None:
+            plan = _plans[options] = build_plan(options)
+        return plan
+
+
+def remember_plan(plan: Plan) -> None:
+    """Make ``plan`` the one :func:`plan_for` returns for its options (the orchestrator built it already)."""
+    with _plans_lock:
+        _plans[plan.options] = plan

@@ -1,0 +1,430 @@
+"""One load test's Locust environment, driven through the shape's phases and watched.
+
+:class:`Session` owns a Locust ``Environment`` with the harness's user, and either an in-process
+``LocalRunner`` or a ``MasterRunner`` for the Locust workers that :mod:`~generator.loadtest.run` started. It
+plays the phases (spawn, warm up, measure), opens and closes the measurement windows (Triton's
+statistics at both ends, also of an ensemble's steps; the resource sampler in between), collects every
+request's record (from this process, or from the workers' reports), and ends the run early when the
+server, a worker or a user dies.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import gevent
+from locust.env import Environment
+from locust.event import Events
+
+from generator.core.errors import LoadTestError
+from generator.loadtest.control import ServerControl
+from generator.loadtest.distributed import LocalWorkers, RemoteWorkers
+from generator.loadtest.metrics import Sampler
+from generator.loadtest.plan import Plan
+from generator.loadtest.recorder import REPORT_KEY, Recorder, Records
+from generator.loadtest.shapes import Phase, total_seconds
+from generator.loadtest.steady import SteadyLevel, inferences, settle
+from generator.loadtest.users import InferenceUser
+from generator.serve.server import EmbeddedServer
+
+__all__ = ["STOP_TIMEOUT", "LoadProgress", "LoadProgressCallback", "Session", "Window"]
+
+logger = logging.getLogger(__name__)
+
+_TICK = 0.1
+_WATCH_INTERVAL = 1.0
+_SPAWN_GRACE = 30.0
+_REPORT_WAIT = 10.0
+STOP_TIMEOUT = 2.0  # users finish the request in flight; Locust workers also idle this long after a stop
+
+
+@dataclass(frozen=True)
+class LoadProgress:
+    """Where a running test is, for a progress display.
+
+    Attributes:
+        stage: What is happening (``"starting Triton"``, ``"spawning"``, ``"warming up"``, ``"measuring"``,
+            ``"stopping"``, ...).
+        users: Users running now.
+        level: The current phase or window, from 1.
+        levels: Number of phases or windows.
+        elapsed: Seconds of the planned schedule done.
+        planned: Planned seconds in all (spawning excluded).
+        requests: Requests so far.
+        failures: Failed requests so far.
+        rps: Current requests per second (Locust's moving figure).
+    """
+
+    stage: str
+    users: float = 0.0
+    level: int = 0
+    levels: int = 0
+    elapsed: float = 0.0
+    planned: float = 0.0
+    requests: int = 0
+    failures: int = 0
+    rps: float = 0.0
+
+
+LoadProgressCallback = Callable[[LoadProgress], None]
+
+
+@dataclass
+class Window:
+    """One measurement window: its load, its ends, and what was measured across it."""
+
+    users: float
+    start: float
+    end: float = 0.0
+    stats_before: dict[str, Any] | None = None
+    stats_after: dict[str, Any] | None = None
+    resources: dict[str, Any] = field(default_factory=dict)
+    complete: bool = True
+    user_samples: list[float] = field(default_factory=list)
+
+
+class Aborted(Exception):
+    """The server died; the run ends early with a report."""
+
+
+class Session:
+    """One Locust environment driven through the phases, with its recorder, watchdog and workers.
+
+    Args:
+        plan: The resolved test (its requests already built in this process).
+        parsed: Locust's parsed options carrying the harness's options (sent on to workers).
+        control: Control-plane connection, for the statistics snapshots.
+        probe: A second one with a short timeout, for the liveness watchdog.
+        server: The embedded server when the harness started it, else None.
+        workers: Started Locust worker processes, workers expected from other machines, or None to run in
+            this process.
+        sampler: The resource sampler.
+        notify: LoadProgress callback.
+        stack: Where the runner's shutdown is registered.
+    """
+
+    def __init__(
+        self,
+        plan: Plan,
+        parsed: Any,
+        control: ServerControl,
+        probe: ServerControl,
+        server: EmbeddedServer | None,
+        workers: LocalWorkers | RemoteWorkers | None,
+        sampler: Sampler,
+        notify: LoadProgressCallback,
+        stack: contextlib.ExitStack,
+    ) -> None:
+        self.plan = plan
+        self.control = control
+        self.probe = probe
+        self.server = server
+        self.sampler = sampler
+        self.notify = notify
+        self.stack = stack
+        self.notes: list[str] = []
+        self.names = [m.name for m in plan.models]
+        self.statistics_names = plan.statistics_models  # the models loaded, then their pipelines' steps
+        self.records = Records(self.names)
+        self.windows: list[Window] = []
+        self.env = Environment(
+            user_classes=[InferenceUser],
+            events=Events(),
+            host=plan.target.url,
+            parsed_options=parsed,
+            stop_timeout=STOP_TIMEOUT,
+        )
+        self.workers = workers
+        self.recorder: Recorder | None = None
+        self._planned = 0.0
+        self._done = 0.0
+        self._last_watch = 0.0
+        self._probe_failures = 0
+
+    def run(self, phases: list[Phase]) -> tuple[list[Window], dict[str, Any], str | None]:
+        """Play ``phases``; return the windows, whole-test totals, and the reason for aborting (or None)."""
+        self._planned = total_seconds(phases)
+        runner = self._start_runner()
+        aborted = None
+        first = self.control.statistics(self.statistics_names)
+        started = time.time()
+        try:
+            for index, phase in enumerate(phases):
+                if phase.ramp:
+                    self._ramp(runner, phase)
+                else:
+                    self._step(runner, phase, index + 1, len(phases))
+            self._watch(now=True)
+            if self._probe_failures:  # one failed probe at the very end: look again before trusting it
+                gevent.sleep(0.5)
+                self._watch(now=True)
+        except Aborted as reason:
+            aborted = str(reason)
+            logger.warning("run cut short: %s", aborted)
+            last = self.windows[-1] if self.windows else None
+            if last is not None and last.end == 0.0:
+                last.complete = False
+                self._close(last)
+        self.notify(self._progress("stopping", len(phases), len(phases)))
+        ended = self._stop(runner)
+        windows = [w for w in self.windows if w.end > w.start]
+        totals = self._totals(first, started, ended, aborted is None)
+        return windows, totals, aborted
+
+    def run_steady(
+        self, levels: list[int], warmup: float, window: float, tolerance_pct: float, windows: tuple[int, int]
+    ) -> tuple[list[SteadyLevel], str | None]:
+        """Measure each level in windows until throughput is steady, as perf_analyzer's stability windows do.
+
+        At each level: spawn the users, warm up, then measure window after window until the last
+        ``windows[0]`` throughputs are within ``tolerance_pct`` of their mean ((max - min) / mean), or
+        ``windows[1]`` windows have been measured (then the last ``windows[0]`` are kept, marked unstable).
+
+        Returns:
+            One :class:`SteadyLevel` per level measured, and the reason the run was cut short (or None).
+        """
+        least, most = windows
+        self._planned = sum(warmup + least * window for _ in levels)
+        runner = self._start_runner()
+        steady: list[SteadyLevel] = []
+        aborted = None
+        try:
+            for index, users in enumerate(levels):
+                level = SteadyLevel(users)
+                steady.append(level)
+                self._spawn(runner, users, float(users), index + 1, len(levels))
+                self._hold(warmup, "warming up", index + 1, len(levels))
+                while len(level.windows) < most:
+                    self._measure_window(level, window, index + 1, len(levels))
+                    if settle(level, least, tolerance_pct):
+                        break
+        except Aborted as reason:
+            aborted = str(reason)
+            last = self.windows[-1] if self.windows else None
+            if last is not None and last.end == 0.0:
+                last.complete = False
+                self._close(last)
+        self.notify(self._progress("stopping", len(levels), len(levels)))
+        self._stop(runner)
+        return steady, aborted
+
+    def _measure_window(self, level: SteadyLevel, seconds: float, index: int, levels: int) -> None:
+        total = self.env.stats.total
+        requests = total.num_requests - total.num_failures
+        window = self._open(float(level.users))
+        level.windows.append(window)
+        self._hold(seconds, "measuring", index, levels)
+        self._close(window)
+        elapsed = max(window.end - window.start, 1e-9)
+        counted = inferences(window.stats_before, window.stats_after, self.names)
+        if counted is None:
+            counted = (total.num_requests - total.num_failures - requests) * self.plan.batch_size
+        level.throughputs.append(counted / elapsed)
+
+    def _start_runner(self) -> Any:
+        if self.workers is not None:
+            runner = self.env.create_master_runner(
+                master_bind_host=self.workers.bind_host, master_bind_port=self.workers.master_port
+            )
+            self.env.events.worker_report.add_listener(self._on_worker_report)
+            self.stack.callback(runner.quit)  # before workers.stop: quit tells the workers to exit
+            self.notify(LoadProgress("waiting for Locust workers"))
+            self.workers.wait_connected(runner)
+            return runner
+        self.recorder = Recorder()
+        self.recorder.attach(self.env.events)
+        runner = self.env.create_local_runner()
+        self.stack.callback(runner.quit)
+        return runner
+
+    def _on_worker_report(self, client_id: str, data: dict[str, Any]) -> None:
+        chunk = data.get(REPORT_KEY)
+        if chunk is not None:
+            self.records.add_chunk(chunk, source=client_id)
+
+    def _step(self, runner: Any, phase: Phase, level: int, levels: int) -> None:
+        self._spawn(runner, phase.users, phase.spawn_rate, level, levels)
+        self._hold(phase.warmup, "warming up", level, levels)
+        window = self._open(float(phase.users))
+        self._hold(phase.hold, "measuring", level, levels)
+        self._close(window)
+
+    def _spawn(self, runner: Any, users: int, rate: float, level: int, levels: int) -> None:
+        runner.start(users, rate)
+        deadline = time.monotonic() + users / rate + _SPAWN_GRACE
+        while runner.user_count != users or runner.state == "spawning":
+            if time.monotonic() > deadline:
+                self.notes.append(
+                    f"only {runner.user_count} of {users} users were running when the level was measured"
+                )
+                break
+            self._wait(_TICK, "spawning", level, levels)
+
+    def _ramp(self, runner: Any, phase: Phase) -> None:
+        runner.start(phase.users, phase.spawn_rate)
+        length = phase.hold / phase.windows
+        for index in range(phase.windows):
+            window = self._open(0.0)
+            until = time.monotonic() + length
+            while (left := until - time.monotonic()) > 0:
+                window.user_samples.append(float(runner.user_count))
+                self._wait(min(_TICK, left), "measuring (ramp)", index + 1, phase.windows)
+                self._done += min(_TICK, left)
+            self._close(window)
+
+    def _open(self, users: float) -> Window:
+        stats = self._statistics()
+        self.sampler.open()
+        window = Window(users=users, start=time.time(), stats_before=stats)
+        self.windows.append(window)
+        return window
+
+    def _close(self, window: Window) -> None:
+        window.end = time.time()
+        window.resources = self.sampler.close()
+        window.stats_after = self._statistics()
+        if window.user_samples:  # a ramp window: its average user count
+            window.users = round(sum(window.user_samples) / len(window.user_samples), 1)
+
+    def _statistics(self) -> dict[str, Any] | None:
+        try:
+            return self.control.statistics(self.statistics_names)
+        except LoadTestError as error:
+            logger.warning("%s", error)
+            return None
+
+    def _hold(self, seconds: float, stage: str, level: int, levels: int) -> None:
+        until = time.monotonic() + seconds
+        while True:
+            left = until - time.monotonic()
+            if left <= 0:
+                break
+            self._wait(min(_TICK, left), stage, level, levels)
+            self._done += min(_TICK, left)
+
+    def _wait(self, seconds: float, stage: str, level: int, levels: int) -> None:
+        gevent.sleep(seconds)
+        self.sampler.tick()
+        self._watch()
+        self.notify(self._progress(stage, level, levels))
+
+    def _progress(self, stage: str, level: int, levels: int) -> LoadProgress:
+        total = self.env.stats.total
+        return LoadProgress(
+            stage=stage,
+            users=float(self.env.runner.user_count) if self.env.runner else 0.0,
+            level=level,
+            levels=levels,
+            elapsed=min(self._done, self._planned),
+            planned=self._planned,
+            requests=total.num_requests,
+            failures=total.num_failures,
+            rps=float(total.current_rps),
+        )
+
+    def _watch(self, now: bool = False) -> None:
+        """End the run (raise :class:`Aborted`) when the server or a worker has died.
+
+        Args:
+            now: Probe the server now rather than at most once a second.
+        """
+        if self.server is not None and not self.server.is_running():
+            raise Aborted("the Triton server process exited during the run")
+        failures = list(self.env.runner.exceptions.values()) if self.env.runner else []
+        if failures:  # the users report failed requests themselves: anything here is a user that broke
+            message = " ".join(str(failures[0].get("msg", "")).split())
+            raise Aborted(f"a Locust user failed: {message}")
+        moment = time.monotonic()
+        if not now and moment - self._last_watch < _WATCH_INTERVAL:
+            return
+        self._last_watch = moment
+        if self.workers is not None:
+            try:
+                self.workers.check_alive()
+            except LoadTestError as error:
+                raise Aborted(str(error)) from None
+        if self.probe.is_live():
+            self._probe_failures = 0
+            return
+        self._probe_failures += 1
+        if self._probe_failures >= 2:
+            raise Aborted(f"Triton at {self.plan.target.url} stopped answering during the run")
+
+    def _stop(self, runner: Any) -> float:
+        """Stop the users (each finishes its request in flight), collect every record; return the end time."""
+        runner.stop()
+        ended = time.time()
+        if self.recorder is not None or self.workers is None:
+            if self.recorder is not None:
+                self.records.add_chunk(self.recorder.take_chunk())
+            return ended
+        deadline = time.monotonic() + _REPORT_WAIT
+        while time.monotonic() < deadline:
+            reported = self.records.last_report
+            if len(reported) >= self.workers.count and min(reported.values()) >= ended:
+                break
+            gevent.sleep(0.2)
+        else:
+            self.notes.append(
+                "not every Locust worker sent its last requests; the final figures may miss a few"
+            )
+        # A stopped worker rejoins after stop_timeout; one that has not rejoined would miss the quit message.
+        with contextlib.suppress(LoadTestError):
+            self.workers.wait_connected(runner, timeout=STOP_TIMEOUT + 5.0)
+        return ended
+
+    def _steps_counted(self, first: dict[str, Any], last: dict[str, Any]) -> bool:
+        """Whether every step of each ensemble has counted the inferences the ensemble counted."""
+        for ensemble, steps in self.plan.pipelines.items():
+            done = last[ensemble]["inference_count"] - first[ensemble]["inference_count"]
+            for step in steps:
+                if (
+                    last[step.model]["inference_count"] - first[step.model]["inference_count"]
+                    < done * step.calls
+                ):
+                    return False
+        return True
+
+    def _totals(self, first: dict[str, Any], started: float, ended: float, complete: bool) -> dict[str, Any]:
+        rows = self.records.rows
+        ok = rows[rows["error"] < 0]
+        totals: dict[str, Any] = {
+            "seconds": round(ended - started, 3),
+            "requests": len(rows),
+            "failures": int(len(rows) - len(ok)),
+            "inferences": int(ok["inferences"].sum()),
+            "server_inferences": None,
+            "server_cache_hits": None,
+        }
+        if complete:
+            # Triton counts a request just after replying: wait (a little) until it has counted them all.
+            deadline = time.monotonic() + 5.0
+            last = self._statistics()
+            while (
+                last is not None
+                and time.monotonic() < deadline
+                and (
+                    sum(last[n]["inference_count"] - first[n]["inference_count"] for n in self.names)
+                    < totals["inferences"]
+                    or not self._steps_counted(first, last)
+                )
+            ):
+                gevent.sleep(0.05)
+                last = self._statistics()
+            if last is not None:
+                for key, name in (
+                    ("server_inferences", "inference_count"),
+                    ("server_cache_hits", "cache_hit_count"),
+                ):
+                    totals[key] = sum(last[n][name] - first[n][name] for n in self.names)
+                steps = [n for n in self.statistics_names if n not in self.names]
+                if steps:  # what each step of an ensemble ran, over the whole test
+                    totals["server_step_inferences"] = {
+                        n: last[n]["inference_count"] - first[n]["inference_count"] for n in steps
+                    }
+        return totals

@@ -1,0 +1,368 @@
+"""Checks of a model's files as Triton reads them: how it will be served, its versions, its model file.
+
+Triton's auto-complete decides the platform, backend and model filename a config leaves out; the
+version policy picks the version directories to load; the backend reads the model file and compares
+its tensors with the config. Each check returns ``(severity, message)`` pairs and reads only regular
+files, so a FIFO, a directory or a symbolic-link loop is reported instead of hanging or raising.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from tritonclient.grpc import model_config_pb2
+
+from generator.core.errors import ValidationError
+from generator.core.signature import Signature, TensorInfo, read_onnx_signature, read_plan_signature
+from generator.core.triton import BACKEND_FILENAMES, PLATFORM_BACKENDS, TENSORFLOW_FILENAMES
+from generator.validate.config import Found, shape_text, suggest, type_name
+
+#: Backends whose platform Triton checks against the backend (any platform goes with another backend).
+_TYPED_BACKENDS = ("tensorflow", "tensorrt", "onnxruntime", "pytorch")
+
+#: Subdirectories of a model that Triton never takes for versions.
+_NOT_VERSIONS = {"warmup", "initial_state", "configs"}
+
+_INT64_MAX = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class Serving:
+    """How Triton will serve a model: platform, backend and model filename after its auto-complete."""
+
+    platform: str
+    backend: str
+    filename: str
+
+
+def stat_or_none(path: Path) -> os.stat_result | None:
+    """``os.stat`` following links; None when the path is missing, dangling, looping or unreadable."""
+    try:
+        return path.stat()
+    except (OSError, ValueError):
+        return None
+
+
+def is_dir(path: Path) -> bool:
+    """Whether ``path`` is a directory (following links); False when it cannot be stat'ed."""
+    status = stat_or_none(path)
+    return status is not None and stat.S_ISDIR(status.st_mode)
+
+
+def is_regular_file(path: Path) -> bool:
+    """Whether ``path`` is a regular file (following links), the only kind that is safe to read."""
+    status = stat_or_none(path)
+    return status is not None and stat.S_ISREG(status.st_mode)
+
+
+def inside(directory: Path, name: str) -> Path:
+    """``directory/name`` as Triton joins paths: an absolute ``name`` stays inside ``directory``."""
+    return directory / name.lstrip("/")
+
+
+def list_dir(directory: Path) -> list[str]:
+    """The names in ``directory``, sorted; empty when it cannot be listed."""
+    try:
+        return sorted(os.listdir(directory))
+    except (OSError, ValueError):
+        return []
+
+
+def resolve_serving(config: model_config_pb2.ModelConfig, first_version: Path | None) -> Serving:
+    """Platform, backend and model filename as Triton's auto-complete fills them in before checking.
+
+    Args:
+        config: The parsed config.
+        first_version: The model's first subdirectory in name order (Triton looks there for a model
+            file when the config names neither platform nor backend), or None.
+    """
+    platform, backend, filename = config.platform, config.backend, config.default_model_filename
+    contents = set(list_dir(first_version)) if first_version is not None else set()
+    if not platform and backend in ("", "tensorflow"):
+        by_filename = {v: k for k, v in TENSORFLOW_FILENAMES.items()}
+        if filename in by_filename:
+            platform = by_filename[filename]
+        elif not filename and first_version is not None:
+            if "model.savedmodel" in contents and is_dir(first_version / "model.savedmodel"):
+                platform = "tensorflow_savedmodel"
+            if "model.graphdef" in contents and not is_dir(first_version / "model.graphdef"):
+                platform = "tensorflow_graphdef"
+    if platform in TENSORFLOW_FILENAMES:
+        return Serving(platform, backend or "tensorflow", filename or TENSORFLOW_FILENAMES[platform])
+    if not backend:
+        backend = PLATFORM_BACKENDS.get(platform, "")
+    if not backend:
+        by_filename = {v: k for k, v in BACKEND_FILENAMES.items()}
+        if filename in by_filename:
+            backend = by_filename[filename]
+        elif not platform and not filename:
+            for name, default in BACKEND_FILENAMES.items():  # Triton's order of detection
+                may_be_dir = name == "onnxruntime"  # a large ONNX model is a directory
+                if default in contents and (may_be_dir or not is_dir(first_version / default)):
+                    backend = name
+                    break
+    if not platform and backend in ("tensorrt", "onnxruntime", "pytorch"):
+        platform = {v: k for k, v in PLATFORM_BACKENDS.items() if v}[backend]
+    return Serving(platform, backend, filename or BACKEND_FILENAMES.get(backend, ""))
+
+
+def check_serving(config: model_config_pb2.ModelConfig, serving: Serving) -> Found:
+    """The platform/backend pair, as Triton checks it after its auto-complete."""
+    platform, backend = serving.platform, serving.backend
+    if platform == "ensemble":
+        if backend:
+            return [("error", f"an ensemble takes no backend (it has '{backend}'); drop backend")]
+        return []
+    if not backend:
+        if not platform:
+            return [
+                (
+                    "error",
+                    "neither platform nor backend is set and the version directory holds no model file to "
+                    f"tell them ({', '.join(BACKEND_FILENAMES.values())}); set platform",
+                )
+            ]
+        return [("error", f"platform '{platform}' is unknown; use one of {', '.join(PLATFORM_BACKENDS)}")]
+    found: Found = []
+    if not config.platform and not config.backend:
+        found.append(
+            ("warning", "neither platform nor backend is set; Triton will guess from the model file")
+        )
+    if backend in _TYPED_BACKENDS and PLATFORM_BACKENDS.get(platform) != backend:
+        if not platform:
+            found.append(
+                (
+                    "error",
+                    f"backend '{backend}' needs a platform (tensorflow_savedmodel or tensorflow_graphdef) "
+                    "or a model.savedmodel / model.graphdef in the version directory; set platform",
+                )
+            )
+        else:
+            expected = PLATFORM_BACKENDS.get(platform)
+            fix = f"use backend '{expected}' or drop one of them" if expected else "drop platform"
+            found.append(("error", f"platform '{platform}' and backend '{backend}' disagree; {fix}"))
+    return found
+
+
+def _compare_dims(
+    kind: str,
+    tensor: model_config_pb2.ModelInput | model_config_pb2.ModelOutput,
+    model: TensorInfo,
+    max_batch_size: int,
+    filename: str,
+) -> list[str]:
+    problems: list[str] = []
+    shape = list(model.shape)
+    if max_batch_size > 0:
+        if not shape or shape[0] != -1:
+            first = shape[0] if shape else "no"
+            return [
+                f"{kind} '{tensor.name}' has a fixed first dimension ({first}) in {filename}, so Triton cannot "
+                f"batch it; set max_batch_size: 0 or export the model with a dynamic batch axis"
+            ]
+        shape = shape[1:]
+    dims = list(tensor.reshape.shape) if tensor.HasField("reshape") else list(tensor.dims)
+    where = "reshape" if tensor.HasField("reshape") else "dims"
+    if len(dims) != len(shape):
+        if max_batch_size > 0 and len(dims) == len(shape) + 1 and dims[0] == -1:
+            return [
+                f"{kind} '{tensor.name}' {where} {shape_text(dims)} include the batch axis; with max_batch_size > 0 "
+                f"Triton adds it, so write {where}: {shape_text(dims[1:])}"
+            ]
+        return [
+            f"{kind} '{tensor.name}' {where} {shape_text(dims)} do not match {filename}'s shape {shape_text(shape)} "
+            f"(batch axis {'removed' if max_batch_size > 0 else 'kept, max_batch_size is 0'})"
+        ]
+    for axis, (want, have) in enumerate(zip(shape, dims, strict=True)):
+        if want != -1 and have != want:
+            problems.append(
+                f"{kind} '{tensor.name}' {where} {shape_text(dims)} differ from {filename}'s {shape_text(shape)} at axis "
+                f"{axis}; use {shape_text(shape)}"
+            )
+            break
+    return problems
+
+
+def check_against_model(
+    config: model_config_pb2.ModelConfig, signature: Signature, filename: str
+) -> list[str]:
+    """Checks of a config against its model file's signature, as Triton's ONNX Runtime backend does."""
+    problems: list[str] = []
+    model_inputs = {t.name: t for t in signature.inputs}
+    model_outputs = {t.name: t for t in signature.outputs}
+    config_inputs = {t.name for t in config.input}
+    missing = [n for n in model_inputs if n not in config_inputs]
+    if missing and len(config.input) != len(model_inputs):
+        problems.append(
+            f"config declares {len(config.input)} inputs but {filename} has {len(model_inputs)} "
+            f"(missing: {', '.join(missing)}); declare every model input"
+        )
+    for kind, tensors, known in (
+        ("input", config.input, model_inputs),
+        ("output", config.output, model_outputs),
+    ):
+        for tensor in tensors:
+            model = known.get(tensor.name)
+            if model is None:
+                problems.append(
+                    f"{kind} '{tensor.name}' is not an {kind} of {filename}; {suggest(tensor.name, known)}"
+                )
+                continue
+            if type_name(tensor.data_type) != f"TYPE_{model.dtype}":
+                problems.append(
+                    f"{kind} '{tensor.name}' is {type_name(tensor.data_type)} in config.pbtxt but {model.dtype} in "
+                    f"{filename}; use data_type: TYPE_{model.dtype}"
+                )
+            problems += _compare_dims(kind, tensor, model, config.max_batch_size, filename)
+    return problems
+
+
+def check_signature(config: model_config_pb2.ModelConfig, serving: Serving, path: Path, label: str) -> Found:
+    if serving.backend == "onnxruntime":
+        try:
+            signature = read_onnx_signature(path)
+        except ValidationError as exc:
+            return [("error", str(exc))]
+        return [("error", m) for m in check_against_model(config, signature, label)]
+    if serving.backend == "tensorrt":
+        return check_plan(config, path, label)
+    return []
+
+
+def check_plan(config: model_config_pb2.ModelConfig, path: Path, label: str) -> list[tuple[str, str]]:
+    """A TensorRT plan against its config: tensors as for ONNX, and the profile against max_batch_size."""
+    try:
+        signature = read_plan_signature(path)
+    except ValidationError as exc:
+        return [("warning", f"{label} not checked: {exc}")]
+    found = [("error", m) for m in check_against_model(config, signature, label)]
+    for name, (_, _, high) in signature.details.get("profile", {}).items():
+        if config.max_batch_size > 0 and high and high[0] < config.max_batch_size:
+            found.append(
+                (
+                    "error",
+                    f"{label}'s profile allows batches up to {high[0]} for '{name}' but max_batch_size is "
+                    f"{config.max_batch_size}; rebuild the plan or lower max_batch_size",
+                )
+            )
+    return found
+
+
+def version_dirs(model_dir: Path) -> tuple[dict[int, Path], Found]:
+    """The version directories Triton sees in a model directory, by version number.
+
+    Triton takes a subdirectory for a version when its name is a non-negative integer without leading
+    zeros; it ignores the others (``warmup`` and friends silently, the rest with a log line).
+    """
+    versions: dict[int, Path] = {}
+    found: Found = []
+    for name in list_dir(model_dir):
+        path = model_dir / name
+        if name in _NOT_VERSIONS or not re.fullmatch(r"[0-9]+", name):
+            continue
+        if not is_dir(path):
+            found.append(("warning", f"'{name}' is not a directory, so it is no version; Triton ignores it"))
+        elif len(name) > 1 and name.startswith("0"):
+            found.append(
+                ("warning", f"version directory '{name}' has a leading zero, so Triton ignores it; rename it")
+            )
+        elif int(name) > _INT64_MAX:
+            found.append(("error", f"version directory '{name}' is too large a number for Triton; rename it"))
+        else:
+            versions[int(name)] = path
+    return versions, found
+
+
+def check_versions(
+    config: model_config_pb2.ModelConfig, versions: dict[int, Path], model_name: str
+) -> tuple[list[int], Found]:
+    """The versions Triton will load under the config's version policy (default: the latest one).
+
+    Returns:
+        The versions to load (newest first) and what was found.
+    """
+    existing = sorted(versions, reverse=True)
+    have = f"it has {', '.join(map(str, existing))}" if existing else "it has none"
+    policy = config.version_policy
+    which = policy.WhichOneof("policy_choice") if config.HasField("version_policy") else "latest"
+    if which == "specific":
+        wanted = list(dict.fromkeys(policy.specific.versions))
+        absent = [v for v in wanted if v not in versions]
+        selected = [v for v in existing if v in wanted]
+        if not wanted:
+            return [], [("error", "version_policy specific lists no version; list the versions to serve")]
+        if absent:
+            severity = "warning" if selected else "error"
+            effect = "Triton serves the others" if selected else "so Triton loads nothing"
+            return selected, [
+                (
+                    severity,
+                    f"version_policy names version(s) {', '.join(map(str, absent))} with no directory ({have}), "
+                    f"{effect}; add {model_name}/{absent[0]}/ or fix the policy",
+                )
+            ]
+        return selected, []
+    if not existing:
+        return [], [
+            (
+                "error",
+                f"no version directory; put the model file in {model_name}/1/ (a version is a directory named "
+                "by a number)",
+            )
+        ]
+    if which == "all":
+        return existing, []
+    count = policy.latest.num_versions if config.HasField("version_policy") else 1
+    if count < 1:
+        return [], [
+            (
+                "error",
+                "version_policy latest has num_versions 0, so Triton loads nothing; set it to 1 or more",
+            )
+        ]
+    return existing[:count], []
+
+
+def check_model_file(serving: Serving, version: Path) -> tuple[Path | None, Found]:
+    """Whether the version holds the model file its backend loads.
+
+    Returns:
+        The file to read the signature from (None when there is none to read) and what was found.
+    """
+    if serving.backend not in (*BACKEND_FILENAMES, "tensorflow") or not serving.filename:
+        return None, []  # a custom backend decides what it loads
+    path = inside(version, serving.filename)
+    label = f"{version.name}/{serving.filename}"
+    status = stat_or_none(path)
+    if status is None:
+        broken = " (a broken symbolic link)" if path.is_symlink() else ""
+        return None, [
+            (
+                "error",
+                f"version {version.name} has no {serving.filename}{broken}; build the model or fix default_model_filename",
+            )
+        ]
+    is_dir = stat.S_ISDIR(status.st_mode)
+    if serving.platform == "tensorflow_savedmodel":
+        if not is_dir:
+            return None, [("error", f"{label} is not a directory; a SavedModel is a directory")]
+        return None, []
+    if serving.backend == "onnxruntime" and is_dir:  # a large ONNX model: <dir>/model.onnx
+        path, label = path / "model.onnx", f"{label}/model.onnx"
+        if not is_regular_file(path):
+            return None, [
+                (
+                    "error",
+                    f"{version.name}/{serving.filename} is a directory without model.onnx in it; put the model there",
+                )
+            ]
+        return path, []
+    if is_dir:
+        return None, [("error", f"{label} is a directory; it must be the model file")]
+    if not stat.S_ISREG(status.st_mode):
+        return None, [("error", f"{label} is not a regular file; replace it with the model file")]
+    return path, []
