@@ -1,15 +1,21 @@
-"""Structure figures of the code base: the longest function, the most branched function (McCabe), the
-imports that point up the layers of docs/architecture.md, and imports of another module's private names.
+"""Structure of the code base: the package layers, and the size limits of functions and classes.
 
-    python perf/structure.py
+    python perf/structure.py            # the figures: longest functions and classes, most branched, imports
+    python perf/structure.py --check    # the rules CI holds (exit 1 and one line per breach)
 
-Layers, lowest first (a module may import its own layer and the ones below):
-leaf helpers -> spec -> tuned -> runners -> exporters -> verify -> optimize -> config
--> validate/repository/server -> the load-test report (loadreport) -> build and the harness -> demo -> cli.
+Packages, lowest rank first (a package imports its own modules and lower ranks; never a higher rank, never
+another package of the same rank):
+
+    core < steps < spec < validate, push < serve < build, loadtest, deploy < tune < demo < cli < __main__
+
+The rules: every import points down these ranks; no module imports another module's private names;
+``generator/`` holds at most 4 top-level modules besides its packages; no function is over 90 lines or
+McCabe complexity 18 (ruff's C901 checks the latter too); no class is over 300 lines.
 """
 
 from __future__ import annotations
 
+import argparse
 import ast
 import json
 import subprocess
@@ -19,60 +25,36 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "generator"
 
-#: Rank of each module (longest prefix wins); higher ranks may import lower ones, not the reverse.
+#: Rank of each package (and top-level module) of ``generator``; a higher rank may import a lower one.
 RANKS = {
-    "generator": 0,
-    "generator.errors": 0,
-    "generator.dtypes": 0,
-    "generator.resources": 0,
-    "generator.gpus": 0,
-    "generator.triton": 0,
-    "generator.reaper": 0,
-    "generator.backends": 0,
-    "generator.accelerators": 1,
-    "generator.signature": 1,
-    "generator.steps": 1,  # the built-in steps' catalogue, below spec (which puts it into the spec)
-    "generator.spec": 2,
-    "generator.spec_names": 2,  # the spec's name checks (spec imports it; it reads spec's field paths)
-    "generator.tuned": 3,  # above spec; beside runners, neither imports the other
-    "generator.runners": 3,
-    "generator.input_values": 3,  # beside runners: what inputs a model takes (ranges, lengths)
-    "generator.exporters.base": 4,
-    "generator.exporters": 5,
-    "generator.worker": 5,
-    "generator.verify": 6,
-    "generator.optimize": 7,
-    "generator.config": 8,
-    "generator.pipelines": 8,  # built-in steps resolved, ensemble configs derived from their steps
-    "generator.config_checks": 9,
-    "generator.artifact_checks": 9,
-    "generator.ensemble_checks": 9,
-    "generator.python_checks": 9,
-    "generator.validate": 10,
-    "generator.repository": 10,
-    "generator.manifest": 10,
-    "generator.sample_data": 10,
-    "generator.server": 10,
-    "generator.storage": 10,  # push and serve side by side: serve checks that a push completed
-    "generator.loadreport": 11,
-    "generator.capacity": 11,  # fleet size from a measured report (beside loadreport)
-    "generator.build": 12,
-    "generator.deploy": 12,  # Kubernetes manifests: an orchestrator beside build
-    "generator.harness": 12,
-    "generator.tune": 13,
-    "generator.demo": 14,
-    "generator.cli": 15,
-    "generator.__main__": 16,
+    "core": 0,  # errors, dtypes, Triton's facts, GPUs/CPUs, shipped resources, repository files, templating
+    "steps": 1,  # the built-in pipeline steps' catalogue (the spec puts it into its models)
+    "spec": 2,
+    "validate": 3,
+    "push": 3,
+    "serve": 4,  # above push: serving from object storage first checks that the push completed
+    "build": 5,  # runs validate on what it wrote
+    "loadtest": 5,  # drives a served repository (serve's control client, the embedded server)
+    "deploy": 5,
+    "tune": 6,  # builds, serves and load-tests
+    "demo": 7,
+    "cli": 8,
+    "__main__": 9,
 }
+MAX_TOP_LEVEL_MODULES = 4  # __init__, __main__, cli, demo
+MAX_FUNCTION_LINES = 90
+MAX_COMPLEXITY = 18
+MAX_CLASS_LINES = 300
+
+
+def package_of(module: str) -> str:
+    """The package (or top-level module) of ``generator`` that ``module`` belongs to; "" for the package itself."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else ""
 
 
 def rank(module: str) -> int:
-    parts = module.split(".")
-    for size in range(len(parts), 0, -1):
-        prefix = ".".join(parts[:size])
-        if prefix in RANKS:
-            return RANKS[prefix]
-    return 0
+    return RANKS.get(package_of(module), 0)
 
 
 def module_name(path: Path) -> str:
@@ -99,28 +81,9 @@ def imports(tree: ast.AST, module: str) -> list[tuple[str, list[str]]]:
     return found
 
 
-def main() -> None:
-    longest: list[tuple[int, str]] = []
-    upward: list[str] = []
-    private: list[str] = []
-    for path in sorted(PACKAGE.rglob("*.py")):
-        module = module_name(path)
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-        for node in ast.walk(tree):
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                length = (node.end_lineno or node.lineno) - node.lineno + 1
-                longest.append((length, f"{module}.{node.name}"))
-        for target, names in imports(tree, module):
-            if not target.startswith("generator") or target == module:
-                continue
-            if rank(target) > rank(module):
-                upward.append(f"{module} -> {target}")
-            sibling = target.rsplit(".", 1)[0] if "." in target else target
-            for name in names:
-                if name.startswith("_") and not name.startswith("__") and target != sibling + "." + module:
-                    private.append(f"{module} -> {target}.{name}")
-    longest.sort(reverse=True)
-    complexity = subprocess.run(
+def _complexity() -> list[tuple[int, str]]:
+    """Every function's McCabe complexity, as ruff measures it."""
+    result = subprocess.run(
         [
             sys.executable,
             "-m",
@@ -141,26 +104,124 @@ def main() -> None:
         check=True,
     )
     branched = []
-    for item in json.loads(complexity.stdout):
+    for item in json.loads(result.stdout):
         message = item["message"]  # "`name` is too complex (N > 0)"
         value = int(message.rsplit("(", 1)[1].split(" ", 1)[0])
         where = Path(item["filename"]).relative_to(ROOT)
         branched.append((value, f"{where}:{message.split('`')[1]}"))
-    branched.sort(reverse=True)
+    return sorted(branched, reverse=True)
+
+
+def survey() -> dict[str, list]:
+    """The figures and the breaches of the rules, read from the source."""
+    functions: list[tuple[int, str]] = []
+    classes: list[tuple[int, str]] = []
+    upward: list[str] = []
+    private: list[str] = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        module = module_name(path)
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            length = (getattr(node, "end_lineno", None) or 0) - getattr(node, "lineno", 0) + 1
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                functions.append((length, f"{module}.{node.name}"))
+            elif isinstance(node, ast.ClassDef):
+                classes.append((length, f"{module}.{node.name}"))
+        for target, names in imports(tree, module):
+            if not target.startswith("generator") or target == module:
+                continue
+            mine, theirs = package_of(module), package_of(target)
+            if theirs and theirs != mine and (rank(target) > rank(module) or rank(target) == rank(module)):
+                upward.append(f"{module} -> {target}")
+            sibling = target.rsplit(".", 1)[0] if "." in target else target
+            for name in names:
+                if name.startswith("_") and not name.startswith("__") and target != sibling + "." + module:
+                    private.append(f"{module} -> {target}.{name}")
+    top_level = sorted(p.stem for p in PACKAGE.glob("*.py"))
+    unranked = sorted(
+        {
+            p.stem if p.is_file() else p.name
+            for p in PACKAGE.iterdir()
+            if (p / "__init__.py").is_file() or p.suffix == ".py"
+        }
+        - set(RANKS)
+        - {"__init__", "templates", "examples"}
+    )
+    return {
+        "functions": sorted(functions, reverse=True),
+        "classes": sorted(classes, reverse=True),
+        "branched": _complexity(),
+        "upward": upward,
+        "private": private,
+        "top_level": top_level,
+        "unranked": unranked,
+    }
+
+
+def breaches(found: dict[str, list]) -> list[str]:
+    """One line per rule broken."""
+    lines = [f"import up (or across) the package ranks: {line}" for line in found["upward"]]
+    lines += [f"import of another module's private name: {line}" for line in found["private"]]
+    lines += [
+        f"package without a rank in perf/structure.py RANKS: generator/{name}" for name in found["unranked"]
+    ]
+    if len(found["top_level"]) > MAX_TOP_LEVEL_MODULES:
+        lines.append(
+            f"generator/ has {len(found['top_level'])} top-level modules ({', '.join(found['top_level'])}); "
+            f"at most {MAX_TOP_LEVEL_MODULES}: put new code in the package of its verb"
+        )
+    lines += [
+        f"function over {MAX_FUNCTION_LINES} lines: {name} ({length})"
+        for length, name in found["functions"]
+        if length > MAX_FUNCTION_LINES
+    ]
+    lines += [
+        f"function over McCabe complexity {MAX_COMPLEXITY}: {name} ({value})"
+        for value, name in found["branched"]
+        if value > MAX_COMPLEXITY
+    ]
+    lines += [
+        f"class over {MAX_CLASS_LINES} lines: {name} ({length})"
+        for length, name in found["classes"]
+        if length > MAX_CLASS_LINES
+    ]
+    return lines
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 if any rule is broken (what CI runs)")
+    args = parser.parse_args()
+    found = survey()
+    broken = breaches(found)
+    if args.check:
+        for line in broken:
+            print(f"structure: {line}")
+        if not broken:
+            print(
+                f"structure: ok ({len(RANKS)} ranked packages, 0 imports up the ranks, functions <= "
+                f"{MAX_FUNCTION_LINES} lines and McCabe {MAX_COMPLEXITY}, classes <= {MAX_CLASS_LINES} lines)"
+            )
+        return 1 if broken else 0
     print("longest functions (lines):")
-    for length, name in longest[:5]:
+    for length, name in found["functions"][:5]:
+        print(f"  {length:4d}  {name}")
+    print("longest classes (lines):")
+    for length, name in found["classes"][:5]:
         print(f"  {length:4d}  {name}")
     print("most branched functions (McCabe complexity):")
-    for value, name in branched[:5]:
+    for value, name in found["branched"][:5]:
         print(f"  {value:4d}  {name}")
-    print(f"functions over complexity 18: {sum(1 for v, _ in branched if v > 18)}")
-    print(f"imports pointing up the layers: {len(upward)}")
-    for line in upward:
+    print(f"top-level modules: {len(found['top_level'])} ({', '.join(found['top_level'])})")
+    print(f"imports pointing up (or across) the package ranks: {len(found['upward'])}")
+    for line in found["upward"]:
         print(f"  {line}")
-    print(f"imports of another module's private names: {len(private)}")
-    for line in private:
+    print(f"imports of another module's private names: {len(found['private'])}")
+    for line in found["private"]:
         print(f"  {line}")
+    print(f"rules broken: {len(broken)}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
