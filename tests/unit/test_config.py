@@ -10,6 +10,7 @@ import pytest
 
 from generator import __version__
 from generator.build.config import DeviceProfile, build_config, check_rendered, render
+from generator.build.pipelines import ensemble_config
 from generator.core.errors import ConfigError
 from generator.core.resources import templates_dir
 from generator.core.signature import Signature, TensorInfo
@@ -148,3 +149,155 @@ def test_device_profile_errors(device: str, gpus: str | None, message: str) -> N
 def test_unparsable_text_names_the_line() -> None:
     with pytest.raises(ConfigError, match=r"does not parse .*2:"):
         parse_config_text('name: "x"\nmax_batch_size: "eight"\n')
+
+
+# One golden per path through the config's sections, written by the build before its sections were
+# split into one function each: a change to how a section is computed must not change a byte.
+EVERY_SECTION = {
+    "name": "ranker",
+    "framework": "onnx",
+    "source": "m.onnx",
+    "max_batch_size": 16,
+    "inputs": [
+        {"name": "ids", "dtype": "INT64", "dims": [-1]},
+        {"name": "mask", "dtype": "INT64", "dims": [-1], "optional": True},
+        {"name": "scale", "dtype": "FP32", "dims": [1], "reshape": []},
+    ],
+    "outputs": [{"name": "scores", "dtype": "FP32", "dims": [3], "label_filename": "data/labels.txt"}],
+    "version_policy": {"specific": [1, 3]},
+    "dynamic_batching": {"preserve_ordering": True, "default_queue_policy": {"max_queue_size": 0}},
+    "instance_group": {"count": 1, "kind": "gpu", "gpus": [1]},
+    "parameters": {"execution_mode": 0, "enable_mem_pattern": False},
+    "warmup": {"batch_size": 32, "data": "random", "count": 2},
+    "values": {"ids": {"min": 5, "max": 9}},
+    "response_cache": True,
+    "accelerators": [
+        {"name": "tensorrt", "parameters": {"precision_mode": "FP16", "trt_engine_cache_enable": True}},
+        {"name": "cuda", "parameters": {"gpu_mem_limit": 1 << 30}},
+        {"name": "openvino"},
+    ],
+}
+FROM_SIGNATURE = {
+    "name": "scorer",
+    "framework": "torch",
+    "source": "m.py:build",
+    "max_batch_size": 0,
+    "dynamic_batching": {"max_queue_delay_microseconds": 100},  # dropped: the model does not batch
+    "version_policy": {"all": True},
+    "warmup": {"data": "zero", "batch_size": 4},
+}
+SCALAR_SIGNATURE = Signature(
+    (TensorInfo("x", "FP32", (4,)), TensorInfo("n", "INT32", ())),
+    (TensorInfo("out", "FP32", (2,)), TensorInfo("count", "INT64", ())),
+)
+PLAN = {"name": "engine", "framework": "onnx", "source": "m.onnx", "format": "tensorrt"}
+SECTION_GOLDENS = {
+    "every_section.pbtxt": (
+        EVERY_SECTION,
+        SIGNATURE,
+        "onnxruntime_onnx",
+        DeviceProfile.parse("gpu", "0,1"),
+        "model.int8.onnx",
+        None,
+    ),
+    "libtorch_from_signature.pbtxt": (
+        FROM_SIGNATURE,
+        SCALAR_SIGNATURE,
+        "pytorch_libtorch",
+        DeviceProfile.parse("auto"),
+        "model.pt",
+        None,
+    ),
+    "plan_per_compute_capability.pbtxt": (
+        PLAN,
+        SIGNATURE,
+        "tensorrt_plan",
+        DeviceProfile.parse("gpu"),
+        "model_sm80.plan",
+        {"9.0": "model_sm90.plan", "8.0": "model_sm80.plan"},
+    ),
+    "python_backend.pbtxt": (
+        {
+            "name": "post",
+            "framework": "python",
+            "source": "p.py",
+            "inputs": [{"name": "TEXT", "dtype": "BYTES", "dims": [1]}],
+            "outputs": [{"name": "LEN", "dtype": "INT64", "dims": [1]}],
+            "dynamic_batching": False,
+        },
+        SIGNATURE,
+        "python",
+        DeviceProfile(),
+        "model.py",
+        None,
+    ),
+}
+
+
+def _assert_golden(text: str, golden: str) -> None:
+    stable = text.replace(f"tritongen {__version__} ", "tritongen VERSION ", 1)
+    assert stable != text
+    if os.environ.get("UPDATE_GOLDEN"):
+        (GOLDEN / golden).write_text(stable)
+    assert stable == (GOLDEN / golden).read_text()
+
+
+@pytest.mark.parametrize("golden", sorted(SECTION_GOLDENS))
+def test_each_section_renders_as_its_golden(golden: str) -> None:
+    data, signature, platform, profile, filename, cc_filenames = SECTION_GOLDENS[golden]
+    model = parse_spec({"models": [data]}).models[0]
+    config = build_config(model, signature, platform, profile, filename, cc_filenames)
+    text = render(config, environment(), spec_name="spec.yaml")
+    _assert_golden(text, golden)
+    check_rendered(text, config, golden)
+
+
+def test_an_ensemble_renders_as_its_golden() -> None:
+    """The ensemble's sections (I/O typed by its steps, the scheduling) from its steps' rendered configs."""
+    tokenizer = {
+        "name": "tok",
+        "framework": "python",
+        "source": "t.py",
+        "max_batch_size": 8,
+        "inputs": [{"name": "text", "dtype": "BYTES", "dims": [1]}],
+        "outputs": [{"name": "ids", "dtype": "INT64", "dims": [-1]}],
+    }
+    classifier = {
+        "name": "clf",
+        "framework": "onnx",
+        "source": "m.onnx",
+        "max_batch_size": 4,
+        "inputs": [{"name": "ids", "dtype": "INT64", "dims": [-1]}],
+        "outputs": [{"name": "logits", "dtype": "FP32", "dims": [3]}],
+    }
+    spec = parse_spec(
+        {
+            "models": [tokenizer, classifier],
+            "ensembles": [
+                {
+                    "name": "pipeline",
+                    "steps": [
+                        {"model": "tok", "input_map": {"text": "TEXT"}, "output_map": {"ids": "ids"}},
+                        {
+                            "model": "clf",
+                            "version": 1,
+                            "input_map": {"ids": "ids"},
+                            "output_map": {"logits": "LOGITS"},
+                        },
+                    ],
+                }
+            ],
+        }
+    )
+    env = environment()
+    platforms = {"tok": "python", "clf": "onnxruntime_onnx"}
+    steps = {
+        model.name: parse_config_text(
+            render(build_config(model, SIGNATURE, platforms[model.name], DeviceProfile()), env)
+        )
+        for model in spec.models
+    }
+    config = ensemble_config(spec.ensembles[0], steps)
+    text = render(config, env, spec_name="spec.yaml")
+    _assert_golden(text, "ensemble.pbtxt")
+    check_rendered(text, config, "ensemble.pbtxt")
