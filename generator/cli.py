@@ -357,7 +357,7 @@ def _run_serve(args: argparse.Namespace) -> int:
 
 
 def _run_push(args: argparse.Namespace) -> int:
-    from generator.push.storage import push
+    from generator.push.run import push
     from generator.validate.run import validate_repository
 
     if os.path.isdir(args.directory):  # else push names the missing directory

@@ -34,7 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from generator.push.storage import push
+from generator.push.run import push
 from generator.serve.server import find_free_port
 from tests.azurite import ACCOUNT, ACCOUNT_KEY, azurite_blob, running_azurite
 from tests.servers import running_server

@@ -12,7 +12,6 @@ when a config is parsed.
 from __future__ import annotations
 
 import importlib.util
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -20,9 +19,6 @@ from generator.core.errors import ConfigError
 
 if TYPE_CHECKING:
     from tritonclient.grpc import model_config_pb2
-
-#: Triton's form of an S3 URI at a custom endpoint: ``s3://[http://|https://]HOST:PORT/bucket/path``.
-S3_ENDPOINT = re.compile(r"^s3://(?:(https?)://)?([0-9A-Za-z.\-]+):([0-9]+)/", re.IGNORECASE)
 
 #: The platforms this tool exports to.
 ONNX_PLATFORM = "onnxruntime_onnx"

@@ -26,8 +26,8 @@ from generator.core.errors import DeployError, MissingDependencyError
 from generator.core.resources import templates_dir
 from generator.core.templating import environment
 from generator.core.triton import parse_config_text
+from generator.core.uris import kserve_storage_uri
 from generator.deploy.capacity import Capacity, capacity
-from generator.push.storage import kserve_storage_uri
 from generator.spec.tuned import load_spec_with_tuned
 
 __all__ = [

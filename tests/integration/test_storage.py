@@ -57,7 +57,7 @@ def s3_endpoint() -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def pushed(example_repo: Path, s3_endpoint: str) -> object:
-    from generator.push.storage import push
+    from generator.push.run import push
 
     return push(example_repo, f"s3://{BUCKET}/fleet", endpoint_url=s3_endpoint)
 
@@ -68,7 +68,7 @@ def _keys(endpoint: str, prefix: str) -> list[str]:
 
 
 def test_push_lays_the_repository_out_under_its_digest(example_repo: Path, pushed, s3_endpoint: str) -> None:
-    from generator.push.storage import file_hashes
+    from generator.push.digest import file_hashes
 
     assert pushed.uri == f"s3://{s3_endpoint}/{BUCKET}/fleet/{pushed.digest}"
     keys = _keys(s3_endpoint, f"fleet/{pushed.digest}/")
@@ -83,7 +83,7 @@ def test_push_lays_the_repository_out_under_its_digest(example_repo: Path, pushe
 def test_a_second_push_of_an_unchanged_repository_uploads_nothing(
     example_repo: Path, pushed, s3_endpoint: str
 ) -> None:
-    from generator.push.storage import push
+    from generator.push.run import push
 
     again = push(example_repo, f"s3://{BUCKET}/fleet", endpoint_url=s3_endpoint)
     assert again.uri == pushed.uri and again.uploaded == []
@@ -93,7 +93,7 @@ def test_a_second_push_of_an_unchanged_repository_uploads_nothing(
 def test_a_completed_push_is_known_by_its_manifest_and_a_missing_object_is_put_back(
     example_repo: Path, pushed, s3_endpoint: str
 ) -> None:
-    from generator.push.storage import push
+    from generator.push.run import push
 
     client = boto3.client("s3", endpoint_url=s3_endpoint)
     heads: list[str] = []
@@ -113,7 +113,7 @@ def test_a_completed_push_is_known_by_its_manifest_and_a_missing_object_is_put_b
 def test_a_changed_repository_goes_under_a_new_digest(
     example_repo: Path, pushed, s3_endpoint: str, tmp_path
 ) -> None:
-    from generator.push.storage import push
+    from generator.push.run import push
 
     copy = tmp_path / "repo"
     shutil.copytree(example_repo, copy)
@@ -126,7 +126,8 @@ def test_a_changed_repository_goes_under_a_new_digest(
 def test_a_repository_without_manifest_gets_a_marker_last(
     example_repo: Path, s3_endpoint: str, tmp_path
 ) -> None:
-    from generator.push.storage import MARKER, push
+    from generator.push.run import push
+    from generator.push.store import MARKER
 
     copy = tmp_path / "repo"
     shutil.copytree(example_repo, copy)
@@ -144,7 +145,7 @@ def test_served_from_s3_equals_the_local_repository(example_server, pushed) -> N
 
 
 def test_bad_uris_and_endpoints_fail_in_one_line(example_repo: Path, s3_endpoint: str) -> None:
-    from generator.push.storage import push
+    from generator.push.run import push
 
     cases = {
         "models/fleet": "not an object storage URI",
@@ -175,14 +176,9 @@ def _interrupted_push(example_repo: Path, s3_endpoint: str, prefix: str) -> str:
     """Push the example with the connection lost on the manifest, the last object; return the printed URI."""
     from botocore.exceptions import EndpointConnectionError
 
-    from generator.push.storage import (
-        _empty_dirs,
-        file_hashes,
-        parse_uri,
-        push,
-        repository_digest,
-        triton_uri,
-    )
+    from generator.core.uris import parse_uri, triton_uri
+    from generator.push.digest import empty_directories, file_hashes, repository_digest
+    from generator.push.run import push
 
     def lose_the_manifest(params: dict, **_: object) -> None:
         if params["Key"].endswith(MANIFEST):
@@ -192,7 +188,7 @@ def _interrupted_push(example_repo: Path, s3_endpoint: str, prefix: str) -> str:
     client.meta.events.register("before-parameter-build.s3.PutObject", lose_the_manifest)
     with pytest.raises(StorageError, match="could not reach"):
         push(example_repo, f"s3://{BUCKET}/{prefix}", endpoint_url=s3_endpoint, client=client)
-    digest = repository_digest(file_hashes(example_repo), _empty_dirs(example_repo))
+    digest = repository_digest(file_hashes(example_repo), empty_directories(example_repo))
     keys = _keys(s3_endpoint, f"{prefix}/{digest}/")
     assert keys and f"{prefix}/{digest}/{MANIFEST}" not in keys  # every object but the manifest
     return triton_uri(parse_uri(f"s3://{BUCKET}/{prefix}"), f"{prefix}/{digest}", s3_endpoint)
@@ -201,7 +197,7 @@ def _interrupted_push(example_repo: Path, s3_endpoint: str, prefix: str) -> str:
 def test_serve_refuses_an_interrupted_push_until_it_is_pushed_again(
     example_repo: Path, s3_endpoint: str, tmp_path: Path
 ) -> None:
-    from generator.push.storage import push
+    from generator.push.run import push
 
     uri = _interrupted_push(example_repo, s3_endpoint, "interrupted")
     with pytest.raises(StorageError, match=re.escape(f"the push to {uri} did not complete")) as caught:
@@ -214,7 +210,7 @@ def test_serve_refuses_an_interrupted_push_until_it_is_pushed_again(
     lines = [line for line in refused.stderr.splitlines() if line.strip()]
     assert refused.returncode == 1 and len(lines) == 1 and "did not complete" in lines[0], refused.stderr
     assert push(example_repo, f"s3://{BUCKET}/interrupted", endpoint_url=s3_endpoint).uri == uri
-    from generator.push.storage import check_pushed
+    from generator.push.check import check_pushed
 
     check_pushed(uri)  # the manifest is there now: serve goes on
 
@@ -222,7 +218,8 @@ def test_serve_refuses_an_interrupted_push_until_it_is_pushed_again(
 def test_a_repository_uploaded_by_hand_is_served_once_it_has_the_marker(
     example_repo: Path, s3_endpoint: str
 ) -> None:
-    from generator.push.storage import MARKER, check_pushed
+    from generator.push.check import check_pushed
+    from generator.push.store import MARKER
 
     client = boto3.client("s3", endpoint_url=s3_endpoint)
     for path in sorted(example_repo.rglob("*")):
@@ -245,7 +242,7 @@ def test_a_repository_uploaded_by_hand_is_served_once_it_has_the_marker(
 def test_checking_a_push_without_credentials_or_a_store_fails_in_one_line(
     pushed, s3_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from generator.push.storage import check_pushed
+    from generator.push.check import check_pushed
 
     with pytest.raises(StorageError, match="the bucket 'absent' does not exist"):
         check_pushed(f"s3://{s3_endpoint}/absent/fleet/{pushed.digest}")
@@ -331,7 +328,7 @@ def test_cli_push_then_serve(example_repo: Path, s3_endpoint: str, tmp_path: Pat
 def test_the_endpoint_from_the_aws_variable_is_named_in_the_uri(
     example_repo: Path, pushed, s3_endpoint: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from generator.push.storage import push
+    from generator.push.run import push
 
     monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
     again = push(example_repo, f"s3://{BUCKET}/fleet")

@@ -19,7 +19,8 @@ import pytest
 
 from generator.core.errors import ServerError, StorageError
 from generator.core.repository import MANIFEST
-from generator.push.storage import file_hashes, push
+from generator.push.digest import file_hashes
+from generator.push.run import push
 from generator.serve.server import EmbeddedServer, find_free_port
 
 from ..azurite import ACCOUNT, ACCOUNT_KEY, azurite_blob, connection_string, running_azurite
@@ -133,7 +134,7 @@ def test_gcs_mistakes_fail_in_one_line(
 def test_serving_an_interrupted_push_from_gcs_is_refused(
     example_repo: Path, gcs_endpoint: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from generator.push.storage import check_pushed
+    from generator.push.check import check_pushed
 
     pushed = push(example_repo, f"gs://{BUCKET}/cut", endpoint_url=gcs_endpoint)
     # What a push killed before its last object leaves: every object but the manifest.
@@ -157,7 +158,7 @@ def test_serving_an_interrupted_push_from_gcs_is_refused(
 def test_checking_a_gcs_push_without_credentials_fails_in_one_line(
     gcs_pushed, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from generator.push.storage import check_pushed
+    from generator.push.check import check_pushed
 
     for name in ("CLOUD_STORAGE_EMULATOR_ENDPOINT", "GOOGLE_APPLICATION_CREDENTIALS"):
         monkeypatch.delenv(name, raising=False)
@@ -274,7 +275,7 @@ def test_azure_mistakes_fail_in_one_line(
 def test_checking_an_interrupted_push_to_azure_refuses_it(
     example_repo: Path, azure_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from generator.push.storage import check_pushed
+    from generator.push.check import check_pushed
 
     pushed = push(example_repo, f"as://{ACCOUNT}/{BUCKET}/cut", endpoint_url=azure_url)
     _container(azure_url).delete_blob(

@@ -14,18 +14,10 @@ from hypothesis import strategies as st
 
 from generator.core.errors import MissingDependencyError, StorageError
 from generator.core.repository import MANIFEST
-from generator.push.storage import (
-    StorageURI,
-    _endpoint,
-    check_pushed,
-    file_hashes,
-    kserve_storage_uri,
-    manifest_hashes,
-    parse_uri,
-    push,
-    repository_digest,
-    triton_uri,
-)
+from generator.core.uris import StorageURI, kserve_storage_uri, parse_uri, triton_uri
+from generator.push.check import check_pushed
+from generator.push.digest import file_hashes, manifest_hashes, repository_digest
+from generator.push.run import _endpoint, push
 
 
 def _repo(root: Path) -> Path:
