@@ -1,33 +1,40 @@
 """From a model's spec and its exported signature to a Triton model config, rendered by Jinja.
 
 :func:`build_config` computes every value as plain data shaped like Triton's ``ModelConfig`` message
-(proto field names); :func:`render` prints it through ``templates/config.pbtxt.j2`` (or a user's
-copy); :func:`check_rendered` parses the text with Triton's own protobuf schema and proves that it
-says exactly what was intended.
+(proto field names), one section at a time: each section (batching, instance groups, warm-up, ...) is
+one small function listed in :data:`SECTIONS`, so a new config field is one function and one entry
+(ensembles compose their own sections the same way, :func:`compose`). :func:`render` prints the data
+through ``templates/config.pbtxt.j2`` (or a user's copy); :func:`check_rendered` parses the text with
+Triton's own protobuf schema and proves that it says exactly what was intended.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import jinja2
 from google.protobuf import json_format
 from tritonclient.grpc import model_config_pb2
 
 from generator import __version__
+from generator.build.input_values import (
+    InputTensor,
+    axis_sizes,
+    config_inputs,
+    fill,
+    is_integer,
+    lookup,
+    warmup_file_name,
+)
 from generator.core import dtypes
 from generator.core.accelerators import ACCELERATORS, parameter_text
 from generator.core.errors import ConfigError
 from generator.core.gpus import Gpu, NvmlUnavailable, detect_gpus
-from generator.build.input_values import axis_sizes, config_inputs, fill, is_integer, lookup, warmup_file_name
-from generator.core.resources import templates_dir
 from generator.core.signature import Signature, TensorInfo, libtorch_name
-from generator.spec.models import DynamicBatching, InstanceGroup, ModelSpec, TensorSpec
 from generator.core.triton import (
     BACKEND_ONLY,
     LIBTORCH_PLATFORM,
@@ -35,11 +42,13 @@ from generator.core.triton import (
     parse_config_text,
     resolve_max_batch_size,
 )
+from generator.spec.models import DynamicBatching, InstanceGroup, ModelSpec, QueuePolicy, TensorSpec
 
 log = logging.getLogger(__name__)
 
 CONFIG_TEMPLATE = "config.pbtxt.j2"
 _KINDS = {"cpu": "KIND_CPU", "gpu": "KIND_GPU", "auto": "KIND_AUTO"}
+_Source = TypeVar("_Source")
 
 
 @dataclass(frozen=True)
@@ -119,7 +128,118 @@ def _from_signature(tensor: TensorInfo, batching: bool) -> dict:
     return _tensor_entry(tensor.name, tensor.dtype, dims, None, False)
 
 
-def _dynamic_batching(settings: DynamicBatching) -> dict:
+@dataclass(frozen=True)
+class ConfigSource:
+    """What a model's config is computed from: its spec entry, its artifact and where it runs.
+
+    Attributes:
+        model: The spec entry (one version of the model).
+        signature: The exported model's I/O, for what the spec leaves out.
+        platform: The Triton platform, or a backend-only kind (``python``).
+        profile: Where instances run.
+        model_filename: The artifact's file name in the version directory.
+        cc_model_filenames: Compute capability -> plan file name (one TensorRT plan per GPU kind).
+    """
+
+    model: ModelSpec
+    signature: Signature
+    platform: str
+    profile: DeviceProfile
+    model_filename: str | None = None
+    cc_model_filenames: Mapping[str, str] | None = None
+
+    @property
+    def max_batch_size(self) -> int:
+        """The spec's ``max_batch_size``, else one derived from the signature's batch axis."""
+        return resolve_max_batch_size(self.model, self.signature)
+
+
+#: A config section: from the source and the fields built so far (read only), the fields it adds
+#: (proto field names); an empty dict leaves the section out of the config.
+Section = Callable[[ConfigSource, Mapping[str, Any]], dict[str, Any]]
+
+
+def compose(
+    sections: Iterable[Callable[[_Source, Mapping[str, Any]], dict[str, Any]]], source: _Source
+) -> dict[str, Any]:
+    """Config data from its sections, in order: each adds its fields and may read the earlier ones'.
+
+    Args:
+        sections: Section functions, each ``(source, fields so far) -> fields it adds``.
+        source: What the config is computed from (a :class:`ConfigSource`, or an ensemble's).
+    """
+    config: dict[str, Any] = {}
+    for section in sections:
+        config.update(section(source, config))
+    return config
+
+
+def _serving(source: ConfigSource, config: Mapping[str, Any]) -> dict[str, Any]:
+    """``name``, ``platform`` (or ``backend`` for a backend-only kind) and ``max_batch_size``."""
+    key = "backend" if source.platform in BACKEND_ONLY else "platform"
+    return {"name": source.model.name, key: source.platform, "max_batch_size": source.max_batch_size}
+
+
+def _default_model_filename(source: ConfigSource, config: Mapping[str, Any]) -> dict[str, Any]:
+    """The artifact's file name, where it is not the one Triton loads by default."""
+    filename = source.model_filename
+    if not filename or filename == default_filename(source.platform):
+        return {}
+    return {"default_model_filename": filename}
+
+
+def _version_policy(source: ConfigSource, config: Mapping[str, Any]) -> dict[str, Any]:
+    """Which versions Triton serves: all, the ones listed, or the latest N."""
+    policy = source.model.version_policy
+    if policy is None:
+        return {}
+    if policy.all:
+        return {"version_policy": {"all": {}}}
+    if policy.specific is not None:
+        return {"version_policy": {"specific": {"versions": list(policy.specific)}}}
+    return {"version_policy": {"latest": {"num_versions": policy.latest}}}
+
+
+def _tensors(declared: list[TensorSpec] | None, found: tuple[TensorInfo, ...], batching: bool) -> list[dict]:
+    if declared:
+        return [tensor_entry(t) for t in declared]
+    return [_from_signature(t, batching) for t in found]
+
+
+def _io(source: ConfigSource, config: Mapping[str, Any]) -> dict[str, Any]:
+    """``input`` and ``output``: as the spec declares them, else from the signature; ``NAME__index``
+    names for ``pytorch_libtorch``."""
+    model, signature = source.model, source.signature
+    batching = source.max_batch_size > 0
+    io = {
+        "input": _tensors(model.inputs, signature.inputs, batching),
+        "output": _tensors(model.outputs, signature.outputs, batching),
+    }
+    if source.platform == LIBTORCH_PLATFORM:
+        for tensors in io.values():
+            for index, tensor in enumerate(tensors):
+                tensor["name"] = libtorch_name(tensor["name"], index)
+    return io
+
+
+def _cc_model_filenames(source: ConfigSource, config: Mapping[str, Any]) -> dict[str, Any]:
+    """One plan file per compute capability (a TensorRT model built for several GPU kinds)."""
+    if not source.cc_model_filenames:
+        return {}
+    return {"cc_model_filenames": dict(sorted(source.cc_model_filenames.items()))}
+
+
+def _queue_policy(policy: QueuePolicy) -> dict[str, Any]:
+    """The fields a queue policy sets away from Triton's defaults (``REJECT`` alone when none)."""
+    data = {
+        key: value
+        for key, value in policy.model_dump().items()
+        if value not in (0, False) and not (key == "timeout_action" and value == "REJECT")
+    }
+    return data or {"timeout_action": "REJECT"}
+
+
+def _batcher(settings: DynamicBatching) -> dict[str, Any]:
     data: dict[str, Any] = {}
     if settings.preferred_batch_size:
         data["preferred_batch_size"] = list(settings.preferred_batch_size)
@@ -131,25 +251,31 @@ def _dynamic_batching(settings: DynamicBatching) -> dict:
         data["priority_levels"] = settings.priority_levels
         data["default_priority_level"] = settings.default_priority_level
     if settings.default_queue_policy is not None:
-        policy = settings.default_queue_policy
-        data["default_queue_policy"] = {
-            key: value
-            for key, value in policy.model_dump().items()
-            if value not in (0, False) and not (key == "timeout_action" and value == "REJECT")
-        }
-        if not data["default_queue_policy"]:
-            data["default_queue_policy"] = {"timeout_action": "REJECT"}
+        data["default_queue_policy"] = _queue_policy(settings.default_queue_policy)
     return data
 
 
-def _instance_groups(settings: InstanceGroup | None, profile: DeviceProfile) -> list[dict]:
-    settings = settings or InstanceGroup()
-    kind = settings.kind or profile.kind
+def _dynamic_batching(source: ConfigSource, config: Mapping[str, Any]) -> dict[str, Any]:
+    """The dynamic batcher, on by default for a model that batches (``dynamic_batching: false``
+    turns it off); dropped, with a log line, where ``max_batch_size`` is 0."""
+    settings = source.model.dynamic_batching
+    if source.max_batch_size > 0 and settings is not False:
+        return {"dynamic_batching": _batcher(settings or DynamicBatching())}
+    if settings:
+        log.info("model '%s': dynamic_batching dropped because max_batch_size is 0", source.model.name)
+    return {}
+
+
+def _instance_group(source: ConfigSource, config: Mapping[str, Any]) -> dict[str, Any]:
+    """One instance group: the spec's count, its kind (else the device profile's), and on KIND_GPU
+    its GPUs (else the profile's)."""
+    settings = source.model.instance_group or InstanceGroup()
+    kind = settings.kind or source.profile.kind
     group: dict[str, Any] = {"count": settings.count, "kind": _KINDS[kind]}
-    gpus = settings.gpus if settings.gpus is not None else profile.gpus
+    gpus = settings.gpus if settings.gpus is not None else source.profile.gpus
     if kind == "gpu" and gpus:
         group["gpus"] = list(gpus)
-    return [group]
+    return {"instance_group": [group]}
 
 
 def _parameter(value: Any) -> dict:
@@ -157,12 +283,35 @@ def _parameter(value: Any) -> dict:
     return {"string_value": text}
 
 
-def _warmup(model: ModelSpec, inputs: list[dict], max_batch_size: int) -> list[dict]:
-    """The warm-up sample: -1 axes at their ``min`` length; integer inputs zeros (random bytes would
-    index past an embedding table), or their ``values`` minimum from a file where 0 is out of range."""
-    warmup = model.warmup
-    assert warmup
+def _parameters(source: ConfigSource, config: Mapping[str, Any]) -> dict[str, Any]:
+    """The spec's backend parameters, as strings (booleans as ``true``/``false``)."""
+    if not source.model.parameters:
+        return {}
+    return {"parameters": {key: _parameter(value) for key, value in sorted(source.model.parameters.items())}}
+
+
+def _warmup_input(
+    model: ModelSpec, info: InputTensor, data_type: str, dims: list[int], key: str
+) -> dict[str, Any]:
+    """One input of the warm-up sample: integers zeros (random bytes would index past an embedding
+    table), or their ``values`` minimum from a file where 0 is out of range; others as ``key`` says."""
+    entry: dict[str, Any] = {"data_type": data_type, "dims": dims}
+    given = lookup(model.values, info.name) if is_integer(info.dtype) else None
+    if given is not None and not given.min <= 0 <= given.max:
+        entry["input_data_file"] = warmup_file_name(info.name)
+    else:
+        entry["zero_data" if is_integer(info.dtype) else key] = True
+    return entry
+
+
+def _model_warmup(source: ConfigSource, config: Mapping[str, Any]) -> dict[str, Any]:
+    """The warm-up sample over the config's inputs (optional ones left out), -1 axes at their ``min``
+    length, at the spec's batch size capped by ``max_batch_size``."""
+    model, warmup = source.model, source.model.warmup
+    if not warmup:
+        return {}
     key = "random_data" if warmup.data == "random" else "zero_data"
+    inputs = config["input"]
     tensors = config_inputs(inputs)
     sizes = axis_sizes(model.name, model, tensors)
     entries = {}
@@ -170,22 +319,52 @@ def _warmup(model: ModelSpec, inputs: list[dict], max_batch_size: int) -> list[d
         if tensor.get("optional"):
             continue
         dims = fill(info.dims, sizes[info.name]["min"]) if info.name in sizes else list(info.dims)
-        entry: dict[str, Any] = {"data_type": tensor["data_type"], "dims": dims}
-        given = lookup(model.values, info.name) if is_integer(info.dtype) else None
-        if given is not None and not given.min <= 0 <= given.max:
-            entry["input_data_file"] = warmup_file_name(info.name)
-        else:
-            entry["zero_data" if is_integer(info.dtype) else key] = True
-        entries[info.name] = entry
+        entries[info.name] = _warmup_input(model, info, tensor["data_type"], dims, key)
+    max_batch_size = source.max_batch_size
     batch_size = min(warmup.batch_size, max_batch_size) if max_batch_size > 0 else 1
-    return [
-        {
-            "name": f"{warmup.data}_batch_{batch_size}",
-            "batch_size": batch_size,
-            "inputs": entries,
-            "count": warmup.count,
-        }
-    ]
+    sample = {
+        "name": f"{warmup.data}_batch_{batch_size}",
+        "batch_size": batch_size,
+        "inputs": entries,
+        "count": warmup.count,
+    }
+    return {"model_warmup": [sample]}
+
+
+def _response_cache(source: ConfigSource, config: Mapping[str, Any]) -> dict[str, Any]:
+    """Triton's response cache, where the spec turns it on."""
+    return {"response_cache": {"enable": True}} if source.model.response_cache else {}
+
+
+def _optimization(source: ConfigSource, config: Mapping[str, Any]) -> dict[str, Any]:
+    """Execution accelerators, grouped under the GPU or CPU field each belongs to."""
+    if not source.model.accelerators:
+        return {}
+    accelerators: dict[str, list[dict[str, Any]]] = {}
+    for accelerator in source.model.accelerators:
+        field, _ = ACCELERATORS[accelerator.name]
+        entry: dict[str, Any] = {"name": accelerator.name}
+        if accelerator.parameters:
+            entry["parameters"] = {k: parameter_text(v) for k, v in sorted(accelerator.parameters.items())}
+        accelerators.setdefault(field, []).append(entry)
+    return {"optimization": {"execution_accelerators": accelerators}}
+
+
+#: A model config's sections in the order they are built (a later one may read an earlier one's
+#: fields: warm-up reads ``input``). A new config field is one section function and one entry here.
+SECTIONS: tuple[Section, ...] = (
+    _serving,
+    _default_model_filename,
+    _version_policy,
+    _io,
+    _cc_model_filenames,
+    _dynamic_batching,
+    _instance_group,
+    _parameters,
+    _model_warmup,
+    _response_cache,
+    _optimization,
+)
 
 
 def build_config(
@@ -198,63 +377,13 @@ def build_config(
 ) -> dict[str, Any]:
     """The intended ModelConfig as plain data (proto field names, enums as their names).
 
-    I/O the spec gives is used as written (the validator then checks it against the model); I/O it
-    leaves out is derived from ``signature``. For ``pytorch_libtorch``, tensor names follow Triton's
+    Each section of the config comes from one function of :data:`SECTIONS`, in that order. I/O the
+    spec gives is used as written (the validator then checks it against the model); I/O it leaves out
+    is derived from ``signature``. For ``pytorch_libtorch``, tensor names follow Triton's
     ``NAME__index`` convention.
     """
-    max_batch_size = resolve_max_batch_size(model, signature)
-    batching = max_batch_size > 0
-    serving = {"backend": platform} if platform in BACKEND_ONLY else {"platform": platform}
-    config: dict[str, Any] = {"name": model.name, **serving, "max_batch_size": max_batch_size}
-    if model_filename and model_filename != default_filename(platform):
-        config["default_model_filename"] = model_filename
-    if model.version_policy is not None:
-        policy = model.version_policy
-        if policy.all:
-            config["version_policy"] = {"all": {}}
-        elif policy.specific is not None:
-            config["version_policy"] = {"specific": {"versions": list(policy.specific)}}
-        else:
-            config["version_policy"] = {"latest": {"num_versions": policy.latest}}
-    config["input"] = (
-        [tensor_entry(t) for t in model.inputs]
-        if model.inputs
-        else [_from_signature(t, batching) for t in signature.inputs]
-    )
-    config["output"] = (
-        [tensor_entry(t) for t in model.outputs]
-        if model.outputs
-        else [_from_signature(t, batching) for t in signature.outputs]
-    )
-    if platform == LIBTORCH_PLATFORM:
-        for tensors in (config["input"], config["output"]):
-            for index, tensor in enumerate(tensors):
-                tensor["name"] = libtorch_name(tensor["name"], index)
-    if cc_model_filenames:
-        config["cc_model_filenames"] = dict(sorted(cc_model_filenames.items()))
-    if batching and model.dynamic_batching is not False:
-        config["dynamic_batching"] = _dynamic_batching(model.dynamic_batching or DynamicBatching())
-    elif model.dynamic_batching:
-        log.info("model '%s': dynamic_batching dropped because max_batch_size is 0", model.name)
-    config["instance_group"] = _instance_groups(model.instance_group, profile)
-    if model.parameters:
-        config["parameters"] = {key: _parameter(value) for key, value in sorted(model.parameters.items())}
-    if model.warmup:
-        config["model_warmup"] = _warmup(model, config["input"], max_batch_size)
-    if model.response_cache:
-        config["response_cache"] = {"enable": True}
-    if model.accelerators:
-        accelerators: dict[str, list[dict[str, Any]]] = {}
-        for accelerator in model.accelerators:
-            field, _ = ACCELERATORS[accelerator.name]
-            entry: dict[str, Any] = {"name": accelerator.name}
-            if accelerator.parameters:
-                entry["parameters"] = {
-                    k: parameter_text(v) for k, v in sorted(accelerator.parameters.items())
-                }
-            accelerators.setdefault(field, []).append(entry)
-        config["optimization"] = {"execution_accelerators": accelerators}
-    return config
+    source = ConfigSource(model, signature, platform, profile, model_filename, cc_model_filenames)
+    return compose(SECTIONS, source)
 
 
 def render(config: dict[str, Any], env: jinja2.Environment, spec_name: str = "spec") -> str:

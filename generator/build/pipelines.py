@@ -11,18 +11,19 @@ spec's field path (:func:`spec_path`).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tritonclient.grpc import model_config_pb2
 
-from generator.build.config import tensor_entry
-from generator.core.errors import GeneratorError, SpecError
+from generator.build.config import compose, tensor_entry
 from generator.build.runners import ModelRunner, onnx_runner
+from generator.core.errors import GeneratorError, SpecError
+from generator.core.triton import ENSEMBLE_PLATFORM, parse_model_config
 from generator.spec.models import EnsembleSpec, ModelSpec, Spec, TensorSpec, field_path
 from generator.steps import STEP_KINDS
-from generator.core.triton import ENSEMBLE_PLATFORM, parse_model_config
 
 
 def resolve_model(
@@ -169,45 +170,77 @@ def _derived(
     return list(inputs.values()), list(outputs.values())
 
 
+@dataclass(frozen=True)
+class EnsembleSource:
+    """What an ensemble's config is computed from: its spec entry and its steps' configs.
+
+    Attributes:
+        ensemble: The spec entry.
+        steps: Each step model's config (``None``: no such model, or its config is unreadable).
+    """
+
+    ensemble: EnsembleSpec
+    steps: Mapping[str, model_config_pb2.ModelConfig | None]
+
+    @property
+    def max_batch_size(self) -> int:
+        """The spec's ``max_batch_size``, else the smallest of the steps' (0 without any)."""
+        if self.ensemble.max_batch_size is not None:
+            return self.ensemble.max_batch_size
+        sizes = [config.max_batch_size for config in self.steps.values() if config is not None]
+        return min(sizes) if sizes else 0
+
+
+def _ensemble_serving(source: EnsembleSource, config: Mapping[str, Any]) -> dict[str, Any]:
+    """``name``, the ensemble platform and ``max_batch_size``."""
+    return {
+        "name": source.ensemble.name,
+        "platform": ENSEMBLE_PLATFORM,
+        "max_batch_size": source.max_batch_size,
+    }
+
+
+def _ensemble_io(source: EnsembleSource, config: Mapping[str, Any]) -> dict[str, Any]:
+    """``input`` and ``output``: as the spec declares them, else derived from the steps."""
+    ensemble = source.ensemble
+    inputs, outputs = _derived(ensemble, source.steps, source.max_batch_size > 0)
+    if ensemble.inputs:
+        inputs = [tensor_entry(t) for t in ensemble.inputs]
+    if ensemble.outputs:
+        outputs = [tensor_entry(t) for t in ensemble.outputs]
+    return {"input": inputs, "output": outputs}
+
+
+def _ensemble_scheduling(source: EnsembleSource, config: Mapping[str, Any]) -> dict[str, Any]:
+    """The steps, each a model and version with its tensors mapped to the ensemble's."""
+    steps = [
+        {
+            "model_name": step.model,
+            "model_version": step.version,
+            "input_map": dict(step.input_map),
+            "output_map": dict(step.output_map),
+        }
+        for step in source.ensemble.steps
+    ]
+    return {"ensemble_scheduling": {"step": steps}}
+
+
+#: An ensemble config's sections, in the order they are built (see ``config.SECTIONS``).
+ENSEMBLE_SECTIONS = (_ensemble_serving, _ensemble_io, _ensemble_scheduling)
+
+
 def ensemble_config(
     ensemble: EnsembleSpec, steps: Mapping[str, model_config_pb2.ModelConfig | None]
 ) -> dict[str, Any]:
-    """An ensemble's intended ModelConfig as plain data (proto field names), as ``config.build_config``.
+    """An ensemble's intended ModelConfig as plain data (proto field names), as ``config.build_config``:
+    each section from one function of :data:`ENSEMBLE_SECTIONS`.
 
     Args:
         ensemble: The spec entry.
         steps: Each step model's config (``None``: no such model, or its config is unreadable; the
             checks report it).
     """
-    sizes = [config.max_batch_size for config in steps.values() if config is not None]
-    if ensemble.max_batch_size is not None:
-        max_batch_size = ensemble.max_batch_size
-    else:
-        max_batch_size = min(sizes) if sizes else 0
-    batching = max_batch_size > 0
-    inputs, outputs = _derived(ensemble, steps, batching)
-    if ensemble.inputs:
-        inputs = [tensor_entry(t) for t in ensemble.inputs]
-    if ensemble.outputs:
-        outputs = [tensor_entry(t) for t in ensemble.outputs]
-    return {
-        "name": ensemble.name,
-        "platform": ENSEMBLE_PLATFORM,
-        "max_batch_size": max_batch_size,
-        "input": inputs,
-        "output": outputs,
-        "ensemble_scheduling": {
-            "step": [
-                {
-                    "model_name": step.model,
-                    "model_version": step.version,
-                    "input_map": dict(step.input_map),
-                    "output_map": dict(step.output_map),
-                }
-                for step in ensemble.steps
-            ]
-        },
-    }
+    return compose(ENSEMBLE_SECTIONS, EnsembleSource(ensemble, steps))
 
 
 def spec_path(index: int, ensemble: EnsembleSpec, path: Sequence[Any]) -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from generator import __version__
-from generator.build.config import DeviceProfile, build_config, check_rendered, render
+from generator.build.config import SECTIONS, ConfigSource, DeviceProfile, build_config, check_rendered, render
 from generator.build.pipelines import ensemble_config
 from generator.core.errors import ConfigError
 from generator.core.resources import templates_dir
@@ -301,3 +301,18 @@ def test_an_ensemble_renders_as_its_golden() -> None:
     text = render(config, env, spec_name="spec.yaml")
     _assert_golden(text, "ensemble.pbtxt")
     check_rendered(text, config, "ensemble.pbtxt")
+
+
+@pytest.mark.parametrize("golden", sorted(SECTION_GOLDENS))
+def test_each_field_comes_from_one_section(golden: str) -> None:
+    """A section adds fields and never rewrites another's: the config is the sections' fields, in order."""
+    data, signature, platform, profile, filename, cc_filenames = SECTION_GOLDENS[golden]
+    model = parse_spec({"models": [data]}).models[0]
+    source = ConfigSource(model, signature, platform, profile, filename, cc_filenames)
+    built: dict = {}
+    for section in SECTIONS:
+        fields = section(source, built)
+        assert not set(fields) & set(built), (section.__name__, sorted(set(fields) & set(built)))
+        built.update(fields)
+    assert built == build_config(model, signature, platform, profile, filename, cc_filenames)
+    assert list(built) == list(build_config(model, signature, platform, profile, filename, cc_filenames))
