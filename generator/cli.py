@@ -13,11 +13,12 @@ import os
 import signal
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from generator import __version__
 from generator.core.errors import GeneratorError, LoadTestError
+from generator.core.options import add_options
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -63,17 +64,7 @@ def _add_ports(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m generator",
-        description="tritongen: YAML spec -> exported, verified models -> a validated Triton model repository.",
-    )
-    parser.add_argument("--version", action="version", version=f"tritongen {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log what each step does")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-
-    build = commands.add_parser("build", help="export, verify, configure and validate every model of a spec")
+def _add_build(build: argparse.ArgumentParser) -> None:
     build.add_argument(
         "spec", nargs="?", help="YAML spec (default: generator.yaml, else the bundled example)"
     )
@@ -95,12 +86,14 @@ def _parser() -> argparse.ArgumentParser:
         help="build from the spec alone, without the tuned settings beside it (SPEC_STEM.tuned.yaml)",
     )
 
-    validate = commands.add_parser("validate", help="check a model repository the way Triton will load it")
+
+def _add_validate(validate: argparse.ArgumentParser) -> None:
     validate.add_argument(
         "repository", nargs="?", default="model_repository", help="default: model_repository"
     )
 
-    serve = commands.add_parser("serve", help="serve a repository with the embedded tritonserver (CPU)")
+
+def _add_serve(serve: argparse.ArgumentParser) -> None:
     serve.add_argument(
         "repository",
         nargs="?",
@@ -109,9 +102,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_ports(serve)
 
-    push = commands.add_parser(
-        "push", help="upload a repository to object storage under a content-addressed prefix; print its URI"
-    )
+
+def _add_push(push: argparse.ArgumentParser) -> None:
     push.add_argument("directory", nargs="?", default="model_repository", help="default: model_repository")
     push.add_argument(
         "uri",
@@ -129,25 +121,19 @@ def _parser() -> argparse.ArgumentParser:
         help="objects uploaded at once (default 8; the manifest goes last, alone)",
     )
 
-    demo = commands.add_parser(
-        "demo",
-        help="build the bundled example, serve it, send real requests over HTTP and gRPC, print results",
-    )
+
+def _add_demo(demo: argparse.ArgumentParser) -> None:
     demo.add_argument("--output", "-o", default="model_repository", help="repository directory")
     _add_ports(demo)
 
-    loadtest = commands.add_parser(
-        "loadtest",
-        help="load-test models on a Triton server with Locust and write a report (JSON, CSV, HTML)",
-    )
+
+def _add_loadtest(loadtest: argparse.ArgumentParser) -> None:
     from generator.loadtest.options import add_cli_options  # the option table alone: no Locust
 
     add_cli_options(loadtest)
 
-    worker = commands.add_parser(
-        "loadtest-worker",
-        help="run a Locust worker for a `loadtest --master` on another machine (the packaged locustfile)",
-    )
+
+def _add_loadtest_worker(worker: argparse.ArgumentParser) -> None:
     worker.add_argument("--master-host", help="the master's address (its --master-bind-host)")
     worker.add_argument("--master-port", type=int, default=5557, help="the master's port (default 5557)")
     worker.add_argument(
@@ -162,73 +148,65 @@ def _parser() -> argparse.ArgumentParser:
         help="print the packaged locustfile's path (for plain `locust --worker -f PATH`) and exit",
     )
 
-    tune = commands.add_parser(
-        "tune",
-        help="search serving settings (instances, batching, threads) on a live Triton and write the winner back",
-    )
-    from generator.tune.options import add_tune_options  # the option table alone: no Locust
 
-    add_tune_options(tune)
+def _add_tune(tune: argparse.ArgumentParser) -> None:
+    from generator.tune.options import OPTIONS  # the option table alone: no Locust
 
-    _add_deploy(
-        commands.add_parser("deploy", help="render and validate Kubernetes manifests for the repository")
-    )
-
-    commands.add_parser("schema", help="print the JSON Schema of the spec file")
-    return parser
+    add_options(tune, OPTIONS)
 
 
 def _add_deploy(deploy: argparse.ArgumentParser) -> None:
-    deploy.add_argument(
-        "spec", nargs="?", help="YAML spec (default: generator.yaml, else the bundled example)"
+    from generator.deploy.options import OPTIONS  # the option table alone: no spec, no templates
+
+    add_options(deploy, OPTIONS)
+
+
+def _add_nothing(parser: argparse.ArgumentParser) -> None:
+    """For a command without options."""
+
+
+#: Each command: its one-line help, and the function that declares its arguments (in ``--help`` order).
+_COMMAND_PARSERS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
+    "build": ("export, verify, configure and validate every model of a spec", _add_build),
+    "validate": ("check a model repository the way Triton will load it", _add_validate),
+    "serve": ("serve a repository with the embedded tritonserver (CPU)", _add_serve),
+    "push": (
+        "upload a repository to object storage under a content-addressed prefix; print its URI",
+        _add_push,
+    ),
+    "demo": (
+        "build the bundled example, serve it, send real requests over HTTP and gRPC, print results",
+        _add_demo,
+    ),
+    "loadtest": (
+        "load-test models on a Triton server with Locust and write a report (JSON, CSV, HTML)",
+        _add_loadtest,
+    ),
+    "loadtest-worker": (
+        "run a Locust worker for a `loadtest --master` on another machine (the packaged locustfile)",
+        _add_loadtest_worker,
+    ),
+    "tune": (
+        "search serving settings (instances, batching, threads) on a live Triton and write the winner back",
+        _add_tune,
+    ),
+    "deploy": ("render and validate Kubernetes manifests for the repository", _add_deploy),
+    "schema": ("print the JSON Schema of the spec file", _add_nothing),
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m generator",
+        description="tritongen: YAML spec -> exported, verified models -> a validated Triton model repository.",
     )
-    deploy.add_argument("--out", default="deploy", help="directory for the manifests (default: deploy)")
-    deploy.add_argument("--model-repository", help="object-storage URI the pods load (what `push` printed)")
-    deploy.add_argument("--repository", help="the built repository (default: the spec's `repository`)")
-    deploy.add_argument("--kserve", action="store_true", help="also write a KServe InferenceService")
-    deploy.add_argument("--templates", help="directory with your own k8s/*.yaml.j2 templates")
-    deploy.add_argument(
-        "--name", default="triton", help="name of the Deployment, Services, HPA (default triton)"
-    )
-    deploy.add_argument("--image", help="Triton image (default: the official release matching Triton 2.51)")
-    deploy.add_argument(
-        "--replicas", type=int, default=1, help="replicas without a capacity target (default 1)"
-    )
-    deploy.add_argument(
-        "--queue-target-us",
-        type=int,
-        default=5000,
-        help="HPA target: queue time per request in us (default 5000)",
-    )
-    deploy.add_argument(
-        "--autoscaler",
-        choices=["hpa", "keda"],
-        default="hpa",
-        help="hpa: an HPA on the Prometheus adapter's metric (default); keda: a KEDA ScaledObject on Prometheus",
-    )
-    deploy.add_argument(
-        "--prometheus-url",
-        help="the Prometheus KEDA queries (default: the Prometheus operator's in namespace monitoring)",
-    )
-    deploy.add_argument("--target-rps", type=float, help="size the fleet for this many requests/s")
-    deploy.add_argument("--max-p99-ms", type=float, help="... at this p99 latency")
-    deploy.add_argument("--report", help="the loadtest report.json (or tune.json) measured on one replica")
-    deploy.add_argument("--headroom", type=float, default=0.3, help="spare fraction on top (default 0.3)")
-    deploy.add_argument("--price-per-hour", type=float, help="price of one replica per hour")
-    deploy.add_argument(
-        "--loadtest",
-        metavar="MODEL",
-        help="also write a distributed load test of MODEL from inside the cluster (loadtest/)",
-    )
-    deploy.add_argument("--loadtest-workers", type=int, default=2, help="Locust worker pods (default 2)")
-    deploy.add_argument(
-        "--loadtest-image", help="the load generator's image (default tritongen-loadtest:VERSION)"
-    )
-    deploy.add_argument(
-        "--loadtest-args",
-        default="",
-        help='more loadtest arguments for the master, e.g. "--sweep 1,16,64 --duration 60"',
-    )
+    parser.add_argument("--version", action="version", version=f"tritongen {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what each step does")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (summary, add_arguments) in _COMMAND_PARSERS.items():
+        add_arguments(commands.add_parser(name, help=summary))
+    return parser
 
 
 def _run_build(args: argparse.Namespace) -> int:
@@ -569,42 +547,12 @@ def _run_loadtest_worker(args: argparse.Namespace) -> int:
     return EXIT_OK  # not reached
 
 
-def _loadtest_plan(args: argparse.Namespace) -> Any:
-    """``deploy --loadtest MODEL`` and its options as a plan (None without it)."""
-    from generator.deploy.manifests import LoadtestPlan, loadtest_arguments
-
-    if not args.loadtest:
-        return None
-    image = {"image": args.loadtest_image} if args.loadtest_image else {}
-    return LoadtestPlan(
-        args.loadtest, args.loadtest_workers, args=loadtest_arguments(args.loadtest_args), **image
-    )
-
-
 def _run_deploy(args: argparse.Namespace) -> int:
     from generator.deploy.manifests import KUBERNETES_VERSION, deploy
+    from generator.deploy.options import config_from_args
 
     console = _console()
-    result = deploy(
-        args.spec,
-        args.out,
-        args.model_repository,
-        kserve=args.kserve,
-        templates=args.templates,
-        repository=args.repository,
-        name=args.name,
-        image=args.image,
-        replicas=args.replicas,
-        queue_target_us=args.queue_target_us,
-        target_rps=args.target_rps,
-        max_p99_ms=args.max_p99_ms,
-        report=args.report,
-        headroom=args.headroom,
-        price_per_hour=args.price_per_hour,
-        loadtest=_loadtest_plan(args),
-        autoscaler=args.autoscaler,
-        prometheus_url=args.prometheus_url,
-    )
+    result = deploy(config_from_args(args))
     for warning in result.warnings:
         _labelled(console, "warning", "yellow", warning)
     for model in result.models:

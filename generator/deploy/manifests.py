@@ -28,12 +28,15 @@ from generator.core.templating import environment
 from generator.core.triton import parse_config_text
 from generator.core.uris import kserve_storage_uri
 from generator.deploy.capacity import Capacity, capacity
+from generator.deploy.options import default
 from generator.spec.tuned import load_spec_with_tuned
 
 __all__ = [
     "KUBERNETES_VERSION",
     "TRITON_RELEASE",
+    "DeployConfig",
     "DeployResult",
+    "LoadtestPlan",
     "ModelGroups",
     "deploy",
     "gpus_per_pod",
@@ -268,27 +271,9 @@ class LoadtestPlan:
     """
 
     model: str
-    workers: int = 2
+    workers: int = default("loadtest.workers")
     image: str = f"tritongen-loadtest:{__version__}"
-    args: tuple[str, ...] = ()
-
-
-def loadtest_arguments(text: str) -> tuple[str, ...]:
-    """``deploy --loadtest-args`` split into arguments as a POSIX shell splits them.
-
-    Raises:
-        DeployError: a quotation is not closed, or the text ends in a backslash.
-    """
-    import shlex
-
-    try:
-        return tuple(shlex.split(text))
-    except ValueError as exc:  # shlex's only error: "No closing quotation", "No escaped character"
-        reason = str(exc).lower() or "unbalanced quoting"
-        raise DeployError(
-            f"--loadtest-args {json.dumps(text)}: {reason}; close the quote, or escape a literal quote "
-            "or backslash with a backslash"
-        ) from None
+    args: tuple[str, ...] = default("loadtest.args")
 
 
 def _loadtest_context(name: str, plan: LoadtestPlan, out: Path) -> dict[str, Any]:
@@ -392,95 +377,130 @@ def _write(path: Path, text: str) -> None:
         raise
 
 
-def deploy(
-    spec_path: str | Path | None,
-    out: str | Path,
-    model_repository: str | None,
-    *,
-    kserve: bool = False,
-    templates: str | Path | None = None,
-    repository: str | Path | None = None,
-    name: str = "triton",
-    image: str | None = None,
-    replicas: int = 1,
-    queue_target_us: int = 5000,
-    target_rps: float | None = None,
-    max_p99_ms: float | None = None,
-    report: str | Path | None = None,
-    headroom: float = 0.3,
-    price_per_hour: float | None = None,
-    loadtest: LoadtestPlan | None = None,
-    autoscaler: str = "hpa",
-    prometheus_url: str | None = None,
-) -> DeployResult:
-    """Render, validate and write the Kubernetes manifests for a spec's repository.
+@dataclass(frozen=True)
+class DeployConfig:
+    """What ``deploy`` renders. Each field is a ``deploy`` option, declared once with its default in
+    :data:`generator.deploy.options.OPTIONS`: ``DeployConfig(model_repository=URI)`` is what
+    ``python -m generator deploy --model-repository URI`` does.
 
-    Args:
-        spec_path: The spec (default: generator.yaml, else the bundled example).
+    Attributes:
+        model_repository: The object-storage URI the pods load (what ``push`` printed); required.
+        spec: The spec (default: generator.yaml, else the bundled example).
         out: Directory the manifests go to (created).
-        model_repository: The object-storage URI the pods load (what ``push`` printed).
         kserve: Also write a KServe InferenceService (``inferenceservice.yaml``, outside the kustomization).
         templates: A directory whose ``k8s/*.yaml.j2`` replace the built-in ones.
         repository: The built repository (default: the spec's ``repository``).
         name: Name of the Deployment, Services, HPA, ServiceMonitor.
         image: The Triton image (default: the official one of :data:`TRITON_RELEASE`).
         replicas: Replicas when no capacity target is given (HPA max is twice that).
-        queue_target_us: The HPA's target queue time per request, microseconds, averaged over pods.
-        target_rps, max_p99_ms, report, headroom, price_per_hour: Size the fleet from a measured report
-            (all of ``target_rps``, ``max_p99_ms`` and ``report`` together); see :mod:`generator.deploy.capacity`.
-        loadtest: Also write a distributed load test of the fleet (``loadtest/``: the Locust master
-            Job and its Service, the worker Deployment, the load generator's Dockerfile).
+        queue_target_us: The autoscaler's target queue time per request, microseconds, averaged over pods.
         autoscaler: ``hpa`` (an ``autoscaling/v2`` HPA on a Pods metric the Prometheus adapter serves,
             with the adapter's rule) or ``keda`` (a KEDA ScaledObject reading Prometheus at
             ``prometheus_url``); both scale on the same queue time per request.
         prometheus_url: The Prometheus KEDA queries (default :data:`DEFAULT_PROMETHEUS`).
+        target_rps, max_p99_ms, report, headroom, price_per_hour: Size the fleet from a measured report
+            (all of ``target_rps``, ``max_p99_ms`` and ``report`` together); see :mod:`generator.deploy.capacity`.
+        loadtest: Also write a distributed load test of the fleet (``loadtest/``: the Locust master
+            Job and its Service, the worker Deployment, the load generator's Dockerfile).
+    """
+
+    model_repository: str | None = default("model_repository")
+    spec: str | Path | None = default("spec")
+    out: str | Path = default("out")
+    kserve: bool = default("kserve")
+    templates: str | Path | None = default("templates")
+    repository: str | Path | None = default("repository")
+    name: str = default("name")
+    image: str | None = default("image")
+    replicas: int = default("replicas")
+    queue_target_us: int = default("queue_target_us")
+    autoscaler: str = default("autoscaler")
+    prometheus_url: str | None = default("prometheus_url")
+    target_rps: float | None = default("target_rps")
+    max_p99_ms: float | None = default("max_p99_ms")
+    report: str | Path | None = default("report")
+    headroom: float = default("headroom")
+    price_per_hour: float | None = default("price_per_hour")
+    loadtest: LoadtestPlan | None = None
+
+
+def _check(config: DeployConfig) -> tuple[str, str]:
+    """The repository URI and the Prometheus URL, once the options are checked."""
+    uri = _check_inputs(config.name, config.model_repository)
+    sizing = (config.target_rps, config.max_p99_ms, config.report)
+    if any(v is not None for v in sizing) and not all(v is not None for v in sizing):
+        raise DeployError("capacity needs --target-rps, --max-p99-ms and --report together; pass all three")
+    if config.replicas < 1 or config.queue_target_us < 1:
+        raise DeployError("--replicas and --queue-target-us must be at least 1")
+    if config.autoscaler not in AUTOSCALER_FILES:
+        raise DeployError(f"--autoscaler '{config.autoscaler}' is not one of {', '.join(AUTOSCALER_FILES)}")
+    prometheus_url = config.prometheus_url or DEFAULT_PROMETHEUS
+    if not re.match(r"^https?://[^\s/]+(/\S*)?$", prometheus_url):
+        raise DeployError(f"--prometheus-url '{prometheus_url}' is not an http(s)://HOST[:PORT] address")
+    return uri, prometheus_url
+
+
+def _sizing(config: DeployConfig, gpus: int) -> tuple[Capacity | None, tuple[int, int], str]:
+    """The capacity from the measured report (None without one), the replica bounds, and why."""
+    if config.report is None:
+        reason = f"Replicas from --replicas {config.replicas} (no capacity target given)."
+        return None, (config.replicas, 2 * config.replicas), reason
+    sized = capacity(
+        Path(config.report),
+        config.target_rps,  # type: ignore[arg-type]
+        config.max_p99_ms,  # type: ignore[arg-type]
+        gpus,
+        config.headroom,
+        config.price_per_hour,
+    )
+    return sized, (sized.replicas, sized.max_replicas), "Replicas from capacity.json."
+
+
+def _loadtest_texts(config: DeployConfig, spec: Any, templates: Path | None) -> dict[str, str]:
+    """``loadtest/``'s files for ``config.loadtest``, rendered."""
+    plan = config.loadtest
+    assert plan is not None
+    if plan.workers < 1:
+        raise DeployError("--loadtest-workers must be at least 1")
+    names = {m.name for m in spec.models} | {e.name for e in spec.ensembles}
+    if plan.model not in names:
+        known = ", ".join(sorted(names))
+        raise DeployError(f"--loadtest '{plan.model}' is no model of the spec; use one of {known}")
+    context = _loadtest_context(config.name, plan, Path(config.out))
+    return _render(templates, context, list(_LOADTEST_FILES))
+
+
+def deploy(config: DeployConfig) -> DeployResult:
+    """Render, validate and write the Kubernetes manifests for a spec's repository.
+
+    Args:
+        config: What to render (see :class:`DeployConfig`; ``DeployConfig(model_repository=URI)`` renders
+            with the ``deploy`` command's defaults).
 
     Raises:
         DeployError: Bad options, a failing template, an invalid document, or no level meets the target.
         SpecError: The spec does not load.
     """
-    uri = _check_inputs(name, model_repository)
-    sizing = (target_rps, max_p99_ms, report)
-    if any(v is not None for v in sizing) and not all(v is not None for v in sizing):
-        raise DeployError("capacity needs --target-rps, --max-p99-ms and --report together; pass all three")
-    if replicas < 1 or queue_target_us < 1:
-        raise DeployError("--replicas and --queue-target-us must be at least 1")
-    if autoscaler not in AUTOSCALER_FILES:
-        raise DeployError(f"--autoscaler '{autoscaler}' is not one of {', '.join(AUTOSCALER_FILES)}")
-    prometheus_url = prometheus_url or DEFAULT_PROMETHEUS
-    if not re.match(r"^https?://[^\s/]+(/\S*)?$", prometheus_url):
-        raise DeployError(f"--prometheus-url '{prometheus_url}' is not an http(s)://HOST[:PORT] address")
-    spec, _ = load_spec_with_tuned(spec_path)
-    models, warnings = model_groups(spec, Path(repository if repository is not None else spec.repository))
+    uri, prometheus_url = _check(config)
+    spec, _ = load_spec_with_tuned(config.spec)
+    repository = config.repository if config.repository is not None else spec.repository
+    models, warnings = model_groups(spec, Path(repository))
     gpus = gpus_per_pod(models)
-    sized = None
-    bounds = (replicas, 2 * replicas)
-    reason = f"Replicas from --replicas {replicas} (no capacity target given)."
-    if report is not None:
-        sized = capacity(Path(report), target_rps, max_p99_ms, gpus, headroom, price_per_hour)  # type: ignore[arg-type]
-        bounds = (sized.replicas, sized.max_replicas)
-        reason = "Replicas from capacity.json."
-    image = image or f"nvcr.io/nvidia/tritonserver:{TRITON_RELEASE}-py3"
-    context = _context(name, uri, image, gpus, bounds, queue_target_us, reason)
-    fleet = [*_FLEET_FILES[:2], *AUTOSCALER_FILES[autoscaler], *_FLEET_FILES[2:]]
-    context.update(resources=fleet, prometheus_url=prometheus_url, pods_service=f"{name}-pods")
-    user_templates = Path(templates) if templates else None
-    names = [*fleet, "kustomization.yaml", *(["inferenceservice.yaml"] if kserve else [])]
-    texts = _render(user_templates, context, names)
-    if loadtest is not None:
-        if loadtest.workers < 1:
-            raise DeployError("--loadtest-workers must be at least 1")
-        names = {m.name for m in spec.models} | {e.name for e in spec.ensembles}
-        if loadtest.model not in names:
-            known = ", ".join(sorted(names))
-            raise DeployError(f"--loadtest '{loadtest.model}' is no model of the spec; use one of {known}")
-        lt_context = _loadtest_context(name, loadtest, Path(out))
-        texts.update(_render(user_templates, lt_context, list(_LOADTEST_FILES)))
+    sized, bounds, reason = _sizing(config, gpus)
+    image = config.image or f"nvcr.io/nvidia/tritonserver:{TRITON_RELEASE}-py3"
+    context = _context(config.name, uri, image, gpus, bounds, config.queue_target_us, reason)
+    fleet = [*_FLEET_FILES[:2], *AUTOSCALER_FILES[config.autoscaler], *_FLEET_FILES[2:]]
+    context.update(resources=fleet, prometheus_url=prometheus_url, pods_service=f"{config.name}-pods")
+    templates = Path(config.templates) if config.templates else None
+    names = [*fleet, "kustomization.yaml", *(["inferenceservice.yaml"] if config.kserve else [])]
+    texts = _render(templates, context, names)
+    if config.loadtest is not None:
+        texts.update(_loadtest_texts(config, spec, templates))
     validate_documents({k: v for k, v in texts.items() if k.endswith(".yaml")})
     if sized is not None:
         texts["capacity.json"] = json.dumps(sized.as_dict(), indent=2) + "\n"
         texts["capacity.txt"] = "\n".join(sized.derivation) + "\n"
-    target = Path(out)
+    target = Path(config.out)
     target.mkdir(parents=True, exist_ok=True)
     files = []
     for filename, text in texts.items():

@@ -1,4 +1,11 @@
-"""The ``tune`` command's options: declared on an argparse parser, and read back into a :class:`TuneConfig`.
+"""The ``tune`` command's options, declared once: the CLI's parser, :class:`~generator.tune.run.TuneConfig`
+and its defaults all come from :data:`OPTIONS`.
+
+Each :class:`~generator.core.options.Option` row names a flag, its type, default and help, and the
+:class:`~generator.tune.run.TuneConfig` field it sets (``steadiness.window``: the field of
+:class:`~generator.loadtest.steady.Steadiness`; ``space.instances``: of
+:class:`~generator.tune.space.SpaceOptions`). The steadiness defaults are :class:`Steadiness`'s own and the
+request defaults the load test's (:mod:`generator.loadtest.options`), so each is written once.
 
 Kept apart from :mod:`~generator.tune.run` so that building the CLI's parser imports no Locust.
 """
@@ -10,8 +17,11 @@ from collections.abc import Callable
 from typing import Any
 
 from generator.core.errors import TuneError
+from generator.core.options import Option, config_default, config_values
+from generator.loadtest import options as loadtest_options
+from generator.loadtest.steady import Steadiness
 
-__all__ = ["add_tune_options", "config_from_args"]
+__all__ = ["OPTIONS", "config_from_args", "default"]
 
 
 def _list(text: str, item: Callable[[str], Any], option: str, example: str) -> list[Any]:
@@ -22,6 +32,15 @@ def _list(text: str, item: Callable[[str], Any], option: str, example: str) -> l
     if not values:
         raise TuneError(f"{option} '{text}': give a comma-separated list, e.g. {example}")
     return values
+
+
+def _listed(item: Callable[[str], Any], option: str, example: str) -> Callable[[str], list[Any] | None]:
+    """A search-space option's parse: the comma-separated values, or None (chosen for the model) for ''."""
+
+    def parse(text: str) -> list[Any] | None:
+        return _list(text, item, option, example) if text else None
+
+    return parse
 
 
 def _positive(text: str) -> int:
@@ -48,7 +67,9 @@ def _switch(text: str) -> bool:
     return text == "on"
 
 
-def _gpu_sets(text: str) -> list[tuple[int, ...]]:
+def _gpu_sets(text: str) -> list[tuple[int, ...]] | None:
+    if not text:
+        return None
     sets = []
     for part in text.split(";"):
         ids = _list(part, _non_negative, "--gpu-sets", "0;1;0,1")
@@ -56,86 +77,285 @@ def _gpu_sets(text: str) -> list[tuple[int, ...]]:
     return sets
 
 
-def add_tune_options(parser: argparse.ArgumentParser) -> None:
-    """Declare the ``tune`` command's options on ``parser``."""
-    parser.add_argument(
-        "spec", nargs="?", help="YAML spec (default: generator.yaml, else the bundled example)"
-    )
-    parser.add_argument("--model", "-m", action="append", required=True, help="model to tune (repeatable)")
-    parser.add_argument("--output", "-o", help="repository to rebuild with the winner (default: the spec's)")
-    goal = parser.add_argument_group("objective and constraints (the load test's --fail-if figures)")
-    goal.add_argument(
-        "--users", "--concurrency", default="1,16", help="load levels, closed-loop users (default 1,16)"
-    )
-    goal.add_argument(
-        "--objective",
-        default="throughput",
-        choices=["throughput", "p50", "p90", "p95", "p99"],
-        help="maximise throughput, or minimise a latency percentile (geometric mean over the levels; "
+_GOAL = "objective and constraints (the load test's --fail-if figures)"
+_SEARCH = "search"
+_SPACE = "the space (comma-separated values; default: chosen for the model and machine)"
+_REQUESTS = "server and requests"
+_OUTPUT = "output"
+_STEADY = Steadiness()
+
+OPTIONS: tuple[Option, ...] = (
+    Option("spec", ("spec",), "YAML spec (default: generator.yaml, else the bundled example)", nargs="?"),
+    Option(
+        "model",
+        ("--model", "-m"),
+        "model to tune (repeatable)",
+        field="models",
+        parse=lambda names: list(dict.fromkeys(names)),
+        repeat=True,
+        required=True,
+    ),
+    Option("output", ("--output", "-o"), "repository to rebuild with the winner (default: the spec's)"),
+    Option(
+        "users",
+        ("--users", "--concurrency"),
+        "load levels, closed-loop users (default {default})",
+        default="1,16",
+        parse=lambda text: _list(text, _positive, "--users", "1,16"),
+        group=_GOAL,
+    ),
+    Option(
+        "objective",
+        ("--objective",),
+        "maximise throughput, or minimise a latency percentile (geometric mean over the levels; "
         "a candidate worse than the start config at any level beyond the measured noise never wins)",
-    )
-    goal.add_argument(
-        "--trade-levels",
-        action="store_true",
-        help="let a gain at one load level buy a loss at another: the mean over the levels alone decides",
-    )
-    goal.add_argument("--max-p99-ms", type=float, help="constraint: p99 latency at most this, at every level")
-    goal.add_argument(
-        "--min-throughput", type=float, help="constraint: at least this many infer/s at every level"
-    )
-    goal.add_argument("--max-memory", help="constraint: server memory at most this (e.g. 2GiB)")
-    goal.add_argument(
-        "--constraint",
-        action="append",
-        default=[],
+        default="throughput",
+        choices=("throughput", "p50", "p90", "p95", "p99"),
+        group=_GOAL,
+    ),
+    Option(
+        "trade_levels",
+        ("--trade-levels",),
+        "let a gain at one load level buy a loss at another: the mean over the levels alone decides",
+        default=False,
+        switch=True,
+        group=_GOAL,
+    ),
+    Option(
+        "max_p99_ms",
+        ("--max-p99-ms",),
+        "constraint: p99 latency at most this, at every level",
+        type=float,
+        group=_GOAL,
+    ),
+    Option(
+        "min_throughput",
+        ("--min-throughput",),
+        "constraint: at least this many infer/s at every level",
+        type=float,
+        group=_GOAL,
+    ),
+    Option(
+        "max_memory", ("--max-memory",), "constraint: server memory at most this (e.g. 2GiB)", group=_GOAL
+    ),
+    Option(
+        "constraint",
+        ("--constraint",),
+        "a failing condition as for --fail-if",
+        field="constraints",
+        default=(),
         metavar="EXPR",
-        help="a failing condition as for --fail-if",
-    )
-    search = parser.add_argument_group("search")
-    search.add_argument(
-        "--search", choices=["quick", "grid"], default="quick", help="quick (hill climb) or grid"
-    )
-    search.add_argument("--budget-minutes", type=float, help="stop searching after about this long")
-    search.add_argument("--trial-seconds", type=float, default=2.0, help="seconds per measurement window (2)")
-    search.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds per level (1)")
-    search.add_argument(
-        "--stability-pct", type=float, default=10.0, help="windows must agree within this (10)"
-    )
-    search.add_argument("--stability-windows", type=int, default=3, help="windows that must agree (3)")
-    search.add_argument("--max-windows", type=int, default=8, help="windows per level at most (8)")
-    space = parser.add_argument_group(
-        "the space (comma-separated values; default: chosen for the model and machine)"
-    )
-    space.add_argument("--instances", help="instance counts, e.g. 1,2,4")
-    space.add_argument("--threads", help="backend threads per instance, e.g. auto,1,2")
-    space.add_argument("--max-batch-sizes", help="max_batch_size values, e.g. 8,32,128")
-    space.add_argument("--batching", help="dynamic batcher: on,off")
-    space.add_argument("--queue-delays", help="max_queue_delay_microseconds values, e.g. 0,100,500")
-    space.add_argument(
-        "--preferred", help="preferred_batch_size choices: none, max, start, or sizes like 4+8"
-    )
-    space.add_argument(
-        "--device", choices=["cpu", "gpu"], default="cpu", help="search CPU or GPU instance groups"
-    )
-    space.add_argument("--gpu-sets", help="with --device gpu: GPU id sets to try, e.g. '0;0,1'")
-    where = parser.add_argument_group("server and requests")
-    where.add_argument(
-        "--url", help="a running Triton with --model-control-mode=explicit (default: embedded)"
-    )
-    where.add_argument("--protocol", choices=["http", "grpc"], help="default: from --url, else http")
-    where.add_argument("--allow-remote", action="store_true", help="allow a --url that is not this machine")
-    where.add_argument("--batch-size", type=int, default=1, help="samples per request (1)")
-    where.add_argument("--data", help="real samples (.npz or .json) instead of generated inputs")
-    where.add_argument("--seed", type=int, default=0, help="seed of the generated inputs")
-    where.add_argument("--request-timeout", type=float, default=30.0, help="seconds before a request fails")
-    output = parser.add_argument_group("output")
-    output.add_argument("--out", default="tune-report", help="report directory (default tune-report)")
-    output.add_argument(
-        "--no-write",
-        action="store_true",
-        help="report only: leave the tuned file and the repository as they are",
-    )
-    output.add_argument("--templates", help="directory with your own copies of the Jinja templates")
+        repeat=True,
+        group=_GOAL,
+    ),
+    Option(
+        "search",
+        ("--search",),
+        "quick (hill climb) or grid",
+        default="quick",
+        choices=("quick", "grid"),
+        group=_SEARCH,
+    ),
+    Option(
+        "budget_minutes",
+        ("--budget-minutes",),
+        "stop searching after about this long",
+        type=float,
+        group=_SEARCH,
+    ),
+    Option(
+        "trial_seconds",
+        ("--trial-seconds",),
+        "seconds per measurement window ({default})",
+        field="steadiness.window",
+        type=float,
+        default=_STEADY.window,
+        group=_SEARCH,
+    ),
+    Option(
+        "warmup",
+        ("--warmup",),
+        "unmeasured seconds per level ({default})",
+        field="steadiness.warmup",
+        type=float,
+        default=_STEADY.warmup,
+        group=_SEARCH,
+    ),
+    Option(
+        "stability_pct",
+        ("--stability-pct",),
+        "windows must agree within this ({default})",
+        field="steadiness.tolerance_pct",
+        type=float,
+        default=_STEADY.tolerance_pct,
+        group=_SEARCH,
+    ),
+    Option(
+        "stability_windows",
+        ("--stability-windows",),
+        "windows that must agree ({default})",
+        field="steadiness.least",
+        type=int,
+        default=_STEADY.least,
+        group=_SEARCH,
+    ),
+    Option(
+        "max_windows",
+        ("--max-windows",),
+        "windows per level at most ({default})",
+        field="steadiness.most",
+        type=int,
+        default=_STEADY.most,
+        group=_SEARCH,
+    ),
+    Option(
+        "instances",
+        ("--instances",),
+        "instance counts, e.g. 1,2,4",
+        field="space.instances",
+        parse=_listed(_positive, "--instances", "1,2,4"),
+        group=_SPACE,
+    ),
+    Option(
+        "threads",
+        ("--threads",),
+        "backend threads per instance, e.g. auto,1,2",
+        field="space.threads",
+        parse=_listed(_thread, "--threads", "auto,1,2"),
+        group=_SPACE,
+    ),
+    Option(
+        "max_batch_sizes",
+        ("--max-batch-sizes",),
+        "max_batch_size values, e.g. 8,32,128",
+        field="space.max_batch_sizes",
+        parse=_listed(_positive, "--max-batch-sizes", "8,32,128"),
+        group=_SPACE,
+    ),
+    Option(
+        "batching",
+        ("--batching",),
+        "dynamic batcher: on,off",
+        field="space.batching",
+        parse=_listed(_switch, "--batching", "on,off"),
+        group=_SPACE,
+    ),
+    Option(
+        "queue_delays",
+        ("--queue-delays",),
+        "max_queue_delay_microseconds values, e.g. 0,100,500",
+        field="space.queue_delays",
+        parse=_listed(_non_negative, "--queue-delays", "0,100,500"),
+        group=_SPACE,
+    ),
+    Option(
+        "preferred",
+        ("--preferred",),
+        "preferred_batch_size choices: none, max, start, or sizes like 4+8",
+        field="space.preferred",
+        parse=_listed(str, "--preferred", "none,max"),
+        group=_SPACE,
+    ),
+    Option(
+        "device",
+        ("--device",),
+        "search CPU or GPU instance groups",
+        default="cpu",
+        choices=("cpu", "gpu"),
+        group=_SPACE,
+    ),
+    Option(
+        "gpu_sets",
+        ("--gpu-sets",),
+        "with --device gpu: GPU id sets to try, e.g. '0;0,1'",
+        field="space.gpu_sets",
+        parse=_gpu_sets,
+        group=_SPACE,
+    ),
+    Option(
+        "url",
+        ("--url",),
+        "a running Triton with --model-control-mode=explicit (default: embedded)",
+        group=_REQUESTS,
+    ),
+    Option(
+        "protocol",
+        ("--protocol",),
+        "default: from --url, else http",
+        choices=("http", "grpc"),
+        group=_REQUESTS,
+    ),
+    Option(
+        "allow_remote",
+        ("--allow-remote",),
+        "allow a --url that is not this machine",
+        default=False,
+        switch=True,
+        group=_REQUESTS,
+    ),
+    Option(
+        "batch_size",
+        ("--batch-size",),
+        "samples per request ({default})",
+        type=int,
+        default=loadtest_options.default("batch_size"),
+        group=_REQUESTS,
+    ),
+    Option(
+        "data",
+        ("--data",),
+        "real samples (.npz or .json) instead of generated inputs",
+        group=_REQUESTS,
+    ),
+    Option(
+        "seed",
+        ("--seed",),
+        "seed of the generated inputs",
+        type=int,
+        default=loadtest_options.default("seed"),
+        group=_REQUESTS,
+    ),
+    Option(
+        "request_timeout",
+        ("--request-timeout",),
+        "seconds before a request fails",
+        type=float,
+        default=loadtest_options.default("request_timeout"),
+        group=_REQUESTS,
+    ),
+    Option(
+        "out",
+        ("--out",),
+        "report directory (default {default})",
+        default="tune-report",
+        group=_OUTPUT,
+    ),
+    Option(
+        "no_write",
+        ("--no-write",),
+        "report only: leave the tuned file and the repository as they are",
+        field="write",
+        default=False,
+        parse=lambda report_only: not report_only,
+        switch=True,
+        group=_OUTPUT,
+    ),
+    Option(
+        "templates",
+        ("--templates",),
+        "directory with your own copies of the Jinja templates",
+        group=_OUTPUT,
+    ),
+)
+
+
+def default(field: str) -> Any:
+    """The default of :class:`~generator.tune.run.TuneConfig`'s field ``field`` (a new copy).
+
+    Raises:
+        KeyError: No option sets ``field``.
+    """
+    return config_default(OPTIONS, field)
 
 
 def config_from_args(args: argparse.Namespace) -> Any:
@@ -144,52 +364,14 @@ def config_from_args(args: argparse.Namespace) -> Any:
     Raises:
         TuneError: A list option does not parse.
     """
-    from generator.loadtest.steady import Steadiness
+    values = config_values(OPTIONS, args)  # before Locust is imported (by run): a bad list fails fast
     from generator.tune.run import TuneConfig
     from generator.tune.space import SpaceOptions
 
-    def listed(value: str | None, item: Callable[[str], Any], option: str, example: str) -> list[Any] | None:
-        return _list(value, item, option, example) if value else None
-
-    space = SpaceOptions(
-        instances=listed(args.instances, _positive, "--instances", "1,2,4"),
-        threads=listed(args.threads, _thread, "--threads", "auto,1,2"),
-        max_batch_sizes=listed(args.max_batch_sizes, _positive, "--max-batch-sizes", "8,32,128"),
-        batching=listed(args.batching, _switch, "--batching", "on,off"),
-        queue_delays=listed(args.queue_delays, _non_negative, "--queue-delays", "0,100,500"),
-        preferred=listed(args.preferred, str, "--preferred", "none,max"),
-        gpu_sets=_gpu_sets(args.gpu_sets) if args.gpu_sets else None,
-    )
+    nested: dict[str, dict[str, Any]] = {"steadiness": {}, "space": {}}
+    for name in [name for name in values if "." in name]:
+        owner, field = name.split(".", 1)
+        nested[owner][field] = values.pop(name)
     return TuneConfig(
-        models=list(dict.fromkeys(args.model)),
-        spec=args.spec,
-        output=args.output,
-        users=_list(args.users, _positive, "--users", "1,16"),
-        objective=args.objective,
-        max_p99_ms=args.max_p99_ms,
-        min_throughput=args.min_throughput,
-        max_memory=args.max_memory,
-        constraints=list(args.constraint),
-        search=args.search,
-        budget_minutes=args.budget_minutes,
-        steadiness=Steadiness(
-            window=args.trial_seconds,
-            warmup=args.warmup,
-            tolerance_pct=args.stability_pct,
-            least=args.stability_windows,
-            most=args.max_windows,
-        ),
-        space=space,
-        device=args.device,
-        url=args.url,
-        protocol=args.protocol,
-        batch_size=args.batch_size,
-        data=args.data,
-        out=args.out,
-        write=not args.no_write,
-        allow_remote=args.allow_remote,
-        seed=args.seed,
-        request_timeout=args.request_timeout,
-        templates=args.templates,
-        trade_levels=args.trade_levels,
+        **values, steadiness=Steadiness(**nested["steadiness"]), space=SpaceOptions(**nested["space"])
     )

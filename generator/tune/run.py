@@ -46,6 +46,7 @@ from generator.serve.server import EmbeddedServer, find_free_port
 from generator.spec.models import Spec, bundled_example, default_spec_path
 from generator.spec.tuned import TunedEntry, load_spec_with_tuned, tuned_path, write_tuned
 from generator.tune.objective import Objective
+from generator.tune.options import default
 from generator.tune.report import write_tune_report
 from generator.tune.scratch import clear_stale_scratch, make_scratch
 from generator.tune.space import (
@@ -66,33 +67,42 @@ _LOAD_TIMEOUT = 600.0
 
 @dataclass
 class TuneConfig:
-    """What ``python -m generator tune`` was asked to do (see its ``--help`` for each option)."""
+    """What ``python -m generator tune`` was asked to do; each field's option, default and help are
+    declared once in :data:`generator.tune.options.OPTIONS` (see ``tune --help``).
+
+    Attributes:
+        models: The models to tune (``--model``).
+        steadiness: When a level's measurement is steady (``--trial-seconds``, ``--warmup``,
+            ``--stability-pct``, ``--stability-windows``, ``--max-windows``).
+        space: The values to search (``--instances``, ``--threads``, ...; None: chosen for the model).
+        write: Write the winner back and rebuild (``--no-write`` turns it off).
+    """
 
     models: list[str]
-    spec: str | Path | None = None
-    output: str | Path | None = None
-    users: list[int] = field(default_factory=lambda: [1, 16])
-    objective: str = "throughput"
-    max_p99_ms: float | None = None
-    min_throughput: float | None = None
-    max_memory: str | None = None
-    constraints: list[str] = field(default_factory=list)
-    search: str = "quick"
-    budget_minutes: float | None = None
+    spec: str | Path | None = default("spec")
+    output: str | Path | None = default("output")
+    users: list[int] = field(default_factory=lambda: default("users"))
+    objective: str = default("objective")
+    max_p99_ms: float | None = default("max_p99_ms")
+    min_throughput: float | None = default("min_throughput")
+    max_memory: str | None = default("max_memory")
+    constraints: list[str] = field(default_factory=lambda: default("constraints"))
+    search: str = default("search")
+    budget_minutes: float | None = default("budget_minutes")
     steadiness: Steadiness = field(default_factory=Steadiness)
     space: SpaceOptions = field(default_factory=SpaceOptions)
-    device: str = "cpu"
-    url: str | None = None
-    protocol: str | None = None
-    batch_size: int = 1
-    data: str | Path | None = None
-    out: str | Path = "tune-report"
-    write: bool = True
-    allow_remote: bool = False
-    seed: int = 0
-    request_timeout: float = 30.0
-    templates: str | Path | None = None
-    trade_levels: bool = False
+    device: str = default("device")
+    url: str | None = default("url")
+    protocol: str | None = default("protocol")
+    batch_size: int = default("batch_size")
+    data: str | Path | None = default("data")
+    out: str | Path = default("out")
+    write: bool = default("write")
+    allow_remote: bool = default("allow_remote")
+    seed: int = default("seed")
+    request_timeout: float = default("request_timeout")
+    templates: str | Path | None = default("templates")
+    trade_levels: bool = default("trade_levels")
 
 
 class TuneInterrupted(KeyboardInterrupt):

@@ -16,7 +16,13 @@ from typing import Any
 
 import yaml
 
-from generator.deploy.manifests import LOADTEST_MASTER_PORT, LoadtestPlan, deploy, validate_documents
+from generator.deploy.manifests import (
+    LOADTEST_MASTER_PORT,
+    DeployConfig,
+    LoadtestPlan,
+    deploy,
+    validate_documents,
+)
 from generator.serve.server import find_free_port
 
 from ..conftest import EXAMPLE_SPEC
@@ -33,9 +39,10 @@ def test_rendered_loadtest_runs_with_its_exact_commands(
     example_repo: Path, example_server: Any, tmp_path: Path
 ) -> None:
     plan = LoadtestPlan(MODEL, workers=2, args=("--users", "4", "--duration", "2", "--warmup", "0.5"))
-    result = deploy(
-        EXAMPLE_SPEC, tmp_path / "deploy", "s3://bucket/repo/x", repository=example_repo, loadtest=plan
+    config = DeployConfig(
+        "s3://bucket/repo/x", EXAMPLE_SPEC, tmp_path / "deploy", repository=example_repo, loadtest=plan
     )
+    result = deploy(config)
     out = result.out / "loadtest"
     assert sorted(p.name for p in out.iterdir()) == ["Dockerfile", "master.yaml", "workers.yaml"]
     texts = {name: (out / name).read_text() for name in ("master.yaml", "workers.yaml")}

@@ -12,7 +12,7 @@ import pytest
 import tritonclient.http as httpclient
 import yaml
 
-from generator.deploy.manifests import deploy
+from generator.deploy.manifests import DeployConfig, deploy
 
 pytestmark = pytest.mark.integration
 pytest.importorskip(
@@ -28,7 +28,8 @@ def _get(url: str) -> tuple[int, str]:
 def test_probes_and_adapter_rule_match_the_real_server(
     example_repo: Path, example_server, tmp_path: Path
 ) -> None:
-    result = deploy(None, tmp_path / "out", "s3://models/example", repository=example_repo)
+    config = DeployConfig("s3://models/example", out=tmp_path / "out", repository=example_repo)
+    result = deploy(config)
     assert {m.source for m in result.models} == {"config.pbtxt"} and not result.warnings
     assert result.gpus_per_pod == 0  # the example builds for CPU
 

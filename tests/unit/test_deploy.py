@@ -17,6 +17,8 @@ from generator.deploy.manifests import (
     GCS_KEY_DIRECTORY,
     KUBERNETES_VERSION,
     TRITON_RELEASE,
+    DeployConfig,
+    LoadtestPlan,
     deploy,
     validate_documents,
 )
@@ -54,7 +56,9 @@ def _container(out: Path) -> dict:
 
 
 def test_every_document_passes_strict_validation(tmp_path: Path) -> None:
-    result = deploy(_spec(tmp_path, "{count: 1, kind: gpu}"), tmp_path / "out", URI, kserve=True)
+    result = deploy(
+        DeployConfig(URI, _spec(tmp_path, "{count: 1, kind: gpu}"), tmp_path / "out", kserve=True)
+    )
     documents = _documents(result.out)
     kinds = sorted(kind for kind, _ in documents)
     assert kinds == sorted(
@@ -101,7 +105,7 @@ def test_every_document_passes_strict_validation(tmp_path: Path) -> None:
 def test_kserve_storage_uri_is_kserves_form_of_every_store(
     tmp_path: Path, uri: str, storage_uri: str
 ) -> None:
-    result = deploy(_spec(tmp_path, "{kind: cpu}"), tmp_path / "out", uri, kserve=True)
+    result = deploy(DeployConfig(uri, _spec(tmp_path, "{kind: cpu}"), tmp_path / "out", kserve=True))
     documents = _documents(result.out)
     assert (
         documents[("InferenceService", "triton")]["spec"]["predictor"]["model"]["storageUri"] == storage_uri
@@ -111,7 +115,7 @@ def test_kserve_storage_uri_is_kserves_form_of_every_store(
 
 def test_a_gcs_repository_gets_an_optional_key_mount_and_others_none(tmp_path: Path) -> None:
     gcs = deploy(
-        _spec(tmp_path, "{kind: cpu}"), tmp_path / "gcs", "gs://models/fleet/0123"
+        DeployConfig("gs://models/fleet/0123", _spec(tmp_path, "{kind: cpu}"), tmp_path / "gcs")
     )  # validated strictly
     container = _container(gcs.out)
     assert container["env"] == [
@@ -121,7 +125,7 @@ def test_a_gcs_repository_gets_an_optional_key_mount_and_others_none(tmp_path: P
     volumes = _documents(gcs.out)[("Deployment", "triton")]["spec"]["template"]["spec"]["volumes"]
     assert {"name": "gcs-key", "secret": {"secretName": "triton-gcs-key", "optional": True}} in volumes
     for uri in ("s3://models/fleet/0123", "as://acct/models/fleet/0123"):
-        out = deploy(_spec(tmp_path, "{kind: cpu}"), tmp_path / uri[:2], uri).out
+        out = deploy(DeployConfig(uri, _spec(tmp_path, "{kind: cpu}"), tmp_path / uri[:2])).out
         assert "env" not in _container(out) and len(_container(out)["volumeMounts"]) == 1
 
 
@@ -151,7 +155,7 @@ def test_strict_validation_refuses_unknown_fields_and_bad_custom_resources() -> 
 def test_gpu_requests_follow_the_specs_instance_groups(
     tmp_path: Path, instance_group: str, gpus: int
 ) -> None:
-    result = deploy(_spec(tmp_path, instance_group), tmp_path / "out", URI)
+    result = deploy(DeployConfig(URI, _spec(tmp_path, instance_group), tmp_path / "out"))
     assert result.gpus_per_pod == gpus
     resources = _container(result.out)["resources"]
     if gpus:
@@ -168,7 +172,7 @@ def test_the_built_configs_win_over_the_spec(tmp_path: Path) -> None:
         (tmp_path / "repo" / name / "config.pbtxt").write_text(
             f'name: "{name}"\nplatform: "onnxruntime_onnx"\ninstance_group [{{\n  count: 1\n  {group}\n}}]\n'
         )
-    result = deploy(spec, tmp_path / "out", URI)
+    result = deploy(DeployConfig(URI, spec, tmp_path / "out"))
     assert result.gpus_per_pod == 3 and not result.warnings
     assert [m.source for m in result.models] == ["config.pbtxt", "config.pbtxt"]
     assert _container(result.out)["resources"]["limits"]["nvidia.com/gpu"] == "3"
@@ -195,16 +199,17 @@ def test_capacity_follows_from_the_report(tmp_path: Path) -> None:
         tmp_path / "report.json",
         [(1, 90.0, 4.0, 0.0), (8, 310.0, 18.0, 0.0), (16, 420.0, 22.0, 0.01), (32, 500.0, 60.0, 0.0)],
     )
-    result = deploy(
+    config = DeployConfig(
+        URI,
         _spec(tmp_path, "{count: 1, kind: gpu, gpus: [0, 1]}"),
         tmp_path / "out",
-        URI,
         target_rps=2000,
         max_p99_ms=25,
         report=report,
         headroom=0.3,
         price_per_hour=3.5,
     )
+    result = deploy(config)
     sized = result.capacity
     assert sized is not None
     replicas = math.ceil(2000 * 1.3 / 310.0)
@@ -222,10 +227,10 @@ def test_capacity_follows_from_the_report(tmp_path: Path) -> None:
 
 def test_keda_scales_on_the_same_queue_time_with_the_capacity_bounds(tmp_path: Path) -> None:
     report = _report(tmp_path / "report.json", [(1, 90.0, 4.0, 0.0), (8, 310.0, 18.0, 0.0)])
-    result = deploy(
+    config = DeployConfig(
+        URI,
         _spec(tmp_path, "{kind: cpu}"),
         tmp_path / "out",
-        URI,
         target_rps=2000,
         max_p99_ms=25,
         report=report,
@@ -233,6 +238,7 @@ def test_keda_scales_on_the_same_queue_time_with_the_capacity_bounds(tmp_path: P
         prometheus_url="http://prometheus.observability:9090",
         queue_target_us=2500,
     )
+    result = deploy(config)
     replicas = math.ceil(2000 * 1.3 / 310.0)
     documents = _documents(result.out)  # validated on writing: the ScaledObject against its kept schema
     assert not any(kind in ("HorizontalPodAutoscaler", "ConfigMap") for kind, _ in documents)
@@ -267,9 +273,10 @@ def test_capacity_from_a_tune_report_takes_the_slowest_model(tmp_path: Path) -> 
 
     tune = tmp_path / "tune.json"
     tune.write_text(json.dumps({"models": {"fast": model(800.0), "slow": model(200.0)}}))
-    result = deploy(
-        _spec(tmp_path, "{kind: cpu}"), tmp_path / "out", URI, target_rps=500, max_p99_ms=20, report=tune
+    config = DeployConfig(
+        URI, _spec(tmp_path, "{kind: cpu}"), tmp_path / "out", target_rps=500, max_p99_ms=20, report=tune
     )
+    result = deploy(config)
     assert result.capacity is not None
     assert result.capacity.level["model"] == "slow"
     assert result.capacity.replicas == math.ceil(500 * 1.3 / 200.0)
@@ -280,7 +287,9 @@ def test_a_user_template_overrides_a_built_in_one(tmp_path: Path) -> None:
     mine.mkdir(parents=True)
     builtin = (templates_dir() / "k8s" / "servicemonitor.yaml.j2").read_text()
     (mine / "servicemonitor.yaml.j2").write_text(builtin.replace("interval: 15s", "interval: 5s"))
-    result = deploy(_spec(tmp_path, "{kind: cpu}"), tmp_path / "out", URI, templates=tmp_path / "mine")
+    result = deploy(
+        DeployConfig(URI, _spec(tmp_path, "{kind: cpu}"), tmp_path / "out", templates=tmp_path / "mine")
+    )
     monitor = _documents(result.out)[("ServiceMonitor", "triton")]
     assert monitor["spec"]["endpoints"][0]["interval"] == "5s"
     # A user template that writes something invalid is refused before anything is written.
@@ -288,7 +297,9 @@ def test_a_user_template_overrides_a_built_in_one(tmp_path: Path) -> None:
     with pytest.raises(
         DeployError, match=r"servicemonitor.yaml ServiceMonitor triton: spec.endpoints.0.port"
     ):
-        deploy(_spec(tmp_path, "{kind: cpu}"), tmp_path / "out2", URI, templates=tmp_path / "mine")
+        deploy(
+            DeployConfig(URI, _spec(tmp_path, "{kind: cpu}"), tmp_path / "out2", templates=tmp_path / "mine")
+        )
     assert not (tmp_path / "out2").exists()
 
 
@@ -319,7 +330,7 @@ def test_bad_inputs_give_one_line_errors(tmp_path: Path, kwargs: dict, message: 
     kwargs = {k: (str(report) if v == "REPORT" else v) for k, v in kwargs.items()}
     arguments = {"model_repository": URI, **kwargs}
     with pytest.raises(GeneratorError) as error:  # DeployError; ConfigError for --templates
-        deploy(_spec(tmp_path, "{kind: cpu}"), tmp_path / "out", **arguments)
+        deploy(DeployConfig(spec=_spec(tmp_path, "{kind: cpu}"), out=tmp_path / "out", **arguments))
     assert len(error.value.problems) == 1 and "\n" not in str(error.value)
     assert message in str(error.value)
 
@@ -356,17 +367,17 @@ def test_cli_renders_and_prints_the_capacity(tmp_path: Path) -> None:
 
 
 def test_loadtest_needs_a_model_of_the_spec(tmp_path: Path) -> None:
-    from generator.deploy.manifests import LoadtestPlan
-
     with pytest.raises(
         DeployError, match=r"--loadtest 'nope' is no model of the spec; use one of .*text_pipeline"
     ):
         deploy(
-            examples_dir() / "generator.yaml",
-            tmp_path / "out",
-            "s3://bucket/repo",
-            repository=tmp_path / "none",
-            loadtest=LoadtestPlan("nope"),
+            DeployConfig(
+                "s3://bucket/repo",
+                examples_dir() / "generator.yaml",
+                tmp_path / "out",
+                repository=tmp_path / "none",
+                loadtest=LoadtestPlan("nope"),
+            )
         )
     assert not (tmp_path / "out").exists()
 
