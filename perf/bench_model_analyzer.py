@@ -49,7 +49,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 # Locust (under the tune) patches the standard library for gevent; import it before the rest.
-from generator.tune.run import TuneConfig, build_in_child, run_tune  # isort: skip
+from generator.tune.run import TuneConfig, run_tune  # isort: skip
 
 import argparse
 import contextlib
@@ -70,9 +70,10 @@ from typing import Any
 import yaml
 from bench_harness import PerfAnalyzerUnavailable, fetch_perf_analyzer, library_dir, perf_analyzer
 
-from generator.core.errors import GeneratorError
-from generator.loadtest.control import ServerControl
+from generator.build.child import build_in_child
+from generator.core.errors import GeneratorError, LoadTestError
 from generator.loadtest.target import resolve_target
+from generator.serve.control import ServerControl
 from generator.serve.server import EmbeddedServer, find_free_port, launch_files
 from generator.spec.models import bundled_example
 from generator.tune.space import Settings, SpaceOptions, config_json, start_settings
@@ -633,7 +634,12 @@ def side_by_side(
             repository, http_port=find_free_port(), grpc_port=find_free_port(), metrics_port=find_free_port(),
             supervise=False,
         )  # fmt: skip
-        with server, ServerControl(resolve_target(f"http://{server.endpoints.http}"), timeout=600) as control:
+        with (
+            server,
+            ServerControl(
+                resolve_target(f"http://{server.endpoints.http}"), timeout=600, error=LoadTestError
+            ) as control,
+        ):
             _, base = control.model(MODEL)
             start = start_settings(base)
             configs = [(start, ["start config", *picks.pop(start, [])]), *picks.items()]

@@ -40,10 +40,11 @@ import textwrap
 import time
 from typing import Any
 
+from generator.core.errors import LoadTestError
 from generator.loadtest.bench import ModelBench
-from generator.loadtest.control import ServerControl
 from generator.loadtest.steady import Steadiness
 from generator.loadtest.target import resolve_target
+from generator.serve.control import ServerControl
 from generator.serve.server import EmbeddedServer, find_free_port
 from generator.spec.models import bundled_example
 from generator.tune.space import Settings, SpaceOptions, config_json
@@ -168,7 +169,7 @@ def side_by_side(
         )  # fmt: skip
         with server:  # started on entry, stopped on exit
             url = f"http://{server.endpoints.http}"
-            control = ServerControl(resolve_target(url), timeout=600)
+            control = ServerControl(resolve_target(url), timeout=600, error=LoadTestError)
             _, base = control.model(model)
             figures: dict[str, list[dict]] = {"default": [], "tuned": []}
             with ModelBench(url, model, server=server) as bench:

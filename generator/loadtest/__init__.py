@@ -4,7 +4,6 @@ Modules, each with one job:
 
 * :mod:`~generator.loadtest.options` the load-test options, declared once for the CLI, Locust and the run;
 * :mod:`~generator.loadtest.target` where the server is (URL, protocol, loopback check);
-* :mod:`~generator.loadtest.control` the server's metadata, config, statistics and health over tritonclient;
 * :mod:`~generator.loadtest.payloads` request tensors from the model's metadata or a data file;
 * :mod:`~generator.loadtest.datafiles` the samples of a ``--data`` file (.npz, .json, .txt);
 * :mod:`~generator.loadtest.pipelines` the steps of an ensemble, walked through the server's configs;

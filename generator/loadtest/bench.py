@@ -14,13 +14,14 @@ import contextlib
 from dataclasses import dataclass
 from typing import Any
 
-from generator.loadtest.control import ServerControl
+from generator.core.errors import LoadTestError
 from generator.loadtest.metrics import Sampler, find_listening_pid
 from generator.loadtest.plan import build_plan, options_from, remember_plan
 from generator.loadtest.run import LoadTestConfig, parsed_options, run_entry
 from generator.loadtest.session import LoadProgressCallback, Session, Window
 from generator.loadtest.steady import Steadiness, SteadyLevel, merge_resources
 from generator.loadtest.target import is_loopback, require_loopback, resolve_target
+from generator.serve.control import ServerControl
 from generator.serve.server import EmbeddedServer
 
 __all__ = ["Measurement", "ModelBench", "Steadiness"]
@@ -88,8 +89,10 @@ class ModelBench:
         )
         self._parsed = parsed_options(config, self.target.url, data)
         try:
-            self.control = self._stack.enter_context(ServerControl(self.target))
-            self._probe = self._stack.enter_context(ServerControl(self.target, timeout=2.0))
+            self.control = self._stack.enter_context(ServerControl(self.target, error=LoadTestError))
+            self._probe = self._stack.enter_context(
+                ServerControl(self.target, timeout=2.0, error=LoadTestError)
+            )
             self.plan = build_plan(options_from(self._parsed, self.target.url))
             self.plan.requests(self.target.protocol)
         except BaseException:

@@ -22,7 +22,7 @@ through the stub on gevent, which held the harness to 0.5-0.6x perf_analyzer's t
   load (:func:`grpc_outputs`). Text (``BYTES``) tensors are 4-byte little-endian lengths and bytes, in
   ``raw_input_contents`` as in HTTP's binary data. grpcio is not on this path: gRPC's Python stack on
   gevent hands every completion to a native thread, which cost most of the client's CPU; only the control
-  plane (:mod:`~generator.loadtest.control`) still uses it.
+  plane (:mod:`~generator.serve.control`) still uses it.
 
 A request that fails raises ``tritonclient.utils.InferenceServerException``: over HTTP the server's error
 (or ``OSError`` when the connection failed), over gRPC the call's status and details, as tritonclient.grpc
@@ -41,7 +41,7 @@ import numpy as np
 
 from generator.loadtest.grpcwire import GrpcError, UnaryConnection, grpc_message, request_headers
 from generator.loadtest.payloads import Batch, ModelInfo
-from generator.loadtest.target import Target
+from generator.serve.control import Target
 
 __all__ = [
     "GrpcChannel",

@@ -23,7 +23,6 @@ from generator.loadtest.clients import (
     HttpRequests,
     ReplyTensor,
 )
-from generator.loadtest.control import ServerControl
 from generator.loadtest.options import default
 from generator.loadtest.payloads import (
     Batch,
@@ -35,7 +34,8 @@ from generator.loadtest.payloads import (
     parse_input_shapes,
 )
 from generator.loadtest.pipelines import Step, pipeline_steps
-from generator.loadtest.target import Target, resolve_target
+from generator.loadtest.target import resolve_target
+from generator.serve.control import ServerControl, Target
 
 __all__ = ["HarnessOptions", "Plan", "build_plan", "options_from", "parse_models", "plan_for"]
 
@@ -244,7 +244,7 @@ def build_plan(options: HarnessOptions) -> Plan:
     target = resolve_target(options.host or None, options.protocol, options.grpc_url)
     shapes = parse_input_shapes(options.shapes)
     samples = load_payload_samples(options.data) if options.data else None
-    with ServerControl(target, timeout=min(options.request_timeout, 10.0)) as control:
+    with ServerControl(target, timeout=min(options.request_timeout, 10.0), error=LoadTestError) as control:
         server = control.check_ready()
         models = [model_info(*control.model(name)) for name, _ in options.models]
         pipelines = {m.name: pipeline_steps(m.name, control.config) for m in models if m.is_ensemble}

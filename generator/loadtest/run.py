@@ -25,7 +25,6 @@ from locust import argument_parser
 
 from generator import __version__
 from generator.core.errors import LoadTestError
-from generator.loadtest.control import ServerControl
 from generator.loadtest.distributed import LocalWorkers, RemoteWorkers
 from generator.loadtest.metrics import Sampler, find_listening_pid, server_figures, step_figures
 from generator.loadtest.options import default
@@ -40,6 +39,7 @@ from generator.loadtest.report.write import write_report
 from generator.loadtest.session import LoadProgress, LoadProgressCallback, Session, Window
 from generator.loadtest.shapes import Phase, parse_levels, schedule
 from generator.loadtest.target import PROTOCOLS, is_loopback, require_loopback, resolve_target
+from generator.serve.control import ServerControl
 from generator.serve.server import EmbeddedServer, find_free_port
 
 __all__ = ["LoadProgress", "LoadTestConfig", "LoadTestResult", "run_loadtest"]
@@ -182,8 +182,8 @@ def run_loadtest(config: LoadTestConfig, progress: LoadProgressCallback | None =
         plan.requests(plan.target.protocol)  # build them now: a problem shows before any load starts
         replies = plan.check_replies(plan.target.protocol)
         remember_plan(plan)
-        control = stack.enter_context(ServerControl(target))
-        probe = stack.enter_context(ServerControl(target, timeout=2.0))
+        control = stack.enter_context(ServerControl(target, error=LoadTestError))
+        probe = stack.enter_context(ServerControl(target, timeout=2.0, error=LoadTestError))
         local = is_loopback(target.host)
         sampler = Sampler(
             config.metrics_url or (server.endpoints.metrics if server else target.default_metrics_url()),

@@ -22,7 +22,6 @@ from locust.env import Environment
 from locust.event import Events
 
 from generator.core.errors import LoadTestError
-from generator.loadtest.control import ServerControl
 from generator.loadtest.distributed import LocalWorkers, RemoteWorkers
 from generator.loadtest.metrics import Sampler
 from generator.loadtest.plan import Plan
@@ -30,6 +29,7 @@ from generator.loadtest.recorder import REPORT_KEY, Recorder, Records
 from generator.loadtest.shapes import Phase, total_seconds
 from generator.loadtest.steady import SteadyLevel, inferences, settle
 from generator.loadtest.users import InferenceUser
+from generator.serve.control import ServerControl
 from generator.serve.server import EmbeddedServer
 
 __all__ = ["STOP_TIMEOUT", "LoadProgress", "LoadProgressCallback", "Session", "Window"]

@@ -1,5 +1,7 @@
 """Where the server under test is: one endpoint per protocol, derived from a URL, and a loopback check.
 
+The endpoint itself, :class:`~generator.serve.control.Target`, lives with the control client that asks it.
+
 Rules, shared by ``python -m generator loadtest --url`` and Locust's ``--host``:
 
 * a bare ``host:port``, or a URL whose scheme matches the protocol (``http://``, ``grpc://``), is the endpoint
@@ -14,48 +16,14 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from generator.core.errors import LoadTestError
+from generator.serve.control import DEFAULT_PORTS, Target
 
-__all__ = ["DEFAULT_PORTS", "PROTOCOLS", "Target", "is_loopback", "require_loopback", "resolve_target"]
+__all__ = ["PROTOCOLS", "is_loopback", "require_loopback", "resolve_target"]
 
 PROTOCOLS = ("http", "grpc")
-DEFAULT_PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
-
-
-@dataclass(frozen=True)
-class Target:
-    """The endpoint a load test sends requests to.
-
-    Attributes:
-        protocol: ``"http"`` or ``"grpc"``.
-        host: Host name or address, without brackets.
-        port: TCP port of the endpoint.
-        base_path: URL path prefix of the HTTP endpoint (usually empty); unused for gRPC.
-    """
-
-    protocol: str
-    host: str
-    port: int
-    base_path: str = ""
-
-    @property
-    def address(self) -> str:
-        """``host:port`` as tritonclient wants it (IPv6 hosts in brackets)."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
-
-    @property
-    def url(self) -> str:
-        """The endpoint as a URL with the protocol as scheme, e.g. ``grpc://127.0.0.1:8001``."""
-        return f"{self.protocol}://{self.address}{self.base_path}"
-
-    def default_metrics_url(self) -> str:
-        """Triton's metrics page on the same host at the default port 8002."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{DEFAULT_PORTS['metrics']}/metrics"
 
 
 def resolve_target(url: str | None, protocol: str | None = None, grpc_url: str | None = None) -> Target:

@@ -54,20 +54,18 @@ import sysconfig
 import tempfile
 import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
 import psutil
 
 from generator.core.errors import ServerError
-from generator.core.triton import S3_ENDPOINT
-from generator.push.storage import check_pushed
+from generator.core.uris import S3_ENDPOINT
+from generator.push.check import check_pushed
+from generator.serve.control import ServerControl, Target, release_thread_hub
 
 __all__ = ["EmbeddedServer", "Endpoints", "TritonInstall", "find_free_port", "launch_files", "locate_triton"]
 
@@ -85,7 +83,6 @@ _RESTART_WINDOW_SECONDS = 60.0
 _TRITON_EXIT_SECONDS = 3
 _BUSY_STATES = ("READY", "LOADING", "UNLOADING")
 _UNCAUGHT = re.compile(r"terminate called after throwing an instance of '([^']+)'")
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via a proxy
 _LOG_TAIL_BYTES = 1 << 20
 _SHM_DIR = Path("/dev/shm")
 _LOG_LINE = re.compile(r"^([IWE])\d{4} [\d:.]+\s+\d+ [^\]]+\] ?(.*)$")
@@ -468,6 +465,7 @@ class EmbeddedServer:
             grpc=f"{host}:{self.ports['gRPC']}",
             metrics=f"http://{host}:{self.ports['metrics']}/metrics",
         )
+        self._control_target = Target("http", host.strip("[]"), self.ports["HTTP"])
 
     @property
     def endpoints(self) -> Endpoints:
@@ -715,53 +713,32 @@ class EmbeddedServer:
         env["PATH"] = os.pathsep.join([bindir, env["PATH"]]) if env.get("PATH") else bindir
         return env
 
+    def _control(self, timeout: float = 10.0) -> ServerControl:
+        """A control client for the server's HTTP endpoint; close it before the server stops (Triton waits
+        for idle keep-alive connections to close), and use it in the thread that made it."""
+        return ServerControl(self._control_target, timeout=timeout)
+
     def _wait_ready(self) -> None:
         assert self._process is not None and self._log_path is not None
-        url = f"http://{self._endpoints.http}/v2/health/ready"
         deadline = time.monotonic() + self.startup_timeout
-        while True:
-            code = self._process.poll()
-            if code is not None:
-                reason = _failure_reason(self._log_path, self._log_offset)
-                reason = reason or f"tritonserver exited with code {code}"
-                raise ServerError(f"Triton did not start: {reason} (server log: {self._log_path})")
-            try:
-                with _OPENER.open(url, timeout=1.0) as response:
-                    if response.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
-            if time.monotonic() >= deadline:
-                reason = _failure_reason(self._log_path, self._log_offset)
-                detail = f": {reason}" if reason else ""
-                raise ServerError(
-                    f"Triton was not ready within {self.startup_timeout:g} s{detail} "
-                    f"(server log: {self._log_path})"
-                )
-            if self._stopping.wait(0.1):
-                raise ServerError("the Triton server was stopped while it was starting")
-
-    def _api(self, method: str, path: str, body: Any = None, timeout: float = 10.0) -> Any:
-        """Call Triton's HTTP API; return the decoded JSON answer (None when empty).
-
-        Raises:
-            ServerError: Triton refused the call; the message carries its error.
-            OSError: Triton could not be reached.
-        """
-        data = b"" if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(
-            f"http://{self._endpoints.http}{path}",
-            data=data if method == "POST" else None,
-            method=method,
-            headers={"Content-Type": "application/json"},
-        )
-        try:
-            with _OPENER.open(request, timeout=timeout) as response:
-                payload = response.read()
-        except urllib.error.HTTPError as error:
-            detail = error.read().decode("utf-8", errors="replace").strip()
-            raise ServerError(f"{method} {path}: HTTP {error.code} {detail}") from None
-        return json.loads(payload) if payload else None
+        with self._control(timeout=1.0) as control:
+            while True:
+                code = self._process.poll()
+                if code is not None:
+                    reason = _failure_reason(self._log_path, self._log_offset)
+                    reason = reason or f"tritonserver exited with code {code}"
+                    raise ServerError(f"Triton did not start: {reason} (server log: {self._log_path})")
+                if control.is_ready():
+                    return
+                if time.monotonic() >= deadline:
+                    reason = _failure_reason(self._log_path, self._log_offset)
+                    detail = f": {reason}" if reason else ""
+                    raise ServerError(
+                        f"Triton was not ready within {self.startup_timeout:g} s{detail} "
+                        f"(server log: {self._log_path})"
+                    )
+                if self._stopping.wait(0.1):
+                    raise ServerError("the Triton server was stopped while it was starting")
 
     def _warn_uncached(self) -> None:
         """Say which loaded models ask for the response cache, which this server does not enable.
@@ -772,14 +749,13 @@ class EmbeddedServer:
         passes Triton's checks) every later request with the same bytes would answer 200 with no outputs.
         """
         try:
-            index = self._api("POST", "/v2/repository/index") or []
-            names = [m["name"] for m in index if m.get("state") == "READY"]
-            cached = []
-            for name in dict.fromkeys(names):
-                config = self._api("GET", f"/v2/models/{urllib.parse.quote(name, safe='')}/config") or {}
-                if (config.get("response_cache") or {}).get("enable"):
-                    cached.append(name)
-        except (OSError, ValueError, KeyError, ServerError) as error:
+            with self._control() as control:
+                names = [m["name"] for m in control.index() if m.get("state") == "READY"]
+                cached = []
+                for name in dict.fromkeys(names):
+                    if (control.config(name).get("response_cache") or {}).get("enable"):
+                        cached.append(name)
+        except (KeyError, ServerError) as error:
             logger.debug("could not read the models' configs: %s", error)
             return
         if cached:
@@ -792,6 +768,12 @@ class EmbeddedServer:
 
     def _watch(self) -> None:
         """The watcher thread: restart a dead server, reload models whose stub died."""
+        try:
+            self._watch_until_down()
+        finally:
+            release_thread_hub()
+
+    def _watch_until_down(self) -> None:
         while not self._stopping.wait(_WATCH_SECONDS):
             process = self._process
             if process is None:
@@ -925,18 +907,16 @@ class EmbeddedServer:
             model,
             ", ".join(map(str, pids)),
         )
-        name = urllib.parse.quote(model, safe="")
         began = time.monotonic()
         old = [pid for pid, owner in self._stubs.items() if owner == model and pid not in pids]
         try:
-            config = self._api("GET", f"/v2/models/{name}/config")
-            # A load request that carries a config always reloads, even when the files are unchanged.
-            body = {"parameters": {"config": json.dumps(config)}}
-            self._api("POST", f"/v2/repository/models/{name}/load", body, timeout=self.startup_timeout)
-        except (OSError, ValueError, ServerError) as error:
+            with self._control() as control, self._control(timeout=self.startup_timeout) as loader:
+                # A load that carries a config always reloads, even when the files are unchanged.
+                loader.load(model, json.dumps(control.config(model)))
+        except ServerError as error:
             logger.error("could not reload model '%s' (%s); unloading it so it reports unready", model, error)
-            with contextlib.suppress(OSError, ValueError, ServerError):
-                self._api("POST", f"/v2/repository/models/{name}/unload")
+            with contextlib.suppress(ServerError), self._control() as control:
+                control.unload(model)
             return
         finally:
             self._retire(old)
@@ -979,18 +959,18 @@ class EmbeddedServer:
         """Unload every model so that new requests fail at once; wait for in-flight ones to finish."""
         deadline = time.monotonic() + self.exit_timeout
         try:
-            index = self._api("POST", "/v2/repository/index") or []
-            for name in dict.fromkeys(m["name"] for m in index if m.get("state") in _BUSY_STATES):
-                self._api("POST", f"/v2/repository/models/{urllib.parse.quote(name, safe='')}/unload")
-            while time.monotonic() < deadline:
-                index = self._api("POST", "/v2/repository/index") or []
-                if not any(m.get("state") in _BUSY_STATES for m in index):
-                    return
-                time.sleep(0.05)
+            with self._control() as control:
+                index = control.index()
+                for name in dict.fromkeys(m["name"] for m in index if m.get("state") in _BUSY_STATES):
+                    control.unload(name)
+                while time.monotonic() < deadline:
+                    if not any(m.get("state") in _BUSY_STATES for m in control.index()):
+                        return
+                    time.sleep(0.05)
             logger.warning(
                 "requests were still in flight after %d s; stopping Triton anyway", self.exit_timeout
             )
-        except (OSError, ValueError, KeyError, ServerError) as error:
+        except (KeyError, ServerError) as error:
             logger.warning("could not unload the models before stopping Triton: %s", error)
 
     def _release_reaper(self) -> None:

@@ -39,9 +39,9 @@ from generator import __version__
 from generator.core.errors import GeneratorError, LoadTestError, TuneError
 from generator.core.gpus import NvmlUnavailable, detect_gpus
 from generator.core.repository import MANIFEST, link_or_copy_tree
-from generator.loadtest.control import ServerControl
 from generator.loadtest.steady import Steadiness
 from generator.loadtest.target import require_loopback, resolve_target
+from generator.serve.control import ServerControl
 from generator.serve.server import EmbeddedServer, find_free_port
 from generator.spec.models import Spec, bundled_example, default_spec_path
 from generator.spec.tuned import TunedEntry, load_spec_with_tuned, tuned_path, write_tuned
@@ -213,7 +213,7 @@ def _tune(
         url, server = _target(config, spec, spec_path, device, stack, notify)
         target = resolve_target(url, config.protocol)
         report["target"], report["protocol"] = url, target.protocol
-        control = stack.enter_context(ServerControl(target, timeout=_LOAD_TIMEOUT))
+        control = stack.enter_context(ServerControl(target, timeout=_LOAD_TIMEOUT, error=LoadTestError))
         deadline = time.monotonic() + config.budget_minutes * 60 if config.budget_minutes else None
         context = TuneContext(config, objective, control, server, url, run_id, notify, deadline, report, out)
         tuners: list[ModelTuner] = []

@@ -27,9 +27,9 @@ import gevent
 
 from generator.core.errors import LoadTestError
 from generator.loadtest.bench import Measurement, ModelBench
-from generator.loadtest.control import ServerControl
 from generator.loadtest.report.figures import figure_value
 from generator.loadtest.session import LoadProgress
+from generator.serve.control import ServerControl
 from generator.serve.server import EmbeddedServer
 from generator.tune.objective import LevelChange, LevelGuard, Objective, judge, level_noise
 from generator.tune.report import write_tune_report

@@ -20,7 +20,7 @@ from tritonclient.utils import InferenceServerException
 from generator.loadtest.clients import MODEL_INFER, GrpcChannel, GrpcConnection, GrpcRequests
 from generator.loadtest.grpcwire import GrpcError, UnaryConnection, grpc_message, request_headers
 from generator.loadtest.payloads import make_batches, model_info
-from generator.loadtest.target import Target
+from generator.serve.control import Target
 
 
 def test_request_headers_decode_to_a_grpc_call() -> None:

@@ -1,21 +1,32 @@
-"""The server's control plane over tritonclient: health, metadata, model config, statistics.
+"""One client for Triton's control plane over tritonclient, shared by the server's supervision and the load side.
 
-One class, :class:`ServerControl`, speaks HTTP or gRPC (whichever the test loads, so a gRPC-only endpoint
-works) and returns plain JSON-like dicts with numbers as numbers (gRPC's JSON form writes 64-bit integers as
-strings; they are converted here). Every failure becomes a :class:`LoadTestError` that says what to do.
+:class:`ServerControl` asks one endpoint (a :class:`Target`) for its health and readiness, its repository
+index, a model's config, metadata and statistics, and loads and unloads models through Triton's model
+control. It speaks HTTP or gRPC (whichever the caller loads, so a gRPC-only endpoint works) and returns
+plain JSON-like dicts with numbers as numbers (gRPC's JSON form writes 64-bit integers as strings; they are
+converted here). Every failure becomes the caller's error class (:class:`~generator.core.errors.ServerError`
+by default, :class:`~generator.core.errors.LoadTestError` for the load side), with a message that says what
+to do.
+
+The HTTP client runs on gevent (geventhttpclient): each client serves the thread that made it, and a thread
+other than the main one calls :func:`release_thread_hub` before it ends.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
+from dataclasses import dataclass
 from typing import Any
 
-from generator.core.errors import LoadTestError
-from generator.loadtest.target import Target
+from generator.core.errors import GeneratorError, ServerError
 
-__all__ = ["ServerControl", "init_grpc_gevent"]
+__all__ = ["DEFAULT_PORTS", "ServerControl", "Target", "init_grpc_gevent", "release_thread_hub"]
 
 logger = logging.getLogger(__name__)
+
+#: Triton's default ports.
+DEFAULT_PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
 
 _grpc_gevent_ready = False
 
@@ -23,6 +34,39 @@ _START_HINT = (
     "start it (python -m generator serve) and point the harness at it (--url, or Locust's --host), "
     "or let `loadtest --serve DIR` start one"
 )
+
+
+@dataclass(frozen=True)
+class Target:
+    """One Triton endpoint: the one a control client asks, and the one a load test sends requests to.
+
+    Attributes:
+        protocol: ``"http"`` or ``"grpc"``.
+        host: Host name or address, without brackets.
+        port: TCP port of the endpoint.
+        base_path: URL path prefix of the HTTP endpoint (usually empty); unused for gRPC.
+    """
+
+    protocol: str
+    host: str
+    port: int
+    base_path: str = ""
+
+    @property
+    def address(self) -> str:
+        """``host:port`` as tritonclient wants it (IPv6 hosts in brackets)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """The endpoint as a URL with the protocol as scheme, e.g. ``grpc://127.0.0.1:8001``."""
+        return f"{self.protocol}://{self.address}{self.base_path}"
+
+    def default_metrics_url(self) -> str:
+        """Triton's metrics page on the same host at the default port 8002."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{DEFAULT_PORTS['metrics']}/metrics"
 
 
 def init_grpc_gevent() -> None:
@@ -39,17 +83,39 @@ def init_grpc_gevent() -> None:
         _grpc_gevent_ready = True
 
 
+def release_thread_hub() -> None:
+    """Free the gevent hub of the calling thread, which an HTTP client made; call it where a thread ends.
+
+    gevent gives every OS thread that waits on its sockets an event loop of its own, with file descriptors
+    that outlive the thread; a thread started per server would leak them. Nothing is done where gevent
+    was never imported, or where the standard library is patched for gevent (threads are greenlets then,
+    and the hub is the process's).
+    """
+    if "gevent" not in sys.modules:
+        return
+    import gevent
+    from gevent import monkey
+
+    if monkey.is_module_patched("threading"):
+        return
+    gevent.get_hub().destroy(destroy_loop=True)
+
+
 class ServerControl:
     """Control-plane calls to one Triton endpoint.
 
     Args:
         target: The endpoint (its protocol picks tritonclient.http or tritonclient.grpc).
         timeout: Seconds to wait for connecting and for each answer.
+        error: The error class every failure is raised as.
     """
 
-    def __init__(self, target: Target, timeout: float = 10.0) -> None:
+    def __init__(
+        self, target: Target, timeout: float = 10.0, *, error: type[GeneratorError] = ServerError
+    ) -> None:
         self.target = target
         self.timeout = float(timeout)
+        self.error = error
         if target.protocol == "http":
             import tritonclient.http as httpclient
 
@@ -78,7 +144,7 @@ class ServerControl:
 
     def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         if self._client is None:
-            raise LoadTestError("the control connection to Triton is closed")
+            raise self.error("the control connection to Triton is closed")
         if self.target.protocol == "grpc":
             kwargs.setdefault("client_timeout", self.timeout)
             if method.startswith("get_"):
@@ -92,61 +158,68 @@ class ServerControl:
         except Exception:
             return False
 
+    def is_ready(self) -> bool:
+        """Whether the server answers its readiness check: up, and every model it loads ready (never raises)."""
+        try:
+            return bool(self._call("is_server_ready"))
+        except Exception:
+            return False
+
     def check_ready(self) -> dict[str, Any]:
         """Check that the server answers and is ready; return its metadata (``name``, ``version``, ...).
 
         Raises:
-            LoadTestError: The server does not answer or is not ready.
+            GeneratorError: (the ``error`` class) The server does not answer or is not ready.
         """
         where = f"Triton at {self.target.url}"
         try:
             metadata = self._call("get_server_metadata")
             ready = self._call("is_server_ready")
-        except LoadTestError:
+        except GeneratorError:
             raise
         except Exception as error:
-            raise LoadTestError(f"cannot reach {where} ({_reason(error)}); {_START_HINT}") from error
+            raise self.error(f"cannot reach {where} ({_reason(error)}); {_START_HINT}") from error
         if not ready:
-            raise LoadTestError(
-                f"{where} answers but is not ready (models still loading?); retry in a moment"
-            )
+            raise self.error(f"{where} answers but is not ready (models still loading?); retry in a moment")
         return dict(metadata)
 
     def model(self, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
         """Return the metadata and the config of a ready model.
 
         Raises:
-            LoadTestError: The model is unknown or not ready; the message lists the models that are.
+            GeneratorError: (the ``error`` class) The model is unknown or not ready; the message lists the
+                models that are.
         """
         try:
             ready = bool(self._call("is_model_ready", name))
         except Exception as error:
-            raise LoadTestError(
+            raise self.error(
                 f"cannot ask Triton at {self.target.url} about model '{name}' ({_reason(error)})"
             ) from error
         if not ready:
             served = self.ready_models()
             listing = ", ".join(served) if served else "none"
-            raise LoadTestError(
+            raise self.error(
                 f"model '{name}' is not ready on Triton at {self.target.url} (ready models: {listing}); "
                 "check --model"
             )
         try:
             metadata = self._call("get_model_metadata", name)
         except Exception as error:
-            raise LoadTestError(f"cannot read model '{name}' from Triton ({_reason(error)})") from error
+            raise self.error(f"cannot read model '{name}' from Triton ({_reason(error)})") from error
         return dict(metadata), self.config(name)
 
     def config(self, name: str) -> dict[str, Any]:
         """The config Triton serves a model with, as its JSON (the same over HTTP and gRPC).
 
         Raises:
-            LoadTestError: The config cannot be read (an unknown model, an unreachable server).
+            GeneratorError: (the ``error`` class) The config cannot be read (an unknown model, an
+                unreachable server).
         """
         try:
             config = self._call("get_model_config", name)
         except Exception as error:
-            raise LoadTestError(
+            raise self.error(
                 f"cannot read the config of model '{name}' from Triton ({_reason(error)})"
             ) from error
         if self.target.protocol == "grpc":
@@ -156,33 +229,58 @@ class ServerControl:
     def load(self, name: str, config: str | None = None) -> None:
         """Load (or reload) a model through Triton's model control, optionally with a config of its own.
 
+        A load that carries a config always reloads, even when the model's files are unchanged.
+
         Args:
             name: The model, as the repository names it.
             config: Model config JSON that replaces the repository's ``config.pbtxt`` for this load (the
                 model's files still come from the repository), or None for the repository's own.
 
         Raises:
-            LoadTestError: Triton refused or failed the load; the message carries Triton's reason.
+            GeneratorError: (the ``error`` class) Triton refused or failed the load; the message carries
+                Triton's reason.
         """
         try:
             self._call("load_model", name, config=config)
         except Exception as error:
-            raise LoadTestError(f"Triton did not load model '{name}': {_reason(error)}") from error
+            raise self.error(f"Triton did not load model '{name}': {_reason(error)}") from error
 
     def unload(self, name: str) -> None:
-        """Unload a model (waits until it is unloaded). Raises :class:`LoadTestError` when Triton refuses."""
+        """Unload a model (not the models it depends on).
+
+        Raises:
+            GeneratorError: (the ``error`` class) Triton refused the unload.
+        """
         try:
             self._call("unload_model", name)
         except Exception as error:
-            raise LoadTestError(f"Triton did not unload model '{name}': {_reason(error)}") from error
+            raise self.error(f"Triton did not unload model '{name}': {_reason(error)}") from error
+
+    def index(self) -> list[dict[str, Any]]:
+        """The repository index: one entry per model (version) Triton knows, loaded or not.
+
+        Returns:
+            Entries with ``name``, and where Triton gives them ``version``, ``state`` (``READY``,
+            ``LOADING``, ``UNLOADING``, ``UNAVAILABLE``) and ``reason``.
+
+        Raises:
+            GeneratorError: (the ``error`` class) The index could not be read.
+        """
+        try:
+            index = self._call("get_model_repository_index")
+        except Exception as error:
+            raise self.error(
+                f"cannot read the repository index of Triton at {self.target.url} ({_reason(error)})"
+            ) from error
+        entries = index.get("models", []) if isinstance(index, dict) else index
+        return list(entries or [])
 
     def ready_models(self) -> list[str]:
         """Names of the models the server reports READY (empty when it cannot say)."""
         try:
-            index = self._call("get_model_repository_index")
-        except Exception:
+            entries = self.index()
+        except GeneratorError:
             return []
-        entries = index.get("models", []) if isinstance(index, dict) else index
         return sorted({e["name"] for e in entries if e.get("state", "READY") == "READY" and "name" in e})
 
     def statistics(self, names: list[str]) -> dict[str, dict[str, Any]]:
@@ -196,7 +294,8 @@ class ServerControl:
             "queue_ns", "compute_input_count", ..., "fail_count", "cache_hit_count", "cache_miss_count"}}``.
 
         Raises:
-            LoadTestError: The statistics could not be read, or have no entry for a model.
+            GeneratorError: (the ``error`` class) The statistics could not be read, or have no entry for a
+                model.
         """
         if not names:
             return {}
@@ -204,7 +303,7 @@ class ServerControl:
         try:
             payload = self._call("get_inference_statistics", asked)
         except Exception as error:
-            raise LoadTestError(
+            raise self.error(
                 f"cannot read Triton's statistics for '{asked or ', '.join(names)}' ({_reason(error)})"
             ) from error
         entries: dict[str, list[dict[str, Any]]] = {}
@@ -212,7 +311,7 @@ class ServerControl:
             entries.setdefault(str(entry.get("name")), []).append(entry)
         missing = [name for name in names if name not in entries]
         if missing:
-            raise LoadTestError(
+            raise self.error(
                 f"Triton's statistics have no entry for {', '.join(repr(n) for n in missing)}; is it still loaded?"
             )
         return {name: _sum_versions(entries[name]) for name in names}
