@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from generator import __version__
-from generator.core.errors import GeneratorError, LoadTestError
+from generator.core.errors import GeneratorError, LoadTestError, os_error_line
 from generator.core.options import add_options
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -623,9 +623,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:  # the file system refused: a path too long, no space, no permission
         if args.debug:
             raise
-        where = f" ({exc.filename})" if exc.filename else ""
-        reason = exc.strerror or str(exc) or type(exc).__name__
-        _labelled(errors, "error", "red", f"{reason}{where}; check the path, its permissions and free space")
+        _labelled(errors, "error", "red", os_error_line(exc))
         return EXIT_FAILED
     except (Exception, SystemExit) as exc:
         # SystemExit here did not come from argparse (parsing is done): code we ran tried to exit.

@@ -29,7 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 # Locust (under the tune and the harness) patches the standard library for gevent; import it first.
-from generator.tune.run import TuneConfig, build_in_child, run_tune  # isort: skip
+from generator.tune.run import TuneConfig, run_tune  # isort: skip
 
 import argparse
 import json
@@ -40,6 +40,7 @@ import textwrap
 import time
 from typing import Any
 
+from generator.build.child import build_in_child
 from generator.core.errors import LoadTestError
 from generator.loadtest.bench import ModelBench
 from generator.loadtest.steady import Steadiness

@@ -24,6 +24,13 @@ def first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
 
 
+def os_error_line(exc: OSError) -> str:
+    """One line for a refusal of the file system (a path too long, no space, no permission), naming the fix."""
+    where = f" ({exc.filename})" if exc.filename else ""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    return f"{reason}{where}; check the path, its permissions and free space"
+
+
 class SpecError(GeneratorError):
     """The YAML spec is missing, malformed, or does not validate."""
 

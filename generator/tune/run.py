@@ -28,14 +28,13 @@ import contextlib
 import datetime
 import logging
 import shutil
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from generator import __version__
+from generator.build.child import ChildBuild, build_in_child
 from generator.core.errors import GeneratorError, LoadTestError, TuneError
 from generator.core.gpus import NvmlUnavailable, detect_gpus
 from generator.core.repository import MANIFEST, link_or_copy_tree
@@ -134,7 +133,7 @@ class TuneResult:
         threads_keys: Per winning model, its backend's thread-count parameter.
         unmet: Per model whose trials all broke a constraint, the closest trial as a line.
         tuned_file: The tuned file written, or None.
-        build_output: What the rebuild printed, or None.
+        rebuild: What the rebuild with the winners wrote, or None.
         stopped: Why the search ended early (the server died, Ctrl-C), or None.
     """
 
@@ -144,7 +143,7 @@ class TuneResult:
     threads_keys: dict[str, str] = field(default_factory=dict)
     unmet: dict[str, str] = field(default_factory=dict)
     tuned_file: Path | None = None
-    build_output: str | None = None
+    rebuild: ChildBuild | None = None
     stopped: str | None = None
 
 
@@ -311,35 +310,6 @@ def _target(
     return f"{protocol}://{endpoint}", server
 
 
-def build_in_child(
-    spec_path: Path | None, output: str | Path | None, device: str, templates: str | Path | None
-) -> str:
-    """Run ``python -m generator build`` in a child process; return what it printed.
-
-    The build runs its exports in a worker process of its own; the tune's process runs the load side under
-    gevent (Locust), which does not mix with that, and keeps the frameworks out of the measuring process.
-
-    Raises:
-        TuneError: The build failed; its error lines are the problems.
-    """
-    command = [sys.executable, "-m", "generator", "build", "--device", device]
-    if spec_path is not None:
-        command.append(str(spec_path))
-    if output is not None:
-        command += ["--output", str(output)]
-    if templates is not None:
-        command += ["--templates", str(templates)]
-    done = subprocess.run(command, capture_output=True, text=True, stdin=subprocess.DEVNULL)
-    if done.returncode != 0:
-        lines = [
-            line.removeprefix("error: ") for line in done.stderr.splitlines() if line.startswith("error")
-        ]
-        raise TuneError(
-            *(lines or [f"the build exited with code {done.returncode}: {done.stderr.strip()[-300:]}"])
-        )
-    return done.stdout
-
-
 def _report_head(
     config: TuneConfig,
     objective: Objective,
@@ -430,7 +400,7 @@ def _write_back(
     result.tuned_file = path
     notify(TuneProgress("rebuilding"))
     try:
-        result.build_output = build_in_child(
+        result.rebuild = build_in_child(
             spec_path, config.output, "cpu" if result.report["device"] == "cpu" else "gpu", config.templates
         )
     except (GeneratorError, KeyboardInterrupt):

@@ -123,6 +123,8 @@ def test_bad_options_are_one_line_errors(project: Path) -> None:
         (["--model", "digits_cnn", "--instances", "two"], "--instances 'two'"),
         (["--model", "digits_cnn", "--max-memory", "lots"], "--max-memory 'lots'"),
         (["--model", "digits_cnn", "--constraint", "speed>1"], "--fail-if 'speed>1'"),
+        # The build in the child fails: its error comes back as the build's own line.
+        (["--model", "digits_cnn", "--templates", "none"], "error: --templates 'none' is not a directory"),
     ):
         done = run_cli("tune", "generator.yaml", *args, cwd=project, timeout=120)
         assert done.returncode != 0 and message in done.stderr, (args, done.stderr)
