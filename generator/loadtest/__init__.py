@@ -15,7 +15,9 @@ Modules, each with one job:
 * :mod:`~generator.loadtest.recorder` every request's latency and outcome, also across Locust workers;
 * :mod:`~generator.loadtest.metrics` Triton's statistics deltas, Prometheus metrics, the server's processes;
 * :mod:`~generator.loadtest.distributed` Locust's workers: processes on this machine, or expected from others;
-* :mod:`~generator.loadtest.session` one Locust environment driven through the phases, and its watchdog;
+* :mod:`~generator.loadtest.session` one load test driven through the phases, its windows and totals;
+* :mod:`~generator.loadtest.swarm` the Locust environment, its runner (local or master) and the records;
+* :mod:`~generator.loadtest.watchdog` ends a run early when the server, a worker or a user dies;
 * :mod:`~generator.loadtest.run` the orchestrator behind ``python -m generator loadtest``;
 * :mod:`~generator.loadtest.locustfile` the harness as a locustfile (``perf/locustfile.py``, the workers).
 

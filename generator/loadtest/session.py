@@ -1,11 +1,11 @@
 """One load test's Locust environment, driven through the shape's phases and watched.
 
-:class:`Session` owns a Locust ``Environment`` with the harness's user, and either an in-process
-``LocalRunner`` or a ``MasterRunner`` for the Locust workers that :mod:`~generator.loadtest.run` started. It
-plays the phases (spawn, warm up, measure), opens and closes the measurement windows (Triton's
-statistics at both ends, also of an ensemble's steps; the resource sampler in between), collects every
-request's record (from this process, or from the workers' reports), and ends the run early when the
-server, a worker or a user dies.
+:class:`Session` plays the phases (spawn, warm up, measure) on a :class:`~generator.loadtest.swarm.Swarm`
+(the Locust environment and its runner, in this process or the master of the Locust workers that
+:mod:`~generator.loadtest.run` started, and every request's record), opens and closes the measurement
+windows (Triton's statistics at both ends, also of an ensemble's steps; the resource sampler in between),
+and ends the run early when its :class:`~generator.loadtest.watchdog.Watchdog` sees the server, a worker or
+a user die.
 """
 
 from __future__ import annotations
@@ -18,29 +18,26 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import gevent
-from locust.env import Environment
-from locust.event import Events
 
 from generator.core.errors import LoadTestError
 from generator.loadtest.distributed import LocalWorkers, RemoteWorkers
 from generator.loadtest.metrics import Sampler
+from generator.loadtest.pipelines import Step
 from generator.loadtest.plan import Plan
-from generator.loadtest.recorder import REPORT_KEY, Recorder, Records
+from generator.loadtest.recorder import Records
 from generator.loadtest.shapes import Phase, total_seconds
 from generator.loadtest.steady import SteadyLevel, inferences, settle
-from generator.loadtest.users import InferenceUser
+from generator.loadtest.swarm import Swarm
+from generator.loadtest.watchdog import Aborted, Watchdog
 from generator.serve.control import ServerControl
 from generator.serve.server import EmbeddedServer
 
-__all__ = ["STOP_TIMEOUT", "LoadProgress", "LoadProgressCallback", "Session", "Window"]
+__all__ = ["LoadProgress", "LoadProgressCallback", "Session", "Window"]
 
 logger = logging.getLogger(__name__)
 
 _TICK = 0.1
-_WATCH_INTERVAL = 1.0
 _SPAWN_GRACE = 30.0
-_REPORT_WAIT = 10.0
-STOP_TIMEOUT = 2.0  # users finish the request in flight; Locust workers also idle this long after a stop
 
 
 @dataclass(frozen=True)
@@ -88,10 +85,6 @@ class Window:
     user_samples: list[float] = field(default_factory=list)
 
 
-class Aborted(Exception):
-    """The server died; the run ends early with a report."""
-
-
 class Session:
     """One Locust environment driven through the phases, with its recorder, watchdog and workers.
 
@@ -122,29 +115,21 @@ class Session:
     ) -> None:
         self.plan = plan
         self.control = control
-        self.probe = probe
-        self.server = server
         self.sampler = sampler
         self.notify = notify
-        self.stack = stack
         self.notes: list[str] = []
         self.names = [m.name for m in plan.models]
         self.statistics_names = plan.statistics_models  # the models loaded, then their pipelines' steps
-        self.records = Records(self.names)
         self.windows: list[Window] = []
-        self.env = Environment(
-            user_classes=[InferenceUser],
-            events=Events(),
-            host=plan.target.url,
-            parsed_options=parsed,
-            stop_timeout=STOP_TIMEOUT,
-        )
-        self.workers = workers
-        self.recorder: Recorder | None = None
+        self.swarm = Swarm(plan, parsed, workers, stack, self.notes)
+        self.watchdog = Watchdog(plan.target.url, probe, server, workers)
         self._planned = 0.0
         self._done = 0.0
-        self._last_watch = 0.0
-        self._probe_failures = 0
+
+    @property
+    def records(self) -> Records:
+        """Every request's record so far (complete once the run has returned)."""
+        return self.swarm.records
 
     def run(self, phases: list[Phase]) -> tuple[list[Window], dict[str, Any], str | None]:
         """Play ``phases``; return the windows, whole-test totals, and the reason for aborting (or None)."""
@@ -160,18 +145,17 @@ class Session:
                 else:
                     self._step(runner, phase, index + 1, len(phases))
             self._watch(now=True)
-            if self._probe_failures:  # one failed probe at the very end: look again before trusting it
+            if (
+                self.watchdog.probe_failures
+            ):  # one failed probe at the very end: look again before trusting it
                 gevent.sleep(0.5)
                 self._watch(now=True)
         except Aborted as reason:
             aborted = str(reason)
             logger.warning("run cut short: %s", aborted)
-            last = self.windows[-1] if self.windows else None
-            if last is not None and last.end == 0.0:
-                last.complete = False
-                self._close(last)
+            self._close_cut_short()
         self.notify(self._progress("stopping", len(phases), len(phases)))
-        ended = self._stop(runner)
+        ended = self.swarm.stop(runner)
         windows = [w for w in self.windows if w.end > w.start]
         totals = self._totals(first, started, ended, aborted is None)
         return windows, totals, aborted
@@ -205,16 +189,23 @@ class Session:
                         break
         except Aborted as reason:
             aborted = str(reason)
-            last = self.windows[-1] if self.windows else None
-            if last is not None and last.end == 0.0:
-                last.complete = False
-                self._close(last)
+            self._close_cut_short()
         self.notify(self._progress("stopping", len(levels), len(levels)))
-        self._stop(runner)
+        self.swarm.stop(runner)
         return steady, aborted
 
+    def _start_runner(self) -> Any:
+        return self.swarm.start(lambda: self.notify(LoadProgress("waiting for Locust workers")))
+
+    def _close_cut_short(self) -> None:
+        """Close the window an abort interrupted, marked incomplete."""
+        last = self.windows[-1] if self.windows else None
+        if last is not None and last.end == 0.0:
+            last.complete = False
+            self._close(last)
+
     def _measure_window(self, level: SteadyLevel, seconds: float, index: int, levels: int) -> None:
-        total = self.env.stats.total
+        total = self.swarm.env.stats.total
         requests = total.num_requests - total.num_failures
         window = self._open(float(level.users))
         level.windows.append(window)
@@ -225,27 +216,6 @@ class Session:
         if counted is None:
             counted = (total.num_requests - total.num_failures - requests) * self.plan.batch_size
         level.throughputs.append(counted / elapsed)
-
-    def _start_runner(self) -> Any:
-        if self.workers is not None:
-            runner = self.env.create_master_runner(
-                master_bind_host=self.workers.bind_host, master_bind_port=self.workers.master_port
-            )
-            self.env.events.worker_report.add_listener(self._on_worker_report)
-            self.stack.callback(runner.quit)  # before workers.stop: quit tells the workers to exit
-            self.notify(LoadProgress("waiting for Locust workers"))
-            self.workers.wait_connected(runner)
-            return runner
-        self.recorder = Recorder()
-        self.recorder.attach(self.env.events)
-        runner = self.env.create_local_runner()
-        self.stack.callback(runner.quit)
-        return runner
-
-    def _on_worker_report(self, client_id: str, data: dict[str, Any]) -> None:
-        chunk = data.get(REPORT_KEY)
-        if chunk is not None:
-            self.records.add_chunk(chunk, source=client_id)
 
     def _step(self, runner: Any, phase: Phase, level: int, levels: int) -> None:
         self._spawn(runner, phase.users, phase.spawn_rate, level, levels)
@@ -313,11 +283,16 @@ class Session:
         self._watch()
         self.notify(self._progress(stage, level, levels))
 
+    def _watch(self, now: bool = False) -> None:
+        """End the run (raise :class:`Aborted`) when the server, a worker or a user has died."""
+        self.watchdog.check(self.swarm.env.runner, now)
+
     def _progress(self, stage: str, level: int, levels: int) -> LoadProgress:
-        total = self.env.stats.total
+        env = self.swarm.env
+        total = env.stats.total
         return LoadProgress(
             stage=stage,
-            users=float(self.env.runner.user_count) if self.env.runner else 0.0,
+            users=float(env.runner.user_count) if env.runner else 0.0,
             level=level,
             levels=levels,
             elapsed=min(self._done, self._planned),
@@ -326,69 +301,6 @@ class Session:
             failures=total.num_failures,
             rps=float(total.current_rps),
         )
-
-    def _watch(self, now: bool = False) -> None:
-        """End the run (raise :class:`Aborted`) when the server or a worker has died.
-
-        Args:
-            now: Probe the server now rather than at most once a second.
-        """
-        if self.server is not None and not self.server.is_running():
-            raise Aborted("the Triton server process exited during the run")
-        failures = list(self.env.runner.exceptions.values()) if self.env.runner else []
-        if failures:  # the users report failed requests themselves: anything here is a user that broke
-            message = " ".join(str(failures[0].get("msg", "")).split())
-            raise Aborted(f"a Locust user failed: {message}")
-        moment = time.monotonic()
-        if not now and moment - self._last_watch < _WATCH_INTERVAL:
-            return
-        self._last_watch = moment
-        if self.workers is not None:
-            try:
-                self.workers.check_alive()
-            except LoadTestError as error:
-                raise Aborted(str(error)) from None
-        if self.probe.is_live():
-            self._probe_failures = 0
-            return
-        self._probe_failures += 1
-        if self._probe_failures >= 2:
-            raise Aborted(f"Triton at {self.plan.target.url} stopped answering during the run")
-
-    def _stop(self, runner: Any) -> float:
-        """Stop the users (each finishes its request in flight), collect every record; return the end time."""
-        runner.stop()
-        ended = time.time()
-        if self.recorder is not None or self.workers is None:
-            if self.recorder is not None:
-                self.records.add_chunk(self.recorder.take_chunk())
-            return ended
-        deadline = time.monotonic() + _REPORT_WAIT
-        while time.monotonic() < deadline:
-            reported = self.records.last_report
-            if len(reported) >= self.workers.count and min(reported.values()) >= ended:
-                break
-            gevent.sleep(0.2)
-        else:
-            self.notes.append(
-                "not every Locust worker sent its last requests; the final figures may miss a few"
-            )
-        # A stopped worker rejoins after stop_timeout; one that has not rejoined would miss the quit message.
-        with contextlib.suppress(LoadTestError):
-            self.workers.wait_connected(runner, timeout=STOP_TIMEOUT + 5.0)
-        return ended
-
-    def _steps_counted(self, first: dict[str, Any], last: dict[str, Any]) -> bool:
-        """Whether every step of each ensemble has counted the inferences the ensemble counted."""
-        for ensemble, steps in self.plan.pipelines.items():
-            done = last[ensemble]["inference_count"] - first[ensemble]["inference_count"]
-            for step in steps:
-                if (
-                    last[step.model]["inference_count"] - first[step.model]["inference_count"]
-                    < done * step.calls
-                ):
-                    return False
-        return True
 
     def _totals(self, first: dict[str, Any], started: float, ended: float, complete: bool) -> dict[str, Any]:
         rows = self.records.rows
@@ -411,7 +323,7 @@ class Session:
                 and (
                     sum(last[n]["inference_count"] - first[n]["inference_count"] for n in self.names)
                     < totals["inferences"]
-                    or not self._steps_counted(first, last)
+                    or not _steps_counted(self.plan.pipelines, first, last)
                 )
             ):
                 gevent.sleep(0.05)
@@ -428,3 +340,15 @@ class Session:
                         n: last[n]["inference_count"] - first[n]["inference_count"] for n in steps
                     }
         return totals
+
+
+def _steps_counted(
+    pipelines: dict[str, tuple[Step, ...]], first: dict[str, Any], last: dict[str, Any]
+) -> bool:
+    """Whether every step of each ensemble has counted the inferences the ensemble counted."""
+    for ensemble, steps in pipelines.items():
+        done = last[ensemble]["inference_count"] - first[ensemble]["inference_count"]
+        for step in steps:
+            if last[step.model]["inference_count"] - first[step.model]["inference_count"] < done * step.calls:
+                return False
+    return True

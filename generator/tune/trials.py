@@ -1,13 +1,14 @@
-"""One model's search: its trials, each loaded and measured on the live server, and the confirmation.
+"""One model's search: its trials, each loaded and measured on the live server.
 
 :class:`ModelTuner` measures the start config twice (how far its measurements come apart is each level's
 noise: :func:`~generator.tune.objective.level_noise`), then asks the
 search strategy for settings, loads each candidate with Triton's model control (the candidate's config JSON
 in place of ``config.pbtxt``), measures it at every load level until steady
 (:class:`~generator.loadtest.bench.ModelBench`), scores it against the objective, the constraints and (unless
-``--trade-levels``) the start config level by level, and writes ``tune.json`` after every trial. At the end
-it measures the best trial and the start config again, side by side
-(:func:`~generator.tune.objective.judge`), and loads the model back with the config it had.
+``--trade-levels``) the start config level by level, and records it (:class:`~generator.tune.ledger.TrialLedger`
+writes ``tune.json`` after every trial). At the end the confirmation round
+(:class:`~generator.tune.confirm.Confirmation`) measures the best trial and the start config again, side by
+side, and the model is loaded back with the config it had.
 
 A model whose config turns the response cache on is measured with it off: the load test sends a few
 distinct requests over and over, and with the cache Triton would answer them without running the model.
@@ -31,8 +32,9 @@ from generator.loadtest.report.figures import figure_value
 from generator.loadtest.session import LoadProgress
 from generator.serve.control import ServerControl
 from generator.serve.server import EmbeddedServer
-from generator.tune.objective import LevelChange, LevelGuard, Objective, judge, level_noise
-from generator.tune.report import write_tune_report
+from generator.tune.confirm import Confirmation
+from generator.tune.ledger import TrialLedger
+from generator.tune.objective import LevelChange, LevelGuard, Objective
 from generator.tune.search import GridSearch, Outcome, make_search
 from generator.tune.space import (
     Settings,
@@ -47,8 +49,6 @@ if TYPE_CHECKING:
     from generator.tune.run import TuneConfig
 
 _SETTLE_SECONDS = 30.0
-#: Candidates at most that get a side-by-side confirmation, best first, until one is confirmed.
-_CONFIRMATIONS = 3
 
 __all__ = [
     "ModelTuner",
@@ -191,26 +191,33 @@ class ModelTuner:
         self.space = self._space(start)
         self.search = make_search(self.config.search, self.space)
         self.planned = self.search.size if isinstance(self.search, GridSearch) else None
-        self.trials: list[Trial] = []
-        self.entry: dict[str, Any] = {
+        entry: dict[str, Any] = {
             "space": self.space.describe(),
             "start": start.as_dict(),
             "trials": [],
             "planned_trials": self.planned,
         }
-        context.report["models"][model] = self.entry
+        self.ledger = TrialLedger(context, entry)
+        context.report["models"][model] = entry
         if self.measured_base is not self.base:
-            self.entry["response_cache"] = "off while measuring (on in the model's config)"
+            entry["response_cache"] = "off while measuring (on in the model's config)"
         self.deadline = None
         if context.deadline is not None:
             self.deadline = time.monotonic() + max(0.0, context.deadline - time.monotonic()) / models_left
         self.bench: ModelBench | None = None
         self.winner: Trial | None = None
-        self.start_measurements: list[list[dict[str, Any]]] = []
-        self.guard: LevelGuard | None = None
-        self.holds_levels = False  # whether the search holds every level to the start config
         # The embedded server runs one stub process per instance: those of the other models stay.
         self._other_stubs = context.server.stub_count() - start.instances if context.server else 0
+
+    @property
+    def trials(self) -> list[Trial]:
+        """Every trial so far, the start config first (the ledger's)."""
+        return self.ledger.trials
+
+    @property
+    def entry(self) -> dict[str, Any]:
+        """The model's part of the report (the ledger's)."""
+        return self.ledger.entry
 
     def _without_cache(self, base: dict[str, Any]) -> dict[str, Any]:
         """``base`` with the response cache off, and a note in the report, when it has the cache on."""
@@ -254,22 +261,24 @@ class ModelTuner:
         ) as self.bench:
             try:
                 self._search()
-                self._confirm()
+                self.winner = Confirmation(self.ledger, self.measured_base, self._trial, self.deadline).run()
             finally:
                 self._restore()
         return self.entry
 
     def _search(self) -> None:
         seen: dict[Settings, Trial] = {}
+        ledger = self.ledger
         while (point := self.search.ask()) is not None:
             settings = self.space.settings(point)
             if settings in seen:
                 self.search.tell(point, seen[settings].outcome)
                 continue
-            if self.trials and not self._time_for_another():
+            # One more trial and the confirmation (two trials) must fit before the deadline.
+            if ledger.trials and not ledger.time_for(3, self.deadline):
                 self.entry["budget_reached"] = True
                 break
-            first = not self.trials
+            first = not ledger.trials
             # The start config is measured as it is loaded (unless the cache must be turned off for it);
             # every other candidate is loaded first.
             if first:
@@ -277,20 +286,20 @@ class ModelTuner:
             else:
                 loaded = config_json(self.measured_base, settings)
             trial = self._trial(settings, "start" if first else "search", loaded)
-            self.trials.append(trial)
+            ledger.trials.append(trial)
             seen[settings] = trial
             if first:
-                self._record()  # kept even if the second measurement is cut short
+                ledger.record()  # kept even if the second measurement is cut short
                 self._measure_noise(trial)
             self.search.tell(point, trial.outcome)
-            self._record()
+            ledger.record()
 
     def _measure_noise(self, start: Trial) -> None:
         """Measure the start config once more, as it is loaded; how far the two measurements come apart is
         each level's noise (at least the search's 3% margin)."""
         if start.outcome.score is None or self.bench is None:
             return
-        context, started = self.context, time.monotonic()
+        context, ledger, started = self.context, self.ledger, time.monotonic()
         show = TuneProgress("measuring again", self.model, 0, self.planned, "the start config, for the noise")
         context.notify(show)
 
@@ -302,57 +311,14 @@ class ModelTuner:
         measurement = self.bench.measure(self.config.users, self.config.steadiness, relay)
         if measurement.aborted:
             raise Stop(f"{measurement.aborted} (the start config of model '{self.model}', measured again)")
-        self.start_measurements = [start.levels, [_condensed(run) for run in measurement.levels]]
-        self.guard = LevelGuard.from_start(context.objective, self.config.users, self.start_measurements)
-        self.holds_levels = self.guard is not None and not self.config.trade_levels and start.outcome.feasible
-        if self.guard is not None:
-            start.vs_start = self.guard.compare(self._values(start))
-        self.entry["noise"] = self._noise_entry(time.monotonic() - started)
-
-    def _noise_entry(self, seconds: float | None = None) -> dict[str, Any]:
-        metric = self.context.objective.metric
-        noise = level_noise(self.start_measurements, metric)
-        entry: dict[str, Any] = {
-            "metric": metric,
-            "how": (
-                "per level, the standard deviation of the difference of two measurements of the start "
-                "config (sqrt(2) * stdev / mean of its figure over its measurements), at least 3%"
-            ),
-            "levels": [
-                {
-                    "users": users,
-                    "start": [m[index].get(metric) for m in self.start_measurements if index < len(m)],
-                    "window_spread_pct": [
-                        (m[index].get("stability") or {}).get("spread_pct")
-                        for m in self.start_measurements
-                        if index < len(m)
-                    ],
-                    "noise_pct": round(noise[index] * 100, 2) if index < len(noise) else None,
-                }
-                for index, users in enumerate(self.config.users)
-            ],
-            "levels_held": self.holds_levels,
-        }
-        if seconds is not None:
-            entry["seconds"] = round(seconds, 3)
-        elif "seconds" in self.entry.get("noise", {}):
-            entry["seconds"] = self.entry["noise"]["seconds"]
-        if self.guard is not None and not self.holds_levels:
-            entry["why_not_held"] = (
-                "--trade-levels" if self.config.trade_levels else "the start config broke a constraint"
-            )
-        return entry
-
-    def _values(self, trial: Trial) -> list[float | None]:
-        metric = self.context.objective.metric
-        return [level.get(metric) for level in trial.levels]
-
-    def _time_for_another(self) -> bool:
-        """Whether one more trial and the confirmation (two trials) fit before the deadline."""
-        if self.deadline is None:
-            return True
-        typical = sorted(t.seconds for t in self.trials)[len(self.trials) // 2]
-        return time.monotonic() + 3 * typical <= self.deadline
+        ledger.start_measurements = [start.levels, [_condensed(run) for run in measurement.levels]]
+        ledger.guard = LevelGuard.from_start(context.objective, self.config.users, ledger.start_measurements)
+        ledger.holds_levels = (
+            ledger.guard is not None and not self.config.trade_levels and start.outcome.feasible
+        )
+        if ledger.guard is not None:
+            start.vs_start = ledger.guard.compare(ledger.values(start))
+        self.entry["noise"] = ledger.noise_entry(time.monotonic() - started)
 
     def _trial(self, settings: Settings, role: str, config: str | None) -> Trial:
         """Load ``config`` (None: measure what is loaded) and measure the model at every level."""
@@ -360,7 +326,9 @@ class ModelTuner:
         trial = Trial(self.model, number, role, settings)
         started = time.monotonic()
         planned = self.planned if role != "confirm" else None
-        show = TuneProgress("loading", self.model, number, planned, settings.describe(), self._best_line())
+        show = TuneProgress(
+            "loading", self.model, number, planned, settings.describe(), self.ledger.best_line()
+        )
         context.notify(show)
         if config is not None:
             mark = context.server.log_size() if context.server else 0
@@ -387,7 +355,7 @@ class ModelTuner:
         if measurement.aborted:
             trial.status, trial.error = "aborted", measurement.aborted
             self.trials.append(trial)
-            self._record()
+            self.ledger.record()
             raise Stop(f"{measurement.aborted} (trial {number} of model '{self.model}')")
         return trial
 
@@ -402,17 +370,17 @@ class ModelTuner:
             gevent.sleep(0.1)
 
     def _score(self, trial: Trial, measurement: Measurement) -> None:
-        objective = self.context.objective
+        objective, ledger = self.context.objective, self.ledger
         runs = measurement.levels
         trial.levels = [_condensed(run) for run in runs]
         trial.constraints = {
             text: {"value": c["value"], "passed": c["passed"]}
             for text, c in objective.constraints(runs).items()
         }
-        hold = self.guard if self.holds_levels and trial.role == "search" else None
+        hold = ledger.guard if ledger.holds_levels and trial.role == "search" else None
         trial.outcome = objective.outcome(runs, len(self.config.users), hold)
-        if self.guard is not None:
-            trial.vs_start = self.guard.compare(self._values(trial))
+        if ledger.guard is not None:
+            trial.vs_start = ledger.guard.compare(ledger.values(trial))
         if runs and all(run.get("requests", 0) == run.get("failures", 0) for run in runs):
             trial.status = "failed"
             first = next((e for run in runs for e in run.get("errors", [])), None)
@@ -427,161 +395,6 @@ class ModelTuner:
             raise Stop(f"the Triton server process exited while loading {where}")
         if server is None and not self.context.control.is_live():
             raise Stop(f"Triton at {self.context.url} stopped answering while loading {where}")
-
-    def _best(self) -> Trial | None:
-        measured = [t for t in self.trials if t.role != "confirm" and t.outcome.score is not None]
-        return max(measured, key=lambda t: t.outcome.key()) if measured else None
-
-    def _best_line(self) -> str:
-        best = self.entry.get("best")
-        if not best or best.get("objective") is None:
-            return ""
-        unit = "infer/s" if self.context.objective.maximise else "ms"
-        return f"best {best['objective']:.4g} {unit} (trial {best['number']})"
-
-    def _record(self) -> None:
-        """Put the trials and the best so far in the report, and write tune.json now (nothing measured is lost)."""
-        context = self.context
-        self.entry["trials"] = [t.as_dict(context.run_id, context.objective) for t in self.trials]
-        best = self._best()
-        self.entry["best"] = best.as_dict(context.run_id, context.objective) if best else None
-        self.entry["best_per_level"] = self._best_per_level()
-        write_tune_report(context.report, context.out, html=False)
-
-    def _best_per_level(self) -> dict[str, Any]:
-        metric = self.context.objective.metric
-        sign = 1.0 if self.context.objective.maximise else -1.0
-        best: dict[str, Any] = {}
-        for index, users in enumerate(self.config.users):
-            candidates = [
-                (sign * t.levels[index][metric], t)
-                for t in self.trials
-                if t.role != "confirm"
-                and t.within_constraints
-                and index < len(t.levels)
-                and t.levels[index].get(metric) is not None
-            ]
-            if candidates:
-                value, trial = max(candidates, key=lambda c: c[0])
-                best[str(users)] = {
-                    "trial": trial.number,
-                    metric: sign * value,
-                    "describe": trial.settings.describe(),
-                }
-        return best
-
-    def _confirm(self) -> None:
-        """Measure the best trial and the start config again, side by side: the best must still win, and
-        (unless levels may be traded) be worse than the start at no level and better at one. When it does
-        not, the next best candidates that beat the start get the same chance (``_CONFIRMATIONS`` in all,
-        while the budget allows); when none is confirmed, the start config stays."""
-        best, entry = self._best(), self.entry
-        start = self.trials[0] if self.trials else None
-        entry["winner"] = None
-        entry["vs_start"] = None
-        if best is None or start is None:
-            entry["verdict"] = "no trial was measured"
-            return
-        if not best.outcome.feasible:
-            entry["verdict"] = "no trial met the constraints"
-            return
-        if best is start:
-            entry["verdict"] = self._start_stays()
-            return
-        ranked = sorted(
-            (
-                t
-                for t in self.trials
-                if t.role == "search" and t.outcome.feasible and t.outcome.beats(start.outcome)
-            ),
-            key=lambda t: t.outcome.key(),
-            reverse=True,
-        )
-        entry["confirmations"] = []
-        rejected: list[str] = []
-        for index, candidate in enumerate(ranked[:_CONFIRMATIONS]):
-            if index and not self._time_for_confirmation():
-                break
-            confirmed, line = self._confirm_one(start, candidate)
-            if confirmed:
-                self.winner = candidate
-                entry["winner"] = candidate.number
-                entry["verdict"] = line + (f" (before it, {'; '.join(rejected)})" if rejected else "")
-                break
-            rejected.append(line)
-        if self.winner is None:
-            tried = "; ".join(rejected) or "no candidate beat the start config"
-            entry["verdict"] = f"{tried}; the start config stays"
-        self._record()
-
-    def _confirm_one(self, start: Trial, candidate: Trial) -> tuple[bool, str]:
-        """Measure the start config and ``candidate`` again, in turn; whether it is confirmed, and a line."""
-        entry, metric = self.entry, self.context.objective.metric
-        # The start config is loaded as Triton first reported it: a load without a config after one with a
-        # config keeps the last one (Triton sees the repository unchanged and does not reload it).
-        again_start = self._trial(start.settings, "confirm", json.dumps(self.measured_base))
-        self.trials.append(again_start)
-        again = self._trial(
-            candidate.settings, "confirm", config_json(self.measured_base, candidate.settings)
-        )
-        self.trials.append(again)
-        changes: list[LevelChange] = []
-        if self.guard is not None and again_start.outcome.score is not None:
-            self.start_measurements.append(again_start.levels)
-            noise = level_noise(self.start_measurements, metric)
-            beside = self.guard.with_reference(again_start.levels, noise)
-            again_start.vs_start = beside.compare(self._values(again_start))
-            changes = again.vs_start = beside.compare(self._values(again))
-            entry["noise"] = self._noise_entry()
-        trade = not self.holds_levels or not changes
-        confirmed, why = judge(changes, again.outcome, again_start.outcome, trade_levels=trade)
-        entry["confirmation"] = {"start": again_start.number, "best": again.number, "confirmed": confirmed}
-        entry["confirmations"].append({**entry["confirmation"], "trial": candidate.number})
-        entry["vs_start"] = {
-            "trial": candidate.number,
-            "measured": "again, beside the start config",
-            "metric": metric,
-            "levels": [c.as_dict() for c in changes],
-        }
-        self._record()
-        levels = "; ".join(c.describe(metric) for c in changes)
-        levels = f" ({levels})" if levels else ""
-        return (
-            confirmed,
-            f"trial {candidate.number} {'confirmed' if confirmed else 'not confirmed'}: {why}{levels}",
-        )
-
-    def _time_for_confirmation(self) -> bool:
-        """Whether another confirmation (two trials) fits before the deadline."""
-        if self.deadline is None:
-            return True
-        typical = sorted(t.seconds for t in self.trials)[len(self.trials) // 2]
-        return time.monotonic() + 2 * typical <= self.deadline
-
-    def _start_stays(self) -> str:
-        """The verdict when the start config is the best measured (naming what the per-level rule kept out)."""
-        start = self.trials[0]
-        held_out = [
-            t
-            for t in self.trials
-            if t.role == "search"
-            and t.within_constraints
-            and t.outcome.score is not None
-            and start.outcome.score is not None
-            and t.outcome.score > start.outcome.score
-            and any(c.verdict == "worse" for c in t.vs_start)
-        ]
-        if not held_out or not self.holds_levels:
-            return "the start config is the best measured; nothing to change"
-        metric = self.context.objective.metric
-        top = max(held_out, key=lambda t: t.outcome.score or 0.0)
-        worse = "; ".join(c.describe(metric) for c in top.vs_start if c.verdict == "worse")
-        plural = "s" if len(held_out) > 1 else ""
-        return (
-            f"the start config stays: {len(held_out)} trial{plural} scored higher on the mean over the levels "
-            f"but {'were' if plural else 'was'} worse at a level (trial {top.number}: {worse}); "
-            "--trade-levels lets a gain at one level buy a loss at another"
-        )
 
     def _restore(self) -> None:
         """Load the model with the config it had before the tune (as Triton reported it)."""
