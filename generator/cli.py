@@ -312,7 +312,8 @@ def _print_endpoints(console: Any, endpoints: Any, repository: str) -> None:
 
 
 def _run_serve(args: argparse.Namespace) -> int:
-    from generator.serve.server import EmbeddedServer, is_remote_repository
+    from generator.serve.launch import is_remote_repository
+    from generator.serve.server import EmbeddedServer
     from generator.validate.run import validate_repository
 
     console = _console()

@@ -28,7 +28,8 @@ import statistics
 import tempfile
 
 from generator.build.run import build
-from generator.serve.server import EmbeddedServer, find_free_port
+from generator.serve.launch import find_free_port
+from generator.serve.server import EmbeddedServer
 from generator.spec.models import bundled_example
 from generator.validate.run import validate_repository
 

@@ -31,7 +31,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from generator.loadtest.grpcwire import UnaryConnection, grpc_message, request_headers
-from generator.serve.server import EmbeddedServer, find_free_port
+from generator.serve.launch import find_free_port
+from generator.serve.server import EmbeddedServer
 
 MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
 CONFIG = """name: "echo"

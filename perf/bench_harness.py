@@ -38,7 +38,8 @@ import subprocess
 import tempfile
 import zipfile
 
-from generator.serve.server import EmbeddedServer, find_free_port, locate_triton
+from generator.serve.launch import find_free_port, locate_triton
+from generator.serve.server import EmbeddedServer
 from generator.spec.models import bundled_example
 
 MODEL = "digits_cnn"

@@ -74,7 +74,8 @@ from generator.build.child import build_in_child
 from generator.core.errors import GeneratorError, LoadTestError
 from generator.loadtest.target import resolve_target
 from generator.serve.control import ServerControl
-from generator.serve.server import EmbeddedServer, find_free_port, launch_files
+from generator.serve.launch import find_free_port, launch_files
+from generator.serve.server import EmbeddedServer
 from generator.spec.models import bundled_example
 from generator.tune.space import Settings, SpaceOptions, config_json, start_settings
 

@@ -38,7 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from generator.build.pipelines import local_ensemble
 from generator.core.resources import steps_dir
-from generator.serve.server import EmbeddedServer, find_free_port
+from generator.serve.launch import find_free_port
+from generator.serve.server import EmbeddedServer
 from generator.spec.models import bundled_example
 
 ENSEMBLE, MODEL = "text_pipeline", "text_classifier"

@@ -35,7 +35,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from generator.push.run import push
-from generator.serve.server import find_free_port
+from generator.serve.launch import find_free_port
 from tests.azurite import ACCOUNT, ACCOUNT_KEY, azurite_blob, running_azurite
 from tests.servers import running_server
 

@@ -41,7 +41,8 @@ import numpy as np
 import psutil
 import tritonclient.http as httpclient
 
-from generator.serve.server import EmbeddedServer, find_free_port
+from generator.serve.launch import find_free_port
+from generator.serve.server import EmbeddedServer
 from generator.spec.models import bundled_example
 
 MODEL, INPUT = "digits_cnn", "image"

@@ -46,7 +46,8 @@ from generator.loadtest.bench import ModelBench
 from generator.loadtest.steady import Steadiness
 from generator.loadtest.target import resolve_target
 from generator.serve.control import ServerControl
-from generator.serve.server import EmbeddedServer, find_free_port
+from generator.serve.launch import find_free_port
+from generator.serve.server import EmbeddedServer
 from generator.spec.models import bundled_example
 from generator.tune.space import Settings, SpaceOptions, config_json
 

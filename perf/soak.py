@@ -24,7 +24,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from generator.build.run import build
-from generator.serve.server import EmbeddedServer, find_free_port
+from generator.serve.launch import find_free_port
+from generator.serve.server import EmbeddedServer
 from generator.spec.models import bundled_example
 
 MODELS = ("digits_cnn", "digits_linear")

@@ -101,7 +101,7 @@ def example_repo_copy(example_repo: Path, tmp_path: Path) -> Path:
 
 def free_ports() -> dict[str, int]:
     """``http_port``, ``grpc_port`` and ``metrics_port`` keywords for EmbeddedServer, each a free port."""
-    from generator.serve.server import find_free_port
+    from generator.serve.launch import find_free_port
 
     return {"http_port": find_free_port(), "grpc_port": find_free_port(), "metrics_port": find_free_port()}
 

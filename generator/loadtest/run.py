@@ -40,7 +40,8 @@ from generator.loadtest.session import LoadProgress, LoadProgressCallback, Sessi
 from generator.loadtest.shapes import Phase, parse_levels, schedule
 from generator.loadtest.target import PROTOCOLS, is_loopback, require_loopback, resolve_target
 from generator.serve.control import ServerControl
-from generator.serve.server import EmbeddedServer, find_free_port
+from generator.serve.launch import find_free_port
+from generator.serve.server import EmbeddedServer
 
 __all__ = ["LoadProgress", "LoadTestConfig", "LoadTestResult", "run_loadtest"]
 

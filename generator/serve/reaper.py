@@ -1,6 +1,6 @@
 """Kill a ``tritonserver`` process group when the process that started it dies.
 
-Run by :class:`generator.serve.server.EmbeddedServer` as a separate, stdlib-only process
+Run by :class:`generator.serve.process.ServerProcess` beside each server it spawns, as a separate, stdlib-only process
 (``python -I reaper.py PGID WORKDIR SHM_PREFIX``) whose standard input is a pipe from the server's owner.
 The owner writes a byte and closes the pipe when it has stopped the server itself; if instead the pipe
 reaches end-of-file with nothing written, the owner died without stopping it (SIGKILL, the OOM killer), so

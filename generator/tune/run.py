@@ -41,7 +41,8 @@ from generator.core.repository import MANIFEST, link_or_copy_tree
 from generator.loadtest.steady import Steadiness
 from generator.loadtest.target import require_loopback, resolve_target
 from generator.serve.control import ServerControl
-from generator.serve.server import EmbeddedServer, find_free_port
+from generator.serve.launch import find_free_port
+from generator.serve.server import EmbeddedServer
 from generator.spec.models import Spec, bundled_example, default_spec_path
 from generator.spec.tuned import TunedEntry, load_spec_with_tuned, tuned_path, write_tuned
 from generator.tune.objective import Objective

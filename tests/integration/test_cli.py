@@ -118,7 +118,7 @@ def test_serve_with_a_port_in_use_is_one_line(example_repo: Path, tmp_path: Path
 
 
 def test_serve_starts_answers_and_stops_cleanly_on_sigterm(example_repo: Path, tmp_path: Path) -> None:
-    from generator.serve.server import find_free_port
+    from generator.serve.launch import find_free_port
 
     ports = [str(find_free_port()) for _ in range(3)]
     env = {**os.environ, "NO_COLOR": "1"}
@@ -171,7 +171,7 @@ def test_serve_starts_answers_and_stops_cleanly_on_sigterm(example_repo: Path, t
 
 def test_serve_reports_a_model_triton_refuses_in_one_line(example_repo_copy: Path, tmp_path: Path) -> None:
     from generator.core.gpus import NvmlUnavailable, detect_gpus
-    from generator.serve.server import find_free_port
+    from generator.serve.launch import find_free_port
 
     try:
         if detect_gpus():
@@ -198,7 +198,7 @@ def test_serve_reports_a_model_triton_refuses_in_one_line(example_repo_copy: Pat
 
 
 def test_demo_runs_the_main_job(tmp_path: Path) -> None:
-    from generator.serve.server import find_free_port
+    from generator.serve.launch import find_free_port
 
     ports = [str(find_free_port()) for _ in range(3)]
     result = run_cli(

@@ -23,7 +23,7 @@ from generator.deploy.manifests import (
     deploy,
     validate_documents,
 )
-from generator.serve.server import find_free_port
+from generator.serve.launch import find_free_port
 
 from ..conftest import EXAMPLE_SPEC
 from .test_distributed_load import _logs, _processes, _start, _success_count

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import tritonclient.http as httpclient
 
-from generator.serve.server import find_free_port
+from generator.serve.launch import find_free_port
 
 from ..conftest import REPO_ROOT
 

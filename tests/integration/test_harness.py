@@ -18,7 +18,8 @@ import psutil
 import pytest
 import tritonclient.http as httpclient
 
-from generator.serve.server import EmbeddedServer, find_free_port
+from generator.serve.launch import find_free_port
+from generator.serve.server import EmbeddedServer
 
 from ..conftest import REPO_ROOT, free_ports
 

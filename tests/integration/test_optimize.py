@@ -23,7 +23,8 @@ from generator.core import cpu_isa
 from generator.core.cpu_isa import CpuIsa
 from generator.core.repository import MANIFEST
 from generator.core.signature import read_onnx_signature
-from generator.serve.server import EmbeddedServer, find_free_port
+from generator.serve.launch import find_free_port
+from generator.serve.server import EmbeddedServer
 from generator.validate.run import validate_repository
 
 from ..conftest import EXAMPLE_SPEC

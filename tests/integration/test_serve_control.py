@@ -17,7 +17,8 @@ import pytest
 
 from generator.core.errors import LoadTestError, ServerError
 from generator.serve.control import ServerControl, Target
-from generator.serve.server import EmbeddedServer, find_free_port
+from generator.serve.launch import find_free_port
+from generator.serve.server import EmbeddedServer
 
 from ..conftest import REPO_ROOT, free_ports, make_linear_onnx, settle
 

@@ -23,7 +23,8 @@ import tritonclient.http as httpclient
 from onnx import TensorProto, helper, numpy_helper
 
 from generator.core.errors import ServerError
-from generator.serve.server import EmbeddedServer, Endpoints, find_free_port, locate_triton
+from generator.serve.launch import find_free_port, locate_triton
+from generator.serve.server import EmbeddedServer, Endpoints
 
 from ..conftest import settle
 

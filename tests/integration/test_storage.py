@@ -20,7 +20,8 @@ import tritonclient.http as httpclient
 
 from generator.core.errors import ServerError, StorageError
 from generator.core.repository import MANIFEST
-from generator.serve.server import EmbeddedServer, find_free_port
+from generator.serve.launch import find_free_port
+from generator.serve.server import EmbeddedServer
 
 from ..conftest import free_ports, run_cli
 from ..example_outputs import assert_same_answers

@@ -21,7 +21,8 @@ from generator.core.errors import ServerError, StorageError
 from generator.core.repository import MANIFEST
 from generator.push.digest import file_hashes
 from generator.push.run import push
-from generator.serve.server import EmbeddedServer, find_free_port
+from generator.serve.launch import find_free_port
+from generator.serve.server import EmbeddedServer
 
 from ..azurite import ACCOUNT, ACCOUNT_KEY, azurite_blob, connection_string, running_azurite
 from ..conftest import free_ports, run_cli

@@ -23,7 +23,8 @@ from generator.build.parity import check_parity
 from generator.build.run import build
 from generator.core.errors import ExportError, MissingDependencyError
 from generator.core.repository import MANIFEST
-from generator.serve.server import EmbeddedServer, find_free_port
+from generator.serve.launch import find_free_port
+from generator.serve.server import EmbeddedServer
 from generator.spec.models import Verify, parse_spec
 from generator.validate.run import validate_repository
 

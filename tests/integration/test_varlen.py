@@ -20,7 +20,8 @@ from generator.build.exporters.base import load_factory
 from generator.build.run import build
 from generator.build.sample_data import PERF_ANALYZER_DATA
 from generator.core.repository import MANIFEST
-from generator.serve.server import EmbeddedServer, locate_triton
+from generator.serve.launch import locate_triton
+from generator.serve.server import EmbeddedServer
 
 from ..conftest import free_ports
 

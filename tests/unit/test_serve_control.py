@@ -7,7 +7,7 @@ import threading
 import psutil
 
 from generator.serve.control import ServerControl, Target, release_thread_hub
-from generator.serve.server import find_free_port
+from generator.serve.launch import find_free_port
 
 
 def test_threads_that_used_the_http_client_leave_no_descriptor_behind() -> None:

@@ -359,7 +359,7 @@ def test_any_uri_parses_or_fails_with_one_storage_error(scheme: str, separator: 
 @given(endpoint=_URI_TAIL)
 def test_any_gcs_emulator_variable_is_taken_or_refused_in_one_line(endpoint: str) -> None:
     from generator.core.errors import ServerError
-    from generator.serve.server import (
+    from generator.serve.launch import (
         _remote_endpoint,  # the parsing; connecting is tested against a real emulator
     )
 
