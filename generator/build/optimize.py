@@ -36,15 +36,20 @@ from typing import Any
 
 import numpy as np
 
-from generator.core import cpu_isa
-from generator.core import dtypes
-from generator.core.cpu_isa import Int8Scheme
-from generator.core.errors import GeneratorError, MissingDependencyError, SpecError, VerificationError, first_line
 from generator.build.exporters.base import ExportResult
+from generator.build.parity import OutputParity, compare_output, input_plan, make_inputs
 from generator.build.runners import Feeds, onnx_runner
+from generator.core import cpu_isa, dtypes
+from generator.core.cpu_isa import Int8Scheme
+from generator.core.errors import (
+    GeneratorError,
+    MissingDependencyError,
+    SpecError,
+    VerificationError,
+    first_line,
+)
 from generator.core.signature import Signature, read_onnx_signature
 from generator.spec.models import Budget, ModelSpec, Optimize, Verify
-from generator.build.parity import OutputParity, compare_output, input_plan, make_inputs
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,6 @@ from typing import Any
 
 import numpy as np
 
-from generator.core import dtypes
-from generator.core.errors import VerificationError
 from generator.build.exporters.base import ExportResult
 from generator.build.input_values import (
     Range,
@@ -31,6 +29,8 @@ from generator.build.input_values import (
     value_ranges,
 )
 from generator.build.runners import onnx_runner
+from generator.core import dtypes
+from generator.core.errors import VerificationError
 from generator.core.signature import Signature
 from generator.spec.models import ModelSpec, Verify
 

@@ -28,26 +28,33 @@ from typing import TYPE_CHECKING, Any
 from tritonclient.grpc import model_config_pb2
 
 from generator import __version__
-from generator.core import cpu_isa
-from generator.core.templating import environment
 from generator.build.config import DeviceProfile, build_config, check_rendered, render
-from generator.validate.ensembles import check_ensemble
-from generator.core.errors import GeneratorError, SpecError
 from generator.build.exporters import exporter_for
 from generator.build.exporters.base import ExportContext, ExportResult
 from generator.build.exporters.python import FACTORY_SETTINGS, extra_files, make_step_file, step_factory
-from generator.core.manifest import Manifest, ModelEntry, VersionEntry
 from generator.build.optimize import optimize_model
-from generator.build.pipelines import ensemble_config, ensemble_order, label_files, resolve_model, spec_path
-from generator.core.repository import MANIFEST, Staging, link_or_copy_tree, read_manifest, sha256_file, write_json
-from generator.build.sample_data import sample_file_hashes, step_samples, write_sample_data
-from generator.core.signature import Signature
-from generator.spec.models import EnsembleSpec, ModelSpec, Spec, Verify, factory_parts
-from generator.core.triton import ENSEMBLE_PLATFORM, parse_model_config, resolve_max_batch_size
-from generator.spec.tuned import TunedEntry, TunedInfo, load_spec_with_tuned
-from generator.validate.run import validate_model_dir
 from generator.build.parity import check_parity
+from generator.build.pipelines import ensemble_config, ensemble_order, label_files, resolve_model, spec_path
+from generator.build.sample_data import sample_file_hashes, step_samples, write_sample_data
 from generator.build.worker import ExportWorker
+from generator.core import cpu_isa
+from generator.core.errors import GeneratorError, SpecError
+from generator.core.manifest import Manifest, ModelEntry, VersionEntry
+from generator.core.repository import (
+    MANIFEST,
+    Staging,
+    link_or_copy_tree,
+    read_manifest,
+    sha256_file,
+    write_json,
+)
+from generator.core.signature import Signature
+from generator.core.templating import environment
+from generator.core.triton import ENSEMBLE_PLATFORM, parse_model_config, resolve_max_batch_size
+from generator.spec.models import EnsembleSpec, ModelSpec, Spec, Verify, factory_parts
+from generator.spec.tuned import TunedEntry, TunedInfo, load_spec_with_tuned
+from generator.validate.ensembles import check_ensemble
+from generator.validate.run import validate_model_dir
 
 if TYPE_CHECKING:
     import jinja2

@@ -29,8 +29,6 @@ from typing import Any
 
 import numpy as np
 
-from generator.core import dtypes
-from generator.core.errors import SpecError
 from generator.build.input_values import (
     InputTensor,
     Range,
@@ -42,9 +40,11 @@ from generator.build.input_values import (
     shape_points,
     value_ranges,
 )
+from generator.core import dtypes
+from generator.core.errors import SpecError
 from generator.core.repository import sha256_file
-from generator.spec.models import ModelSettings
 from generator.core.triton import DEFAULT_MODEL_FILENAMES
+from generator.spec.models import ModelSettings
 
 PERF_ANALYZER_DATA = "perf_analyzer_data.json"
 WARMUP_DIR = "warmup"

@@ -11,8 +11,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Protocol
 
-from generator.core.errors import ExportError
 from generator.build.runners import ModelRunner
+from generator.core.errors import ExportError
 from generator.core.signature import Signature
 from generator.spec.models import ModelSpec, factory_parts
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from generator.core.errors import ExportError
 from generator.build.exporters.base import ExportResult
 from generator.build.exporters.naming import apply_source_names
+from generator.core.errors import ExportError
 from generator.core.signature import read_onnx_signature
-from generator.spec.models import ModelSpec
 from generator.core.triton import DEFAULT_MODEL_FILENAMES, ONNX_PLATFORM
+from generator.spec.models import ModelSpec
 
 
 def external_data_files(path: Path) -> list[str]:

@@ -16,12 +16,18 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from generator.build.exporters.base import (
+    ExportContext,
+    ExportResult,
+    call_function,
+    error_line,
+    load_factory,
+)
 from generator.core.errors import ExportError, SpecError
-from generator.build.exporters.base import ExportContext, ExportResult, call_function, error_line, load_factory
 from generator.core.signature import Signature, TensorInfo
+from generator.core.triton import PYTHON_BACKEND, python_backend_utils_dir
 from generator.spec.models import ModelSpec, TensorSpec, factory_parts
 from generator.spec.names import files_destination
-from generator.core.triton import PYTHON_BACKEND, python_backend_utils_dir
 
 MODEL_FILE = "model.py"
 

@@ -36,14 +36,14 @@ from typing import Any
 
 import numpy as np
 
-from generator.core import dtypes
-from generator.core.errors import ExportError, MissingDependencyError
 from generator.build.exporters.base import ExportResult, call_factory, check_opset, error_line, one_line
 from generator.build.exporters.naming import rename_io
 from generator.build.runners import named_outputs
+from generator.core import dtypes
+from generator.core.errors import ExportError, MissingDependencyError
 from generator.core.signature import read_onnx_signature
-from generator.spec.models import MIN_OPSET, ModelSpec, factory_parts
 from generator.core.triton import DEFAULT_MODEL_FILENAMES, ONNX_PLATFORM
+from generator.spec.models import MIN_OPSET, ModelSpec, factory_parts
 
 DEFAULT_OPSET = 17
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")

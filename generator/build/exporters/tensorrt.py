@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 
-from generator.core.errors import ExportError
 from generator.build.exporters.base import ExportContext, ExportResult
 from generator.build.input_values import POINTS, InputTensor, axis_sizes, fill, index_ranges
 from generator.build.runners import (
@@ -32,9 +31,10 @@ from generator.build.runners import (
     onnx_runner,
     plan_runner,
 )
+from generator.core.errors import ExportError
 from generator.core.signature import Signature, read_plan_signature
-from generator.spec.models import ModelSpec, TensorRT
 from generator.core.triton import DEFAULT_MODEL_FILENAMES, TENSORRT_PLATFORM, resolve_max_batch_size
+from generator.spec.models import ModelSpec, TensorRT
 
 log = logging.getLogger(__name__)
 

@@ -18,14 +18,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from generator.core import dtypes
-from generator.core.errors import ExportError, MissingDependencyError
 from generator.build.exporters.base import ExportResult, call_factory, check_opset, error_line, one_line
 from generator.build.exporters.naming import rename_file, source_renames
 from generator.build.runners import torch_runner
+from generator.core import dtypes
+from generator.core.errors import ExportError, MissingDependencyError
 from generator.core.signature import read_onnx_signature
-from generator.spec.models import MAX_OPSET, ModelSpec, factory_parts
 from generator.core.triton import DEFAULT_MODEL_FILENAMES, ONNX_PLATFORM
+from generator.spec.models import MAX_OPSET, ModelSpec, factory_parts
 
 EXAMPLE_BATCH = 2  # torch.export specialises sizes 0 and 1, so trace with 2
 EXAMPLE_DYNAMIC_DIM = 4

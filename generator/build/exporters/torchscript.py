@@ -17,15 +17,15 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from generator.core import dtypes
-from generator.core.errors import ExportError
 from generator.build.exporters.base import ExportContext, ExportResult, error_line
 from generator.build.exporters.torch import check_input_dtypes, example_inputs, import_torch, load_module
 from generator.build.input_values import Range
 from generator.build.runners import flatten_outputs, torch_runner, torchscript_runner
+from generator.core import dtypes
+from generator.core.errors import ExportError
 from generator.core.signature import Signature, TensorInfo, libtorch_name
-from generator.spec.models import ModelSpec
 from generator.core.triton import DEFAULT_MODEL_FILENAMES, LIBTORCH_PLATFORM
+from generator.spec.models import ModelSpec
 
 
 def _tensor(name: str, tensor: Any, batching: bool, spec_dims: list[int] | None) -> TensorInfo:
