@@ -87,9 +87,41 @@ def _add_build(build: argparse.ArgumentParser) -> None:
     )
 
 
+def _triton_version(text: str) -> Any:
+    """An argparse type: a Triton version (2.51) or the release of its container (24.10)."""
+    from generator.validate.schema import TritonVersion
+
+    try:
+        return TritonVersion.parse(text)
+    except GeneratorError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _gpu_ids(text: str) -> frozenset[int]:
+    """An argparse type: GPU ids (0,1) or none."""
+    from generator.validate.schema import parse_gpu_ids
+
+    try:
+        return parse_gpu_ids(text)
+    except GeneratorError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _add_validate(validate: argparse.ArgumentParser) -> None:
     validate.add_argument(
         "repository", nargs="?", default="model_repository", help="default: model_repository"
+    )
+    validate.add_argument(
+        "--triton-version",
+        type=_triton_version,
+        help="judge for this Triton (2.51, or its container release 24.10) on another machine; "
+        "default: the embedded server on this machine",
+    )
+    validate.add_argument(
+        "--gpus",
+        type=_gpu_ids,
+        help="the serving machine's GPU ids (0,1 or none), so GPU placement is judged as Triton there "
+        "judges it; default: this machine's, or unknown (warnings) with --triton-version",
     )
 
 
@@ -263,18 +295,23 @@ def _run_validate(args: argparse.Namespace) -> int:
     from rich.text import Text
 
     from generator.validate.run import validate_repository
+    from generator.validate.schema import Server
 
     console = _console()
-    report = validate_repository(args.repository)
+    if args.triton_version is not None:
+        server = Server.named(args.triton_version, args.gpus)
+    else:
+        server = Server.this_machine(args.gpus)
+    report = validate_repository(args.repository, server)
     for problem in report.problems:
-        color = "red" if problem.severity == "error" else "yellow"
+        color = {"error": "red", "warning": "yellow"}.get(problem.severity, "cyan")
         _labelled(console, problem.severity, color, f"{problem.model}: {problem.message}")
     verdict = ("valid", "green") if report.ok else (f"{len(report.errors)} error(s)", "red")
     console.print(
         Text.assemble(
             f"{args.repository}: {len(report.models)} model(s), ",
             verdict,
-            f", {len(report.warnings)} warning(s)",
+            f", {len(report.warnings)} warning(s) (judged for {server.describe()})",
         )
     )
     return EXIT_OK if report.ok else EXIT_FAILED
@@ -315,10 +352,11 @@ def _run_serve(args: argparse.Namespace) -> int:
     from generator.serve.launch import is_remote_repository
     from generator.serve.server import EmbeddedServer
     from generator.validate.run import validate_repository
+    from generator.validate.schema import Server
 
     console = _console()
     if not is_remote_repository(args.repository):  # a pushed repository was validated before its push
-        report = validate_repository(args.repository)
+        report = validate_repository(args.repository, Server.this_machine())
         report.raise_for_errors()
         for warning in report.warnings:
             _labelled(console, "warning", "yellow", f"{warning.model}: {warning.message}")

@@ -20,6 +20,7 @@ from generator.core.errors import ValidationError
 from generator.core.signature import Signature, TensorInfo, read_onnx_signature, read_plan_signature
 from generator.core.triton import BACKEND_FILENAMES, PLATFORM_BACKENDS, TENSORFLOW_FILENAMES
 from generator.validate.config import Found, shape_text, suggest, type_name
+from generator.validate.schema import EMBEDDED_BACKENDS, Server, visible_gpus
 
 #: Backends whose platform Triton checks against the backend (any platform goes with another backend).
 _TYPED_BACKENDS = ("tensorflow", "tensorrt", "onnxruntime", "pytorch")
@@ -366,3 +367,184 @@ def check_model_file(serving: Serving, version: Path) -> tuple[Path | None, Foun
     if not stat.S_ISREG(status.st_mode):
         return None, [("error", f"{label} is not a regular file; replace it with the model file")]
     return path, []
+
+
+def _gpu_groups(
+    config: model_config_pb2.ModelConfig,
+) -> list[tuple[int, model_config_pb2.ModelInstanceGroup]]:
+    return [
+        (i, g)
+        for i, g in enumerate(config.instance_group)
+        if g.kind == model_config_pb2.ModelInstanceGroup.KIND_GPU
+    ]
+
+
+def check_gpus(config: model_config_pb2.ModelConfig, server: Server) -> Found:
+    """KIND_GPU instance groups against the GPUs of the Triton that will serve the model.
+
+    Triton fills a KIND_GPU group that lists no GPU with every GPU it has, then refuses a group when it
+    has no GPU at all ("no GPUs are available") or when the group names one it does not have ("invalid
+    or unsupported gpu id"). Where the serving machine is known (the embedded server on this machine,
+    or ``--gpus``) these are errors; where it is not, a warning says what a Triton on this machine would do.
+    """
+    groups = _gpu_groups(config)
+    if not groups:
+        return []
+    if server.gpus is None:
+        return _warn_gpus(groups)
+    have = sorted(server.gpus)
+    where = (
+        "this machine" if server.gpus_from == "this machine" else f"the serving machine ({server.gpus_from})"
+    )
+    choice = (
+        f"judged for {server} on this machine; validate --triton-version VERSION judges for another server"
+        if server.gpus_from == "this machine"
+        else f"judged for the GPUs {server.gpus_from} names"
+    )
+    found: Found = []
+    for index, group in groups:
+        if not group.gpus and not have:
+            found.append(
+                (
+                    "error",
+                    f"instance_group[{index}] is KIND_GPU but {where} has no GPU, so Triton refuses the model "
+                    f"(no GPUs are available; {choice}); use KIND_CPU or KIND_AUTO (build --device cpu)",
+                )
+            )
+        for gpu in [g for g in group.gpus if g not in server.gpus][:1]:
+            found.append(
+                (
+                    "error",
+                    f"instance_group[{index}] names GPU {gpu} but {where} has "
+                    f"{f'GPUs {have}' if have else 'no GPU'}, so Triton refuses the model (invalid or unsupported "
+                    f"gpu id {gpu}; {choice}); name GPUs it has, or drop gpus to use them all",
+                )
+            )
+    return found
+
+
+def _warn_gpus(groups: list[tuple[int, model_config_pb2.ModelInstanceGroup]]) -> Found:
+    """GPU groups for a server on an unknown machine: a warning where this machine could not serve them."""
+    present = visible_gpus()
+    wanted = sorted({g for _, group in groups for g in group.gpus})
+    missing = [g for g in wanted if g not in present] if present else wanted
+    if present and not missing:
+        return []
+    here = f"this machine has GPUs {sorted(present)}" if present else "this machine has none"
+    asked = f"GPU(s) {missing}" if missing else "GPUs (KIND_GPU)"
+    return [
+        (
+            "warning",
+            f"instance_group places instances on {asked} but {here}; a Triton here would refuse the model (fine "
+            "for a GPU server: this is a warning because the serving machine is unknown; validate --gpus IDS "
+            "judges for its GPUs, use build --device cpu for this machine)",
+        )
+    ]
+
+
+def _escapes(path: Path, directory: Path) -> bool:
+    """Triton's test: the resolved path does not start with the resolved directory (as strings)."""
+    return not os.path.realpath(path).startswith(os.path.realpath(directory))
+
+
+def _not_a_library(path: Path) -> bool:
+    try:
+        with path.open("rb") as file:
+            return file.read(4) != b"\x7fELF"
+    except OSError:
+        return True
+
+
+def _find_local(library: str, search: list[Path]) -> tuple[Path | None, Found]:
+    """The backend library in the model's own directories (Triton looks there first), and its problems."""
+    for directory in search:
+        path = inside(directory, library)
+        if stat_or_none(path) is None:
+            continue
+        if _escapes(path, directory):
+            return path, [
+                (
+                    "error",
+                    f"runtime '{library}' resolves to {path.name} outside {directory.name}/, so Triton refuses the "
+                    "model (backend library escapes backend directory); name a file inside the directory",
+                )
+            ]
+        if not is_regular_file(path) or _not_a_library(path):
+            return path, [
+                (
+                    "error",
+                    f"{directory.name}/{library} is not a shared library, so Triton cannot load it as the "
+                    "model's backend; remove it or put the backend library there",
+                )
+            ]
+        return path, []
+    return None, []
+
+
+def _embedded_library(library: str, backend: str, python_based: bool, server: Server) -> Found:
+    """A library that is not in the model's directories, looked up in the embedded backend directory."""
+    dirs = [backend, "python"] if python_based else [backend]
+    laid_out = {f"{name}/{file}" for name, files in EMBEDDED_BACKENDS.items() for file in files}
+    for directory in dirs:
+        path = os.path.normpath(f"{directory}/{library.lstrip('/')}")
+        if path in laid_out:
+            if not path.startswith(f"{directory}/"):
+                return [
+                    (
+                        "error",
+                        f"runtime '{library}' leaves the backend directory '{directory}', so Triton refuses the "
+                        "model (backend library escapes backend directory); name the file without '..'",
+                    )
+                ]
+            return []
+    return [
+        (
+            "error",
+            f"runtime '{library}' is neither in the model's directories nor in {server}'s backend "
+            f"directory for '{backend}', so Triton refuses the model (unable to find backend library); "
+            f"drop runtime, or use model.py for a Python-based backend",
+        )
+    ]
+
+
+def check_backend_library(
+    config: model_config_pb2.ModelConfig, serving: Serving, model_dir: Path, version: Path, server: Server
+) -> Found:
+    """The backend library Triton loads for a model (``runtime``, or ``libtriton_<backend>.so``).
+
+    Triton looks for it in the version directory, the model directory, then the backend directory's
+    ``<backend>/`` (and ``python/`` for ``runtime: "model.py"``, a Python-based backend, which also needs
+    ``<backend>/model.py``); a runtime path that resolves outside the directory it is found in is refused.
+    Only the embedded server's backend directory is known; another server's is not judged.
+    """
+    backend, runtime = serving.backend, config.runtime
+    if not backend or serving.platform == "ensemble":
+        return []
+    python_based = runtime == "model.py"
+    library = "libtriton_python.so" if python_based else runtime or f"libtriton_{backend}.so"
+    path, found = _find_local(library, [version, model_dir])
+    if found:
+        return found
+    if path is None and server.embedded:
+        if not runtime and backend not in EMBEDDED_BACKENDS:
+            return [
+                (
+                    "error",
+                    f"{server} has no '{backend}' backend (it has {', '.join(EMBEDDED_BACKENDS)}), so it refuses "
+                    f"the model (unable to find backend library for backend '{backend}'); serve it with Triton's "
+                    "container (validate --triton-version VERSION judges for it)",
+                )
+            ]
+        if runtime:
+            found = _embedded_library(library, backend, python_based, server)
+    lacks_model_py = "model.py" not in EMBEDDED_BACKENDS.get(backend, frozenset())
+    if python_based and not found and lacks_model_py and (backend == "python" or server.embedded):
+        found.append(
+            (
+                "error",
+                f"runtime 'model.py' makes '{backend}' a Python-based backend, but Triton's backend directory "
+                f"has no {backend}/model.py, so it refuses the model (unable to find Python backend based "
+                "backend library); drop runtime",
+            )
+        )
+    return found

@@ -1,13 +1,17 @@
 """Checks of one model config that need nothing but the config, as Triton makes them at load time.
 
-One function per concern: the name, the tensors, batching, instance groups and warm-up. Each returns
-``(severity, message)`` pairs; :func:`check_config` runs them all.
+One function per concern: the name, the tensors, batching, instance groups, repository agents and warm-up.
+Each returns ``(severity, message)`` pairs; :func:`check_config` runs them all, with the rules of
+:mod:`.tensors` (reshape, TensorRT-only tensor kinds, batch inputs and outputs, label files) and
+:mod:`.scheduling` (priorities, queue policies, sequence controls, strategies and states).
 """
 
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 from tritonclient.grpc import model_config_pb2
 
@@ -16,6 +20,8 @@ from generator.spec import backend_parameters
 _TYPE_NAMES = {v: k for k, v in model_config_pb2.DataType.items()}
 
 _KIND_NAMES = {v: k for k, v in model_config_pb2.ModelInstanceGroup.Kind.items()}
+
+_INT_MAX = 2**31 - 1
 
 Found = list[tuple[str, str]]
 """``(severity, message)`` pairs, as the checks return them."""
@@ -60,8 +66,17 @@ def _check_tensors(config: model_config_pb2.ModelConfig) -> Found:
         for tensor in tensors:
             if not tensor.name:
                 err(f"an {kind} has no name; name it as in the model")
-            if tensor.name in seen:
-                err(f"{kind} '{tensor.name}' is declared twice")
+            if tensor.name and tensor.name in seen:
+                onnx = (
+                    " (the ONNX Runtime backend counts both and refuses the model)" if kind == "input" else ""
+                )
+                found.append(
+                    (
+                        "warning",
+                        f"{kind} '{tensor.name}' is declared twice; Triton's core keeps the first declaration "
+                        f"and ignores the second{onnx}: keep one",
+                    )
+                )
             seen.add(tensor.name)
             if tensor.data_type == model_config_pb2.TYPE_INVALID:
                 err(f"{kind} '{tensor.name}' has no data_type; set one such as TYPE_FP32")
@@ -79,8 +94,6 @@ def _check_tensors(config: model_config_pb2.ModelConfig) -> Found:
                     err(
                         f"{kind} '{tensor.name}' {where} {shape_text(dims)} hold {bad[0]}; use sizes > 0, or -1"
                     )
-    if config.platform != "ensemble" and not config.input:
-        err("no input is declared; add the model's inputs")
     return found
 
 
@@ -114,13 +127,6 @@ def _check_batching(config: model_config_pb2.ModelConfig) -> Found:
             )
         if size < 1:
             found.append(("error", f"preferred_batch_size {size} must be positive"))
-    if db.priority_levels and not 1 <= db.default_priority_level <= db.priority_levels:
-        found.append(
-            (
-                "error",
-                f"default_priority_level {db.default_priority_level} is outside 1..{db.priority_levels}",
-            )
-        )
     return found
 
 
@@ -145,6 +151,87 @@ def _check_instance_groups(config: model_config_pb2.ModelConfig) -> Found:
             )
         if any(g < 0 for g in group.gpus):
             found.append(("error", f"{label} gpus {list(group.gpus)} hold a negative id"))
+        if group.profile and not config.HasField("ensemble_scheduling"):
+            found += _check_profiles(label, list(group.profile), is_tensorrt(config))
+    return found
+
+
+def is_tensorrt(config: model_config_pb2.ModelConfig) -> bool | None:
+    """Whether TensorRT serves the model; None when the config names neither platform nor backend (Triton
+    then guesses from the model file, which the config checks do not see)."""
+    if not config.platform and not config.backend:
+        return None
+    return config.platform == "tensorrt_plan" or (not config.platform and config.backend == "tensorrt")
+
+
+def _profile_index(profile: str) -> int | None:
+    """The profile as Triton reads it (C++ ``stoi``: leading spaces, a sign, then digits); None if no digits."""
+    match = re.match(r"\s*([+-]?\d+)", profile)
+    return int(match.group(1)) if match else None
+
+
+def _check_profiles(label: str, profiles: list[str], tensorrt: bool | None) -> Found:
+    """An instance group's TensorRT optimization ``profile`` names."""
+    if tensorrt is False:
+        return [
+            (
+                "error",
+                f"{label} specifies profile {profiles}, a field which is only supported for TensorRT models; "
+                "drop profile",
+            )
+        ]
+    found: Found = []
+    for profile in profiles:
+        index = _profile_index(profile)
+        if not profile:
+            found.append(
+                ("error", f'{label} profile name must not be empty; give a profile index such as "0"')
+            )
+        elif index is None:
+            found.append(
+                (
+                    "error",
+                    f"{label} profile '{profile}': unable to parse it; give a profile index such as \"0\"",
+                )
+            )
+        elif index > _INT_MAX or index < -_INT_MAX - 1:
+            found.append(
+                (
+                    "error",
+                    f"{label} profile '{profile}' is out of range, which crashes Triton 2.51; give a small index",
+                )
+            )
+        elif index < 0:
+            found.append(
+                (
+                    "error",
+                    f"{label} specifies invalid profile '{profile}': the field should contain the string "
+                    "representation of a non-negative integer",
+                )
+            )
+    return found
+
+
+def _check_agents(config: model_config_pb2.ModelConfig) -> Found:
+    """Repository agents: Triton loads ``libtritonrepoagent_<name>.so`` from its repoagents directory."""
+    found: Found = []
+    for agent in config.model_repository_agents.agents:
+        if agent.name == "checksum":
+            found.append(
+                (
+                    "warning",
+                    "model_repository_agents 'checksum': the official Triton container ships this agent but the "
+                    "embedded server has no repository agent, so serve refuses the model; drop it to serve here",
+                )
+            )
+        else:
+            found.append(
+                (
+                    "error",
+                    f"model_repository_agents '{agent.name}': Triton is unable to find "
+                    f"'libtritonrepoagent_{agent.name}.so' (it ships only 'checksum'); install the agent or drop it",
+                )
+            )
     return found
 
 
@@ -257,17 +344,31 @@ def check_parameters(config: model_config_pb2.ModelConfig, backend: str) -> Foun
     return found
 
 
-def check_config(config: model_config_pb2.ModelConfig, dir_name: str | None = None) -> Found:
-    """Checks that need only the config. Returns ``(severity, message)`` pairs.
+def check_config(
+    config: model_config_pb2.ModelConfig, dir_name: str | None = None, model_dir: Path | None = None
+) -> Found:
+    """Checks that need only the config (and, given ``model_dir``, the files it names). Returns
+    ``(severity, message)`` pairs.
 
     Args:
         config: The parsed config.
         dir_name: The model directory's name, which ``name`` must equal when set.
+        model_dir: The model directory, for the label files and initial states the config names.
     """
-    return (
+    # Imported here: both modules build on this one's helpers.
+    from generator.validate.scheduling import check_scheduling
+    from generator.validate.tensors import check_io, check_label_files
+
+    found = (
         _check_identity(config, dir_name)
         + _check_tensors(config)
+        + check_io(config)
         + _check_batching(config)
+        + check_scheduling(config, model_dir)
         + _check_instance_groups(config)
+        + _check_agents(config)
         + _check_warmup(config)
     )
+    if model_dir is not None:
+        found += check_label_files(config, model_dir)
+    return found

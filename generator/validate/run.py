@@ -27,12 +27,13 @@ from tritonclient.grpc import model_config_pb2
 from generator.core.accelerators import ACCELERATORS
 from generator.core.accelerators import problems as accelerator_problems
 from generator.core.errors import ValidationError
-from generator.core.gpus import NvmlUnavailable, detect_gpus
 from generator.core.manifest import Manifest, int8_portability_warnings
 from generator.core.repository import read_manifest
 from generator.core.triton import parse_model_config
 from generator.validate.artifacts import (
     Serving,
+    check_backend_library,
+    check_gpus,
     check_model_file,
     check_serving,
     check_signature,
@@ -48,6 +49,7 @@ from generator.validate.artifacts import (
 from generator.validate.config import Found, check_config, check_parameters
 from generator.validate.ensembles import check_ensemble, format_path, is_ensemble, step_models
 from generator.validate.python import check_execution_env, check_python_file
+from generator.validate.schema import Server, check_schema
 
 
 def plain(text: object) -> str:
@@ -114,11 +116,14 @@ class ValidationReport:
             raise ValidationError(*(f"{p.model}: {p.message}" for p in self.errors))
 
 
-def read_config(model_dir: Path) -> tuple[model_config_pb2.ModelConfig | None, Found]:
+def read_config(
+    model_dir: Path, server: Server | None = None
+) -> tuple[model_config_pb2.ModelConfig | None, Found]:
     """Read and parse ``<model_dir>/config.pbtxt`` the way Triton reads it.
 
     The file is read as bytes: Triton's text parser skips comments whatever bytes they hold, so they
-    are decoded leniently; bytes that are not UTF-8 inside a value are an error.
+    are decoded leniently; bytes that are not UTF-8 inside a value are an error. A field or value the
+    version of ``server`` (default: the embedded one) cannot read is an error, as for its parser.
 
     Returns:
         The parsed config (None when there is none or it cannot be used) and what was found.
@@ -159,7 +164,8 @@ def read_config(model_dir: Path) -> tuple[model_config_pb2.ModelConfig | None, F
         return None, [("error", f"config.pbtxt cannot be read ({exc.strerror}); fix its permissions")]
     text = data.decode("utf-8", "surrogateescape")
     try:
-        return parse_model_config(text), []
+        config = parse_model_config(text)
+        return config, [("error", m) for m in check_schema(text, (server or Server()).version)]
     except text_format.ParseError as exc:
         if "utf-8" in str(exc).lower():
             return None, [
@@ -203,9 +209,11 @@ class RepositoryIndex:
 
     Args:
         model_dirs: The model directories (``<repo>/<model>``) Triton will load.
+        server: The Triton that will read them (default: the embedded one).
     """
 
-    def __init__(self, model_dirs: list[Path]) -> None:
+    def __init__(self, model_dirs: list[Path], server: Server | None = None) -> None:
+        self.server = server or Server()
         self._dirs = {d.name: d for d in model_dirs}
         self._read: dict[str, tuple[model_config_pb2.ModelConfig | None, Found]] = {}
         self._steps: dict[str, model_config_pb2.ModelConfig | None] | None = None
@@ -214,7 +222,7 @@ class RepositoryIndex:
     def read(self, model_dir: Path) -> tuple[model_config_pb2.ModelConfig | None, Found]:
         """:func:`read_config` of a model, read once."""
         if model_dir.name not in self._read or self._dirs.get(model_dir.name) != model_dir:
-            self._read[model_dir.name] = read_config(model_dir)
+            self._read[model_dir.name] = read_config(model_dir, self.server)
         return self._read[model_dir.name]
 
     def configs(self) -> dict[str, model_config_pb2.ModelConfig | None]:
@@ -298,12 +306,12 @@ def _check_version(config: model_config_pb2.ModelConfig, serving: Serving, versi
     return found + check_signature(config, serving, path, label)
 
 
-def _validate_model(model_dir: Path, index: RepositoryIndex | None = None) -> Found:
+def _validate_model(model_dir: Path, index: RepositoryIndex | None, server: Server) -> Found:
     name = model_dir.name
     found = _check_entries(model_dir)
     versions, notes = version_dirs(model_dir)
     found += notes
-    config, notes = index.read(model_dir) if index is not None else read_config(model_dir)
+    config, notes = index.read(model_dir) if index is not None else read_config(model_dir, server)
     found += notes
     if config is None:
         if not versions:
@@ -339,10 +347,14 @@ def _validate_model(model_dir: Path, index: RepositoryIndex | None = None) -> Fo
                     )
                 )
     found += check_parameters(config, serving.backend)
-    return found + _check_accelerators(config) + _check_gpus(config) + _check_response_cache(config)
+    libraries = (check_backend_library(config, serving, model_dir, versions[n], server) for n in selected)
+    found += list(dict.fromkeys(f for notes in libraries for f in notes))
+    return found + _check_accelerators(config) + check_gpus(config, server) + _check_response_cache(config)
 
 
-def validate_model_dir(model_dir: Path, index: RepositoryIndex | None = None) -> list[Problem]:
+def validate_model_dir(
+    model_dir: Path, index: RepositoryIndex | None = None, server: Server | None = None
+) -> list[Problem]:
     """Validate one model directory (``<repo>/<model>``) and every version Triton would load from it.
 
     Never raises: a check that fails unexpectedly is reported as an error of the model.
@@ -351,10 +363,12 @@ def validate_model_dir(model_dir: Path, index: RepositoryIndex | None = None) ->
         model_dir: The model directory.
         index: The repository's models; with it an ensemble is also checked against its steps'
             configs (:func:`validate_repository` passes one; the build checks its ensembles itself).
+        server: The Triton that will serve it (default: the embedded one's version, on a machine not
+            known, so GPU findings are warnings): its version's schema, its GPUs, its backends.
     """
     name = model_dir.name
     try:
-        found = _validate_model(model_dir, index)
+        found = _validate_model(model_dir, index, server or (index.server if index is not None else Server()))
     except Exception as exc:  # a hostile repository must give a report, never a traceback
         found = [
             ("error", f"could not be checked ({type(exc).__name__}: {exc}); fix what it names and rerun")
@@ -397,37 +411,6 @@ def _check_response_cache(config: model_config_pb2.ModelConfig) -> list[tuple[st
             "(the embedded serve runs without the cache)",
         )
     ]
-
-
-def _check_gpus(config: model_config_pb2.ModelConfig) -> list[tuple[str, str]]:
-    """Warn when instance groups ask for GPUs this machine does not have (Triton here would fail)."""
-    wanted = sorted({g for group in config.instance_group for g in group.gpus})
-    uses_gpu = any(
-        group.kind == model_config_pb2.ModelInstanceGroup.KIND_GPU for group in config.instance_group
-    )
-    if not uses_gpu:
-        return []
-    try:
-        present = {gpu.index for gpu in detect_gpus()}
-    except NvmlUnavailable as exc:
-        where = f"GPUs {wanted}" if wanted else "GPUs (KIND_GPU)"
-        return [
-            (
-                "warning",
-                f"instances are placed on {where} but this machine has none ({exc}); a Triton here "
-                "would not load it (fine for a GPU server; use build --device cpu for this machine)",
-            )
-        ]
-    missing = [g for g in wanted if g not in present]
-    if missing:
-        return [
-            (
-                "warning",
-                f"instance_group names GPU(s) {missing} but this machine has {sorted(present) or 'none'}; "
-                "Triton here would fail to load the model",
-            )
-        ]
-    return []
 
 
 def _check_root(repo: Path) -> tuple[list[Path], list[Problem]]:
@@ -503,10 +486,15 @@ def _failing_steps(index: RepositoryIndex, problems: list[Problem]) -> list[Prob
     return added
 
 
-def validate_repository(path: str | Path) -> ValidationReport:
+def validate_repository(path: str | Path, server: Server | None = None) -> ValidationReport:
     """Validate every model in a repository; hand-written repositories too.
 
     Problems are reported, never raised, however the repository is broken.
+
+    Args:
+        path: The repository.
+        server: The Triton that will serve it (see :func:`validate_model_dir`); ``serve`` and the
+            ``validate`` command pass :meth:`Server.this_machine`.
 
     Raises:
         ValidationError: ``path`` is not a directory.
@@ -516,7 +504,7 @@ def validate_repository(path: str | Path) -> ValidationReport:
         raise ValidationError(f"'{plain(repo)}' is not a directory; pass the model repository to validate")
     report = ValidationReport(repo)
     model_dirs, report.problems = _check_root(repo)
-    index = RepositoryIndex(model_dirs)
+    index = RepositoryIndex(model_dirs, server)
     for model_dir in model_dirs:
         report.models.append(plain(model_dir.name))
         report.problems += validate_model_dir(model_dir, index)
