@@ -317,7 +317,7 @@ def _validate_model(model_dir: Path, index: RepositoryIndex | None, server: Serv
         if not versions:
             found.append(("error", f"no version directory; put the model file in {name}/1/"))
         return found
-    found += check_config(config, name)
+    found += check_config(config, name, model_dir)
     subdirs = [n for n in list_dir(model_dir) if is_dir(model_dir / n)]
     serving = resolve_serving(config, model_dir / subdirs[0] if subdirs else None)
     found += check_serving(config, serving)
