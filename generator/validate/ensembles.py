@@ -572,7 +572,36 @@ def _check_decoupled(
         label = index if decoupled else min(sources, default=-1)
         for tensor in step.output_map.values():
             origin.setdefault(tensor, label)
-    return found
+    return found + _check_decoupled_outputs(config, origin)
+
+
+def _check_decoupled_outputs(
+    config: model_config_pb2.ModelConfig, origin: dict[str, int]
+) -> list[EnsembleFinding]:
+    """The ensemble's outputs all come from one decoupled model's responses, or none does.
+
+    Triton checks the outputs as it checks a step's inputs, and names the ensemble as the step that
+    "receives inputs originated from different decoupled models".
+    """
+    steps = _steps(config)
+    first: dict[int, int] = {}  # decoupled step (-1: none) -> the first output that comes from it
+    for position, tensor in enumerate(config.output):
+        if tensor.name in origin:
+            first.setdefault(origin[tensor.name], position)
+    if len(first) < 2:
+        return []
+    named = [
+        f"decoupled {_step_label(s, steps[s])}" if s >= 0 else "steps that are not decoupled"
+        for s in sorted(first)
+    ]
+    return [
+        EnsembleFinding(
+            "error",
+            ("output", sorted(first.values())[1]),
+            f"the ensemble's outputs come from {' and from '.join(named)}, which Triton refuses (their responses "
+            "cannot be paired into one); take every output from one decoupled step (or from steps after it)",
+        )
+    ]
 
 
 def _ensemble_cycle(

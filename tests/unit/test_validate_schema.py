@@ -19,6 +19,7 @@ from tritonclient.grpc import model_config_pb2
 from generator.core.errors import ValidationError
 from generator.core.triton import parse_model_config
 from generator.validate.artifacts import Serving, check_backend_library, check_gpus
+from generator.validate.ensembles import check_ensemble
 from generator.validate.run import validate_repository
 from generator.validate.schema import (
     ADDED_FIELDS,
@@ -282,3 +283,43 @@ def test_a_runtime_linked_out_of_the_model_directory_escapes(tmp_path: Path) -> 
     (model_dir / "libtriton_linked.so").symlink_to(outside)
     found = check_backend_library(config, ONNX, model_dir, version, CONTAINER)
     assert [s for s, _ in found] == ["error"] and "escapes backend directory" in found[0][1]
+
+
+def _ensemble(outputs: str, steps: str) -> model_config_pb2.ModelConfig:
+    return parse_model_config(
+        'name: "e"\nplatform: "ensemble"\nmax_batch_size: 8\n'
+        'input [ { name: "A" data_type: TYPE_FP32 dims: [ 4 ] } ]\n'
+        f"output [ {outputs} ]\nensemble_scheduling {{ step [ {steps} ] }}\n"
+    )
+
+
+def _step_model(decoupled: bool) -> model_config_pb2.ModelConfig:
+    policy = "model_transaction_policy { decoupled: true }\n" if decoupled else ""
+    return parse_model_config(
+        'name: "s"\nbackend: "python"\nmax_batch_size: 8\n'
+        'input [ { name: "x" data_type: TYPE_FP32 dims: [ 4 ] } ]\n'
+        'output [ { name: "y" data_type: TYPE_FP32 dims: [ 4 ] } ]\n' + policy
+    )
+
+
+OUT2 = '{ name: "P" data_type: TYPE_FP32 dims: [ 4 ] }, { name: "Q" data_type: TYPE_FP32 dims: [ 4 ] }'
+
+
+def _step(model: str, source: str, target: str) -> str:
+    return f'{{ model_name: "{model}" input_map {{ key: "x" value: "{source}" }} output_map {{ key: "y" value: "{target}" }} }}'
+
+
+def test_ensemble_outputs_from_two_decoupled_steps_are_refused() -> None:
+    steps = {"dec": _step_model(True), "plain": _step_model(False)}
+    config = _ensemble(OUT2, f"{_step('dec', 'A', 'P')}, {_step('dec', 'A', 'Q')}")
+    found = check_ensemble(config, steps)
+    assert [(f.severity, f.path) for f in found] == [("error", ("output", 1))]
+    assert (
+        "come from decoupled step 0 (model 'dec') and from decoupled step 1 (model 'dec')" in found[0].message
+    )
+    # one decoupled step and one that is not: refused too
+    config = _ensemble(OUT2, f"{_step('dec', 'A', 'P')}, {_step('plain', 'A', 'Q')}")
+    assert [f.path for f in check_ensemble(config, steps)] == [("output", 1)]
+    # every output from one decoupled step's responses, directly or through a step after it: loads
+    config = _ensemble(OUT2, f"{_step('dec', 'A', 'P')}, {_step('plain', 'P', 'Q')}")
+    assert check_ensemble(config, steps) == []
