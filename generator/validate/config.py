@@ -292,17 +292,30 @@ def _check_warmup(config: model_config_pb2.ModelConfig) -> Found:
             found.append(
                 (
                     "error",
-                    f"{label} batch_size {warmup.batch_size} exceeds max_batch_size {config.max_batch_size}; "
-                    "lower it",
+                    f"{label} batch_size {warmup.batch_size} exceeds max_batch_size {config.max_batch_size}, "
+                    "which crashes Triton 2.51 as it warms the model up; lower it",
                 )
             )
         if config.max_batch_size == 0 and warmup.batch_size > 1:
             found.append(
-                ("error", f"{label} batch_size {warmup.batch_size} must be 1 for a model without batching")
+                (
+                    "error",
+                    f"{label} batch_size {warmup.batch_size} must be 1 for a model without batching (a larger "
+                    "one crashes Triton 2.51 as it warms the model up)",
+                )
             )
         suggested: set[str] = set()
         for name, data in sorted(warmup.inputs.items()):
             if name in controls:
+                continue
+            if name not in inputs and config.backend == "python":
+                found.append(
+                    (
+                        "warning",
+                        f"{label} feeds '{name}', which is not an input; Triton hands it to the Python model "
+                        f"as an extra input (other backends refuse the model): {suggest(name, inputs)}",
+                    )
+                )
                 continue
             if name not in inputs:
                 suggested.add(closest(name, inputs) or "")

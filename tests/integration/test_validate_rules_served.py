@@ -68,6 +68,15 @@ def _state(initial: str) -> str:
     )
 
 
+def _warmup(batch_size: int = 1, **feeds: str) -> str:
+    """One warm-up sample; each feed is ``name=dims``, zeros of TYPE_FP32."""
+    listed = " ".join(
+        f'inputs {{ key: "{name}" value: {{ data_type: TYPE_FP32 dims: {dims} zero_data: true }} }}'
+        for name, dims in feeds.items()
+    )
+    return f'{{ name: "w" batch_size: {batch_size} {listed} }}'
+
+
 CASES = {
     "reshape": Case(
         refused=config(
@@ -216,6 +225,12 @@ CASES = {
         validate_says="a field which is only supported for TensorRT models",
         triton_says="specifies profile field which is only supported for TensorRT models",
     ),
+    "warm-up": Case(
+        refused=config("{name}", f"model_warmup [ {_warmup(x='[ 5 ]')} ]"),
+        loaded=config("{name}", f"model_warmup [ {_warmup(x='[ 4 ]', q='[ 4 ]')} ]"),
+        validate_says="model_warmup 'w' input 'x' dims [5] do not fit the input's dims [4]",
+        triton_says="unexpected shape for input 'x'",
+    ),
     "repository agent": Case(
         refused=config("{name}", 'model_repository_agents { agents [ { name: "decrypt" } ] }'),
         loaded=config("{name}"),
@@ -280,6 +295,11 @@ CRASHES = {
         config("{name}", 'batch_output [ { kind: BATCH_SCATTER_WITH_INPUT_SHAPE source_input: "x" } ]'),
         {},
         "batch_output[0] has no target_name, which crashes Triton 2.51",
+    ),
+    "a warm-up batch above max_batch_size": (
+        config("{name}", f"model_warmup [ {_warmup(16, x='[ 4 ]')} ]"),
+        {},
+        "batch_size 16 exceeds max_batch_size 8, which crashes Triton 2.51",
     ),
     "a label file that is a directory": (
         config("{name}", outputs='{ name: "y" data_type: TYPE_FP32 dims: [ 4 ] label_filename: "labels" }'),
