@@ -166,7 +166,24 @@ def check_tensors(config: model_config_pb2.ModelConfig) -> Found:
         for tensor in tensors:
             found += check_reshape(kind, tensor, config.max_batch_size)
             found += _check_kinds(kind, tensor, tensorrt)
+    found += _check_optional(config)
     return found
+
+
+def _check_optional(config: model_config_pb2.ModelConfig) -> Found:
+    """The ONNX Runtime backend's own rule: no optional input on a model that batches."""
+    if config.backend != "onnxruntime" or config.max_batch_size == 0:
+        return []
+    return [
+        (
+            "warning",
+            f"input '{tensor.name}' is optional on a model that batches: the official ONNX Runtime backend "
+            "refuses it (optional input is not supported for models that support batching) though the embedded "
+            "server loads it; set max_batch_size: 0 or make the input required",
+        )
+        for tensor in config.input
+        if tensor.optional
+    ]
 
 
 def _check_sources(label: str, kind: str, sources: Sequence[str], inputs: set[str]) -> Found:

@@ -263,3 +263,15 @@ def test_validate_repository_reads_the_label_file(tmp_path: Path) -> None:
     (model / "labels.txt").write_text("a\nb\nc\n")
     report = validate_repository(tmp_path / "repo")
     assert report.ok, [str(p) for p in report.problems]
+
+
+def test_an_optional_input_on_a_batching_onnx_model_is_a_warning() -> None:
+    """The official ONNX Runtime backend refuses it; the embedded server's stand-in and the Python backend
+    load it."""
+    optional = '{ name: "x" data_type: TYPE_FP32 dims: [ 4 ] optional: true }'
+    onnx = 'platform: "onnxruntime_onnx" backend: "onnxruntime"'
+    errors, warnings = judge(config(inputs=optional, serving=onnx))
+    assert errors == [] and len(warnings) == 1
+    assert warnings[0].startswith("input 'x' is optional on a model that batches: the official ONNX Runtime")
+    assert judge(config(inputs=optional, serving=onnx, max_batch_size=0)) == ([], [])
+    assert judge(config(inputs=optional)) == ([], [])
