@@ -46,6 +46,7 @@ from generator.validate.artifacts import (
     stat_or_none,
     version_dirs,
 )
+from generator.validate.autocomplete import Completed, complete_model
 from generator.validate.config import Found, check_config, check_parameters
 from generator.validate.ensembles import check_ensemble, format_path, is_ensemble, step_models
 from generator.validate.python import check_execution_env, check_python_file
@@ -70,7 +71,8 @@ def plain(text: object) -> str:
 
 @dataclass(frozen=True)
 class Problem:
-    """One finding. ``severity`` is ``error`` (Triton would refuse the model) or ``warning``.
+    """One finding. ``severity`` is ``error`` (Triton would refuse the model), ``warning``, or ``info``
+    (what Triton's auto-complete fills in).
 
     ``model`` and ``message`` are always printable single lines (see :func:`plain`).
     """
@@ -106,6 +108,11 @@ class ValidationReport:
         return [p for p in self.problems if p.severity == "warning"]
 
     @property
+    def infos(self) -> list[Problem]:
+        """What Triton's auto-complete fills in, which loads as it is."""
+        return [p for p in self.problems if p.severity == "info"]
+
+    @property
     def ok(self) -> bool:
         """No errors (warnings allowed)."""
         return not self.errors
@@ -126,7 +133,8 @@ def read_config(
     version of ``server`` (default: the embedded one) cannot read is an error, as for its parser.
 
     Returns:
-        The parsed config (None when there is none or it cannot be used) and what was found.
+        The parsed config (empty when the file is missing or empty: Triton auto-completes it; None when
+        it cannot be used) and what was found.
     """
     path = model_dir / "config.pbtxt"
     status = stat_or_none(path)
@@ -135,11 +143,8 @@ def read_config(
             return None, [("error", "config.pbtxt is a broken symbolic link; point it at the config file")]
         if os.path.lexists(path):
             return None, [("error", "config.pbtxt cannot be read; fix its permissions")]
-        return None, [
-            (
-                "warning",
-                "no config.pbtxt; Triton will auto-complete one from the model (add one to set batching)",
-            )
+        return model_config_pb2.ModelConfig(), [
+            ("info", "no config.pbtxt; Triton auto-completes one from the model (add one to set batching)")
         ]
     if stat.S_ISDIR(status.st_mode):
         return None, [
@@ -151,12 +156,8 @@ def read_config(
     if not stat.S_ISREG(status.st_mode):
         return None, [("error", "config.pbtxt is not a regular file; replace it with the config file")]
     if status.st_size == 0:
-        return None, [
-            (
-                "error",
-                "config.pbtxt is empty (an interrupted write?); write the model's config, or delete the file "
-                "to let Triton auto-complete one",
-            )
+        return model_config_pb2.ModelConfig(), [
+            ("info", "config.pbtxt is empty; Triton auto-completes it from the model (an interrupted write?)")
         ]
     try:
         data = path.read_bytes()
@@ -218,12 +219,19 @@ class RepositoryIndex:
         self._read: dict[str, tuple[model_config_pb2.ModelConfig | None, Found]] = {}
         self._steps: dict[str, model_config_pb2.ModelConfig | None] | None = None
         self._versions: dict[str, list[int]] | None = None
+        self._completed: dict[str, Completed] = {}
 
     def read(self, model_dir: Path) -> tuple[model_config_pb2.ModelConfig | None, Found]:
         """:func:`read_config` of a model, read once."""
         if model_dir.name not in self._read or self._dirs.get(model_dir.name) != model_dir:
             self._read[model_dir.name] = read_config(model_dir, self.server)
         return self._read[model_dir.name]
+
+    def complete(self, model_dir: Path, config: model_config_pb2.ModelConfig) -> Completed:
+        """:func:`complete_model` of a model's config, run once (a Python model's runs in a child)."""
+        if model_dir.name not in self._completed or self._dirs.get(model_dir.name) != model_dir:
+            self._completed[model_dir.name] = complete_model(config, model_dir, version_dirs(model_dir)[0])
+        return self._completed[model_dir.name]
 
     def configs(self) -> dict[str, model_config_pb2.ModelConfig | None]:
         """Model name -> its parsed config (None when it has none or it cannot be used)."""
@@ -251,26 +259,11 @@ class RepositoryIndex:
     def _as_step(
         self, name: str, config: model_config_pb2.ModelConfig | None
     ) -> model_config_pb2.ModelConfig | None:
-        """None when Triton's auto-complete may change the inputs, outputs or batching a config declares."""
+        """The config Triton loads after its auto-complete; None where that is not known here."""
         if config is None or is_ensemble(config):
             return config
-        model_dir = self._dirs[name]
-        versions, _ = version_dirs(model_dir)
-        selected = check_versions(config, versions, name)[0]
-        first = [n for n in list_dir(model_dir) if is_dir(model_dir / n)]
-        serving = resolve_serving(config, model_dir / first[0] if first else None)
-        if serving.backend == "python":
-            path = inside(versions[selected[0]], serving.filename) if selected else None
-            if (
-                path is not None
-                and is_regular_file(path)
-                and check_python_file(path, path.name).auto_completes
-            ):
-                return None
-            return config
-        if not config.input or not config.output:  # the backend fills them in from the model file
-            return None
-        return config
+        completed = self.complete(self._dirs[name], config)
+        return completed.config if completed.known and not completed.refused else None
 
 
 def _check_ensemble(config: model_config_pb2.ModelConfig, name: str, index: RepositoryIndex | None) -> Found:
@@ -317,6 +310,15 @@ def _validate_model(model_dir: Path, index: RepositoryIndex | None, server: Serv
         if not versions:
             found.append(("error", f"no version directory; put the model file in {name}/1/"))
         return found
+    completed = (
+        index.complete(model_dir, config)
+        if index is not None
+        else complete_model(config, model_dir, versions)
+    )
+    found += completed.found
+    if completed.refused:
+        return found
+    config = completed.config
     found += check_config(config, name, model_dir)
     subdirs = [n for n in list_dir(model_dir) if is_dir(model_dir / n)]
     serving = resolve_serving(config, model_dir / subdirs[0] if subdirs else None)
@@ -334,7 +336,7 @@ def _validate_model(model_dir: Path, index: RepositoryIndex | None, server: Serv
     found += notes
     found += _check_warmup_files(config, model_dir)
     for number in selected:
-        found += _check_version(config, serving, versions[number])
+        found += _check_version(completed.versions.get(number, config), serving, versions[number])
     if serving.backend == "python":
         found += check_execution_env(config, model_dir)
     if serving.platform == "pytorch_libtorch":

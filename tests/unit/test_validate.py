@@ -114,11 +114,11 @@ def test_every_problem_is_listed_at_once(tmp_path: Path) -> None:
     assert len(caught.value.problems) == len(report.errors)
 
 
-def test_missing_config_is_a_warning_and_missing_repo_an_error(tmp_path: Path) -> None:
+def test_missing_config_is_auto_completed_and_missing_repo_an_error(tmp_path: Path) -> None:
     repo = _repo(tmp_path)
     (repo / "lin" / "config.pbtxt").unlink()
     report = validate_repository(repo)
-    assert report.ok and "auto-complete" in report.warnings[0].message
+    assert report.ok and not report.warnings and "auto-completes" in report.infos[0].message
     with pytest.raises(ValidationError, match="not a directory"):
         validate_repository(tmp_path / "absent")
 
@@ -207,7 +207,6 @@ HOSTILE: dict[str, tuple[Mutation, str]] = {
         "no version directory",
     ),
     "config.pbtxt is a directory": (_replace_path("config.pbtxt", Path.mkdir), "config.pbtxt is a directory"),
-    "config.pbtxt is empty": (_config(""), "config.pbtxt is empty"),
     "config.pbtxt is a symlink loop": (
         _replace_path("config.pbtxt", lambda p: p.symlink_to(p.name)),
         "config.pbtxt is a broken symbolic link",

@@ -178,18 +178,18 @@ def test_step_versions_against_the_versions_served(tmp_path: Path) -> None:
     assert "serves version(s) 1, 2, not 3" in finding.message
 
 
-def test_a_model_without_config_counts_as_existing(tmp_path: Path) -> None:
-    """A model directory Triton auto-completes exists, with I/O unknown here: only existence is checked."""
+def test_a_python_step_without_config_has_no_inputs(tmp_path: Path) -> None:
+    """Triton auto-completes a Python model without config.pbtxt and without auto_complete_config to no
+    inputs or outputs: it loads, and an ensemble that maps its tensors is refused."""
     repository = write_repository(tmp_path / "repository")
     (repository / "scale" / "config.pbtxt").unlink()
-    problems = _problems(repository)
-    assert problems == [
-        "warning: scale: no config.pbtxt; Triton will auto-complete one from the model (add one "
-        "to set batching)"
-    ]
+    report = validate_repository(repository)
+    assert all(p.severity == "info" for p in report.problems if p.model == "scale"), report.problems
+    errors = [p.message for p in report.errors if p.model == "pipeline"]
+    assert any("step[1].input_map[\"x\"]: 'x' is not an input of model 'scale'" in e for e in errors), errors
 
 
-def test_a_python_model_that_auto_completes_its_config_counts_as_unknown_io(tmp_path: Path) -> None:
+def test_a_python_step_is_judged_with_what_its_auto_complete_config_adds(tmp_path: Path) -> None:
     repository = write_repository(tmp_path / "repository")
     source = SCALE + (
         "\n    @staticmethod\n    def auto_complete_config(config):\n"
@@ -199,7 +199,14 @@ def test_a_python_model_that_auto_completes_its_config_counts_as_unknown_io(tmp_
     (repository / "scale" / "1" / "model.py").write_text(source)
     steps = [*STEPS[:2], step("scale", {"x": "D", "extra": "D"}, {"y": "OUT_DIFF"})]
     ensemble(repository, "pipeline", INPUTS, OUTPUTS, steps)
-    assert not _problems(repository)
+    assert _problems(repository) == [
+        "error: pipeline: ensemble_scheduling.step[1].input_map: input 'extra' of model 'scale' is mapped to "
+        "no tensor and is not optional; map it in input_map",
+        "info: scale: auto-complete fills in from 1/model.py: input 'extra' TYPE_FP32 dims [4]",
+    ]
+    steps = [STEPS[0], step("scale", {"x": "S", "extra": "S"}, {"y": "OUT_SUM"}), steps[2]]
+    ensemble(repository, "pipeline", INPUTS, OUTPUTS, steps)
+    assert [p.severity for p in validate_repository(repository).problems] == ["info"]
 
 
 # --- Python-backend models ------------------------------------------------------------------------------
