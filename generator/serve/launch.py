@@ -324,6 +324,8 @@ def command_line(
         # No --cache-config: Triton 2.51 caches a backend's failed response as an empty success (see
         # Supervisor.warn_uncached), so models that ask for the response cache load and are served uncached.
         f"--exit-timeout-secs={min(exit_timeout, TRITON_EXIT_SECONDS)}",
+        # No --disable-auto-complete-config: as in the official container, Triton completes a config that
+        # leaves out the model's tensors (or is missing), through the backends' auto_complete_config.
         # Every model loads at start-up as in the default mode; explicit control lets the supervisor
         # reload a model whose stub died and a stop unload the models before stopping.
         "--model-control-mode=explicit",

@@ -11,6 +11,13 @@ container with its native C++ ONNX Runtime backend.
 
 What it does, mirroring the native backend where that makes sense on CPUs:
 
+* auto-completes the config as the native backends do (Triton starts with auto-complete on): for ONNX, a
+  config without inputs or outputs (or no config.pbtxt at all) gets them from the model, with
+  ``max_batch_size`` and ``dynamic_batching`` as the native ONNX Runtime backend sets them; a TorchScript
+  config gets nothing, and, as the native PyTorch backend does, a config whose inputs do not match
+  ``forward``'s arguments, or that has no input or no output, fails the load. The rules are tritongen's
+  :mod:`generator.core.autocomplete`, which ``validate`` applies too: the stub runs the interpreter tritongen
+  runs in, so tritongen is importable here;
 * loads ``<model dir>/<version>/<default_model_filename or model.onnx>`` (a directory of that name holding
   ``model.onnx`` works too) and checks the config's inputs and outputs against the model at load time;
 * honours the config ``parameters`` ``intra_op_thread_count``, ``inter_op_thread_count`` and
@@ -28,7 +35,8 @@ The embedded server also copies this file to ``<backend-dir>/pytorch/model.py``:
 ``platform: "pytorch_libtorch"`` it runs ``model.pt`` with TorchScript on the CPU, the same way.
 
 This module runs inside Triton's Python backend stub and imports ``triton_python_backend_utils``, which only
-exists there: nothing else in the package may import it.
+exists there: nothing else in the package may import it. The stub embeds the interpreter tritongen runs in
+(the server is started with it first on ``PATH``), so tritongen's own modules import here too.
 """
 
 from __future__ import annotations
@@ -41,6 +49,9 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
+
+from generator.core.autocomplete import complete_onnxruntime, forward_inputs, pytorch_refusal
+from generator.core.signature import Signature, TensorInfo
 
 _ORT_TO_TRITON = {
     "tensor(bool)": "TYPE_BOOL",
@@ -58,6 +69,9 @@ _ORT_TO_TRITON = {
     "tensor(string)": "TYPE_STRING",
     "tensor(bfloat16)": "TYPE_BF16",
 }
+
+#: The dtype of a model tensor whose ONNX type Triton has no name for (auto-complete writes TYPE_INVALID).
+_UNKNOWN_TYPE = "UNKNOWN"
 
 _GRAPH_LEVELS = {
     -1: ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
@@ -127,6 +141,35 @@ def _position(name: str, fallback: int) -> int:
     return int(tail) if sep and head and tail.isdigit() else fallback
 
 
+def _model_file(version_dir: Path, config: dict, torchscript: bool) -> Path:
+    """The model file of one version: ``default_model_filename`` (or the backend's default), or the
+    ``model.onnx``/``model.pt`` inside a directory of that name."""
+    default = "model.pt" if torchscript else "model.onnx"
+    path = version_dir / (config.get("default_model_filename") or default)
+    if path.is_dir():
+        path = path / default
+    if not path.is_file():
+        raise FileNotFoundError(f"no {'TorchScript' if torchscript else 'ONNX'} model at '{path}'")
+    return path
+
+
+def _onnx_signature(path: Path) -> Signature:
+    """The model's tensors as ONNX Runtime reads them (the native backend's source), as a Signature."""
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+    def tensors(args) -> tuple:
+        return tuple(
+            TensorInfo(
+                arg.name,
+                _ORT_TO_TRITON.get(arg.type, _UNKNOWN_TYPE).removeprefix("TYPE_"),
+                tuple(d if isinstance(d, int) and d >= 0 else -1 for d in arg.shape or ()),
+            )
+            for arg in args
+        )
+
+    return Signature(tensors(session.get_inputs()), tensors(session.get_outputs()))
+
+
 class _TorchScriptSession:
     """A TorchScript module behind ONNX Runtime's ``run(output_names, feeds)`` call.
 
@@ -146,6 +189,9 @@ class _TorchScriptSession:
                 torch.set_num_interop_threads(inter)
         self._torch = torch
         self._module = torch.jit.load(str(path), map_location="cpu").eval()
+        refusal = pytorch_refusal(config, forward_inputs(self._module))
+        if refusal is not None:
+            raise ValueError(refusal)
         inputs = [spec["name"] for spec in config.get("input", [])]
         outputs = [spec["name"] for spec in config.get("output", [])]
         self._inputs = sorted(inputs, key=lambda n: _position(n, inputs.index(n)))
@@ -162,6 +208,25 @@ class _TorchScriptSession:
 
 class TritonPythonModel:
     """Serves one ONNX model instance with ONNX Runtime on the CPU."""
+
+    @staticmethod
+    def auto_complete_config(auto_complete_model_config):
+        """Complete the config as the native ONNX Runtime or PyTorch backend does (see the module docstring).
+
+        Triton's Python backend calls this before ``initialize`` while auto-complete is on; Triton keeps the
+        max_batch_size, the tensors and a scheduler the config did not set. A refusal fails the load.
+        """
+        config = auto_complete_model_config.as_dict()
+        inputs = config.get("input") or config.get("batch_input")
+        if _is_torchscript(config) or (inputs and config.get("output")):
+            return auto_complete_model_config  # PyTorch completes nothing; ONNX Runtime needs nothing here
+        path = _model_file(Path(pb_utils.get_model_dir()), config, torchscript=False)
+        completion = complete_onnxruntime(config, _onnx_signature(path))
+        if completion.refusal is not None:
+            raise ValueError(completion.refusal)
+        config.clear()
+        config.update(completion.config)
+        return auto_complete_model_config
 
     def initialize(self, args: dict) -> None:
         """Load the ONNX model, configure its session and check it against the model config."""
@@ -199,14 +264,7 @@ class TritonPythonModel:
 
     def _model_path(self, args: dict, config: dict) -> Path:
         version_dir = Path(args["model_repository"]) / str(args["model_version"])
-        default = "model.pt" if self._torchscript else "model.onnx"
-        filename = config.get("default_model_filename") or default
-        path = version_dir / filename
-        if path.is_dir():
-            path = path / default
-        if not path.is_file():
-            raise FileNotFoundError(f"no {'TorchScript' if self._torchscript else 'ONNX'} model at '{path}'")
-        return path
+        return _model_file(version_dir, config, self._torchscript)
 
     def _session_options(self, config: dict) -> ort.SessionOptions:
         options = ort.SessionOptions()
