@@ -292,16 +292,16 @@ def _check_warmup(config: model_config_pb2.ModelConfig) -> Found:
             found.append(
                 (
                     "error",
-                    f"{label} batch_size {warmup.batch_size} exceeds max_batch_size {config.max_batch_size}, "
-                    "which crashes Triton 2.51 as it warms the model up; lower it",
+                    f"{label} batch_size {warmup.batch_size} exceeds max_batch_size {config.max_batch_size}: "
+                    "Triton 2.51 fails the warm-up sample (and at times crashes running it); lower it",
                 )
             )
         if config.max_batch_size == 0 and warmup.batch_size > 1:
             found.append(
                 (
                     "error",
-                    f"{label} batch_size {warmup.batch_size} must be 1 for a model without batching (a larger "
-                    "one crashes Triton 2.51 as it warms the model up)",
+                    f"{label} batch_size {warmup.batch_size} must be 1 for a model without batching (Triton "
+                    "2.51 fails a larger warm-up sample, and at times crashes running it)",
                 )
             )
         suggested: set[str] = set()

@@ -10,6 +10,7 @@ server runs with explicit model control; each model is loaded through Triton's r
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -296,11 +297,6 @@ CRASHES = {
         {},
         "batch_output[0] has no target_name, which crashes Triton 2.51",
     ),
-    "a warm-up batch above max_batch_size": (
-        config("{name}", f"model_warmup [ {_warmup(16, x='[ 4 ]')} ]"),
-        {},
-        "batch_size 16 exceeds max_batch_size 8, which crashes Triton 2.51",
-    ),
     "a label file that is a directory": (
         config("{name}", outputs='{ name: "y" data_type: TYPE_FP32 dims: [ 4 ] label_filename: "labels" }'),
         {"labels/README": "the labels were meant to be a file\n"},
@@ -309,21 +305,45 @@ CRASHES = {
 }
 
 
+@contextmanager
+def _start_then_load(tmp_path: Path, repository: Path) -> Iterator[tuple[EmbeddedServer, ServerControl]]:
+    """A server on ``repository`` without its model ``m``, which is put back once the server is up."""
+    (repository / "m").rename(tmp_path / "m")
+    with EmbeddedServer(repository, **free_ports(), supervise=False) as server, control_of(server) as control:
+        (tmp_path / "m").rename(repository / "m")
+        yield server, control
+
+
 @pytest.mark.parametrize("case", sorted(CRASHES))
 def test_what_crashes_triton_is_an_error(tmp_path: Path, case: str) -> None:
     text, files, expected = CRASHES[case]
     repository = tmp_path / "repository"
-    repository.mkdir()
-    model = write_model(repository, "crash", text)
+    model = write_model(repository, "m", text)
     for relative, content in files.items():
         (model / relative).parent.mkdir(parents=True, exist_ok=True)
         (model / relative).write_text(content)
     errors = [p.message for p in validate_model_dir(model) if p.severity == "error"]
     assert any(expected in e for e in errors), errors
 
-    (repository / "crash").rename(tmp_path / "crash")  # loaded after the start, not at it
-    with EmbeddedServer(repository, **free_ports(), supervise=False) as server, control_of(server) as control:
-        (tmp_path / "crash").rename(repository / "crash")
+    with _start_then_load(tmp_path, repository) as (server, control):
         with pytest.raises(ServerError):
-            control.load("crash")
+            control.load("m")
         assert settle(server.is_running, lambda running: not running, timeout=30) is False  # it died
+
+
+def test_a_warm_up_batch_above_max_batch_size_fails_the_load(tmp_path: Path) -> None:
+    """Triton fails the sample (or, in a race of its own, crashes running it): either way the model never loads."""
+    repository = tmp_path / "repository"
+    model = write_model(repository, "m", config("{name}", f"model_warmup [ {_warmup(16, x='[ 4 ]')} ]"))
+    errors = [p.message for p in validate_model_dir(model) if p.severity == "error"]
+    assert any(
+        "batch_size 16 exceeds max_batch_size 8: Triton 2.51 fails the warm-up sample" in e for e in errors
+    )
+
+    with _start_then_load(tmp_path, repository) as (server, control):
+        mark = server.log_size()
+        with pytest.raises(ServerError) as refusal:
+            control.load("m")
+        if server.is_running():
+            reason = f"{refusal.value} {server.reason_since(mark)}"
+            assert "failed to run warmup sample 'w': batch size 16" in reason, reason
