@@ -168,6 +168,13 @@ def _compare_dims(
         shape = shape[1:]
     dims = list(tensor.reshape.shape) if tensor.HasField("reshape") else list(tensor.dims)
     where = "reshape" if tensor.HasField("reshape") else "dims"
+    if not shape and max_batch_size == 0:  # a scalar in the model: the ONNX Runtime backend takes 1s
+        if all(d == 1 for d in dims):
+            return []
+        return [
+            f"{kind} '{tensor.name}' is a scalar in {filename} and the model does not batch, so Triton's ONNX "
+            f"Runtime backend takes only 1s in its {where} (got {shape_text(dims)}); write {where}: [1]"
+        ]
     if len(dims) != len(shape):
         if max_batch_size > 0 and len(dims) == len(shape) + 1 and dims[0] == -1:
             return [

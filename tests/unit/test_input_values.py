@@ -239,7 +239,7 @@ def test_sample_files_are_in_range_at_the_opt_length_and_pass_validation(tmp_pat
             {"name": "type_ids", "dtype": "INT64", "dims": [-1]},
             {"name": "mask", "dtype": "INT64", "dims": [-1]},
         ],
-        outputs=[{"name": "y", "dtype": "FP32", "dims": [1], "reshape": []}],
+        outputs=[{"name": "y", "dtype": "FP32", "dims": [1]}],
         shapes={"ids": {"min": [2], "opt": [6], "max": [9]}},
         values={"mask": {"min": 1, "max": 1}},
     )

@@ -398,3 +398,22 @@ def test_pytorch_parameters_are_typed_and_a_removed_one_is_a_warning(tmp_path: P
     assert "parameters 'INTRA_OP_THREAD_COUNT': must be a whole number" in str([str(p) for p in problems])
     removed = [p for p in problems if "ENABLE_NVFUSER" in p.message]
     assert [p.severity for p in removed] == ["warning"] and "removed in Triton 23.12" in removed[0].message
+
+
+@pytest.mark.parametrize(("dims", "refused"), [([1], False), ([1, 1], False), ([2], True)])
+def test_a_scalar_output_of_a_model_without_batching_takes_only_ones(dims: list[int], refused: bool) -> None:
+    # The ONNX Runtime backend's rule (onnxruntime.cc, ValidateOutputs): a scalar model tensor of a model
+    # that does not batch is written with 1s in the config, since Triton has no empty dims.
+    from tritonclient.grpc import model_config_pb2
+
+    from generator.core.signature import Signature, TensorInfo
+    from generator.validate.artifacts import check_against_model
+
+    config = model_config_pb2.ModelConfig(name="m", max_batch_size=0)
+    config.input.add(name="x", data_type=model_config_pb2.TYPE_FP32, dims=[4])
+    config.output.add(name="y", data_type=model_config_pb2.TYPE_FP32, dims=dims)
+    signature = Signature((TensorInfo("x", "FP32", (4,)),), (TensorInfo("y", "FP32", ()),))
+    problems = check_against_model(config, signature, "1/model.onnx")
+    assert bool(problems) == refused
+    if refused:
+        assert "scalar" in problems[0] and "write dims: [1]" in problems[0]
