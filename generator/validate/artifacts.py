@@ -394,11 +394,12 @@ def check_gpus(config: model_config_pb2.ModelConfig, server: Server) -> Found:
     or unsupported gpu id"). Where the serving machine is known (the embedded server on this machine,
     or ``--gpus``) these are errors; where it is not, a warning says what a Triton on this machine would do.
     """
+    found = _check_auto_gpus(config, server)
     groups = _gpu_groups(config)
     if not groups:
-        return []
+        return found
     if server.gpus is None:
-        return _warn_gpus(groups)
+        return found + _warn_gpus(groups)
     have = sorted(server.gpus)
     where = (
         "this machine" if server.gpus_from == "this machine" else f"the serving machine ({server.gpus_from})"
@@ -408,7 +409,6 @@ def check_gpus(config: model_config_pb2.ModelConfig, server: Server) -> Found:
         if server.gpus_from == "this machine"
         else f"judged for the GPUs {server.gpus_from} names"
     )
-    found: Found = []
     for index, group in groups:
         if not group.gpus and not have:
             found.append(
@@ -427,6 +427,30 @@ def check_gpus(config: model_config_pb2.ModelConfig, server: Server) -> Found:
                     f"gpu id {gpu}; {choice}); name GPUs it has, or drop gpus to use them all",
                 )
             )
+    return found
+
+
+def _check_auto_gpus(config: model_config_pb2.ModelConfig, server: Server) -> Found:
+    """KIND_AUTO groups that list gpus: Triton makes them KIND_GPU when it has every GPU listed, else
+    KIND_CPU, which it then refuses for listing gpus ("has kind KIND_CPU but specifies one or more GPUs")."""
+    present = server.gpus if server.gpus is not None else visible_gpus()
+    found: Found = []
+    for index, group in enumerate(config.instance_group):
+        if group.kind != model_config_pb2.ModelInstanceGroup.KIND_AUTO or not group.gpus:
+            continue
+        missing = sorted(g for g in group.gpus if g not in present)
+        if not missing:
+            continue
+        severity = "error" if server.gpus is not None else "warning"
+        unknown = "" if server.gpus is not None else " (a warning: the serving machine is unknown)"
+        found.append(
+            (
+                severity,
+                f"instance_group[{index}] is KIND_AUTO and lists GPU(s) {missing} that the serving machine lacks, "
+                f"so Triton makes it KIND_CPU and refuses it for listing gpus{unknown}; use KIND_GPU on a "
+                "machine with those GPUs, or drop gpus",
+            )
+        )
     return found
 
 

@@ -142,7 +142,12 @@ def _check_instance_groups(config: model_config_pb2.ModelConfig) -> Found:
                     "for ONNX Runtime and TensorFlow); write the count you mean",
                 )
             )
-        if group.gpus and group.kind != model_config_pb2.ModelInstanceGroup.KIND_GPU:
+        # KIND_AUTO with gpus depends on the machine (GPU when it has them all, else CPU, which Triton then
+        # refuses for listing gpus): validate.artifacts.check_gpus judges it.
+        if group.gpus and group.kind not in (
+            model_config_pb2.ModelInstanceGroup.KIND_GPU,
+            model_config_pb2.ModelInstanceGroup.KIND_AUTO,
+        ):
             found.append(
                 (
                     "error",

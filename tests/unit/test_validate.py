@@ -417,3 +417,34 @@ def test_a_scalar_output_of_a_model_without_batching_takes_only_ones(dims: list[
     assert bool(problems) == refused
     if refused:
         assert "scalar" in problems[0] and "write dims: [1]" in problems[0]
+
+
+@pytest.mark.parametrize(
+    ("gpus", "listed", "verdict"),
+    [
+        (frozenset({0, 1}), [1], None),  # Triton makes it KIND_GPU: it has GPU 1
+        (frozenset({0}), [1], "error"),  # GPU 1 missing: KIND_CPU, refused for listing gpus
+        (None, [7], "warning"),  # the serving machine unknown (and this one has no GPU 7)
+    ],
+)
+def test_kind_auto_with_gpus_is_judged_for_the_serving_machine(
+    gpus: frozenset[int] | None, listed: list[int], verdict: str | None
+) -> None:
+    # Triton's NormalizeInstanceGroup: KIND_AUTO becomes KIND_GPU when every listed GPU is present, else
+    # KIND_CPU, which its instance-group check then refuses for listing GPUs.
+    from tritonclient.grpc import model_config_pb2
+
+    from generator.validate.artifacts import check_gpus
+    from generator.validate.config import check_config
+    from generator.validate.schema import Server
+
+    config = model_config_pb2.ModelConfig(name="m", backend="python", max_batch_size=0)
+    config.input.add(name="x", data_type=model_config_pb2.TYPE_FP32, dims=[4])
+    config.output.add(name="y", data_type=model_config_pb2.TYPE_FP32, dims=[4])
+    config.instance_group.add(kind=model_config_pb2.ModelInstanceGroup.KIND_AUTO, count=1, gpus=listed)
+    assert not [m for s, m in check_config(config, "m") if "gpus" in m]
+    server = Server.this_machine(gpus) if gpus is not None else Server(gpus=None)
+    found = check_gpus(config, server)
+    assert [s for s, _ in found] == ([verdict] if verdict else [])
+    if verdict:
+        assert "KIND_AUTO" in found[0][1] and f"{listed}" in found[0][1]
