@@ -10,7 +10,7 @@ against the issue's bar (>= 95% of refusals caught, <= 2% false alarms, >= 90% m
 the same figures per judge (Triton's core and the official Python backend, an oracle; the embedded
 server's stand-in ONNX backend, which is this project's code); and every disagreement with both verdicts.
 
-Run: ``python perf/bench_validate_agreement.py [--per-area 25] [--seed 19] [--areas tensors,reshape]
+Run: ``python perf/bench_validate_agreement.py [--per-area 30] [--seed 19] [--areas tensors,reshape]
 [--json perf/results/bench_validate_agreement.json]``.
 """
 
@@ -50,7 +50,7 @@ def disagreements(verdicts: list[Verdict]) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--per-area", type=int, default=25, help="cases drawn per area")
+    parser.add_argument("--per-area", type=int, default=30, help="cases drawn per area")
     parser.add_argument("--seed", type=int, default=19, help="the corpus's seed")
     parser.add_argument(
         "--areas", default="", help=f"comma-separated areas (default all: {', '.join(areas())})"

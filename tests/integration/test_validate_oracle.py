@@ -17,7 +17,7 @@ import pytest
 
 from ..oracle.models import Case
 from ..oracle.runner import Oracle
-from ..oracle.strategies import corpus
+from ..oracle.strategies import chosen, corpus
 
 pytestmark = pytest.mark.integration
 
@@ -31,9 +31,38 @@ NOT_YET: dict[str, str] = {
         "the stand-in ONNX backend loads a cpu_execution_accelerator the native ONNX Runtime backend "
         "refuses ('unknown Execution Accelerator'); validate follows the native backend"
     ),
+    "optimization/ONNX: an unknown CPU accelerator": (
+        "the stand-in ONNX backend loads an accelerator name the native ONNX Runtime backend refuses; "
+        "validate follows the native backend"
+    ),
+    "optimization/an unknown CPU accelerator": (
+        "validate judges execution_accelerators names for every backend; the Python backend ignores them"
+    ),
 }
 
-SAMPLE = corpus(PER_AREA, SEED)
+#: Besides the drawn sample, one case of each problem the issue names (drawn with the same seed).
+ISSUE_CASES = [
+    ("batch_io", "batch input from an unknown input"),
+    ("batch_io", "batch output naming a target twice"),
+    ("sequence_batching", "START given twice"),
+    ("sequence_batching", "START without a value"),
+    ("sequence_batching", "one tensor name for START and END"),
+    ("dynamic_batching", "queue policy above priority_levels"),
+    ("dynamic_batching", "preserve_ordering with a DELAY default policy"),
+    ("instance_group", "KIND_GPU on GPUs 1 and 3"),
+    ("backend", "an unknown backend"),
+    ("backend", "runtime naming a missing library"),
+    ("backend", "runtime escaping the backend directory"),
+    ("ensemble", "outputs from two decoupled steps"),
+    ("auto_complete", "auto-complete dims contradict the config"),
+    ("auto_complete", "no config.pbtxt"),
+    ("auto_complete", "input without dims"),
+    ("auto_complete", "ONNX: no config.pbtxt"),
+    ("optimization", "an unknown CPU accelerator"),
+    ("schema", "model_metrics (added after 2.51)"),
+]
+
+SAMPLE = corpus(PER_AREA, SEED) + chosen(ISSUE_CASES, SEED)
 
 
 def _param(index: int, case: Case) -> object:
@@ -57,5 +86,5 @@ def test_validate_and_triton_agree(oracle: Oracle, case: Case) -> None:
 
 def test_the_sample_is_seeded() -> None:
     again = corpus(PER_AREA, SEED)
-    assert [c.describe() for c in again] == [c.describe() for c in SAMPLE]
+    assert [c.describe() for c in again + chosen(ISSUE_CASES, SEED)] == [c.describe() for c in SAMPLE]
     assert {c.area for c in SAMPLE} == {c.area for c in corpus(1, SEED + 1)}

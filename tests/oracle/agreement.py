@@ -22,12 +22,12 @@ TOPICS: tuple[tuple[str, str], ...] = (
     (r"non-linear", r"non_linear"),
     (r"batch input|source input", r"batch_input|batch_output"),
     (r"batch output|target output", r"batch_output"),
-    (r"dynamic batching preferred", r"dynamic_batching\.preferred_batch_size"),
+    (r"dynamic batching preferred", r"preferred_batch_size"),
     (r"default priority level", r"default_priority_level"),
     (r"priority queue policy", r"priority_queue_policy"),
     (r"preserve_ordering", r"preserve_ordering"),
     (r"sequence batching control|sequence batching (specifies|must)|for control", r"control_input|control"),
-    (r"sequence batching preferred", r"oldest\.preferred_batch_size"),
+    (r"sequence batching preferred", r"preferred_batch_size"),
     (r"slot utilization", r"minimum_slot_utilization"),
     (r"initial_state|state input|'state'", r"state"),
     (r"Response Cache", r"response_cache"),
@@ -41,14 +41,15 @@ TOPICS: tuple[tuple[str, str], ...] = (
     (r"warmup|warm-up", r"model_warmup|warm-up"),
     (r"decoupled", r"decoupled|model_transaction_policy"),
     (r"EXECUTION_ENV_PATH|canonical path", r"EXECUTION_ENV_PATH"),
-    (r"TRITON_BATCH_STRATEGY_PATH", r"TRITON_BATCH_STRATEGY_PATH"),
+    (r"TRITON_BATCH_STRATEGY_PATH|Batching library", r"TRITON_BATCH_STRATEGY_PATH"),
     (r"auto[-_]complete", r"auto_complete|auto-complete"),
     (r"TritonPythonModel|SyntaxError|invalid syntax", r"TritonPythonModel|syntax|model\.py"),
     (
         r"model\.py|model\.onnx|No such file|unable to find|not found|does not exist",
         r"model\.py|model\.onnx|file",
     ),
-    (r"failed to read text proto|Error parsing|Expected|Unknown enum", r"parse|config\.pbtxt"),
+    (r"failed to read text proto|Error parsing text-format", r"parse|config\.pbtxt"),
+    (r"JSON non-string as string", r"kind|unknown"),
 )
 
 _PARSED_FIELD = re.compile(r'(?:no field named|field) "(\w+)"')

@@ -86,18 +86,24 @@ def python_models(**options: Any) -> st.SearchStrategy[list[Model]]:
     return python_configs(**options).map(lambda config: [Model("m", config)])
 
 
+#: What :func:`mutated` was given, by area, so that :func:`labelled` can draw one label of it.
+_AREAS: dict[str, tuple[st.SearchStrategy[list[Model]], Mapping[str, Mutation], str | None]] = {}
+
+
 def mutated(
     area: str,
     bases: st.SearchStrategy[list[Model]],
     mutations: Mapping[str, Mutation],
     judge: str | None = None,
+    label: str | None = None,
 ) -> st.SearchStrategy[Case]:
     """Cases of ``area``: a sound base from ``bases``, then one of ``mutations`` or none (``valid``).
 
     About a third of the cases stay sound, so the figures count false alarms as well as refusals. The
-    judge is :func:`judge_of` the drawn models unless given.
+    judge is :func:`judge_of` the drawn models unless given. With ``label``, every case has that label.
     """
-    labels = ["valid"] * max(2, len(mutations) // 2) + sorted(mutations)
+    _AREAS[area] = (bases, mutations, judge)
+    labels = [label] if label else ["valid"] * max(2, len(mutations) // 2) + sorted(mutations)
 
     @st.composite
     def build(draw: Any) -> Case:
@@ -125,6 +131,18 @@ def judge_of(models: Sequence[Model]) -> str:
         if model.kind == "onnx" or named:
             return "stand-in"
     return "core"
+
+
+def labelled(area: str, label: str) -> st.SearchStrategy[Case]:
+    """Cases of an area made by :func:`mutated` (once that ran), all with ``label``.
+
+    Raises:
+        KeyError: The area or the label is unknown.
+    """
+    bases, mutations, judge = _AREAS[area]
+    if label != "valid" and label not in mutations:
+        raise KeyError(f"area {area!r} has no mutation {label!r}")
+    return mutated(area, bases, mutations, judge, label)
 
 
 def config_of(models: list[Model]) -> mc.ModelConfig:

@@ -17,6 +17,7 @@ from .base import (
     KIND_GPU,
     Mutation,
     add_tensor,
+    config_of,
     fixed_dims_lists,
     mutated,
     on_config,
@@ -44,6 +45,14 @@ def _nhwc(draw: Any, config: mc.ModelConfig) -> None:
 def _nchw(draw: Any, config: mc.ModelConfig) -> None:
     config.input[0].format = mc.ModelInput.FORMAT_NCHW
     config.input[0].dims[:] = [3, 4, 4]
+
+
+def _label_file(files: dict[str, bytes]) -> Mutation:
+    def mutation(draw: Any, models: list[Model]) -> None:
+        config_of(models).output[0].label_filename = "labels.txt"
+        models[0].extra = files
+
+    return mutation
 
 
 TENSOR_MUTATIONS: dict[str, Mutation] = {
@@ -74,6 +83,9 @@ TENSOR_MUTATIONS: dict[str, Mutation] = {
     "an optional input": on_config(lambda draw, c: setattr(c.input[0], "optional", True)),
     "a ragged-batch input": on_config(lambda draw, c: setattr(c.input[0], "allow_ragged_batch", True)),
     "a BF16 input": on_config(lambda draw, c: setattr(c.input[0], "data_type", mc.TYPE_BF16)),
+    "an output with a label file": _label_file({"labels.txt": b"cat\ndog\n"}),
+    "a label file that is missing": _label_file({}),
+    "a label file that is a directory": _label_file({"labels.txt/README": b"not a label file\n"}),
 }
 
 # --- reshape ---------------------------------------------------------------------------------------
@@ -202,6 +214,9 @@ BATCH_IO_MUTATIONS: dict[str, Mutation] = {
     "batch output of an unknown kind": on_config(lambda draw, c: setattr(_batch_output(c), "kind", 5)),
     "batch output with two sources": on_config(
         lambda draw, c: _batch_output(c).source_input.append("INPUT1")
+    ),
+    "batch output without a target name": on_config(
+        lambda draw, c: _batch_output(c).ClearField("target_name")
     ),
 }
 

@@ -2,7 +2,8 @@
 
 :class:`Oracle` runs one server with explicit model control on a repository that starts empty. For each
 case it writes the models twice: into a repository of their own, which
-:func:`~generator.validate.run.validate_repository` judges (errors of the loaded model mean refused),
+:func:`~generator.validate.run.validate_repository` judges for the same server (the embedded Triton on
+this machine, as ``validate`` and ``serve`` do; errors of the loaded model mean refused),
 and into the server's repository, where :class:`~generator.serve.control.ServerControl` loads the
 model (Triton loads an ensemble's steps with it), records loaded or refused with Triton's message, and
 unloads everything the case loaded. Names are prefixed per case, so one server serves a whole corpus.
@@ -27,6 +28,7 @@ from generator.serve.control import ServerControl, Target
 from generator.serve.launch import find_free_port
 from generator.serve.server import EmbeddedServer
 from generator.validate.run import validate_repository
+from generator.validate.schema import Server
 
 from .agreement import message_agrees
 from .models import Case, write_case
@@ -51,6 +53,7 @@ class Verdict:
         message: Triton's reason when it refused ('' when it loaded).
         errors: validate's errors for the model (none: validate passes it).
         warnings: validate's warnings for the model.
+        crashed: Triton died loading it (on a fresh server too): refused, with no message to compare.
     """
 
     case: Case
@@ -60,6 +63,7 @@ class Verdict:
     message: str = ""
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    crashed: bool = False
 
     @property
     def refused(self) -> bool:
@@ -80,8 +84,9 @@ class Verdict:
 
     @property
     def message_agrees(self) -> bool | None:
-        """For a caught case, whether validate names the problem Triton names; else None."""
-        if self.outcome != "caught":
+        """For a caught case, whether validate names the problem Triton names; else None (also where
+        Triton crashed and named nothing)."""
+        if self.outcome != "caught" or self.crashed:
             return None
         return message_agrees(self.message, self.errors)
 
@@ -122,13 +127,15 @@ class Oracle:
         self.server: EmbeddedServer | None = None
         self.control: ServerControl | None = None
         self._stuck = False
+        #: What validate judges for: the embedded Triton on this machine, the server that judges here.
+        self.judged_for = Server.this_machine()
 
     def start(self) -> Oracle:
         """Start the server on an empty repository."""
         shutil.rmtree(self.served, ignore_errors=True)
         self.served.mkdir(parents=True)
         ports = {f"{kind}_port": find_free_port() for kind in ("http", "grpc", "metrics")}
-        self.server = EmbeddedServer(self.served, **ports, exit_timeout=5, supervise=False)
+        self.server = EmbeddedServer(self.served, **ports, exit_timeout=1, supervise=False)
         self.server.start()
         host, port = self.server.endpoints.http.rsplit(":", 1)
         self.control = ServerControl(Target("http", host, int(port)), timeout=self.call_timeout)
@@ -159,13 +166,18 @@ class Oracle:
         self.stop()
 
     def judge(self, case: Case) -> Verdict:
-        """Judge ``case`` by validate and by Triton."""
+        """Judge ``case`` by validate and by Triton.
+
+        A crash is blamed on the case only when a fresh server, given nothing else, crashes on it too:
+        Triton 2.51 at times crashes on the load after a failed one (a failed warm-up, an ensemble
+        refused after its steps loaded).
+        """
         self.count += 1
         prefix = f"c{self.count:04d}_"
         own = self.workdir / "cases" / prefix.rstrip("_")
         names = write_case(case, own, prefix)
         target = names[case.target.name]
-        report = validate_repository(own)
+        report = validate_repository(own, self.judged_for)
         verdict = Verdict(
             case,
             prefix,
@@ -174,19 +186,25 @@ class Oracle:
             errors=[p.message for p in report.errors if p.model == target],
             warnings=[p.message for p in report.warnings if p.model == target],
         )
-        for name in names.values():
-            shutil.copytree(own / name, self.served / name, symlinks=True)
-        verdict.loaded, verdict.message = self._load(target)
-        if self._stuck or not self._alive():  # a fresh server for the next case
-            self.stop_server()
+        for attempt in (1, 2):
             for name in names.values():
-                shutil.rmtree(self.served / name, ignore_errors=True)
-            self.restarts += 1
-            self.start()
-        else:
-            for name in names.values():
-                self._unload(name)
+                shutil.copytree(own / name, self.served / name, symlinks=True)
+            verdict.loaded, verdict.message = self._load(target)
+            verdict.crashed = verdict.message.startswith(_CRASHED)
+            if self._stuck or not self._alive():
+                self.restart()
+            else:
+                for name in names.values():
+                    self._unload(name)
+            if not verdict.crashed or attempt == 2:
+                return verdict
         return verdict
+
+    def restart(self) -> None:
+        """A fresh server on an empty repository (the last one crashed, or a load never finished)."""
+        self.stop_server()
+        self.restarts += 1
+        self.start()
 
     def _load(self, name: str) -> tuple[bool, str]:
         assert self.server is not None and self.control is not None
@@ -196,8 +214,8 @@ class Oracle:
         except GeneratorError as error:
             message = _LOAD_PREFIX.sub("", str(error))
             if not self._alive():
-                reason = self.server.reason_since(offset) or self.server.failure or message
-                return False, f"tritonserver crashed loading the model: {reason}"
+                signal = _SIGNAL.search(_log_since(self.server.log_path, offset))
+                return False, f"{_CRASHED} ({signal.group(0) if signal else self.server.failure or message})"
             if not _ANSWERED.match(str(error)):  # no answer in time: watch the load
                 return self._watch(name, offset)
             if "failed to poll from model repository" in message:
@@ -250,6 +268,9 @@ class Oracle:
 
 #: An answer from Triton (an HTTP status), not a transport failure such as a timeout.
 _ANSWERED = re.compile(r"^Triton did not load model '[^']*': \[\d+\]")
+_CRASHED = "tritonserver crashed loading the model"
+#: How Triton logs the signal that killed it.
+_SIGNAL = re.compile(r"Signal \(\d+\) received")
 #: What protobuf's text parser logs where Triton only says it could not read the config.
 _PARSE_ERROR = re.compile(r"Error parsing text-format inference\.ModelConfig: [^\n]*")
 #: What the Python backend's stub logs when it exits before the backend hears from it.

@@ -2,7 +2,8 @@
 
 Of the cases Triton refuses, the share validate errs on (refusals caught, bar >= 95%); of the cases
 Triton loads, the share validate errs on (false alarms, bar <= 2%); of the caught cases, the share
-whose message names the problem Triton names (message agreement, bar >= 90%).
+whose message names the problem Triton names (message agreement, bar >= 90%; cases where Triton
+crashed name no problem and are left out of it).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ class Figures:
     caught: int = 0
     loaded: int = 0
     false_alarm_count: int = 0
+    messages_judged: int = 0
     messages_agreed: int = 0
 
     def add(self, verdict: Verdict) -> None:
@@ -33,7 +35,9 @@ class Figures:
             self.refused += 1
             if verdict.errors:
                 self.caught += 1
-                self.messages_agreed += bool(verdict.message_agrees)
+                if verdict.message_agrees is not None:  # Triton named a problem
+                    self.messages_judged += 1
+                    self.messages_agreed += verdict.message_agrees
         else:
             self.loaded += 1
             self.false_alarm_count += bool(verdict.errors)
@@ -44,7 +48,7 @@ class Figures:
         return {
             "caught": self.caught / self.refused if self.refused else None,
             "false_alarms": self.false_alarm_count / self.loaded if self.loaded else None,
-            "messages": self.messages_agreed / self.caught if self.caught else None,
+            "messages": self.messages_agreed / self.messages_judged if self.messages_judged else None,
         }
 
     def meets_bar(self) -> bool:
