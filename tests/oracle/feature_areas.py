@@ -45,6 +45,14 @@ def _batch_strategy(sequence: bool) -> Mutation:
     return on_config(change)
 
 
+def _agent(draw: Any, config: mc.ModelConfig) -> None:
+    config.model_repository_agents.agents.add().name = "checksum"
+
+
+def _op_library(draw: Any, config: mc.ModelConfig) -> None:
+    config.model_operations.op_library_filename.append("/nonexistent/libcustom_ops.so")
+
+
 PARAMETER_MUTATIONS: dict[str, Mutation] = {
     "a free-form parameter": on_config(_parameter("team", "vision")),
     "a parameter with an empty key": on_config(_parameter("", "x")),
@@ -61,6 +69,8 @@ PARAMETER_MUTATIONS: dict[str, Mutation] = {
     "ONNX: a thread count of 1": replace_with_onnx(_parameter("intra_op_thread_count", "1")),
     "ONNX: execution_mode 1": replace_with_onnx(_parameter("execution_mode", "1")),
     "ONNX: a free-form parameter": replace_with_onnx(_parameter("team", "vision")),
+    "a repository agent that is not installed": on_config(_agent),
+    "ONNX: an op library that does not exist": replace_with_onnx(_op_library),
 }
 
 # --- optimization ----------------------------------------------------------------------------------

@@ -280,6 +280,8 @@ BACKEND_MUTATIONS: dict[str, Mutation] = {
     "default_model_filename naming no file": _filename("main.py", "model.py"),
     "the model file under another name": _filename("", "main.py"),
     "ONNX: backend onnxruntime over a model.py": _serving("onnxruntime"),
+    "a config named after another directory": setter(name="elsewhere"),
+    "a config without a name": setter(name=""),
 }
 
 # --- auto-complete ---------------------------------------------------------------------------------
