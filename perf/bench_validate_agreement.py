@@ -23,11 +23,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import argparse
 import json
+import re
+import tempfile
 import time
 
 from tests.oracle.runner import Oracle, Verdict
 from tests.oracle.strategies import areas, corpus
 from tests.oracle.tally import bar_lines, table, tally
+
+#: This machine's temporary directories in Triton's messages (the served repository, the backends).
+_TEMPORARY = re.compile(re.escape(tempfile.gettempdir()) + r"/tritongen-[^/\s']+")
+
+
+def _plain(text: str) -> str:
+    return _TEMPORARY.sub("<tmp>", text)
 
 
 def disagreements(verdicts: list[Verdict]) -> list[str]:
@@ -40,8 +49,8 @@ def disagreements(verdicts: list[Verdict]) -> list[str]:
         lines.append(f"== {area}: {len(wrong)}")
         for verdict in wrong:
             kind = verdict.outcome if not verdict.agree else "message differs"
-            triton = f"Triton refused: {verdict.message}" if verdict.refused else "Triton loaded it"
-            found = "; ".join(verdict.errors) if verdict.errors else "no error"
+            triton = f"Triton refused: {_plain(verdict.message)}" if verdict.refused else "Triton loaded it"
+            found = _plain("; ".join(verdict.errors)) if verdict.errors else "no error"
             lines.append(f"- [{kind}] {verdict.case.label} (judged by {verdict.case.judge})")
             lines.append(f"    Triton:   {triton}")
             lines.append(f"    validate: {found}")
@@ -97,8 +106,8 @@ def main() -> None:
                     "label": v.case.label,
                     "judge": v.case.judge,
                     "outcome": v.outcome,
-                    "triton": v.message if v.refused else "loaded",
-                    "validate": v.errors,
+                    "triton": _plain(v.message) if v.refused else "loaded",
+                    "validate": [_plain(e) for e in v.errors],
                     "message_agrees": v.message_agrees,
                 }
                 for v in verdicts

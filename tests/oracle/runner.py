@@ -135,7 +135,8 @@ class Oracle:
         shutil.rmtree(self.served, ignore_errors=True)
         self.served.mkdir(parents=True)
         ports = {f"{kind}_port": find_free_port() for kind in ("http", "grpc", "metrics")}
-        self.server = EmbeddedServer(self.served, **ports, exit_timeout=1, supervise=False)
+        log = self.workdir / f"tritonserver-{self.restarts}.log"  # kept here after a crash, removed by stop
+        self.server = EmbeddedServer(self.served, **ports, log_path=log, exit_timeout=1, supervise=False)
         self.server.start()
         host, port = self.server.endpoints.http.rsplit(":", 1)
         self.control = ServerControl(Target("http", host, int(port)), timeout=self.call_timeout)
