@@ -30,6 +30,7 @@ class Figures:
     messages_agreed: int = 0
 
     def add(self, verdict: Verdict) -> None:
+        """Count one case."""
         self.cases += 1
         if verdict.refused:
             self.refused += 1
@@ -61,6 +62,7 @@ class Figures:
         return True
 
     def as_dict(self) -> dict[str, object]:
+        """The counts and the shares, for JSON."""
         return {**asdict(self), **self.shares}
 
 
