@@ -383,12 +383,10 @@ def _check_accelerators(config: model_config_pb2.ModelConfig) -> list[tuple[str,
     entries = [("gpu", a) for a in accelerators.gpu_execution_accelerator]
     entries += [("cpu", a) for a in accelerators.cpu_execution_accelerator]
     found: list[tuple[str, str]] = []
-    if (
-        entries
-        and config.platform not in ("onnxruntime_onnx", "")
-        and config.backend not in ("onnxruntime", "")
-    ):
-        found.append(("warning", "execution_accelerators are read by the ONNX Runtime backend only"))
+    onnxruntime = config.platform == "onnxruntime_onnx" or config.backend == "onnxruntime"
+    if entries and not onnxruntime and (config.platform or config.backend):
+        # Other backends ignore them (Triton loads a Python model naming any accelerator): no error.
+        return [("warning", "execution_accelerators are read by the ONNX Runtime backend only")]
     for where, accelerator in entries:
         found += [("error", m) for m in accelerator_problems(accelerator.name, dict(accelerator.parameters))]
         field, _ = ACCELERATORS.get(accelerator.name, (None, None))

@@ -448,3 +448,16 @@ def test_kind_auto_with_gpus_is_judged_for_the_serving_machine(
     assert [s for s, _ in found] == ([verdict] if verdict else [])
     if verdict:
         assert "KIND_AUTO" in found[0][1] and f"{listed}" in found[0][1]
+
+
+@pytest.mark.parametrize(("backend", "severities"), [("python", ["warning"]), ("onnxruntime", ["error"])])
+def test_execution_accelerators_are_judged_only_for_onnx_runtime(backend: str, severities: list[str]) -> None:
+    # Triton loads a Python model that names any accelerator (its backend ignores them); the ONNX Runtime
+    # backend refuses a name it does not know ('unknown Execution Accelerator').
+    from tritonclient.grpc import model_config_pb2
+
+    from generator.validate.run import _check_accelerators
+
+    config = model_config_pb2.ModelConfig(name="m", backend=backend)
+    config.optimization.execution_accelerators.cpu_execution_accelerator.add(name="turbo")
+    assert [severity for severity, _ in _check_accelerators(config)] == severities
