@@ -35,9 +35,6 @@ NOT_YET: dict[str, str] = {
         "the stand-in ONNX backend loads an accelerator name the native ONNX Runtime backend refuses; "
         "validate follows the native backend"
     ),
-    "optimization/an unknown CPU accelerator": (
-        "validate judges execution_accelerators names for every backend; the Python backend ignores them"
-    ),
 }
 
 #: Besides the drawn sample, one case of each problem the issue names (drawn with the same seed).
