@@ -28,6 +28,9 @@ LIBTORCH_PLATFORM = "pytorch_libtorch"
 #: Backends a config names with ``backend:`` alone (no platform); the build records them as the
 #: artifact's "platform" and the config renders them as ``backend``.
 PYTHON_BACKEND = "python"
+#: The backends the embedded server runs through this package's Python-based stand-in (its ``model.py``):
+#: ONNX Runtime for ``onnxruntime_onnx`` and PyTorch for ``pytorch_libtorch`` models.
+STAND_IN_BACKENDS = ("onnxruntime", "pytorch")
 DALI_BACKEND = "dali"
 BACKEND_ONLY = (PYTHON_BACKEND, DALI_BACKEND)
 ENSEMBLE_PLATFORM = "ensemble"

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from generator.core.errors import ServerError
+from generator.core.triton import STAND_IN_BACKENDS
 from generator.core.uris import S3_ENDPOINT
 
 __all__ = [
@@ -270,7 +271,7 @@ def lay_out_backends(install: TritonInstall, stub: Path, backends: Path) -> Path
         raise ServerError(
             f"tritongen's ONNX/TorchScript backend ({_CPU_BACKEND}) is missing; reinstall tritongen"
         )
-    for name in ("onnxruntime", "pytorch"):  # platforms onnxruntime_onnx and pytorch_libtorch
+    for name in STAND_IN_BACKENDS:
         (backends / name).mkdir()
         shutil.copy2(_CPU_BACKEND, backends / name / "model.py")
     return backends

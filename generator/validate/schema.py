@@ -29,6 +29,7 @@ from tritonclient.grpc import model_config_pb2
 
 from generator.core.errors import ValidationError
 from generator.core.gpus import NvmlUnavailable, detect_gpus
+from generator.core.triton import STAND_IN_BACKENDS
 
 
 @total_ordering
@@ -331,8 +332,7 @@ MIN_COMPUTE_CAPABILITY = (6, 0)
 #: Python backend, and this project's Python-based ONNX Runtime/TorchScript backend under both names.
 EMBEDDED_BACKENDS: dict[str, frozenset[str]] = {
     "python": frozenset({"libtriton_python.so"}),
-    "onnxruntime": frozenset({"model.py"}),
-    "pytorch": frozenset({"model.py"}),
+    **{name: frozenset({"model.py"}) for name in STAND_IN_BACKENDS},
 }
 
 
