@@ -267,10 +267,14 @@ def _run_build(args: argparse.Namespace) -> int:
         console.print(
             Text.assemble(("tuned", "cyan"), f"   {name}: settings from {source} (trial {entry.trial})")
         )
+    for line in report.pipelines:
+        console.print(Text.assemble(("pipeline", "cyan"), f" {line}"))
     for model in report.models:
         parity = model.parity or {}
         figure = (
-            f"max abs error {parity['max_abs_error']:.2e}"
+            _pipeline_figure(parity)
+            if parity.get("reference")
+            else f"max abs error {parity['max_abs_error']:.2e}"
             if parity.get("compared")
             else (
                 "runs at " + ", ".join(f"batch {b}" for b in parity.get("batch_sizes", [])) if parity else ""
@@ -289,6 +293,16 @@ def _run_build(args: argparse.Namespace) -> int:
         console.print(f"kept from the previous repository: {', '.join(report.carried_over)}")
     console.print(f"wrote {report.repository} in {report.seconds:.2f}s")
     return EXIT_OK
+
+
+def _pipeline_figure(parity: dict[str, Any]) -> str:
+    """A pipeline's end-to-end parity: ``matches sentence-transformers on 7 samples (min cosine ...)``."""
+    figure = (
+        f"min cosine {parity['min_cosine']:.7f}"
+        if "min_cosine" in parity
+        else f"max abs error {parity.get('max_abs_error', 0.0):.2e}"
+    )
+    return f"matches {parity['reference']} on {parity['samples']} samples ({figure})"
 
 
 def _run_validate(args: argparse.Namespace) -> int:

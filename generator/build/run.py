@@ -51,6 +51,7 @@ from generator.core.repository import (
 from generator.core.signature import Signature
 from generator.core.templating import environment
 from generator.core.triton import ENSEMBLE_PLATFORM, parse_model_config, resolve_max_batch_size
+from generator.spec.huggingface import expansion_summary
 from generator.spec.models import EnsembleSpec, ModelSpec, Spec, Verify, factory_parts
 from generator.spec.tuned import TunedEntry, TunedInfo, load_spec_with_tuned
 from generator.validate.ensembles import check_ensemble
@@ -106,6 +107,8 @@ class BuildReport:
     repository: Path
     spec: Path | None
     models: list[ModelBuild] = field(default_factory=list)
+    #: One line per ``framework: huggingface`` entry: what it expanded into.
+    pipelines: list[str] = field(default_factory=list)
     carried_over: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -536,6 +539,11 @@ def _build_ensemble(run: _BuildRun, index: int, ensemble: EnsembleSpec) -> Model
     if problems:
         run.failures.append(SpecError(*problems))
         return None
+    try:
+        huggingface = _pipeline_parity(run, ensemble)
+    except GeneratorError as exc:
+        run.failures.append(exc)
+        return None
     signature = Signature.from_dict(
         {
             "inputs": [_tensor(t, proto.max_batch_size) for t in proto.input],
@@ -551,7 +559,7 @@ def _build_ensemble(run: _BuildRun, index: int, ensemble: EnsembleSpec) -> Model
             platform=ENSEMBLE_PLATFORM,
             files=[],
             signature=signature,
-            parity=None,
+            parity={"compared": True, **huggingface["parity"]} if huggingface else None,
             seconds=0.0,
             max_batch_size=proto.max_batch_size,
         )
@@ -560,7 +568,32 @@ def _build_ensemble(run: _BuildRun, index: int, ensemble: EnsembleSpec) -> Model
         versions={str(ensemble.version): entry},
         config_sha256=sha256_file(model_dir / "config.pbtxt"),
         sample_files=sample_file_hashes(model_dir),
+        huggingface=huggingface,
     )
+
+
+def _pipeline_parity(run: _BuildRun, ensemble: EnsembleSpec) -> dict[str, Any] | None:
+    """For the ensemble of a huggingface entry: its record with the end-to-end parity against the
+    reference library, measured now, or kept from the previous build when none of its steps changed.
+
+    Raises:
+        VerificationError: past the budget.
+    """
+    record = run.spec.huggingface.get(ensemble.name)
+    if record is None:
+        return None
+    steps = {step.model for step in ensemble.steps}
+    rebuilt = [m for m in run.report.models if m.name in steps and m.status != "reused"]
+    previous = run.previous.models.get(ensemble.name)
+    kept = previous.huggingface if previous is not None else None
+    same = kept is not None and {k: v for k, v in kept.items() if k != "parity"} == record
+    if not rebuilt and same and isinstance(kept.get("parity"), dict):
+        return dict(kept)
+    run.progress(ensemble.name, "pipeline parity")
+    from generator.build.hf_parity import pipeline_parity
+
+    figures = pipeline_parity(run.staging.path, ensemble.name, record, run.spec.base_dir)
+    return {**record, "parity": figures}
 
 
 def _tensor(tensor: Any, max_batch_size: int) -> dict[str, Any]:
@@ -675,6 +708,7 @@ def build(
     repo = Path(output) if output is not None else Path(spec.repository)
     libraries = library_versions()
     report = BuildReport(repo, Path(spec_path) if spec_path else None, warnings=list(tuned.warnings))
+    report.pipelines = [expansion_summary(name, record) for name, record in spec.huggingface.items()]
     if tuned.applied:
         report.tuned, report.tuned_file = dict(tuned.applied), tuned.path
     order = ensemble_order(spec)

@@ -146,12 +146,15 @@ class ModelEntry:
             ``warmup/...``): relative path -> sha256.
         tuned: The tuned settings merged into the model's spec entry (``{"file", "trial",
             "settings"}``), or ``None`` when it was built from the spec alone (or before this was recorded).
+        huggingface: For the ensemble of a ``framework: huggingface`` entry: what the entry expanded into
+            (task, source, parts) and the end-to-end parity measured (``parity``); else ``None``.
     """
 
     versions: dict[str, VersionEntry] = field(default_factory=dict)
     config_sha256: str | None = None
     sample_files: dict[str, str] = field(default_factory=dict)
     tuned: dict[str, Any] | None = None
+    huggingface: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The model as the manifest's JSON object."""
@@ -160,6 +163,7 @@ class ModelEntry:
             "config_sha256": self.config_sha256,
             "sample_files": self.sample_files,
             "tuned": self.tuned,
+            **({"huggingface": self.huggingface} if self.huggingface is not None else {}),
         }
 
     @classmethod
@@ -172,11 +176,13 @@ class ModelEntry:
             if entry is not None:
                 versions[str(version)] = entry
         tuned = data.get("tuned")
+        huggingface = data.get("huggingface")
         return cls(
             versions=versions,
             config_sha256=data.get("config_sha256"),
             sample_files=_mapping(data.get("sample_files")),
             tuned=tuned if isinstance(tuned, dict) else None,
+            huggingface=huggingface if isinstance(huggingface, dict) else None,
         )
 
 

@@ -26,6 +26,7 @@ from pydantic import ValidationError as PydanticValidationError
 from generator.core import dtypes
 from generator.core.errors import SpecError
 from generator.spec import backend_parameters
+from generator.spec.huggingface import HF_TASKS, expand, normalized_task
 from generator.spec.names import model_problems, spec_problems
 from generator.steps import STEP_KINDS
 
@@ -418,6 +419,21 @@ def _checked_name(value: str) -> str:
     return value
 
 
+class HuggingFacePipeline(_Strict):
+    """Overrides of the steps a ``framework: huggingface`` entry expands into."""
+
+    preprocess: dict[str, Any] | None = Field(
+        default=None,
+        description="Settings of the tokenizer or image step, merged over those read from the folder "
+        "(max_length, padding, truncation; size, resize, center_crop, mean, std, ...).",
+    )
+    postprocess: dict[str, Any] | None = Field(
+        default=None,
+        description="Settings of the post-processing step, merged over those the task and config.json "
+        "imply (top_k, activation, labels).",
+    )
+
+
 class ModelSpec(ModelSettings):
     """One model: where it comes from and how Triton serves it."""
 
@@ -426,11 +442,36 @@ class ModelSpec(ModelSettings):
         description="Model name: the directory in the repository (letters, digits, '_', '-', '.'; "
         "not starting with '.' or '-').",
     )
-    framework: Literal["torch", "tensorflow", "onnx", "python"]
+    framework: Literal["torch", "tensorflow", "onnx", "python", "huggingface"]
     source: PathText = Field(
         min_length=1,
         description="`path/file.py:function` factory, or a model file path; for framework python, a file "
-        "defining Triton's TritonPythonModel, or `builtin:tokenizer|image|postprocess`.",
+        "defining Triton's TritonPythonModel, or `builtin:tokenizer|image|postprocess|token_labels`; for "
+        "framework huggingface, a local model folder (config.json, weights, tokenizer or image processor "
+        "files) or a factory returning a transformers PreTrainedModel.",
+    )
+    task: str | None = Field(
+        default=None,
+        description="framework huggingface: what the model does, which decides its export, the steps around "
+        f"it and what the pipeline returns: {', '.join(HF_TASKS)} (transformers' own aliases too).",
+    )
+    pipeline: HuggingFacePipeline | Literal[False] | None = Field(
+        default=None,
+        description="framework huggingface: the entry expands into a pre-processing step read from the "
+        "folder, the model and the task's post-processing, served as one ensemble under the entry's name; "
+        "false: the model alone. A model named NAME_preprocess / NAME_postprocess in the spec replaces the "
+        "derived step.",
+    )
+    pooling: Literal["mean", "cls", "max", "mean_sqrt_len", "none"] | None = Field(
+        default=None,
+        description="framework huggingface, feature-extraction: how token embeddings become one sentence "
+        "embedding inside the exported graph; unset: sentence-transformers' modules.json where the folder "
+        "has one, else none (the model's last_hidden_state).",
+    )
+    normalize: bool | None = Field(
+        default=None,
+        description="framework huggingface, feature-extraction: L2-normalise the pooled embedding; unset: as "
+        "modules.json says (a Normalize module), else false.",
     )
     step: dict[str, Any] | None = Field(
         default=None,
@@ -468,6 +509,33 @@ class ModelSpec(ModelSettings):
     @classmethod
     def _safe_name(cls, value: str) -> str:
         return _checked_name(value)
+
+    @field_validator("task", mode="before")
+    @classmethod
+    def _task(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        task = normalized_task(value)
+        if task not in HF_TASKS:
+            raise ValueError(f"unknown task '{value}'; use one of {', '.join(HF_TASKS)}")
+        return task
+
+    @model_validator(mode="after")
+    def _huggingface(self) -> ModelSpec:
+        hf_only = [f for f in ("task", "pipeline", "pooling", "normalize") if getattr(self, f) is not None]
+        if self.framework != "huggingface":
+            if hf_only:
+                raise ValueError(f"{', '.join(hf_only)} apply to framework huggingface only; remove them")
+            return self
+        if self.task is None:
+            raise ValueError(f"framework huggingface needs a task: {', '.join(HF_TASKS)}")
+        if (self.pooling is not None or self.normalize is not None) and self.task != "feature-extraction":
+            raise ValueError(f"pooling and normalize apply to task feature-extraction, not {self.task}")
+        if self.format == "torchscript":
+            raise ValueError(
+                "format torchscript needs framework torch; a huggingface model is served as onnx"
+            )
+        return self
 
     @model_validator(mode="after")
     def _python(self) -> ModelSpec:
@@ -585,6 +653,8 @@ class Spec(_Strict):
     )
     #: Directory the spec file lives in; sources resolve against it. Not part of the YAML.
     base_dir: Path = Field(default=Path("."), exclude=True)
+    #: What each ``framework: huggingface`` entry expanded into (name -> record). Not part of the YAML.
+    huggingface: dict[str, dict[str, Any]] = Field(default_factory=dict, exclude=True)
 
     def resolve_source(self, source: str) -> Path:
         """The file a model's ``source`` names (the part before ``:function``), made absolute.
@@ -879,7 +949,7 @@ def parse_spec(
 
 
 def _merged_model(
-    index: int, raw: Any, defaults: dict[str, Any], origin: str, overlay: Overlay | None
+    where: str, raw: Any, defaults: dict[str, Any], origin: str, overlay: Overlay | None
 ) -> tuple[Any, list[str]]:
     """One model's entry with the defaults, then the overlay's settings merged in; its problems.
 
@@ -887,16 +957,14 @@ def _merged_model(
     reported against the overlay's file and one the spec has against the spec.
     """
     if not isinstance(raw, dict):
-        return raw, [f"{origin}: models[{index}]: must be a mapping with name, framework and source"]
+        return raw, [f"{origin}: {where}: must be a mapping with name, framework and source"]
     merged = _deep_merge(defaults, raw)
     try:
         model = ModelSpec.model_validate(merged)
     except PydanticValidationError as exc:
-        return merged, [
-            f"{origin}: {p}" for p in validation_problems(exc, ModelSpec, merged, f"models[{index}]")
-        ]
-    named = model_problems(model, f"models[{index}]")
-    named += _parameter_problems(model, raw, f"models[{index}]", inherited="defaults")
+        return merged, [f"{origin}: {p}" for p in validation_problems(exc, ModelSpec, merged, where)]
+    named = model_problems(model, where)
+    named += _parameter_problems(model, raw, where, inherited="defaults")
     if named:
         return merged, [f"{origin}: {p}" for p in named]
     settings = overlay.settings.get(merged["name"]) if overlay else None
@@ -944,6 +1012,7 @@ def _parse(data: Any, base_dir: Path, origin: str, overlay: Overlay | None) -> S
         raise SpecError(
             f"{origin}: (top level): must be a mapping with 'models:'; see `python -m generator schema`"
         )
+    data, expansions, places = expand(data, base_dir, origin)
     problems: list[str] = []
     raw_defaults = data.get("defaults") or {}
     try:
@@ -957,7 +1026,8 @@ def _parse(data: Any, base_dir: Path, origin: str, overlay: Overlay | None) -> S
     merged_models: list[Any] = []
     if isinstance(raw_models, list):
         for index, raw in enumerate(raw_models):
-            merged, found = _merged_model(index, raw, raw_defaults, origin, overlay)
+            where = places.get(index, f"models[{index}]")
+            merged, found = _merged_model(where, raw, raw_defaults, origin, overlay)
             if isinstance(merged, dict):
                 merged_models.append(merged)
             problems += found
@@ -967,7 +1037,9 @@ def _parse(data: Any, base_dir: Path, origin: str, overlay: Overlay | None) -> S
     top = {k: v for k, v in data.items() if k != "models"}
     top["models"] = merged_models if isinstance(raw_models, list) else raw_models
     try:
-        spec = Spec.model_validate({**top, "base_dir": base_dir})
+        spec = Spec.model_validate(
+            {**top, "base_dir": base_dir, "huggingface": {e.name: e.record() for e in expansions}}
+        )
     except PydanticValidationError as exc:
         raise SpecError(*(f"{origin}: {p}" for p in validation_problems(exc, Spec, top))) from None
     named = spec_problems(spec)
@@ -1072,6 +1144,7 @@ def json_schema() -> dict[str, Any]:
     """The JSON Schema of the spec file, for editors (``python -m generator schema``)."""
     schema = Spec.model_json_schema()
     schema.setdefault("properties", {}).pop("base_dir", None)
+    schema["properties"].pop("huggingface", None)
     defs = schema.setdefault("$defs", {})
     for kind, settings in STEP_KINDS.items():  # what `step:` takes, per `source: builtin:KIND`
         step_schema = settings.model_json_schema()

@@ -16,6 +16,8 @@ _REGISTRY: dict[str, str] = {
     "torch": "generator.build.exporters.torch:TorchExporter",
     "onnx": "generator.build.exporters.onnx:OnnxExporter",
     "tensorflow": "generator.build.exporters.tensorflow:TensorflowExporter",
+    # Hugging Face model folders, exported with torch.onnx for their task.
+    "huggingface": "generator.build.exporters.huggingface:HuggingFaceExporter",
     # Targets other than ONNX, chosen by a model's `format`:
     "torchscript": "generator.build.exporters.torchscript:TorchScriptExporter",
     "tensorrt": "generator.build.exporters.tensorrt:TensorRTExporter",

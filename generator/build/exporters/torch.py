@@ -216,13 +216,13 @@ def _dynamic_shapes(model: ModelSpec, tensors: list[Any], batching: bool) -> tup
 
 
 def _give_spec_names(
-    model: ModelSpec, target: Path, inputs: dict[str, str], temporary_outputs: list[str]
+    model: ModelSpec, target: Path, inputs: dict[str, str], temporary_outputs: list[str], names: list[str]
 ) -> None:
-    """Rename the exported graph's temporary input and output names to the spec's."""
+    """Rename the exported graph's temporary input and output names to the spec's (``names``)."""
     exported = {t.name for t in read_onnx_signature(target).outputs}
     outputs = {
-        temporary: spec.name
-        for temporary, spec in zip(temporary_outputs, model.outputs or [], strict=False)
+        temporary: name
+        for temporary, name in zip(temporary_outputs, names, strict=False)
         if temporary in exported  # a module with fewer outputs than the spec: validation says so
     }
     rename_file(target, inputs, outputs, model.name)
@@ -233,6 +233,18 @@ class TorchExporter:
 
     framework = "torch"
 
+    def load(self, model: ModelSpec, source: Path) -> tuple[Any, Any]:
+        """The module to export (in eval mode) and its example inputs (or None)."""
+        return load_module(model, source)
+
+    def output_names(self, model: ModelSpec) -> list[str] | None:
+        """The names of the module's outputs, in order: the spec's; None where it declares none."""
+        return [t.name for t in model.outputs] if model.outputs else None
+
+    def details(self, module: Any) -> dict[str, Any]:
+        """What the manifest records of the exported module beyond the export itself."""
+        return {}
+
     def export(self, model: ModelSpec, source: Path, version_dir: Path) -> ExportResult:
         """Export to ``version_dir/model.onnx`` and return a reference runner for parity.
 
@@ -241,13 +253,13 @@ class TorchExporter:
         """
         torch = import_torch()
         check_input_dtypes(model, {t.name: t.dtype for t in model.inputs or []})
-        module, example = load_module(model, source)
+        module, example = self.load(model, source)
         batching = model.max_batch_size != 0
         input_names, tensors = example_inputs(model, example, batching)
         # A factory's example dict names the inputs; a spec input whose source_name is that key renames it.
         renames, _ = source_renames(model)
         input_names = [renames.get(name, name) for name in input_names]
-        output_names = [t.name for t in model.outputs] if model.outputs else None
+        output_names = self.output_names(model)
         temporary_inputs = [_TEMPORARY_INPUT.format(i) for i in range(len(input_names))]
         temporary_outputs = [_TEMPORARY_OUTPUT.format(i) for i in range(len(output_names or []))]
         version_dir.mkdir(parents=True, exist_ok=True)
@@ -274,7 +286,11 @@ class TorchExporter:
                 "make the module exportable with torch.export (no data-dependent control flow)"
             ) from exc
         _give_spec_names(
-            model, target, dict(zip(temporary_inputs, input_names, strict=True)), temporary_outputs
+            model,
+            target,
+            dict(zip(temporary_inputs, input_names, strict=True)),
+            temporary_outputs,
+            output_names or [],
         )
         signature = read_onnx_signature(target)
         check_opset(
@@ -295,5 +311,6 @@ class TorchExporter:
                 "opset": signature.details.get("opset"),
                 "torch": torch.__version__,
                 "export_seconds": round(time.perf_counter() - started, 3),
+                **self.details(module),
             },
         )
