@@ -9,9 +9,12 @@ built model out of the box::
 It is perf_analyzer's JSON: ``{"data": [{INPUT: {"content": [...], "shape": [...]}, ...}, ...]}``, one
 entry per sample without the batch axis (``-b N`` batches them). Integer inputs take values in their
 range, -1 axes their ``opt`` length (both from :mod:`generator.build.input_values`), floats seeded normal
-values, STRING inputs a few ASCII sentences; FP16 and BF16 travel as base64 of their bytes. The load
-test's ``--data`` reads the same file, base64 values too. The same seed gives the same bytes. An
-ensemble's inputs take the samples of the step models that read them (:func:`step_samples`).
+values, STRING inputs a few ASCII sentences; FP16 and BF16 travel as base64 of their bytes. An input that
+takes encoded images (the built-in image step's, :func:`generator.core.sample_images.image_inputs`) holds
+PNG and JPEG images around the size the step resizes to, as perf_analyzer takes binary strings:
+``{"b64": <base64 of Triton's serialized BYTES>, "shape": [...]}``. The load test's ``--data`` reads the
+same file, base64 values too. The same seed gives the same bytes. An ensemble's inputs take the samples of
+the step models that read them (:func:`step_samples`), images too.
 
 Warm-up files: an integer input whose ``values`` exclude 0 warms up from ``<model>/warmup/<file>`` (the
 config names it in ``input_data_file``) holding its smallest value, since zeros would be out of range.
@@ -43,6 +46,7 @@ from generator.build.input_values import (
 from generator.core import dtypes
 from generator.core.errors import SpecError
 from generator.core.repository import sha256_file
+from generator.core.sample_images import image_inputs, sample_images, serialize_bytes
 from generator.core.triton import DEFAULT_MODEL_FILENAMES
 from generator.spec.models import ModelSettings
 
@@ -82,6 +86,7 @@ def perf_analyzer_data(
     ranges: Mapping[str, Range],
     seed: int = 0,
     borrowed: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
+    images: Mapping[str, tuple[int, int]] | None = None,
 ) -> dict[str, Any] | None:
     """perf_analyzer's ``--input-data`` document for one model (None when one sample is too large).
 
@@ -93,6 +98,8 @@ def perf_analyzer_data(
         seed: Seed of the values.
         borrowed: Input -> samples to take as they are (perf_analyzer JSON values with their shapes),
             used in turn instead of generated values (an ensemble's inputs, from the steps reading them).
+        images: STRING input -> (height, width): inputs that take encoded images
+            (:func:`generator.core.sample_images.image_inputs`), given images around that size.
     """
     borrowed = borrowed or {}
     rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
@@ -100,19 +107,43 @@ def perf_analyzer_data(
     if per_sample > MAX_VALUES:  # one sample would not fit in a file: perf_analyzer makes its own data
         return None
     count = max(1, min(SAMPLES, MAX_VALUES // per_sample))
+    pictures = _pictures(name, tensors, shapes, images or {}, count, seed)
     data = []
     for number in range(count):
         entry = {}
         for tensor in tensors:
+            shape = shapes.shapes[tensor.name]
             if borrowed.get(tensor.name):
                 samples = borrowed[tensor.name]
                 entry[tensor.name] = dict(samples[number % len(samples)])
-                continue
-            shape = shapes.shapes[tensor.name]
-            values = _values(rng, tensor, shape, ranges.get(tensor.name))
-            entry[tensor.name] = {**_json_values(tensor.dtype, values), "shape": list(shape)}
+            elif tensor.name in pictures:
+                per = math.prod(shape)
+                raw = serialize_bytes(pictures[tensor.name][number * per : (number + 1) * per])
+                entry[tensor.name] = {"b64": base64.b64encode(raw).decode("ascii"), "shape": list(shape)}
+            else:
+                values = _values(rng, tensor, shape, ranges.get(tensor.name))
+                entry[tensor.name] = {**_json_values(tensor.dtype, values), "shape": list(shape)}
         data.append(entry)
     return {"data": data}
+
+
+def _pictures(
+    name: str,
+    tensors: Sequence[InputTensor],
+    shapes: ShapePoint,
+    images: Mapping[str, tuple[int, int]],
+    count: int,
+    seed: int,
+) -> dict[str, list[bytes]]:
+    """Encoded images for the image inputs among ``tensors``: ``count`` samples' worth each, seeded by the
+    model and the input."""
+    found = {}
+    for tensor in tensors:
+        if tensor.dtype == "STRING" and tensor.name in images:
+            rng = np.random.default_rng([seed, zlib.crc32(name.encode()), zlib.crc32(tensor.name.encode())])
+            total = count * math.prod(shapes.shapes[tensor.name])
+            found[tensor.name] = sample_images(rng, images[tensor.name], total)
+    return found
 
 
 def _served_file(model_dir: Path, config: Mapping[str, Any]) -> Path | None:
@@ -198,7 +229,9 @@ def write_sample_data(
     inferred = artifact_index_ranges(_served_file(model_dir, config), details)
     ranges = value_ranges(name, model, tensors, inferred)
     points = shape_points(name, model, tensors)
-    document = perf_analyzer_data(name, tensors, point(points, "opt"), ranges, borrowed=borrowed)
+    document = perf_analyzer_data(
+        name, tensors, point(points, "opt"), ranges, borrowed=borrowed, images=image_inputs(config)
+    )
     written = []
     if document is not None:
         target = model_dir / PERF_ANALYZER_DATA

@@ -6,8 +6,9 @@ platform). :func:`make_batches` builds a small pool of distinct request batches 
 
 * generated values, the same for the same ``--seed``: floats random (standard normal), integers zero (a
   random integer can index past an embedding table and crash the model), booleans random, text (STRING,
-  ``BYTES`` on the wire) a few short ASCII words. An input with variable (-1) dims takes the dims given
-  with ``--shape NAME:DIMS`` (:func:`parse_input_shapes`);
+  ``BYTES`` on the wire) a few short ASCII words, or encoded PNG and JPEG images for an input that takes
+  them (the built-in image step's, or an ensemble input feeding it: :attr:`PayloadTensor.image_size`). An
+  input with variable (-1) dims takes the dims given with ``--shape NAME:DIMS`` (:func:`parse_input_shapes`);
 * or consecutive samples of a data file read by :func:`~generator.loadtest.datafiles.load_payload_samples`
   (``.npz``, ``.json``, ``.txt``), cast to the input's datatype; flat samples are reshaped to the input's
   dims (or its ``--shape``) when the sizes agree.
@@ -26,7 +27,8 @@ from typing import Any
 import numpy as np
 
 from generator.core.errors import LoadTestError
-from generator.loadtest.datafiles import UNNAMED, Column, Samples, load_payload_samples
+from generator.core.sample_images import sample_images
+from generator.loadtest.datafiles import UNNAMED, Base64Sample, Column, Samples, load_payload_samples
 
 __all__ = [
     "Batch",
@@ -51,6 +53,9 @@ RANDOM_VARIANTS = 8
 MAX_VARIANTS = 256
 """At most this many distinct requests are prebuilt from a data file (it is cycled through)."""
 
+IMAGE_POOL = 16
+"""Distinct generated images per image input; requests draw from them."""
+
 _FLOATS = ("FP16", "FP32", "FP64", "BF16")
 _INTS = ("INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64")
 _WORDS = (
@@ -70,12 +75,15 @@ class PayloadTensor:
         datatype: KServe datatype (``FP32``, ``INT64``, ``BYTES``, ...).
         dims: Shape without the batch axis; -1 for a variable dimension.
         optional: Whether a request may leave the input out.
+        image_size: For a STRING input that takes encoded images, the (height, width) the model resizes
+            them to (generated values are images around that size); else None.
     """
 
     name: str
     datatype: str
     dims: tuple[int, ...]
     optional: bool = False
+    image_size: tuple[int, int] | None = None
 
     @property
     def numpy_dtype(self) -> Any:
@@ -119,8 +127,18 @@ class ModelInfo:
         return self.platform == "ensemble"
 
 
-def model_info(metadata: dict[str, Any], config: dict[str, Any]) -> ModelInfo:
-    """Combine a model's metadata and config, as the server returns them, into a :class:`ModelInfo`."""
+def model_info(
+    metadata: dict[str, Any], config: dict[str, Any], images: dict[str, tuple[int, int]] | None = None
+) -> ModelInfo:
+    """Combine a model's metadata and config, as the server returns them, into a :class:`ModelInfo`.
+
+    Args:
+        metadata: The model's metadata.
+        config: Its config.
+        images: Input -> (height, width) for the inputs that take encoded images
+            (:func:`~generator.loadtest.images.image_inputs`).
+    """
+    images = images or {}
     name = str(metadata.get("name") or config.get("name"))
     max_batch = int(config.get("max_batch_size", 0) or 0)
     optional = {str(i["name"]) for i in config.get("input", []) if i.get("optional")}
@@ -130,9 +148,10 @@ def model_info(metadata: dict[str, Any], config: dict[str, Any]) -> ModelInfo:
         for entry in entries:
             shape = [int(d) for d in entry.get("shape", [])]
             dims = shape[1:] if max_batch > 0 and shape else shape
+            size = images.get(str(entry["name"])) if entry["datatype"] == "BYTES" else None
             result.append(
                 PayloadTensor(
-                    str(entry["name"]), str(entry["datatype"]), tuple(dims), entry["name"] in optional
+                    str(entry["name"]), str(entry["datatype"]), tuple(dims), entry["name"] in optional, size
                 )
             )
         return tuple(result)
@@ -228,12 +247,24 @@ def make_batches(
     dims = {spec.name: given[spec.name] or _fixed_dims(info, spec) for spec in info.inputs}
     rng = np.random.default_rng([seed, zlib.crc32(info.name.encode())])
     words = np.random.default_rng([seed, zlib.crc32(info.name.encode()), 1])
+    pools = {
+        spec.name: sample_images(
+            np.random.default_rng([seed, zlib.crc32(info.name.encode()), zlib.crc32(spec.name.encode())]),
+            spec.image_size,
+            IMAGE_POOL,
+        )
+        for spec in info.inputs
+        if spec.is_text and spec.image_size is not None
+    }
     batches = []
     for _ in range(max(1, variants)):
         batch = {}
         for spec in info.inputs:
             shape = (batch_size, *dims[spec.name]) if info.max_batch_size > 0 else dims[spec.name]
-            batch[spec.name] = _generated(rng, words, spec, shape)
+            if spec.name in pools:
+                batch[spec.name] = _drawn(words, pools[spec.name], shape)
+            else:
+                batch[spec.name] = _generated(rng, words, spec, shape)
         batches.append(batch)
     return batches
 
@@ -281,6 +312,14 @@ def _generated(
     if spec.datatype == "BOOL":
         return rng.random(shape) < 0.5
     raise LoadTestError(f"input '{spec.name}' has datatype {spec.datatype}, which the harness cannot fill")
+
+
+def _drawn(rng: np.random.Generator, pool: list[bytes], shape: tuple[int, ...]) -> np.ndarray:
+    """Encoded images drawn from ``pool``, as a text tensor of ``shape``."""
+    picks = rng.integers(0, len(pool), size=int(np.prod(shape, dtype=np.int64)))
+    array = np.empty(len(picks), dtype=np.object_)
+    array[:] = [pool[i] for i in picks]
+    return array.reshape(shape)
 
 
 def _text(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
@@ -367,7 +406,10 @@ def _fit(info: ModelInfo, spec: PayloadTensor, values: Column, dims: tuple[int, 
     """Cast samples to the input's dtype and fit them to ``dims`` (flat samples reshaped when sizes agree)."""
     where = f"the data file's samples for input '{spec.name}' of model '{info.name}'"
     if isinstance(values, list):
-        return [_fit(info, spec, value[None], dims)[0] for value in values]
+        arrays = [_read(spec, value) for value in values]
+        if len({(a.shape, a.dtype) for a in arrays}) > 1:
+            return [_fit(info, spec, array[None], dims)[0] for array in arrays]
+        values = np.stack(arrays)
     if values.ndim == 0 or len(values) == 0:
         raise LoadTestError(f"{where} are empty; give a list of samples")
     converted = _converted(where, spec, values)
@@ -385,13 +427,16 @@ def _fit(info: ModelInfo, spec: PayloadTensor, values: Column, dims: tuple[int, 
     )
 
 
+def _read(spec: PayloadTensor, sample: np.ndarray | Base64Sample) -> np.ndarray:
+    """A sample as an array: base64 samples read as the input's datatype (strings for STRING)."""
+    if isinstance(sample, Base64Sample):
+        return sample.values(spec.datatype, np.object_ if spec.is_text else spec.numpy_dtype)
+    return sample
+
+
 def _converted(where: str, spec: PayloadTensor, values: np.ndarray) -> np.ndarray:
     text = _holds_text(values)
     if spec.is_text:
-        if values.dtype.kind == "V":
-            raise LoadTestError(
-                f"{where} are base64 ('b64'), but the input is STRING; give the strings as 'content'"
-            )
         if not text:
             raise LoadTestError(
                 f"{where} are numbers ({values.dtype}), but the input is STRING (text); give strings"
@@ -402,26 +447,10 @@ def _converted(where: str, spec: PayloadTensor, values: np.ndarray) -> np.ndarra
         return converted.reshape(values.shape)
     if text:
         raise LoadTestError(f"{where} are text, but the input is {spec.datatype}; give numbers")
-    if values.dtype.kind == "V":  # base64 samples: raw bytes, which take the input's dtype as they are
-        return _from_raw(where, spec, values)
     try:
         return values.astype(spec.numpy_dtype)
     except (TypeError, ValueError) as error:
         raise LoadTestError(f"{where} do not convert to {spec.datatype} ({error})") from error
-
-
-def _from_raw(where: str, spec: PayloadTensor, values: np.ndarray) -> np.ndarray:
-    """Raw little-endian bytes (base64 samples) read as the input's dtype, element for element."""
-    dtype = np.dtype(spec.numpy_dtype)
-    size = values.dtype.itemsize
-    if size not in (1, dtype.itemsize) or (size == 1 and values[0].size % dtype.itemsize):
-        raise LoadTestError(
-            f"{where} are base64 of {size}-byte values (from their 'shape'), but {spec.datatype} values take "
-            f"{dtype.itemsize} bytes; fix the data file's 'shape' or 'b64'"
-        )
-    if size == 1:  # no shape was given: every sample is a flat run of values
-        return np.frombuffer(values.tobytes(), dtype=dtype.newbyteorder("<")).reshape(len(values), -1)
-    return np.frombuffer(values.tobytes(), dtype=dtype.newbyteorder("<")).reshape(values.shape)
 
 
 def _holds_text(values: np.ndarray) -> bool:

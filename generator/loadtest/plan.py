@@ -23,6 +23,7 @@ from generator.loadtest.clients import (
     HttpRequests,
     ReplyTensor,
 )
+from generator.loadtest.images import image_inputs
 from generator.loadtest.options import default
 from generator.loadtest.payloads import (
     Batch,
@@ -246,7 +247,10 @@ def build_plan(options: HarnessOptions) -> Plan:
     samples = load_payload_samples(options.data) if options.data else None
     with ServerControl(target, timeout=min(options.request_timeout, 10.0), error=LoadTestError) as control:
         server = control.check_ready()
-        models = [model_info(*control.model(name)) for name, _ in options.models]
+        models = [
+            model_info(*control.model(name), images=image_inputs(name, control.config))
+            for name, _ in options.models
+        ]
         pipelines = {m.name: pipeline_steps(m.name, control.config) for m in models if m.is_ensemble}
     check_input_shapes(shapes, models)
     batches = [

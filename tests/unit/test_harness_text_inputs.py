@@ -3,8 +3,10 @@ data files with text (.txt, JSON, .npz), the steps of an ensemble and their figu
 
 from __future__ import annotations
 
+import base64
 import json
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -148,7 +150,12 @@ def test_json_mismatches_are_one_line_errors(tmp_path: Path) -> None:
             r"are numbers \(int64\), but the input is STRING \(text\); give strings",
         ),
         ({"data": [{"WORDS": ["a"]}]}, TEXT, r"no samples for input 'TEXT' of model 'm' \(it has: WORDS\)"),
-        ({"data": [{"TEXT": {"b64": "YQ=="}}]}, TEXT, r"are base64 \('b64'\), but the input is STRING"),
+        (
+            {"data": [{"TEXT": {"b64": "YQ=="}}]},
+            TEXT,
+            r"data\[0\]\.TEXT: 'b64' of a STRING input must be Triton's serialized BYTES .* too few for its "
+            "4-byte length",
+        ),
         ({"data": [{"TEXT": {"shape": [1]}}]}, TEXT, "needs 'content' or 'b64'"),
         ({"data": [{"TEXT": {"b64": "not base64!"}}]}, TEXT, "'b64' is not base64"),
         (
@@ -292,8 +299,6 @@ def test_step_figures_name_the_bottleneck_per_pipeline_request() -> None:
 
 
 def test_base64_samples_take_the_inputs_dtype_as_perf_analyzer_writes_them(tmp_path: Path) -> None:
-    import base64
-
     import ml_dtypes
 
     info = _model(
@@ -320,9 +325,203 @@ def test_base64_samples_take_the_inputs_dtype_as_perf_analyzer_writes_them(tmp_p
     np.testing.assert_array_equal(batches[0]["ids"][0], ids)
     entry["half"] = {"b64": base64.b64encode(half.astype(np.float32).tobytes()).decode(), "shape": [2, 2]}
     path.write_text(json.dumps({"data": [entry]}))
-    with pytest.raises(LoadTestError, match=r"base64 of 4-byte values .* FP16 values take 2 bytes"):
+    with pytest.raises(
+        LoadTestError,
+        match=r"data\[0\]\.half: 'b64' holds 8 FP16 values \(16 bytes\), but 'shape' \[2, 2\] takes 4",
+    ):
         make_batches(info, 1, samples=load_payload_samples(path))
     entry["half"] = {"b64": base64.b64encode(b"12345").decode(), "shape": [2, 2]}
     path.write_text(json.dumps({"data": [entry]}))
-    with pytest.raises(LoadTestError, match="'b64' holds 5 bytes, which 'shape' \\[2, 2\\] does not divide"):
-        load_payload_samples(path)
+    with pytest.raises(
+        LoadTestError, match="'b64' holds 5 bytes, not a whole number of FP16 values \\(2 bytes"
+    ):
+        make_batches(info, 1, samples=load_payload_samples(path))
+
+
+# --- every perf_analyzer JSON form, and malformed ones ----------------------------------------------------
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _serialized(values: list[bytes]) -> bytes:
+    """Triton's serialized BYTES, by tritonclient's own serializer (what perf_analyzer's 'b64' holds)."""
+    from tritonclient.utils import serialize_byte_tensor
+
+    return serialize_byte_tensor(np.array(values, dtype=np.object_)).item()
+
+
+BINARY = _model(
+    [{"name": "blob", "datatype": "BYTES", "shape": [1]}, {"name": "pair", "datatype": "BYTES", "shape": [2]}]
+)
+X = [[0.5, -1.0, 2.25], [1.0, 2.0, -3.5]]
+IDS = [[1, 2, 3, 4], [5, 6, 7, 8]]
+FLAG = [[True], [False]]
+LABEL = [["a", "bé"], ["c", ""]]
+
+
+def _mixed_forms() -> dict[str, Any]:
+    """The same two samples of MIXED in every form perf_analyzer (and the harness) reads."""
+    arrays = [{"x": X[i], "ids": IDS[i], "flag": FLAG[i], "label": LABEL[i]} for i in range(2)]
+    content = [
+        {
+            "x": {"content": X[i], "shape": [3]},
+            "ids": {"content": [IDS[i][:2], IDS[i][2:]], "shape": [4]},  # nested content, flattened by shape
+            "flag": {"content": FLAG[i]},
+            "label": {"content": LABEL[i], "shape": [2]},
+        }
+        for i in range(2)
+    ]
+    b64 = [
+        {
+            "x": {"b64": _b64(np.array(X[i], "<f4").tobytes()), "shape": [3]},
+            "ids": {"b64": _b64(np.array(IDS[i], "<i8").tobytes())},  # no shape: a flat run of values
+            "flag": {"b64": _b64(np.array(FLAG[i], np.bool_).tobytes()), "shape": [1]},
+            "label": {"b64": _b64(_serialized([s.encode() for s in LABEL[i]])), "shape": [2]},
+        }
+        for i in range(2)
+    ]
+    return {
+        "arrays": {"data": arrays},
+        "content": {"data": content},
+        "b64": {"data": b64},
+        "mixed": {"data": [b64[0], content[1]]},
+        "streams": {"data": [[arrays[0]], [b64[1]]]},
+        "model_keys": {"data": [{f"m/{k}": v for k, v in entry.items()} for entry in content]},
+        "columns": {key: [b64[0][key], arrays[1][key]] for key in arrays[0]},
+    }
+
+
+def test_every_perf_analyzer_form_gives_the_same_requests(tmp_path: Path) -> None:
+    expected = {
+        "x": np.array(X, np.float32),
+        "ids": np.array(IDS, np.int64),
+        "flag": np.array(FLAG),
+        "label": np.array([[s.encode() for s in row] for row in LABEL], dtype=np.object_),
+    }
+    for name, document in _mixed_forms().items():
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(document))
+        [batch] = make_batches(MIXED, 2, samples=load_payload_samples(path))
+        for key, values in expected.items():
+            assert batch[key].dtype == values.dtype, (name, key)
+            assert batch[key].tolist() == values.tolist(), (name, key)
+
+
+def test_base64_strings_are_tritons_serialized_bytes_and_may_differ_in_length(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    blobs = [rng.bytes(n) for n in (3, 200, 0, 57)]  # binary strings: any byte, NUL too, of any length
+    pairs = [[rng.bytes(n), rng.bytes(m)] for n, m in ((1, 9), (30, 2), (5, 5), (0, 70))]
+    data = [
+        {"blob": {"b64": _b64(_serialized([blob])), "shape": [1]}, "pair": {"b64": _b64(_serialized(pair))}}
+        for blob, pair in zip(blobs, pairs, strict=True)
+    ]
+    (tmp_path / "ragged.json").write_text(json.dumps({"data": data}))
+    batches = make_batches(BINARY, 2, samples=load_payload_samples(tmp_path / "ragged.json"))
+    assert [b["blob"].tolist() for b in batches] == [[[blobs[0]], [blobs[1]]], [[blobs[2]], [blobs[3]]]]
+    assert [b["pair"].tolist() for b in batches] == [pairs[:2], pairs[2:]]
+    assert all(b["blob"].dtype == np.object_ and b["pair"].shape == (2, 2) for b in batches)
+
+
+def test_malformed_perf_analyzer_files_are_one_line_errors_naming_the_file_and_the_sample(
+    tmp_path: Path,
+) -> None:
+    serialized = _serialized([b"abc"])
+    cases = [
+        (
+            {"data": [{"TEXT": {"b64": 5}}]},
+            TEXT,
+            r"data\[0\]\.TEXT: 'b64' must be a string of base64, not int",
+        ),
+        ({"data": [{"TEXT": {"b64": "@@"}}]}, TEXT, r"data\[0\]\.TEXT: 'b64' is not base64"),
+        (
+            {"data": [{"TEXT": ["a"]}, {"TEXT": {"b64": _b64(serialized[:-1])}}]},
+            TEXT,
+            r"data\[1\]\.TEXT: 'b64' of a STRING input must be Triton's serialized BYTES .*, but element 0 "
+            r"claims 3 bytes, but 2 remain",
+        ),
+        (
+            {"data": [{"TEXT": {"b64": _b64(serialized + b"\x00")}}]},
+            TEXT,
+            r"but element 1 starts 1 byte\(s\) before the end, too few for its 4-byte length",
+        ),
+        (
+            {"data": [{"TEXT": {"b64": _b64(_serialized([b"a", b"b"])), "shape": [1]}}]},
+            TEXT,
+            r"data\[0\]\.TEXT: 'b64' holds 2 strings, but 'shape' \[1\] takes 1",
+        ),
+        (
+            {"data": [{"TEXT": {"content": ["a"], "shape": "1"}}]},
+            TEXT,
+            r"'shape' \"1\" is not a list of sizes",
+        ),
+        (
+            {"data": [{"TEXT": {"content": ["a"], "shape": [-1]}}]},
+            TEXT,
+            r"'shape' \[-1\] is not a list of sizes",
+        ),
+        (
+            {"data": [{"TEXT": {"b64": "YQ==", "shape": [1.5]}}]},
+            TEXT,
+            r"'shape' \[1.5\] is not a list of sizes",
+        ),
+        ({"data": [{"TEXT": ["a"]}, 7]}, TEXT, r"data\[1\] must be an object of input name -> values"),
+        (
+            {"data": [[{"TEXT": ["a"]}, "x"]]},
+            TEXT,
+            r"data\[0\]\[1\] must be an object of input name -> values",
+        ),
+        (
+            {"data": [{"input_ids": {"b64": _b64(b"1234567")}}]},
+            VARIABLE,
+            r"data\[0\]\.input_ids: 'b64' holds 7 bytes, not a whole number of INT64 values \(8 bytes each\)",
+        ),
+        (
+            {"data": [{"input_ids": [[1, 2], [3]]}]},
+            VARIABLE,
+            r"data\[0\]\.input_ids: the values are not rectangular",
+        ),
+        ({"input_ids": [{"a": 1}]}, VARIABLE, r"input_ids\[0\]: an object value needs 'content' or 'b64'"),
+        ({}, VARIABLE, "must be "),
+    ]
+    for index, (document, info, message) in enumerate(cases):
+        path = tmp_path / f"bad{index}.json"
+        path.write_text(json.dumps(document))
+        with pytest.raises(LoadTestError, match=message) as raised:
+            make_batches(info, 1, samples=load_payload_samples(path))
+        assert str(path) in str(raised.value) and "\n" not in str(raised.value), index
+
+
+def _leaves(node: Any, path: tuple = ()) -> Iterator[tuple]:
+    """The paths of every value in a JSON document (containers too)."""
+    yield path
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for key, child in items:
+        yield from _leaves(child, (*path, key))
+
+
+def test_no_change_to_a_perf_analyzer_file_breaks_the_reader(tmp_path: Path) -> None:
+    """Every value of valid files replaced by values of other kinds: the samples are read, or the file is
+    refused with a LoadTestError, never another exception."""
+    replacements = [None, True, -1, 2.5, "x", "", [], {}, [[1], [2, 3]], {"b64": "AAAA"}, {"content": []}]
+    path = tmp_path / "changed.json"
+    tried = 0
+    for base in (_mixed_forms()["mixed"], _mixed_forms()["streams"]):
+        for where in _leaves(base):
+            for value in replacements:
+                document = json.loads(json.dumps(base))
+                if not where:
+                    document = value
+                else:
+                    parent = document
+                    for key in where[:-1]:
+                        parent = parent[key]
+                    parent[where[-1]] = value
+                path.write_text(json.dumps(document))
+                try:
+                    make_batches(MIXED, 2, samples=load_payload_samples(path))
+                except LoadTestError as error:
+                    assert "\n" not in str(error)
+                tried += 1
+    assert tried > 300
