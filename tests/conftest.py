@@ -54,6 +54,30 @@ def make_linear_onnx(
     return weights, bias
 
 
+def make_image_classifier_onnx(path: Path, size: tuple[int, int], classes: int = 4) -> np.ndarray:
+    """Write a tiny image classifier as ONNX: ``pixel_values`` [batch, 3, H, W] -> the mean of each channel
+    over the pixels -> ``logits = means @ W`` [batch, classes]; return W."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = np.random.default_rng(0).standard_normal((3, classes)).astype(np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("ReduceMean", ["pixel_values"], ["means"], axes=[2, 3], keepdims=0),
+            helper.make_node("MatMul", ["means", "W"], ["logits"]),
+        ],
+        "image_classifier",
+        [helper.make_tensor_value_info("pixel_values", TensorProto.FLOAT, ["batch", 3, *size])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", classes])],
+        initializer=[numpy_helper.from_array(weights, "W")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return weights
+
+
 def run_cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     """``python -m generator ARGS`` as a user runs it: a subprocess in ``cwd``, output captured, no colour."""
     env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}

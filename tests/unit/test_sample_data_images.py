@@ -24,7 +24,7 @@ from generator.loadtest.datafiles import load_payload_samples
 from generator.loadtest.payloads import make_batches, model_info
 from generator.steps.image import PreprocessImage
 
-from ..conftest import make_linear_onnx
+from ..conftest import make_image_classifier_onnx, make_linear_onnx
 
 STEPS = {
     # name -> (step settings, the pixel_values dims the config declares)
@@ -33,32 +33,11 @@ STEPS = {
 }
 
 
-def _classifier(path: Path) -> None:
-    """A tiny ONNX classifier over [3, 24, 20] pixel values: mean over the pixels, then a linear layer."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    weights = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
-    graph = helper.make_graph(
-        [
-            helper.make_node("ReduceMean", ["pixel_values"], ["pooled"], axes=[2, 3], keepdims=0),
-            helper.make_node("MatMul", ["pooled", "W"], ["logits"]),
-        ],
-        "classifier",
-        [helper.make_tensor_value_info("pixel_values", TensorProto.FLOAT, ["batch", 3, 24, 20])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 4])],
-        initializer=[numpy_helper.from_array(weights, "W")],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
-
-
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Two image steps, a classifier, an ensemble of the first and the classifier, and a linear model."""
     root = tmp_path_factory.mktemp("images")
-    _classifier(root / "classifier.onnx")
+    make_image_classifier_onnx(root / "classifier.onnx", (24, 20))
     make_linear_onnx(root / "linear.onnx")
     spec = {
         "defaults": {"max_batch_size": 4},
