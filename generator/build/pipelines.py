@@ -291,10 +291,11 @@ def _python_step(model_dir: Path, version: Path, config: model_config_pb2.ModelC
         work = module.Tokenize(settings, version / "tokenizer.json")
     elif kind == "image":
         work = module.PreprocessImage(settings)
-    else:
+    else:  # postprocess, token_labels: arrays in, arrays out
         labels = version / settings["labels_file"] if settings.get("labels_file") else None
-        work = module.Postprocess(settings, labels)
-        return lambda feeds: work(feeds[input_name])
+        kind_class = module.TokenLabels if kind == "token_labels" else module.Postprocess
+        arrays = kind_class(settings, labels)
+        return lambda feeds: arrays(feeds[input_name])
 
     def run(feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         return work([row[0] for row in feeds[input_name]])  # one string (or image) per batch row

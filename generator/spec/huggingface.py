@@ -67,6 +67,8 @@ STEP_SERVING: dict[str, Any] = {
     "instance_group": {"count": 1},
     "dynamic_batching": {"preferred_batch_size": [], "max_queue_delay_microseconds": 0},
 }
+#: The model's max_batch_size when neither the entry nor the defaults set one (the spec's own default).
+DEFAULT_MAX_BATCH_SIZE = 8
 #: Entry fields that describe the Hugging Face source, not a served model's settings.
 _SOURCE_FIELDS = ("name", "framework", "source", "task", "pipeline", "pooling", "normalize", "version")
 #: Sequence lengths parity runs at when the spec gives none: short, typical, and as long as is affordable.
@@ -257,6 +259,9 @@ def _text_parts(
     if folder is not None:
         derived = tokenizer_settings_from_folder(folder)
         derived["tokenizer"] = entry["source"]
+        # Each request padded to its longest text, as transformers pads a batch: a short text costs what
+        # it needs, not model_max_length (512 for BERT). Requests of one length still batch together.
+        derived["padding"] = "longest"
         modules = (
             sentence_transformers_modules(folder, where) if expansion.task == "feature-extraction" else None
         )
@@ -292,7 +297,7 @@ def _model_entry(entry: dict[str, Any], inputs: list[dict[str, Any]]) -> dict[st
     return model
 
 
-def _step_entry(entry: dict[str, Any], name: str, kind: str, settings: dict[str, Any]) -> dict[str, Any]:
+def _step_entry(name: str, kind: str, settings: dict[str, Any], batch: Any) -> dict[str, Any]:
     step: dict[str, Any] = {
         "name": name,
         "framework": "python",
@@ -300,8 +305,8 @@ def _step_entry(entry: dict[str, Any], name: str, kind: str, settings: dict[str,
         "step": settings,
     }
     step.update(copy.deepcopy(STEP_SERVING))
-    if "max_batch_size" in entry:
-        step["max_batch_size"] = entry["max_batch_size"]
+    # The steps batch as the model does, so the ensemble takes the model's max_batch_size.
+    step["max_batch_size"] = batch
     return step
 
 
@@ -319,10 +324,21 @@ def _text_model_inputs(
     return inputs, shapes
 
 
+def _text_model_values(names: list[str], entry: dict[str, Any]) -> dict[str, Any]:
+    """Parity's attention masks are all ones unless the spec says otherwise: a tokenizer never masks every
+    token of a row, and a row masked whole is numerical noise in any attention (padding is checked end to
+    end, on real texts)."""
+    values = dict(entry.get("values") or {})
+    if "attention_mask" in names:
+        values.setdefault("attention_mask", {"min": 1, "max": 1})
+    return values
+
+
 def _expand_one(
-    entry: dict[str, Any], base_dir: Path, where: str, taken: set[str]
+    entry: dict[str, Any], base_dir: Path, where: str, taken: set[str], defaults: dict[str, Any]
 ) -> tuple[list, dict, Expansion]:
     """The model entries and the ensemble of one huggingface entry."""
+    batch = entry.get("max_batch_size", defaults.get("max_batch_size", DEFAULT_MAX_BATCH_SIZE))
     name, task, source = str(entry["name"]), normalized_task(entry["task"]), str(entry["source"])
     expansion = Expansion(name=name, task=task, source=source)
     folder = _folder(source, base_dir, where)
@@ -333,7 +349,7 @@ def _expand_one(
     expansion.parts["preprocess"] = pre_name
     if task == "image-classification":
         settings, dims = _image_parts(entry, folder)
-        pre = _step_entry(entry, pre_name, "image", settings)
+        pre = _step_entry(pre_name, "image", settings, batch)
         model_inputs = [{"name": "pixel_values", "dtype": str(settings.get("dtype", "FP32")), "dims": dims}]
         steps.append(
             {
@@ -346,13 +362,14 @@ def _expand_one(
         feeds = {"pixel_values": "pixel_values"}
     else:
         settings, names = _text_parts(entry, folder, config, where, expansion)
-        pre = _step_entry(entry, pre_name, "tokenizer", settings)
+        pre = _step_entry(pre_name, "tokenizer", settings, batch)
         steps.append(
             {"model": pre_name, "input_map": {"text": TEXT_INPUT}, "output_map": {n: n for n in names}}
         )
         inputs, shapes = _text_model_inputs(names, settings, entry)
         model = _model_entry(entry, inputs)
         model["shapes"] = shapes
+        model["values"] = _text_model_values(names, entry)
         feeds = {n: n for n in names}
     if pre_name not in taken:
         models.append(pre)
@@ -367,7 +384,7 @@ def _expand_one(
         expansion.parts["postprocess"] = post_name
         kind, post_settings, post_outputs = post
         if post_name not in taken:
-            models.append(_step_entry(entry, post_name, kind, post_settings))
+            models.append(_step_entry(post_name, kind, post_settings, batch))
             expansion.derived.append("postprocess")
         steps.append(
             {
@@ -476,11 +493,9 @@ def expand(
         return data, [], {}
     taken = {str(raw.get("name")) for raw in raw_models if isinstance(raw, dict)}
     models: list[Any] = []
-    ensembles = (
-        list(data.get("ensembles") or [])
-        if isinstance(data.get("ensembles"), list)
-        else data.get("ensembles")
-    )
+    ensembles = data.get("ensembles")
+    ensembles = list(ensembles) if isinstance(ensembles, list) else [] if ensembles is None else ensembles
+    defaults = data.get("defaults") if isinstance(data.get("defaults"), dict) else {}
     expansions: list[Expansion] = []
     places: dict[int, str] = {}
     problems: list[str] = []
@@ -491,7 +506,7 @@ def expand(
             continue
         where = f"models[{index}]"
         try:
-            parts, ensemble, expansion = _expand_one(raw, base_dir, where, taken)
+            parts, ensemble, expansion = _expand_one(raw, base_dir, where, taken, defaults)
         except SpecError as error:
             problems += [f"{origin}: {line}" for line in error.problems]
             continue

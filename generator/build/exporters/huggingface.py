@@ -136,23 +136,12 @@ class HuggingFaceExporter(TorchExporter):
         """
         transformers = import_transformers()
         task = str(model.task)
-        where = f"model '{model.name}'"
-        modules = None
-        if factory_parts(model.source) is None and task == "feature-extraction":
-            modules = sentence_transformers_modules(source, where)
-        plan = (
-            embedding_plan(model.pooling, model.normalize, modules, where)
-            if task == "feature-extraction"
-            else None
-        )
+        head, plan = self._plan(model, source)
+        self._head = head
         loaded = self._loaded(model, source, transformers, task, plan)
         names = [t.name for t in model.inputs or []]
         if not names:
             names = ["pixel_values"] if task == "image-classification" else ["input_ids", "attention_mask"]
-        if task == "feature-extraction":
-            head = "last_hidden_state" if plan is None else "embedding"
-        else:
-            head = "logits"
         return wrap(loaded, names, head, plan), None
 
     def _loaded(self, model: ModelSpec, source: Path, transformers: Any, task: str, plan: Any) -> Any:
