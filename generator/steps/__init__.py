@@ -1,10 +1,11 @@
 """The catalogue of built-in pipeline steps (``source: builtin:<kind>``).
 
 A built-in step is a self-contained Triton Python-backend model file in this package (``tokenizer.py``,
-``image.py``, ``postprocess.py``) plus settings under the spec's ``step:``. This module validates those
-settings (one pydantic model per kind, :data:`STEP_KINDS`) and turns them into a :class:`StepDefinition`:
-the config's inputs and outputs, the ``parameters`` the step file reads back, and the files to copy. It
-runs nothing: the step files are never imported here.
+``image.py``, ``postprocess.py``, ``token_labels.py``) plus settings under the spec's ``step:``. This
+module validates those settings (one pydantic model per kind, :data:`STEP_KINDS`) and turns them into a
+:class:`StepDefinition`: the config's inputs and outputs, the ``parameters`` the step file reads back, and
+the files to copy. It runs nothing: the step files are never imported here. :mod:`.hf_tokenizer` reads
+Hugging Face model folders and transformers tokenizers for the tokenizer step.
 
 Example::
 
@@ -15,7 +16,6 @@ Example::
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
@@ -27,21 +27,41 @@ from pydantic import ValidationError as PydanticValidationError
 
 from generator.core.errors import SpecError
 from generator.steps import dali
+from generator.steps.hf_image import image_settings_from_processor
+from generator.steps.hf_tokenizer import (
+    cached_file,
+    fast_tokenizer_json,
+    folder_tokenizer_json,
+    tokenizer_settings_from_folder,
+)
+from generator.steps.image_settings import (
+    ImageSettings,
+    dali_problems,
+    image_parameters,
+    output_size,
+    resize_size,
+)
 
 __all__ = [
     "STEP_KINDS",
     "ImageSettings",
     "PostprocessSettings",
     "StepDefinition",
+    "TokenLabelsSettings",
     "TokenizerSettings",
+    "fast_tokenizer_json",
+    "image_settings_from_processor",
     "settings_schema",
     "step_definition",
+    "tokenizer_settings_from_folder",
 ]
 
 _HERE = Path(__file__).resolve().parent
 #: Triton's bound on a dimension (an int64 in model_config.proto).
 _INT64_MAX = 2**63 - 1
 TOKENIZER_OUTPUTS = ("input_ids", "attention_mask", "token_type_ids")
+#: Tokens per text when neither the settings, the folder nor the tokenizer.json give a length.
+_MAX_LENGTH = 128
 #: Pad tokens recognised by name among a tokenizer's special tokens (tokenizer.py has the same list).
 PAD_TOKENS = ("[PAD]", "<pad>", "<|pad|>", "<PAD>")
 LABELS_FILE = "labels.txt"
@@ -52,50 +72,91 @@ class _Settings(BaseModel):
 
 
 class TokenizerSettings(_Settings):
-    """Settings of ``builtin:tokenizer``: text (TYPE_STRING [1]) to token ids with a Hugging Face
-    ``tokenizer.json``."""
+    """Settings of ``builtin:tokenizer``: text (TYPE_STRING [1]) to token ids with a Hugging Face tokenizer
+    (a ``tokenizer.json`` or a model folder), as transformers' tokenizer call returns them."""
 
     tokenizer: str = Field(
         min_length=1,
-        description="Path of a Hugging Face tokenizer.json, relative to the spec's directory; copied into "
-        "the version directory.",
+        description="A Hugging Face tokenizer.json, or a model folder (its tokenizer.json; a folder with only "
+        "a slow tokenizer's files, vocab.txt say, is converted with transformers at build time), relative "
+        "to the spec's directory; or file.py:function returning a tokenizers.Tokenizer or a transformers "
+        "PreTrainedTokenizerFast. Saved as tokenizer.json in the version directory.",
     )
-    max_length: int = Field(
-        default=128,
+    max_length: int | None = Field(
+        default=None,
         ge=1,
         le=_INT64_MAX,
-        description="Tokens per text: the output length with padding max_length, the truncation length.",
+        description="Tokens per text: the output length with padding max_length, the truncation length. "
+        "Default: a folder's model_max_length (capped by config.json's max_position_embeddings), else the "
+        f"tokenizer.json's truncation length, else {_MAX_LENGTH}.",
     )
     padding: Literal["max_length", "longest"] = Field(
         default="max_length",
         description="max_length: every output has max_length tokens (fixed shapes batch well downstream); "
-        "longest: dims [-1], padded to the longest text of each request.",
+        "longest (or true): dims [-1], padded to the longest text of each request.",
     )
     truncation: bool = Field(
         default=True,
-        description="Cut texts to max_length tokens. Without it, with padding max_length, a longer text "
-        "fails its request.",
+        description="Cut texts to max_length tokens (true, longest_first, only_first; false, do_not_truncate "
+        "do not). Without it, with padding max_length, a longer text fails its request.",
+    )
+    padding_side: Literal["left", "right"] | None = Field(
+        default=None,
+        description="Where the pad tokens go. Default: the tokenizer's own (a folder's tokenizer_config.json, "
+        "else the tokenizer.json's padding section, else right).",
+    )
+    truncation_side: Literal["left", "right"] | None = Field(
+        default=None,
+        description="Which end truncation cuts. Default: the tokenizer's own (a folder's "
+        "tokenizer_config.json, else the tokenizer.json's truncation section, else right).",
     )
     add_special_tokens: bool = Field(
         default=True, description="Add the tokenizer's special tokens ([CLS], [SEP], ...)."
     )
     dtype: Literal["INT64", "INT32"] = Field(default="INT64", description="Data type of the outputs.")
-    outputs: list[Literal["input_ids", "attention_mask", "token_type_ids"]] = Field(
-        default=list(TOKENIZER_OUTPUTS),
+    outputs: list[Literal["input_ids", "attention_mask", "token_type_ids"]] | None = Field(
+        default=None,
         min_length=1,
-        description="The outputs to produce, some of input_ids, attention_mask, token_type_ids.",
+        description="The outputs to produce, some of input_ids, attention_mask, token_type_ids. Default: a "
+        "folder's model_input_names (what the model takes), else all three.",
     )
     pad_token: str | None = Field(
         default=None,
         min_length=1,
-        description="The token to pad with. Default: the tokenizer's own (its padding section, else a special "
-        f"token named {', '.join(PAD_TOKENS)}).",
+        description="The token to pad with. Default: the tokenizer's own (a folder's pad_token, else the "
+        f"tokenizer.json's padding section, else a special token named {', '.join(PAD_TOKENS)}).",
     )
 
     @field_validator("dtype", mode="before")
     @classmethod
     def _dtype(cls, value: Any) -> Any:
         return value.upper().removeprefix("TYPE_") if isinstance(value, str) else value
+
+    @field_validator("padding", mode="before")
+    @classmethod
+    def _padding(cls, value: Any) -> Any:
+        if value is True or value == "true":
+            return "longest"
+        if value is False or value in ("false", "do_not_pad"):
+            raise ValueError(
+                "no padding (false, do_not_pad) leaves the texts of a batch at different lengths, and a "
+                "served batch needs one shape; use longest (true) or max_length"
+            )
+        return value
+
+    @field_validator("truncation", mode="before")
+    @classmethod
+    def _truncation(cls, value: Any) -> Any:
+        if value in ("longest_first", "only_first"):
+            return True
+        if value == "do_not_truncate":
+            return False
+        if value == "only_second":
+            raise ValueError(
+                "only_second truncates the second text of a pair, and this step tokenizes single texts "
+                "(transformers fails on them); use true (longest_first) or false"
+            )
+        return value
 
     @field_validator("outputs")
     @classmethod
@@ -105,74 +166,32 @@ class TokenizerSettings(_Settings):
         return value
 
 
-class ImageSettings(_Settings):
-    """Settings of ``builtin:image``: encoded images (TYPE_STRING [1]) to normalised ``pixel_values``."""
-
-    size: list[int] = Field(
-        min_length=2, max_length=2, description="[height, width] of the output, in pixels."
-    )
-    channels: Literal[1, 3] = Field(default=3, description="3: RGB; 1: grey (Pillow's mode L).")
-    resize: Literal["bilinear", "nearest", "bicubic"] = Field(
-        default="bilinear",
-        description="Resampling filter of the resize to size (the aspect ratio is not kept).",
-    )
-    scale: float = Field(
-        default=1 / 255, gt=0, description="Factor applied to the 0-255 pixel values before mean and std."
-    )
-    mean: list[float] | None = Field(
-        default=None,
-        description="Per channel, subtracted after scaling; default 0. Output: (pixel * scale - mean) / std.",
-    )
-    std: list[float] | None = Field(
-        default=None, description="Per channel, nonzero, divides after the mean; default 1."
-    )
-    layout: Literal["NCHW", "NHWC"] = Field(
-        default="NCHW", description="NCHW: pixel_values dims [C, H, W]; NHWC: [H, W, C]."
-    )
-    dtype: Literal["FP32", "FP16"] = Field(default="FP32", description="Data type of pixel_values.")
-    backend: Literal["python", "dali"] = Field(
-        default="python",
-        description="python: Pillow in Triton's Python backend; dali: a DALI pipeline (model.dali) for "
-        "Triton's DALI backend, decoding on the GPU (needs nvidia.dali at build time).",
-    )
-
-    @field_validator("size")
-    @classmethod
-    def _positive(cls, value: list[int]) -> list[int]:
-        if any(v < 1 or v > _INT64_MAX for v in value):
-            raise ValueError("height and width must be positive integers")
+def _inline_labels(value: Any) -> Any:
+    """A label file's path or a list of labels, each a non-empty string of one line (one per line in the
+    file written)."""
+    if value is None or (isinstance(value, str) and value):
         return value
-
-    @field_validator("dtype", mode="before")
-    @classmethod
-    def _dtype(cls, value: Any) -> Any:
-        return value.upper().removeprefix("TYPE_") if isinstance(value, str) else value
-
-    @field_validator("scale")
-    @classmethod
-    def _finite(cls, value: float) -> float:
-        if not math.isfinite(value):
-            raise ValueError("must be a finite number")
-        return value
-
-    @model_validator(mode="after")
-    def _per_channel(self) -> ImageSettings:
-        problems = []
-        for name in ("mean", "std"):
-            values = getattr(self, name)
-            if values is not None and len(values) != self.channels:
-                problems.append(f"{name} needs {self.channels} value(s), one per channel, got {len(values)}")
-            elif values is not None and not all(math.isfinite(v) for v in values):
-                problems.append(f"{name} values must be finite numbers")
-        if self.std is not None and any(v == 0 for v in self.std):
-            problems.append("std values must not be 0")
-        if problems:
-            raise ValueError("; ".join(problems))
-        return self
+    if isinstance(value, str):
+        raise ValueError("must not be empty; give a label file's path or a list of labels")
+    if not isinstance(value, list):
+        raise ValueError("must be a label file's path or a list of labels")
+    if not value:
+        raise ValueError("is an empty list; list one label per class")
+    bad = [
+        str(index)
+        for index, label in enumerate(value)
+        if not isinstance(label, str) or not label.strip() or "\n" in label or "\r" in label
+    ]
+    if bad:
+        raise ValueError(
+            f"labels at {', '.join(bad)} are not one line of text each (empty, a line break, or not a "
+            "string: quote numbers and yes/no); give each label as one line of text"
+        )
+    return value
 
 
-class PostprocessSettings(_Settings):
-    """Settings of ``builtin:postprocess``: logits (FP32 [N]) to probabilities and the top k classes."""
+class _LabelSettings(_Settings):
+    """What the classification steps share: the classes, their labels, the activation."""
 
     classes: int | None = Field(
         default=None,
@@ -180,14 +199,38 @@ class PostprocessSettings(_Settings):
         le=_INT64_MAX,
         description="N, the number of classes; default: the number of labels.",
     )
-    labels: str | None = Field(
+    labels: str | list[str] | None = Field(
         default=None,
-        min_length=1,
-        description="Path of a text file with one label per line, relative to the spec's directory: adds "
-        "the labels output and, with softmax, Triton's classification extension on probabilities.",
+        description="The class labels: a text file with one label per line (relative to the spec's "
+        "directory), or a list of them (written to labels.txt in the repository); adds the labels output.",
+    )
+    activation: Literal["softmax", "sigmoid", "none"] | None = Field(
+        default=None,
+        description="softmax (one class per input), sigmoid (multi-label, or a single logit: as "
+        "transformers' pipelines for problem_type multi_label_classification or num_labels 1), or none "
+        "(the logits as scores).",
+    )
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _labels(cls, value: Any) -> Any:
+        return _inline_labels(value)
+
+
+class PostprocessSettings(_LabelSettings):
+    """Settings of ``builtin:postprocess``: logits (FP32 [N]) to probabilities and the top k classes."""
+
+    activation: Literal["softmax", "sigmoid", "none"] | None = Field(
+        default=None,
+        description="softmax (one class per input), sigmoid (multi-label, or a single logit: as "
+        "transformers' text-classification pipeline for problem_type multi_label_classification or "
+        "num_labels 1) or none (the logits as scores); softmax and sigmoid add the probabilities output "
+        "and, with labels, Triton's classification extension on it. Default: softmax, or none with "
+        "softmax: false.",
     )
     softmax: bool = Field(
-        default=True, description="Apply softmax: adds the probabilities output; scores are probabilities."
+        default=True,
+        description="The former spelling of activation: true is softmax, false none.",
     )
     top_k: int | None = Field(
         default=None,
@@ -196,12 +239,39 @@ class PostprocessSettings(_Settings):
         description="How many classes scores, indices and labels hold; default min(5, N).",
     )
 
+    @model_validator(mode="after")
+    def _one_activation(self) -> PostprocessSettings:
+        explicit = "softmax" in self.model_fields_set and self.activation is not None
+        if explicit and self.softmax != (self.activation == "softmax"):
+            raise ValueError(
+                f"softmax: {_bool(self.softmax)} disagrees with activation: {self.activation}; set "
+                "activation alone"
+            )
+        return self
+
+    @property
+    def applied(self) -> str:
+        """The activation applied: ``activation``, else softmax or none as ``softmax`` says."""
+        return self.activation or ("softmax" if self.softmax else "none")
+
+
+class TokenLabelsSettings(_LabelSettings):
+    """Settings of ``builtin:token_labels``: per-token logits (FP32 [-1, N]) to each token's top class, its
+    probability and its label (token classification, as transformers' pipeline with no aggregation)."""
+
+    activation: Literal["softmax", "sigmoid", "none"] = Field(
+        default="softmax",
+        description="softmax (as transformers' token-classification pipeline), sigmoid (independent "
+        "classes), or none (the logits as scores).",
+    )
+
 
 #: The built-in step kinds and their settings models.
 STEP_KINDS: dict[str, type[BaseModel]] = {
     "tokenizer": TokenizerSettings,
     "image": ImageSettings,
     "postprocess": PostprocessSettings,
+    "token_labels": TokenLabelsSettings,
 }
 
 
@@ -314,10 +384,13 @@ _BOUNDS = {
 }
 
 
-def _source_file(setting: str, value: str, spec_dir: Path) -> Path:
-    """A file named by a setting, resolved against the spec's directory; SpecError if it is not a file."""
+def _source_file(setting: str, value: str, spec_dir: Path, *, folder: bool = False) -> Path:
+    """A file (or, with ``folder``, a folder) named by a setting, resolved against the spec's directory;
+    SpecError if it is neither."""
     path = Path(value).expanduser()
     path = path if path.is_absolute() else spec_dir / path
+    if folder and path.is_dir():
+        return path
     if not path.is_file():
         what = "is a directory, not a file" if path.is_dir() else "does not exist"
         raise SpecError(f"step.{setting}: '{path}' {what}; give the path relative to the spec's directory")
@@ -325,21 +398,41 @@ def _source_file(setting: str, value: str, spec_dir: Path) -> Path:
 
 
 def _tokenizer(settings: TokenizerSettings, spec_dir: Path) -> StepDefinition:
-    path = _source_file("tokenizer", settings.tokenizer, spec_dir)
-    pad_token = _pad_token(path, settings.pad_token)
-    length = settings.max_length if settings.padding == "max_length" else -1
+    source = _source_file("tokenizer", settings.tokenizer, spec_dir, folder=True)
+    path = folder_tokenizer_json(source) if source.is_dir() else source
+    folder = tokenizer_settings_from_folder(source) if source.is_dir() else {}
+    data = _tokenizer_data(path)
+    own_padding = data.get("padding") if isinstance(data.get("padding"), dict) else {}
+    own_truncation = data.get("truncation") if isinstance(data.get("truncation"), dict) else {}
+
+    def chosen(name: str, own: Any, default: Any) -> Any:
+        """The setting, else the folder's, else the tokenizer.json's own, else the default."""
+        for value in (getattr(settings, name), folder.get(name), own):
+            if value is not None:
+                return value
+        return default
+
+    pad_token = _pad_token(path, data, settings.pad_token or folder.get("pad_token"))
+    max_length = chosen("max_length", own_truncation.get("max_length"), _MAX_LENGTH)
+    outputs = chosen("outputs", None, list(TOKENIZER_OUTPUTS))
+    sides = {
+        "padding_side": str(chosen("padding_side", own_padding.get("direction"), "right")).lower(),
+        "truncation_side": str(chosen("truncation_side", own_truncation.get("direction"), "right")).lower(),
+    }
+    length = max_length if settings.padding == "max_length" else -1
     return StepDefinition(
         kind="tokenizer",
         settings=settings,
         inputs=[{"name": "text", "dtype": "STRING", "dims": [1]}],
-        outputs=[{"name": name, "dtype": settings.dtype, "dims": [length]} for name in settings.outputs],
+        outputs=[{"name": name, "dtype": settings.dtype, "dims": [length]} for name in outputs],
         parameters={
-            "max_length": str(settings.max_length),
+            "max_length": str(max_length),
             "padding": settings.padding,
             "truncation": _bool(settings.truncation),
+            **sides,
             "add_special_tokens": _bool(settings.add_special_tokens),
             "dtype": settings.dtype,
-            "outputs": ",".join(settings.outputs),
+            "outputs": ",".join(outputs),
             "pad_token": pad_token,
         },
         model_file=_HERE / "tokenizer.py",
@@ -347,8 +440,8 @@ def _tokenizer(settings: TokenizerSettings, spec_dir: Path) -> StepDefinition:
     )
 
 
-def _pad_token(path: Path, wanted: str | None) -> str:
-    """The pad token of a tokenizer.json: ``wanted`` (checked against its vocabulary) or its own."""
+def _tokenizer_data(path: Path) -> dict[str, Any]:
+    """A tokenizer.json's content; SpecError when it is not one."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -358,6 +451,11 @@ def _pad_token(path: Path, wanted: str | None) -> str:
         raise SpecError(
             f"step.tokenizer: '{path}' is not a Hugging Face tokenizer.json (it has no 'model' section)"
         )
+    return data
+
+
+def _pad_token(path: Path, data: dict[str, Any], wanted: str | None) -> str:
+    """The pad token of a tokenizer.json: ``wanted`` (checked against its vocabulary) or its own."""
     added = [t for t in data.get("added_tokens") or [] if isinstance(t, dict)]
     if wanted is not None:
         vocab = data["model"].get("vocab")
@@ -383,7 +481,11 @@ def _pad_token(path: Path, wanted: str | None) -> str:
 
 
 def _image(settings: ImageSettings, spec_dir: Path) -> StepDefinition:
-    height, width = settings.size
+    if settings.processor is not None:
+        settings = _image_with_processor(settings, spec_dir)
+    size = output_size(settings)
+    assert size is not None  # ImageSettings refuses settings without one
+    height, width = size
     mean = settings.mean or [0.0] * settings.channels
     std = settings.std or [1.0] * settings.channels
     dims = (
@@ -392,24 +494,17 @@ def _image(settings: ImageSettings, spec_dir: Path) -> StepDefinition:
         else [height, width, settings.channels]
     )
     outputs = [{"name": "pixel_values", "dtype": settings.dtype, "dims": dims}]
-    parameters = {
-        "size": f"{height},{width}",
-        "channels": str(settings.channels),
-        "resize": settings.resize,
-        "scale": repr(settings.scale),
-        "mean": ",".join(repr(float(v)) for v in mean),
-        "std": ",".join(repr(float(v)) for v in std),
-        "layout": settings.layout,
-        "dtype": settings.dtype,
-    }
     if settings.backend == "dali":
+        problems = dali_problems(settings)
+        if problems:
+            raise SpecError(*problems)
         if not dali.dali_available():
             raise dali.missing_dali()
         writer = partial(
             dali.write_pipeline,
-            size=[height, width],
+            size=resize_size(settings) or [height, width],
             channels=settings.channels,
-            resize=settings.resize,
+            resample=str(settings.resample),
             scale=settings.scale,
             mean=mean,
             std=std,
@@ -430,17 +525,42 @@ def _image(settings: ImageSettings, spec_dir: Path) -> StepDefinition:
         settings=settings,
         inputs=[{"name": "image", "dtype": "STRING", "dims": [1]}],
         outputs=outputs,
-        parameters=parameters,
+        parameters=image_parameters(settings),
         model_file=_HERE / "image.py",
     )
 
 
+def _image_with_processor(settings: ImageSettings, spec_dir: Path) -> ImageSettings:
+    """The settings a Hugging Face processor implies, with the ones the spec writes over them (``size``
+    replaces the processor's resize, ``crop_pct`` its crop)."""
+    path = Path(str(settings.processor)).expanduser()
+    path = path if path.is_absolute() else spec_dir / path
+    if not path.exists():
+        raise SpecError(
+            f"step.processor: '{path}' does not exist; give a Hugging Face model folder or its "
+            "preprocessor_config.json, relative to the spec's directory"
+        )
+    try:
+        derived = image_settings_from_processor(path)
+    except SpecError as error:
+        raise SpecError(*(f"step.processor: {line}" for line in error.problems)) from None
+    explicit = {name: getattr(settings, name) for name in settings.model_fields_set if name != "processor"}
+    if "size" in explicit:
+        derived.pop("resize", None)
+    if "crop_pct" in explicit:
+        derived.pop("center_crop", None)
+    try:
+        return ImageSettings.model_validate({**derived, **explicit})
+    except PydanticValidationError as exc:
+        raise SpecError(*_problems(exc, ImageSettings)) from None
+
+
 def _postprocess(settings: PostprocessSettings, spec_dir: Path) -> StepDefinition:
-    labels_path = _source_file("labels", settings.labels, spec_dir) if settings.labels else None
-    labels = _read_labels(labels_path) if labels_path else None
+    labels_path, labels = _labels_file(settings.labels, spec_dir)
     classes, top_k = _classes_and_top_k(settings, labels_path, labels)
+    activation = settings.applied
     outputs: list[dict[str, Any]] = []
-    if settings.softmax:
+    if activation != "none":
         probabilities: dict[str, Any] = {"name": "probabilities", "dtype": "FP32", "dims": [classes]}
         if labels_path:
             probabilities["label_filename"] = LABELS_FILE
@@ -449,14 +569,14 @@ def _postprocess(settings: PostprocessSettings, spec_dir: Path) -> StepDefinitio
         {"name": "scores", "dtype": "FP32", "dims": [top_k]},
         {"name": "indices", "dtype": "INT64", "dims": [top_k]},
     ]
-    parameters = {"classes": str(classes), "top_k": str(top_k), "softmax": _bool(settings.softmax)}
+    parameters = {"classes": str(classes), "top_k": str(top_k), "activation": activation}
     version_files: dict[str, Path] = {}
     model_files: dict[str, Path] = {}
     if labels_path:
         outputs.append({"name": "labels", "dtype": "STRING", "dims": [top_k]})
         parameters["labels_file"] = LABELS_FILE
         version_files[LABELS_FILE] = labels_path
-        if settings.softmax:
+        if activation != "none":
             model_files[LABELS_FILE] = labels_path
     return StepDefinition(
         kind="postprocess",
@@ -470,20 +590,57 @@ def _postprocess(settings: PostprocessSettings, spec_dir: Path) -> StepDefinitio
     )
 
 
+def _token_labels(settings: TokenLabelsSettings, spec_dir: Path) -> StepDefinition:
+    labels_path, labels = _labels_file(settings.labels, spec_dir)
+    classes, _ = _classes_and_top_k(settings, labels_path, labels)
+    outputs: list[dict[str, Any]] = []
+    parameters = {"classes": str(classes), "activation": settings.activation}
+    version_files: dict[str, Path] = {}
+    if labels_path:
+        outputs.append({"name": "labels", "dtype": "STRING", "dims": [-1]})
+        parameters["labels_file"] = LABELS_FILE
+        version_files[LABELS_FILE] = labels_path
+    outputs += [
+        {"name": "scores", "dtype": "FP32", "dims": [-1]},
+        {"name": "indices", "dtype": "INT64", "dims": [-1]},
+    ]
+    return StepDefinition(
+        kind="token_labels",
+        settings=settings,
+        inputs=[{"name": "logits", "dtype": "FP32", "dims": [-1, classes]}],
+        outputs=outputs,
+        parameters=parameters,
+        model_file=_HERE / "token_labels.py",
+        version_files=version_files,
+    )
+
+
+def _labels_file(value: str | list[str] | None, spec_dir: Path) -> tuple[Path | None, list[str] | None]:
+    """The label file to copy and its labels: the file named, or an inline list written to one."""
+    if value is None:
+        return None, None
+    if isinstance(value, list):
+        return cached_file(LABELS_FILE, "".join(f"{label}\n" for label in value).encode("utf-8")), value
+    path = _source_file("labels", value, spec_dir)
+    return path, _read_labels(path)
+
+
 def _classes_and_top_k(
-    settings: PostprocessSettings, labels_path: Path | None, labels: list[str] | None
+    settings: PostprocessSettings | TokenLabelsSettings, labels_path: Path | None, labels: list[str] | None
 ) -> tuple[int, int]:
     """N (from classes or the labels) and k; SpecError when they are unknown or disagree."""
     problems = []
     if labels is not None and settings.classes is not None and settings.classes != len(labels):
+        named = f"'{labels_path}' has" if isinstance(settings.labels, str) else "step.labels lists"
         problems.append(
-            f"step.classes: {settings.classes} classes but '{labels_path}' has {len(labels)} labels; "
+            f"step.classes: {settings.classes} classes but {named} {len(labels)} labels; "
             "make them agree or leave classes out"
         )
     classes = settings.classes if settings.classes is not None else (len(labels) if labels else 0)
     if not classes:
         problems.append("step.classes: the number of classes is unknown; set classes or labels")
-    top_k = settings.top_k if settings.top_k is not None else min(5, classes or 5)
+    wanted = getattr(settings, "top_k", None)
+    top_k = wanted if wanted is not None else min(5, classes or 5)
     if classes and top_k > classes:
         problems.append(f"step.top_k: {top_k} is more than the {classes} classes; use at most {classes}")
     if problems:
@@ -518,4 +675,5 @@ _DEFINERS: dict[str, Callable[[Any, Path], StepDefinition]] = {
     "tokenizer": _tokenizer,
     "image": _image,
     "postprocess": _postprocess,
+    "token_labels": _token_labels,
 }

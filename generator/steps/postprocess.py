@@ -1,14 +1,15 @@
 """Built-in step ``postprocess``: classification logits to probabilities and the top k classes, as a Triton
 Python-backend model.
 
-Input ``logits`` (FP32, dims [N]). Outputs: ``probabilities`` (FP32 [N], the softmax; only with
-``softmax: true``), ``scores`` (FP32 [k]: the k highest probabilities, or logits without softmax, highest
-first), ``indices`` (INT64 [k]: their classes) and, when labels are given, ``labels`` (TYPE_STRING [k]: their
-labels).
+Input ``logits`` (FP32, dims [N]). Outputs: ``probabilities`` (FP32 [N], the softmax or the sigmoid; not
+with activation ``none``), ``scores`` (FP32 [k]: the k highest probabilities, or logits without an
+activation, highest first), ``indices`` (INT64 [k]: their classes) and, when labels are given, ``labels``
+(TYPE_STRING [k]: their labels). Softmax and sigmoid are those of transformers' text-classification
+pipeline (sigmoid for multi-label models and single-logit ones).
 
-The settings arrive as the model config's ``parameters`` (strings): ``classes``, ``top_k``, ``softmax``;
-the labels, one per line, lie in ``labels.txt`` in the version directory when the parameter ``labels_file``
-names it.
+The settings arrive as the model config's ``parameters`` (strings): ``classes``, ``top_k``, ``activation``
+(``softmax``, ``sigmoid``, ``none``; or the former ``softmax: true|false``); the labels, one per line, lie
+in ``labels.txt`` in the version directory when the parameter ``labels_file`` names it.
 
 This file is copied into a model repository as ``model.py`` and runs in Triton's Python backend stub with
 only numpy installed: it imports nothing from the package it ships in. :class:`Postprocess` does the work
@@ -24,7 +25,9 @@ from pathlib import Path
 import numpy as np
 
 INPUT = "logits"
-DEFAULTS: dict[str, object] = {"softmax": True, "top_k": None}  # top_k: min(5, classes)
+#: Defaults: top_k None is min(5, classes); activation None is softmax, or none with softmax false.
+DEFAULTS: dict[str, object] = {"activation": None, "softmax": True, "top_k": None}
+ACTIVATIONS = ("softmax", "sigmoid", "none")
 
 
 def _flag(value: object) -> bool:
@@ -53,13 +56,38 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return exp / exp.sum(axis=-1, keepdims=True)
 
 
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    """The logistic function of each value, in float32, without overflow for large logits."""
+    values = logits.astype(np.float32)
+    exp = np.exp(-np.abs(values))  # at most 1
+    return np.where(values >= 0, 1 / (1 + exp), exp / (1 + exp)).astype(np.float32)
+
+
+def activate(logits: np.ndarray, activation: str) -> np.ndarray:
+    """``logits`` through ``softmax``, ``sigmoid`` or ``none`` (as float32)."""
+    if activation == "softmax":
+        return softmax(logits)
+    if activation == "sigmoid":
+        return sigmoid(logits)
+    return logits.astype(np.float32)
+
+
+def _activation(merged: Mapping[str, object]) -> str:
+    if merged.get("activation") is None:
+        return "softmax" if _flag(merged["softmax"]) else "none"
+    activation = str(merged["activation"]).strip().lower()
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be softmax, sigmoid or none, got '{merged['activation']}'")
+    return activation
+
+
 class Postprocess:
     """Softmax and top-k over rows of logits.
 
     Args:
         settings: The step's settings, as strings (the config parameters) or plain values: ``classes``
-            (N; the number of labels when labels are given), ``top_k`` (default min(5, N)), ``softmax``
-            (default true).
+            (N; the number of labels when labels are given), ``top_k`` (default min(5, N)),
+            ``activation`` (softmax, sigmoid or none; default softmax, or none with ``softmax: false``).
         labels: The labels (N of them), a label file's path, or None.
 
     Calling it with logits [rows, N] returns ``{"probabilities", "scores", "indices", "labels"}`` (those that
@@ -87,21 +115,21 @@ class Postprocess:
         self.top_k = min(5, self.classes) if top_k is None else int(top_k)  # type: ignore[call-overload]
         if not 1 <= self.top_k <= self.classes:
             raise ValueError(f"top_k must be between 1 and classes ({self.classes}), got {self.top_k}")
-        self.softmax = _flag(merged["softmax"])
+        self.activation = _activation(merged)
 
     def __call__(self, logits: np.ndarray) -> dict[str, np.ndarray]:
         """Post-process logits [rows, N]."""
         logits = np.asarray(logits)
         if logits.ndim != 2 or logits.shape[1] != self.classes:
             raise ValueError(f"expected logits of shape [rows, {self.classes}], got {list(logits.shape)}")
-        values = softmax(logits) if self.softmax else logits.astype(np.float32)
+        values = activate(logits, self.activation)
         # Stable sort of the negated values: the highest first, ties in class order.
         indices = np.argsort(-values, axis=1, kind="stable")[:, : self.top_k]
         outputs = {
             "scores": np.take_along_axis(values, indices, axis=1),
             "indices": indices.astype(np.int64),
         }
-        if self.softmax:
+        if self.activation != "none":
             outputs = {"probabilities": values, **outputs}
         if self.labels is not None:
             outputs["labels"] = self.labels[indices]

@@ -3,11 +3,13 @@ Python-backend model.
 
 Input ``text`` (TYPE_STRING, dims [1]: one UTF-8 string per batch row). Outputs, each INT64 or INT32:
 ``input_ids``, ``attention_mask``, ``token_type_ids`` (the configured subset), dims [max_length] with
-``padding: max_length`` or [-1] with ``padding: longest`` (padded to the longest text of each request).
+``padding: max_length`` or [-1] with ``padding: longest`` (padded to the longest text of each request),
+padded on the ``padding_side`` and truncated on the ``truncation_side``, as transformers' tokenizer call
+``tokenizer(texts, padding=..., truncation=..., max_length=...)`` returns them.
 
 The settings arrive as the model config's ``parameters`` (strings): ``max_length``, ``padding``,
-``truncation``, ``add_special_tokens``, ``dtype``, ``outputs`` (comma-separated) and ``pad_token``;
-``tokenizer.json`` lies in the version directory.
+``truncation``, ``padding_side``, ``truncation_side``, ``add_special_tokens``, ``dtype``, ``outputs``
+(comma-separated) and ``pad_token``; ``tokenizer.json`` lies in the version directory.
 
 This file is copied into a model repository as ``model.py`` and runs in Triton's Python backend stub with
 only numpy and the ``tokenizers`` package installed: it imports nothing from the package it ships in.
@@ -27,10 +29,15 @@ TOKENIZER_FILE = "tokenizer.json"
 OUTPUTS = ("input_ids", "attention_mask", "token_type_ids")
 #: Pad tokens recognised by name among the tokenizer's special tokens when it has no padding section.
 PAD_TOKENS = ("[PAD]", "<pad>", "<|pad|>", "<PAD>")
+#: Tokens per text when neither the settings nor the tokenizer's truncation section give a length.
+MAX_LENGTH = 128
+#: Defaults; None: the tokenizer's own (its truncation and padding sections, else MAX_LENGTH and right).
 DEFAULTS: dict[str, object] = {
-    "max_length": 128,
+    "max_length": None,
     "padding": "max_length",
     "truncation": True,
+    "padding_side": None,
+    "truncation_side": None,
     "add_special_tokens": True,
     "dtype": "INT64",
     "outputs": OUTPUTS,
@@ -48,6 +55,35 @@ def _flag(value: object) -> bool:
     if text in ("false", "0", "no", "off"):
         return False
     raise ValueError(f"expected true or false, got '{value}'")
+
+
+def _padding(value: object) -> str:
+    """transformers' padding spellings: true and longest pad to the longest text, max_length to max_length."""
+    text = str(value).strip().lower()
+    if text in ("true", "longest"):
+        return "longest"
+    if text == "max_length":
+        return text
+    raise ValueError(f"padding must be max_length or longest (true), got '{value}'")
+
+
+def _truncation(value: object) -> bool:
+    """transformers' truncation spellings for single texts: true, longest_first, only_first cut them."""
+    text = str(value).strip().lower()
+    if text in ("longest_first", "only_first"):
+        return True
+    if text == "do_not_truncate":
+        return False
+    return _flag(value)
+
+
+def _side(name: str, value: object) -> str | None:
+    if value is None:
+        return None
+    text = str(value).strip().lower()
+    if text not in ("left", "right"):
+        raise ValueError(f"{name} must be left or right, got '{value}'")
+    return text
 
 
 def _names(value: object) -> tuple[str, ...]:
@@ -84,21 +120,23 @@ class Tokenize:
             ) from None
 
         merged = {**DEFAULTS, **{k: v for k, v in settings.items() if v is not None and v != ""}}
-        self.max_length = int(merged["max_length"])  # type: ignore[call-overload]
-        self.padding = str(merged["padding"])
-        self.truncation = _flag(merged["truncation"])
+        self.padding = _padding(merged["padding"])
+        self.truncation = _truncation(merged["truncation"])
         self.add_special_tokens = _flag(merged["add_special_tokens"])
         self.outputs = _names(merged["outputs"])
+        padding_side = _side("padding_side", merged["padding_side"])
+        truncation_side = _side("truncation_side", merged["truncation_side"])
         dtype = str(merged["dtype"]).upper().removeprefix("TYPE_")
-        if self.max_length < 1:
-            raise ValueError(f"max_length must be at least 1, got {self.max_length}")
-        if self.padding not in ("max_length", "longest"):
-            raise ValueError(f"padding must be max_length or longest, got '{self.padding}'")
         if dtype not in _NUMPY:
             raise ValueError(f"dtype must be INT64 or INT32, got '{merged['dtype']}'")
         self.dtype = np.dtype(_NUMPY[dtype])
 
         self._tokenizer = Tokenizer.from_file(str(tokenizer_path))
+        kept = self._tokenizer.truncation or {}
+        length = merged["max_length"] if merged["max_length"] is not None else kept.get("max_length")
+        self.max_length = int(length) if length is not None else MAX_LENGTH  # type: ignore[call-overload]
+        if self.max_length < 1:
+            raise ValueError(f"max_length must be at least 1, got {self.max_length}")
         pad_token = merged["pad_token"]
         own = self._tokenizer.padding or {}
         pad_token = str(pad_token) if pad_token is not None else own.get("pad_token") or self._named_pad()
@@ -113,20 +151,18 @@ class Tokenize:
         if pad_id is None:
             raise ValueError(f"pad_token '{pad_token}' is not in the vocabulary of {tokenizer_path}")
         self.pad_token, self.pad_id = pad_token, int(pad_id)
+        self.padding_side = padding_side or str(own.get("direction", "right")).lower()
+        self.truncation_side = truncation_side or str(kept.get("direction", "right")).lower()
         self._tokenizer.enable_padding(
-            direction=own.get("direction", "right"),
+            direction=self.padding_side,
             pad_id=self.pad_id,
             pad_type_id=int(own.get("pad_type_id", 0)),
             pad_token=pad_token,
             length=self.max_length if self.padding == "max_length" else None,
         )
-        if self.truncation:
-            kept = self._tokenizer.truncation or {}
+        if self.truncation:  # a single text: longest_first, as transformers' truncation=True
             self._tokenizer.enable_truncation(
-                self.max_length,
-                stride=int(kept.get("stride", 0)),
-                strategy=kept.get("strategy", "longest_first"),
-                direction=kept.get("direction", "right"),
+                self.max_length, strategy="longest_first", direction=self.truncation_side
             )
         else:
             self._tokenizer.no_truncation()

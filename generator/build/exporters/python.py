@@ -140,8 +140,9 @@ def step_factory(model: ModelSpec) -> tuple[str, tuple[str, str]] | None:
 def make_step_file(model: ModelSpec, source: Path, target: Path, *, progress: Callable[[str], None]) -> str:
     """Run a built-in step's factory setting and save what it returns at ``target`` (in the worker).
 
-    The factory returns an object with ``save(path)`` (a ``tokenizers.Tokenizer``) or a path to the
-    file itself.
+    The factory returns a transformers ``PreTrainedTokenizerFast`` (saved as its backend's tokenizer.json,
+    with its padding and truncation settings), an object with ``save(path)`` (a ``tokenizers.Tokenizer``)
+    or a path to the file itself.
 
     Raises:
         ExportError: the factory fails, or returns something that is neither.
@@ -154,14 +155,20 @@ def make_step_file(model: ModelSpec, source: Path, target: Path, *, progress: Ca
         load_factory(source, function, model.name), f"model '{model.name}': step.{setting}"
     )
     target.parent.mkdir(parents=True, exist_ok=True)
-    if callable(getattr(produced, "save", None)):
+    from generator.steps import fast_tokenizer_json
+
+    text = fast_tokenizer_json(produced) if setting == "tokenizer" else None
+    if text is not None:
+        target.write_text(text, encoding="utf-8")
+    elif callable(getattr(produced, "save", None)):
         produced.save(str(target))
     elif isinstance(produced, (str, Path)) and Path(produced).is_file():
         shutil.copyfile(produced, target)
     else:
         raise ExportError(
             f"model '{model.name}': step.{setting}: {source.name}:{function} returned {type(produced).__name__}; "
-            "return an object with save(path) (a tokenizers.Tokenizer) or the path of the file"
+            "return a tokenizers.Tokenizer, a transformers PreTrainedTokenizerFast (AutoTokenizer with "
+            "use_fast=True) or the path of the file"
         )
     return str(target)
 

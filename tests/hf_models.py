@@ -1,0 +1,166 @@
+"""Tiny Hugging Face tokenizers and models made here, for tests that compare with transformers.
+
+Nothing is fetched from a hub: tokenizers are trained with the ``tokenizers`` library on a few sentences
+and wrapped in transformers' tokenizer classes; models are built from small configs with seeded random
+weights. Each ``make_*`` function writes a folder as ``save_pretrained`` writes it and returns the folder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+#: The sentences the tokenizers are trained on (some accents, CJK and an emoji among them).
+CORPUS = [
+    "the quick brown fox jumps over the lazy dog",
+    "hello world, triton serves models",
+    "a tokenizer trained in a test on a few sentences",
+    "pipelines chain a tokenizer, a model and a post-processor",
+    "Paris and Berlin are cities; Ada Lovelace wrote programs",
+    "héllo wörld, café crème, naïve façade",
+    "日本語のテキスト と 中文 文本",
+    "emoji 🙂 and symbols © ™ ½",
+]
+
+#: Texts a tokenizer step is checked on: unicode, empty, blank, one word, and longer than any max_length.
+TEXTS = [
+    "hello world",
+    "",
+    "   ",
+    "triton",
+    "Héllo WÖRLD, café!",
+    "日本語 テキスト 中文",
+    "emoji 🙂🙂 ½ ©",
+    "unknownwordthatnobodyknows xyzzy",
+    "the lazy dog jumps over the quick brown fox again and again and again",
+    " ".join(CORPUS) * 3,
+]
+
+
+def make_bert_tokenizer(folder: Path, model_max_length: int = 32, **options) -> Path:
+    """A BERT-like WordPiece tokenizer (lower-casing, accents stripped), saved by ``BertTokenizerFast``.
+
+    Args:
+        folder: Where to save it (created).
+        model_max_length: The tokenizer's bound, written to tokenizer_config.json.
+        options: More ``BertTokenizerFast`` arguments (``padding_side``, ``truncation_side``, ...).
+    """
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import BertTokenizerFast
+
+    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.train_from_iterator(CORPUS, trainers.WordPieceTrainer(vocab_size=200, special_tokens=special))
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[(t, tokenizer.token_to_id(t)) for t in ("[CLS]", "[SEP]")],
+    )
+    wrapped = BertTokenizerFast(tokenizer_object=tokenizer, model_max_length=model_max_length, **options)
+    folder.mkdir(parents=True, exist_ok=True)
+    wrapped.save_pretrained(str(folder))
+    return folder
+
+
+def make_slow_bert_tokenizer(folder: Path, model_max_length: int = 32) -> Path:
+    """The BERT-like tokenizer as a slow tokenizer's files only: ``vocab.txt`` and tokenizer_config.json
+    (no tokenizer.json), as older model folders hold it."""
+    import json
+
+    from tokenizers import Tokenizer
+
+    made = make_bert_tokenizer(folder / "_fast", model_max_length)
+    vocab = Tokenizer.from_file(str(made / "tokenizer.json")).get_vocab()
+    (folder / "vocab.txt").write_text("".join(f"{token}\n" for token in sorted(vocab, key=vocab.get)))
+    config = {"tokenizer_class": "BertTokenizer", "do_lower_case": True, "model_max_length": model_max_length}
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    for path in made.iterdir():
+        path.unlink()
+    made.rmdir()
+    return folder
+
+
+def make_roberta_tokenizer(folder: Path, model_max_length: int = 24, **options) -> Path:
+    """A RoBERTa-like byte-level BPE tokenizer (``<s> ... </s>``, pad ``<pad>``), saved by
+    ``RobertaTokenizerFast``; ``options`` such as ``padding_side="left"`` go to its constructor."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import RobertaTokenizerFast
+
+    special = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400, special_tokens=special, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tokenizer.train_from_iterator(CORPUS, trainer)
+    tokenizer.post_processor = processors.RobertaProcessing(
+        ("</s>", tokenizer.token_to_id("</s>")), ("<s>", tokenizer.token_to_id("<s>"))
+    )
+    names = dict(bos_token="<s>", eos_token="</s>", sep_token="</s>", cls_token="<s>", unk_token="<unk>")
+    wrapped = RobertaTokenizerFast(
+        tokenizer_object=tokenizer,
+        model_max_length=model_max_length,
+        pad_token="<pad>",
+        mask_token="<mask>",
+        **names,
+        **options,
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    wrapped.save_pretrained(str(folder))
+    return folder
+
+
+def _tiny_bert_config(vocab_size: int, labels: list[str], **extra):
+    from transformers import BertConfig
+
+    return BertConfig(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=37,
+        max_position_embeddings=64,
+        id2label=dict(enumerate(labels)),
+        label2id={label: index for index, label in enumerate(labels)},
+        **extra,
+    )
+
+
+def make_bert_text_classifier(
+    folder: Path, labels: list[str], problem_type: str | None = None, seed: int = 0, **config
+) -> Path:
+    """A tiny BertForSequenceClassification (seeded random weights) with the BERT-like tokenizer.
+
+    Args:
+        folder: Where to save model and tokenizer.
+        labels: The class labels (config.id2label); one label makes a single-logit model.
+        problem_type: config.problem_type (``multi_label_classification`` for sigmoid scores).
+        seed: torch's seed for the weights.
+        config: More BertConfig settings (``initializer_range=0.5`` spreads the scores apart).
+    """
+    import torch
+    from transformers import AutoTokenizer, BertForSequenceClassification
+
+    make_bert_tokenizer(folder)
+    vocab_size = len(AutoTokenizer.from_pretrained(str(folder)))
+    torch.manual_seed(seed)
+    extra = {"problem_type": problem_type} if problem_type else {}
+    model = BertForSequenceClassification(_tiny_bert_config(vocab_size, labels, **extra, **config)).eval()
+    model.save_pretrained(str(folder))
+    return folder
+
+
+def make_bert_token_classifier(folder: Path, labels: list[str], seed: int = 0, **config) -> Path:
+    """A tiny BertForTokenClassification (seeded random weights, more BertConfig settings in ``config``)
+    with the BERT-like tokenizer."""
+    import torch
+    from transformers import AutoTokenizer, BertForTokenClassification
+
+    make_bert_tokenizer(folder)
+    vocab_size = len(AutoTokenizer.from_pretrained(str(folder)))
+    torch.manual_seed(seed)
+    model = BertForTokenClassification(_tiny_bert_config(vocab_size, labels, **config)).eval()
+    model.save_pretrained(str(folder))
+    return folder
