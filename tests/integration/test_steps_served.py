@@ -23,15 +23,18 @@ from generator.serve.server import EmbeddedServer
 from generator.steps import StepDefinition, step_definition
 from generator.steps.image import PreprocessImage
 from generator.steps.postprocess import Postprocess
+from generator.steps.token_labels import TokenLabels
 from generator.steps.tokenizer import Tokenize
 
 from ..conftest import free_ports, settle
+from ..hf_models import TEXTS, make_roberta_tokenizer
 from ..unit.test_steps import SENTENCES, train_wordpiece
 
 pytestmark = pytest.mark.integration
 
 MAX_BATCH = 8
 LABELS = ["cat", "dog", "bird", "fish", "horse"]
+ENTITIES = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
 #: Each model of the repository: its step kind and settings.
 MODELS: dict[str, tuple[str, dict[str, Any]]] = {
     "tokenizer": ("tokenizer", {"tokenizer": "tokenizer.json", "max_length": 12}),
@@ -53,6 +56,10 @@ MODELS: dict[str, tuple[str, dict[str, Any]]] = {
     ),
     "postprocess": ("postprocess", {"labels": "labels.txt", "top_k": 3}),
     "postprocess_logits": ("postprocess", {"classes": 6, "softmax": False, "top_k": 2}),
+    # A Hugging Face tokenizer folder (RoBERTa-like, left padding and truncation) and per-token labels.
+    "tokenizer_folder": ("tokenizer", {"tokenizer": "roberta", "padding": True}),
+    "token_labels": ("token_labels", {"labels": ENTITIES}),
+    "token_labels_sigmoid": ("token_labels", {"classes": 3, "activation": "sigmoid"}),
 }
 
 
@@ -81,11 +88,21 @@ def config_text(name: str, definition: StepDefinition) -> str:
     )
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _own_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Files the steps make (an inline label list's labels.txt) go to a cache of this module's own."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+    yield
+    patch.undo()
+
+
 @pytest.fixture(scope="module")
 def spec_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The files the steps' settings name, as a spec's directory would hold them."""
     root = tmp_path_factory.mktemp("spec")
     train_wordpiece(root / "tokenizer.json")
+    make_roberta_tokenizer(root / "roberta", padding_side="left", truncation_side="left")
     (root / "labels.txt").write_text("\n".join(LABELS) + "\n")
     return root
 
@@ -307,3 +324,76 @@ def test_postprocess_labels_serve_the_classification_extension(server) -> None:
     classes = [entry.decode().split(":") for entry in result.as_numpy("probabilities")[0]]
     assert [(int(index), label) for _, index, label in classes] == [(1, "dog"), (3, "fish")]
     assert result.as_numpy("labels") is None  # only the requested output comes back
+
+
+def test_a_tokenizer_folder_served_equals_in_process_and_transformers(
+    server, definitions, spec_dir: Path
+) -> None:
+    """The folder's settings (left padding and truncation, model_max_length, model_input_names) hold in
+    the served step as in transformers."""
+    from transformers import AutoTokenizer
+
+    definition = definitions["tokenizer_folder"]
+    assert output_names(definition) == ["input_ids", "attention_mask"]
+    tokenize = Tokenize(definition.parameters, definition.version_files["tokenizer.json"])
+    reference = AutoTokenizer.from_pretrained(str(spec_dir / "roberta"))
+    rng = np.random.default_rng(11)
+    batches = [
+        {
+            "text": np.array(
+                [[TEXTS[int(i)].encode()] for i in rng.choice(len(TEXTS), int(rng.integers(1, 4)))],
+                dtype=object,
+            )
+        }
+        for _ in range(6)
+    ]
+    for batch, outputs in run_concurrently(server, "tokenizer_folder", batches, output_names(definition)):
+        texts = [text.decode() for text in batch["text"].reshape(-1)]
+        expected = reference(texts, padding=True, truncation=True, return_tensors="np")
+        for name, array in tokenize(texts).items():
+            assert outputs[name].dtype == array.dtype
+            np.testing.assert_array_equal(outputs[name], array)
+            np.testing.assert_array_equal(outputs[name], expected[name])
+
+
+@pytest.mark.parametrize("model", ["token_labels", "token_labels_sigmoid"])
+def test_token_labels_served_equals_in_process(server, definitions, model: str) -> None:
+    definition = definitions[model]
+    labels = definition.version_files.get("labels.txt")
+    token_labels = TokenLabels(definition.parameters, labels)
+    classes = int(definition.inputs[0]["dims"][1])
+    rng = np.random.default_rng(5)
+    # One token count for the batches sent together (Triton batches requests of one shape), and others alone.
+    batches = [
+        {"logits": (rng.standard_normal((int(rng.integers(1, 4)), 6, classes)) * 3).astype(np.float32)}
+        for _ in range(6)
+    ]
+    served = run_concurrently(server, model, batches, output_names(definition))
+    lengths = [
+        {"logits": rng.standard_normal((2, tokens, classes)).astype(np.float32)} for tokens in (1, 9, 30)
+    ]
+    alone = send_together(server, model, [("grpc", batch) for batch in lengths], output_names(definition))
+    for batch, outputs in [*served, *zip(lengths, alone, strict=True)]:
+        assert isinstance(outputs, dict), outputs
+        expected = token_labels(batch["logits"])
+        assert outputs.keys() == expected.keys()
+        for name, array in expected.items():
+            assert outputs[name].shape == batch["logits"].shape[:2]
+            if array.dtype == object:
+                assert outputs[name].tolist() == array.tolist()
+            else:
+                np.testing.assert_allclose(outputs[name], array, rtol=1e-6, atol=1e-7)
+
+
+def test_token_labels_logits_of_another_width_fail_alone(server) -> None:
+    """The config's dims [-1, N] let Triton refuse logits of another width before the step runs; the
+    request beside it is answered."""
+    good = {"logits": np.zeros((1, 4, 5), dtype=np.float32)}
+    jobs = [("http", good), ("grpc", {"logits": np.zeros((1, 4, 3), dtype=np.float32)})]
+    results = send_together(server, "token_labels", jobs, ["labels"])
+    assert isinstance(results[0], dict) and results[0]["labels"].tolist() == [[b"O"] * 4]
+    assert isinstance(results[1], InferenceServerException)
+    assert (
+        "unexpected shape for input 'logits' for model 'token_labels'. Expected [-1,-1,5], got [1,4,3]"
+        in str(results[1])
+    )
