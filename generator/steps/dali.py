@@ -1,10 +1,14 @@
 """The ``image`` step on Triton's DALI backend: the same preprocessing as ``image.py`` as a serialized
 DALI pipeline (``model.dali``).
 
-The pipeline decodes on the GPU (``fn.decoders.image`` on the ``mixed`` device), resizes (``fn.resize``,
-the aspect ratio not kept, as Pillow's resize) and normalises and lays out (``fn.crop_mirror_normalize``).
-Triton's DALI backend takes the encoded bytes as a UINT8 tensor with dims [-1] (one padded byte array per
-batch row), not as TYPE_STRING. ``nvidia.dali`` is imported only when a pipeline is written.
+The pipeline decodes on the GPU (``fn.decoders.image`` on the ``mixed`` device), resizes to a fixed size
+(``fn.resize``, the aspect ratio not kept, with bilinear, nearest or bicubic interpolation) and normalises
+and lays out (``fn.crop_mirror_normalize``). It does not do the Python step's shortest-edge resize, centre
+crop, TensorFlow resize or other filters: the catalogue refuses those settings with ``backend: dali``
+(``image_settings.dali_problems``). DALI's decoder drops an alpha channel rather than compositing it onto
+white, and its resize is its own, so its pixels are close to the Python step's, not equal. Triton's DALI
+backend takes the encoded bytes as a UINT8 tensor with dims [-1] (one padded byte array per batch row), not
+as TYPE_STRING. ``nvidia.dali`` is imported only when a pipeline is written.
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ def write_pipeline(
     *,
     size: Sequence[int],
     channels: int,
-    resize: str,
+    resample: str,
     scale: float,
     mean: Sequence[float],
     std: Sequence[float],
@@ -54,7 +58,7 @@ def write_pipeline(
 ) -> None:
     """Serialize the preprocessing pipeline for batches of up to ``max_batch_size`` images to ``path``.
 
-    The mean and std are in scaled units (``(pixel * scale - mean) / std``); DALI's
+    ``resample`` is bilinear, nearest or bicubic. The mean and std are in scaled units (``(pixel * scale - mean) / std``); DALI's
     ``crop_mirror_normalize`` computes ``(pixel - mean') / std'``, so ``mean' = mean / scale`` and
     ``std' = std / scale``.
 
@@ -70,7 +74,7 @@ def write_pipeline(
         "bilinear": types.INTERP_LINEAR,
         "nearest": types.INTERP_NN,
         "bicubic": types.INTERP_CUBIC,
-    }[resize]
+    }[resample]
 
     @pipeline_def(batch_size=max(1, max_batch_size), num_threads=4, device_id=0)
     def preprocess():  # type: ignore[no-untyped-def]
