@@ -6,10 +6,6 @@ server's configs and generates images for them when no data file is given."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,10 +19,10 @@ from generator.core.errors import LoadTestError
 from generator.loadtest.images import image_inputs
 from generator.loadtest.target import resolve_target
 from generator.serve.control import ServerControl
-from generator.serve.launch import locate_triton
 from generator.serve.server import EmbeddedServer
 
 from ..conftest import free_ports, make_image_classifier_onnx, run_cli
+from ..perf_analyzer import run_perf_analyzer
 
 pytestmark = pytest.mark.integration
 
@@ -81,52 +77,14 @@ def _failures(server: EmbeddedServer, model: str) -> tuple[int, int]:
     return int(counts["success"]["count"]), int(counts["fail"]["count"])
 
 
-def _perf_analyzer() -> Path | None:
-    """perf_analyzer 2.51 on PATH, or where the repository's benchmark unpacks it."""
-    found = shutil.which("perf_analyzer")
-    if found:
-        return Path(found)
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    binary = cache / "tritongen" / "perf_analyzer-2.51.0" / "perf_analyzer"
-    return binary if binary.is_file() else None
-
-
-def _libraries(directory: Path) -> dict[str, str]:
-    """An environment whose LD_LIBRARY_PATH gives perf_analyzer the libraries the server's wheel carries
-    (libcudart.so.12; libb64.so.0d where the system lacks it)."""
-    libs = locate_triton().libs_dir
-    for pattern, name in (("libcudart*.so*", "libcudart.so.12"), ("libb64*.so*", "libb64.so.0d")):
-        found = sorted(libs.glob(pattern))
-        if found:
-            (directory / name).symlink_to(found[0])
-    search = [str(directory), os.environ.get("LD_LIBRARY_PATH", "")]
-    return {**os.environ, "LD_LIBRARY_PATH": os.pathsep.join(filter(None, search))}
-
-
 @pytest.mark.parametrize(
     ("model", "protocol"), [("prep", "http"), ("prep", "grpc"), ("classify", "http"), ("classify", "grpc")]
 )
 def test_perf_analyzer_drives_the_image_pipeline_with_its_data_file(
     repo: Path, server: EmbeddedServer, model: str, protocol: str
 ) -> None:
-    binary = _perf_analyzer()
-    if binary is None:
-        pytest.skip("perf_analyzer is not installed (it ships in the tritonclient 2.51.0 wheel)")
     before = _failures(server, "prep")
-    with tempfile.TemporaryDirectory() as libs:
-        command = [
-            str(binary), "-m", model, "-u", _url(server, protocol), "-i", protocol, "-b", "2",
-            "--input-data", str(repo / model / PERF_ANALYZER_DATA),
-            "--concurrency-range", "2", "--measurement-interval", "500", "--stability-percentage", "999",
-            "--max-trials", "3",
-        ]  # fmt: skip
-        result = subprocess.run(
-            command, capture_output=True, text=True, env=_libraries(Path(libs)), timeout=180
-        )
-    if result.returncode != 0 and "error while loading shared libraries" in result.stderr:
-        pytest.skip(f"perf_analyzer cannot start here: {result.stderr.strip()[:200]}")
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    assert "Throughput:" in result.stdout and "error" not in result.stdout.lower()
+    run_perf_analyzer(_url(server, protocol), protocol, model, repo / model / PERF_ANALYZER_DATA)
     after = _failures(server, "prep")
     assert after[1] == before[1] and after[0] - before[0] > 10  # every image decoded
 

@@ -5,10 +5,7 @@ embedded Triton: parity at three lengths with token ids in range, an output name
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,10 +17,10 @@ from generator.build.exporters.base import load_factory
 from generator.build.run import build
 from generator.build.sample_data import PERF_ANALYZER_DATA
 from generator.core.repository import MANIFEST
-from generator.serve.launch import locate_triton
 from generator.serve.server import EmbeddedServer
 
 from ..conftest import free_ports
+from ..perf_analyzer import run_perf_analyzer
 
 pytestmark = pytest.mark.integration
 
@@ -183,45 +180,14 @@ def test_the_perf_analyzer_data_is_in_range_at_the_opt_length(built: Path) -> No
     ]
 
 
-def _perf_analyzer() -> Path | None:
-    """perf_analyzer 2.51 on PATH, or where the repository's benchmark unpacks it."""
-    found = shutil.which("perf_analyzer")
-    if found:
-        return Path(found)
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    binary = cache / "tritongen" / "perf_analyzer-2.51.0" / "perf_analyzer"
-    return binary if binary.is_file() else None
-
-
 @pytest.mark.parametrize(
     ("model", "protocol"), [("encoder", "http"), ("encoder", "grpc"), ("encode", "grpc")]
 )
 def test_perf_analyzer_drives_the_model_with_its_data_file(
     built: Path, server: EmbeddedServer, model: str, protocol: str
 ) -> None:
-    binary = _perf_analyzer()
-    if binary is None:
-        pytest.skip("perf_analyzer is not installed (it ships in the tritonclient 2.51.0 wheel)")
-    with tempfile.TemporaryDirectory() as libs:
-        cudart = sorted(locate_triton().libs_dir.glob("libcudart*.so*"))
-        if cudart:  # perf_analyzer links libcudart.so.12; the server's wheel carries one
-            (Path(libs) / "libcudart.so.12").symlink_to(cudart[0])
-        env = {
-            **os.environ,
-            "LD_LIBRARY_PATH": os.pathsep.join(filter(None, [libs, os.environ.get("LD_LIBRARY_PATH")])),
-        }
-        url = server.endpoints.http if protocol == "http" else server.endpoints.grpc
-        command = [
-            str(binary), "-m", model, "-u", url, "-i", protocol, "-b", "2",
-            "--input-data", str(built / "repo" / model / PERF_ANALYZER_DATA),
-            "--concurrency-range", "2", "--measurement-interval", "500", "--stability-percentage", "999",
-            "--max-trials", "3",
-        ]  # fmt: skip
-        result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
-    if result.returncode != 0 and "error while loading shared libraries" in result.stderr:
-        pytest.skip(f"perf_analyzer cannot start here: {result.stderr.strip()[:200]}")
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    assert "Throughput:" in result.stdout
+    url = server.endpoints.http if protocol == "http" else server.endpoints.grpc
+    run_perf_analyzer(url, protocol, model, built / "repo" / model / PERF_ANALYZER_DATA)
 
 
 def test_a_torchscript_encoder_gets_its_vocabulary_range_from_the_traced_graph(
