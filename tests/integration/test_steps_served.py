@@ -397,3 +397,107 @@ def test_token_labels_logits_of_another_width_fail_alone(server) -> None:
         "unexpected shape for input 'logits' for model 'token_labels'. Expected [-1,-1,5], got [1,4,3]"
         in str(results[1])
     )
+
+
+# -- the image step from a Hugging Face processor folder, and TensorFlow's resize ---------------------------
+
+#: Image models served by a repository of their own: (settings, the spec directory's processor folder).
+IMAGE_MODELS: dict[str, dict[str, Any]] = {
+    # a CLIP-style processor: the shortest edge to 24 (bicubic), a 20 x 18 centre crop, CLIP's mean and std
+    "image_processor": {"processor": "clip"},
+    # TensorFlow's bilinear resize of the shortest edge, a crop larger than some images, NHWC, FP16
+    "image_tensorflow": {
+        "resize": {"shortest_edge": 14, "longest_edge": 30},
+        "center_crop": [16, 12],
+        "resize_method": "tensorflow",
+        "mean": 0.5,
+        "std": 0.5,
+        "layout": "nhwc",
+        "dtype": "fp16",
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def image_spec_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A spec directory holding a processor folder saved by transformers."""
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+    root = tmp_path_factory.mktemp("image_spec")
+    processor = CLIPImageProcessorPil(size={"shortest_edge": 24}, crop_size={"height": 20, "width": 18})
+    processor.save_pretrained(root / "clip")
+    return root
+
+
+@pytest.fixture(scope="module")
+def image_definitions(image_spec_dir: Path) -> dict[str, StepDefinition]:
+    return {
+        name: step_definition("image", settings, image_spec_dir) for name, settings in IMAGE_MODELS.items()
+    }
+
+
+@pytest.fixture(scope="module")
+def image_server(
+    tmp_path_factory: pytest.TempPathFactory, image_definitions: dict[str, StepDefinition]
+) -> Iterator[EmbeddedServer]:
+    repository = tmp_path_factory.mktemp("image_steps") / "model_repository"
+    for name, definition in image_definitions.items():
+        version = repository / name / "1"
+        version.mkdir(parents=True)
+        assert definition.model_file is not None and not definition.version_files
+        shutil.copy(definition.model_file, version / "model.py")
+        (repository / name / "config.pbtxt").write_text(config_text(name, definition))
+    with EmbeddedServer(repository, **free_ports()) as embedded:
+        yield embedded
+
+
+def mixed_image_bytes(rng: np.random.Generator) -> bytes:
+    """An image of a random size in a random mode: RGB, RGBA, P with transparency, L, or 16-bit grey."""
+    height, width = (int(v) for v in rng.integers(5, 48, 2))
+    pixels = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    image = Image.fromarray(pixels)
+    kind = int(rng.integers(0, 5))
+    options: dict[str, Any] = {}
+    if kind == 1:
+        image.putalpha(Image.fromarray(rng.integers(0, 256, (height, width), dtype=np.uint8)))
+    elif kind == 2:
+        image, options = image.quantize(8), {"transparency": 2}
+    elif kind == 3:
+        image = image.convert("L")
+    elif kind == 4:
+        image = Image.fromarray(rng.integers(0, 65536, (height, width), dtype=np.uint16))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", **options)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("model", list(IMAGE_MODELS))
+def test_image_step_from_processor_and_tensorflow_served_equals_in_process(
+    image_server, image_definitions, image_spec_dir: Path, model: str
+) -> None:
+    """Over HTTP and gRPC, batched by Triton: the served step equals PreprocessImage in-process; the
+    processor's step equals transformers' own processor loaded from the folder."""
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+    definition = image_definitions[model]
+    preprocess = PreprocessImage(definition.parameters)
+    reference = CLIPImageProcessorPil.from_pretrained(image_spec_dir / "clip")
+    rng = np.random.default_rng(len(model))
+    batches = [
+        {"image": np.array([[mixed_image_bytes(rng)] for _ in range(int(rng.integers(1, 4)))], dtype=object)}
+        for _ in range(6)
+    ]
+    for batch, outputs in run_concurrently(image_server, model, batches, ["pixel_values"]):
+        images = batch["image"].reshape(-1).tolist()
+        expected = preprocess(images)["pixel_values"]
+        assert outputs["pixel_values"].dtype == expected.dtype
+        assert list(outputs["pixel_values"].shape[1:]) == definition.outputs[0]["dims"]
+        np.testing.assert_array_equal(outputs["pixel_values"], expected)
+        if model != "image_processor":
+            continue
+        for row, data in enumerate(images):
+            with Image.open(io.BytesIO(data)) as image:
+                if image.mode.startswith("I"):
+                    continue  # transformers clips 16-bit grey to white; the step scales it
+                theirs = reference(images=[image], return_tensors="np")["pixel_values"][0]
+            np.testing.assert_allclose(outputs["pixel_values"][row], theirs, rtol=0, atol=1e-5)
