@@ -640,7 +640,7 @@ def _resolved(run: _BuildRun) -> dict[str, list[ModelSpec]]:
             continue  # its factory failed: already reported
         try:
             settings = run.context.step_settings(model)
-            resolved = resolve_model(model, run.context.spec_dir, f"models[{index}]", settings)
+            resolved = resolve_model(model, run.context.spec_dir, run.spec.where(index), settings)
         except GeneratorError as exc:
             run.failures.append(exc)
             continue

@@ -655,6 +655,13 @@ class Spec(_Strict):
     base_dir: Path = Field(default=Path("."), exclude=True)
     #: What each ``framework: huggingface`` entry expanded into (name -> record). Not part of the YAML.
     huggingface: dict[str, dict[str, Any]] = Field(default_factory=dict, exclude=True)
+    #: The field path of a model that came from an expanded entry (``models[1] (minilm_preprocess)``), by
+    #: its index in ``models``. Not part of the YAML.
+    places: dict[int, str] = Field(default_factory=dict, exclude=True)
+
+    def where(self, index: int) -> str:
+        """The field path problems of ``models[index]`` are reported at."""
+        return self.places.get(index, f"models[{index}]")
 
     def resolve_source(self, source: str) -> Path:
         """The file a model's ``source`` names (the part before ``:function``), made absolute.
@@ -1038,7 +1045,12 @@ def _parse(data: Any, base_dir: Path, origin: str, overlay: Overlay | None) -> S
     top["models"] = merged_models if isinstance(raw_models, list) else raw_models
     try:
         spec = Spec.model_validate(
-            {**top, "base_dir": base_dir, "huggingface": {e.name: e.record() for e in expansions}}
+            {
+                **top,
+                "base_dir": base_dir,
+                "huggingface": {e.name: e.record() for e in expansions},
+                "places": {i: w for i, w in places.items() if w != f"models[{i}]"},
+            }
         )
     except PydanticValidationError as exc:
         raise SpecError(*(f"{origin}: {p}" for p in validation_problems(exc, Spec, top))) from None
@@ -1145,6 +1157,7 @@ def json_schema() -> dict[str, Any]:
     schema = Spec.model_json_schema()
     schema.setdefault("properties", {}).pop("base_dir", None)
     schema["properties"].pop("huggingface", None)
+    schema["properties"].pop("places", None)
     defs = schema.setdefault("$defs", {})
     for kind, settings in STEP_KINDS.items():  # what `step:` takes, per `source: builtin:KIND`
         step_schema = settings.model_json_schema()

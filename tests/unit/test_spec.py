@@ -65,7 +65,7 @@ def test_dtype_accepts_triton_spellings() -> None:
         ({"models": [{"name": "m", "framework": "onnx"}]}, "models[0].source: required field is missing"),
         (
             {"models": [_model(framework="caffe")]},
-            "models[0].framework: Input should be 'torch', 'tensorflow', 'onnx' or 'python'",
+            "models[0].framework: Input should be 'torch', 'tensorflow', 'onnx', 'python' or 'huggingface'",
         ),
         (
             {"models": [_model(inputs=[{"name": "x", "dtype": "FP32", "dims": [0]}])]},
