@@ -150,7 +150,10 @@ class TritonPythonModel:
     def initialize(self, args: dict) -> None:
         """Read the settings from the config's parameters and the labels from the version directory."""
         self._name = args["model_name"]
-        settings = _parameters(json.loads(args["model_config"]))
+        config = json.loads(args["model_config"])
+        # Without batching (max_batch_size 0) a request's logits and outputs have no row axis.
+        self._batched = int(config.get("max_batch_size") or 0) > 0
+        settings = _parameters(config)
         labels_file = settings.pop("labels_file", None)
         version_dir = Path(args["model_repository"]) / str(args["model_version"])
         self._postprocess = Postprocess(settings, version_dir / labels_file if labels_file else None)
@@ -160,6 +163,8 @@ class TritonPythonModel:
         import triton_python_backend_utils as pb_utils
 
         arrays = [pb_utils.get_input_tensor_by_name(request, INPUT).as_numpy() for request in requests]
+        if not self._batched:
+            arrays = [array[None] for array in arrays]
         try:
             outputs = self._postprocess(np.concatenate(arrays) if len(arrays) > 1 else arrays[0])
         except Exception as error:  # every request of the execution fails with it
@@ -172,7 +177,9 @@ class TritonPythonModel:
             stop = start + len(array)
             wanted = set(request.requested_output_names() or outputs)
             tensors = [
-                pb_utils.Tensor(name, value[start:stop]) for name, value in outputs.items() if name in wanted
+                pb_utils.Tensor(name, value[start:stop] if self._batched else value[start])
+                for name, value in outputs.items()
+                if name in wanted
             ]
             responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
             start = stop

@@ -116,7 +116,10 @@ class TritonPythonModel:
     def initialize(self, args: dict) -> None:
         """Read the settings from the config's parameters and the labels from the version directory."""
         self._name = args["model_name"]
-        settings = _parameters(json.loads(args["model_config"]))
+        config = json.loads(args["model_config"])
+        # Without batching (max_batch_size 0) a request's logits [tokens, N] and outputs have no row axis.
+        self._batched = int(config.get("max_batch_size") or 0) > 0
+        settings = _parameters(config)
         labels_file = settings.pop("labels_file", None)
         version_dir = Path(args["model_repository"]) / str(args["model_version"])
         self._token_labels = TokenLabels(settings, version_dir / labels_file if labels_file else None)
@@ -127,14 +130,17 @@ class TritonPythonModel:
 
         responses = []
         for request in requests:
+            logits = pb_utils.get_input_tensor_by_name(request, INPUT).as_numpy()
             try:
-                outputs = self._token_labels(pb_utils.get_input_tensor_by_name(request, INPUT).as_numpy())
+                outputs = self._token_labels(logits if self._batched else logits[None])
             except Exception as error:  # this request's error response
                 text = " ".join(str(error).split())
                 failure = pb_utils.TritonError(f"model '{self._name}': {type(error).__name__}: {text}")
                 responses.append(pb_utils.InferenceResponse(error=failure))
                 continue
             wanted = set(request.requested_output_names() or outputs)
+            if not self._batched:
+                outputs = {name: value[0] for name, value in outputs.items()}
             tensors = [pb_utils.Tensor(name, value) for name, value in outputs.items() if name in wanted]
             responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
         return responses

@@ -215,6 +215,8 @@ class TritonPythonModel:
         """Load ``tokenizer.json`` from the version directory and apply the config's parameters."""
         config = json.loads(args["model_config"])
         self._name = args["model_name"]
+        # Without batching (max_batch_size 0) a request holds one text, and its outputs have no row axis.
+        self._batched = int(config.get("max_batch_size") or 0) > 0
         path = Path(args["model_repository"]) / str(args["model_version"]) / TOKENIZER_FILE
         self._tokenize = Tokenize(_parameters(config), path)
 
@@ -249,6 +251,8 @@ class TritonPythonModel:
 
     def _response(self, pb_utils, request, outputs: dict[str, np.ndarray]):
         wanted = set(request.requested_output_names() or outputs)
+        if not self._batched:
+            outputs = {name: array[0] for name, array in outputs.items()}
         return pb_utils.InferenceResponse(
             output_tensors=[pb_utils.Tensor(name, array) for name, array in outputs.items() if name in wanted]
         )

@@ -60,11 +60,16 @@ MODELS: dict[str, tuple[str, dict[str, Any]]] = {
     "tokenizer_folder": ("tokenizer", {"tokenizer": "roberta", "padding": True}),
     "token_labels": ("token_labels", {"labels": ENTITIES}),
     "token_labels_sigmoid": ("token_labels", {"classes": 3, "activation": "sigmoid"}),
+    # Served without batching (max_batch_size 0): a request is one text, one row of logits.
+    "tokenizer_unbatched": ("tokenizer", {"tokenizer": "roberta", "padding": "max_length"}),
+    "postprocess_unbatched": ("postprocess", {"labels": LABELS, "activation": "sigmoid"}),
+    "token_labels_unbatched": ("token_labels", {"labels": ENTITIES}),
 }
+UNBATCHED = {"tokenizer_unbatched", "postprocess_unbatched", "token_labels_unbatched"}
 
 
-def config_text(name: str, definition: StepDefinition) -> str:
-    """A config.pbtxt for a step, as the definition describes it."""
+def config_text(name: str, definition: StepDefinition, max_batch: int = MAX_BATCH) -> str:
+    """A config.pbtxt for a step, as the definition describes it (dynamic batching when it batches)."""
 
     def tensors(specs: list[dict[str, Any]]) -> str:
         entries = []
@@ -80,10 +85,10 @@ def config_text(name: str, definition: StepDefinition) -> str:
         for key, value in definition.parameters.items()
     )
     return (
-        f'name: "{name}"\nbackend: "{definition.backend}"\nmax_batch_size: {MAX_BATCH}\n'
+        f'name: "{name}"\nbackend: "{definition.backend}"\nmax_batch_size: {max_batch}\n'
         f"input [ {tensors(definition.inputs)} ]\noutput [ {tensors(definition.outputs)} ]\n"
-        "dynamic_batching { max_queue_delay_microseconds: 100000 }\n"
-        "instance_group [ { count: 1 kind: KIND_CPU } ]\n"
+        + ("dynamic_batching { max_queue_delay_microseconds: 100000 }\n" if max_batch else "")
+        + "instance_group [ { count: 1 kind: KIND_CPU } ]\n"
         f"parameters [ {parameters} ]\n"
     )
 
@@ -126,7 +131,8 @@ def server(
             shutil.copy(source, version / target)
         for target, source in definition.model_files.items():
             shutil.copy(source, repository / name / target)
-        (repository / name / "config.pbtxt").write_text(config_text(name, definition))
+        batch = 0 if name in UNBATCHED else MAX_BATCH
+        (repository / name / "config.pbtxt").write_text(config_text(name, definition, batch))
     with EmbeddedServer(repository, **free_ports()) as embedded:
         yield embedded
 
@@ -397,6 +403,46 @@ def test_token_labels_logits_of_another_width_fail_alone(server) -> None:
         "unexpected shape for input 'logits' for model 'token_labels'. Expected [-1,-1,5], got [1,4,3]"
         in str(results[1])
     )
+
+
+def test_steps_without_batching_answer_one_row_without_its_axis(server, definitions) -> None:
+    """With max_batch_size 0 a request carries exactly the config's dims, and so do the outputs."""
+    tokenize = Tokenize(
+        definitions["tokenizer_unbatched"].parameters,
+        definitions["tokenizer_unbatched"].version_files["tokenizer.json"],
+    )
+    postprocess = Postprocess(definitions["postprocess_unbatched"].parameters, LABELS)
+    token_labels = TokenLabels(definitions["token_labels_unbatched"].parameters, ENTITIES)
+    rng = np.random.default_rng(2)
+    cases = [
+        (
+            "tokenizer_unbatched",
+            {"text": np.array([TEXTS[4].encode()], dtype=object)},
+            lambda a: tokenize([a[0]]),
+        ),
+        (
+            "postprocess_unbatched",
+            {"logits": rng.standard_normal(5).astype(np.float32)},
+            lambda a: postprocess(a[None]),
+        ),
+        (
+            "token_labels_unbatched",
+            {"logits": rng.standard_normal((7, 5)).astype(np.float32)},
+            lambda a: token_labels(a[None]),
+        ),
+    ]
+    for model, inputs, expect in cases:
+        names = output_names(definitions[model])
+        for protocol in ("http", "grpc"):
+            (outputs,) = send_together(server, model, [(protocol, inputs)], names)
+            assert isinstance(outputs, dict), outputs
+            expected = {name: array[0] for name, array in expect(next(iter(inputs.values()))).items()}
+            for name, array in expected.items():
+                assert list(outputs[name].shape) == list(array.shape), (model, name)
+                if array.dtype == object:
+                    assert outputs[name].tolist() == array.tolist()
+                else:
+                    np.testing.assert_allclose(outputs[name], array, rtol=1e-6, atol=1e-7)
 
 
 # -- the image step from a Hugging Face processor folder, and TensorFlow's resize ---------------------------
