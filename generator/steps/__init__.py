@@ -27,7 +27,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from generator.core.errors import SpecError
 from generator.steps import dali
-from generator.steps.hf_image import image_settings_from_processor
+from generator.steps.hf_image import image_settings_from_processor, override_image_settings
 from generator.steps.hf_tokenizer import (
     cached_file,
     fast_tokenizer_json,
@@ -51,6 +51,7 @@ __all__ = [
     "TokenizerSettings",
     "fast_tokenizer_json",
     "image_settings_from_processor",
+    "override_image_settings",
     "settings_schema",
     "step_definition",
     "tokenizer_settings_from_folder",
@@ -531,8 +532,8 @@ def _image(settings: ImageSettings, spec_dir: Path) -> StepDefinition:
 
 
 def _image_with_processor(settings: ImageSettings, spec_dir: Path) -> ImageSettings:
-    """The settings a Hugging Face processor implies, with the ones the spec writes over them (``size``
-    replaces the processor's resize, ``crop_pct`` its crop)."""
+    """The settings a Hugging Face processor implies, with the ones the spec writes over them
+    (:func:`override_image_settings`)."""
     path = Path(str(settings.processor)).expanduser()
     path = path if path.is_absolute() else spec_dir / path
     if not path.exists():
@@ -545,12 +546,8 @@ def _image_with_processor(settings: ImageSettings, spec_dir: Path) -> ImageSetti
     except SpecError as error:
         raise SpecError(*(f"step.processor: {line}" for line in error.problems)) from None
     explicit = {name: getattr(settings, name) for name in settings.model_fields_set if name != "processor"}
-    if "size" in explicit:
-        derived.pop("resize", None)
-    if "crop_pct" in explicit:
-        derived.pop("center_crop", None)
     try:
-        return ImageSettings.model_validate({**derived, **explicit})
+        return ImageSettings.model_validate(override_image_settings(derived, explicit))
     except PydanticValidationError as exc:
         raise SpecError(*_problems(exc, ImageSettings)) from None
 

@@ -7,12 +7,15 @@ defaults) and returns the image step's settings that reproduce the processor: th
 rule), ``resample``, the centre crop, the rescale and the normalisation. Only processors whose
 preprocessing is exactly that are accepted (:data:`PROCESSORS`); anything else the step would not
 reproduce (``do_pad``, another size form, another processor class) is a :class:`SpecError` naming the key
-and the fix. Nothing here imports transformers.
+and the fix; :func:`override_image_settings` lays a spec's own settings over them. Nothing here imports
+transformers.
 """
 
 from __future__ import annotations
 
+import copy
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -127,6 +130,27 @@ def image_settings_from_processor(path: Path) -> dict[str, Any]:
     if problems:
         raise SpecError(*problems)
     return settings
+
+
+def override_image_settings(derived: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """A processor's settings with the ones a spec writes over them: each written setting replaces the
+    derived one; ``size`` (a warp to that size) also replaces the derived ``resize``, ``resize`` the derived
+    ``size``, and ``crop_pct`` the derived ``center_crop``.
+
+    Args:
+        derived: What :func:`image_settings_from_processor` returned.
+        overrides: The settings the spec writes.
+
+    Returns:
+        The merged settings (copies; the arguments are left as they are).
+    """
+    merged = copy.deepcopy(dict(derived))
+    replaced = {"size": ("resize",), "resize": ("size",), "crop_pct": ("center_crop",)}
+    for name in overrides:
+        for other in replaced.get(name, ()):
+            merged.pop(other, None)
+    merged.update(copy.deepcopy(dict(overrides)))
+    return merged
 
 
 def _processor_class(config: dict[str, Any], file: Path) -> tuple[str, ProcessorDefaults]:

@@ -25,7 +25,13 @@ import pytest
 from PIL import Image
 
 from generator.core.errors import SpecError
-from generator.steps import ImageSettings, image_settings_from_processor, settings_schema, step_definition
+from generator.steps import (
+    ImageSettings,
+    image_settings_from_processor,
+    override_image_settings,
+    settings_schema,
+    step_definition,
+)
 from generator.steps.hf_image import PROCESSORS
 from generator.steps.image import PreprocessImage, center_crop, shortest_edge_size
 
@@ -235,6 +241,13 @@ def test_the_spec_overrides_what_the_processor_says(processors) -> None:
     warped = step_definition("image", {"processor": str(folder), "size": [10, 11]}, Path("."))
     assert "resize" not in warped.parameters and warped.parameters["size"] == "10,11"
     assert warped.outputs[0]["dims"] == [3, 20, 18]  # the processor's crop stays
+    derived = image_settings_from_processor(folder)
+    kept = json.loads(json.dumps(derived))
+    assert "resize" not in override_image_settings(derived, {"size": 10})
+    cropped = override_image_settings(derived, {"resize": {"shortest_edge": 30}, "crop_pct": 0.9})
+    assert "center_crop" not in cropped and cropped["resize"] == {"shortest_edge": 30}
+    assert derived == kept  # left as it was
+    ImageSettings.model_validate(cropped)
 
 
 def test_the_table_of_processors_is_transformers_own() -> None:
