@@ -164,3 +164,60 @@ def make_bert_token_classifier(folder: Path, labels: list[str], seed: int = 0, *
     model = BertForTokenClassification(_tiny_bert_config(vocab_size, labels, **config)).eval()
     model.save_pretrained(str(folder))
     return folder
+
+
+def make_bert_encoder(folder: Path, seed: int = 2) -> Path:
+    """A tiny BertModel (no head) with the BERT-like tokenizer: feature extraction without
+    sentence-transformers."""
+    import torch
+    from transformers import AutoTokenizer, BertModel
+
+    make_bert_tokenizer(folder)
+    vocab_size = len(AutoTokenizer.from_pretrained(str(folder)))
+    torch.manual_seed(seed)
+    BertModel(_tiny_bert_config(vocab_size, ["LABEL_0", "LABEL_1"])).eval().save_pretrained(str(folder))
+    return folder
+
+
+def make_sentence_transformer(folder: Path, pooling: str = "mean", normalize: bool = True) -> Path:
+    """A tiny sentence-transformers folder: a BertModel, its Pooling and (optionally) Normalize, saved by
+    sentence-transformers (modules.json and the modules' folders)."""
+    import tempfile
+
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers import models as st
+
+    with tempfile.TemporaryDirectory() as base:
+        make_bert_encoder(Path(base))
+        modules = [st.Transformer(base, max_seq_length=48), st.Pooling(32, pooling_mode=pooling)]
+        if normalize:
+            modules.append(st.Normalize())
+        SentenceTransformer(modules=modules, device="cpu").save(str(folder))
+    return folder
+
+
+def make_image_classifier(folder: Path, processor: str = "vit") -> Path:
+    """A tiny ViTForImageClassification (32x32 inputs, labels cat/dog/bird/fish) with an image processor:
+    ``vit`` (resize to 32x32) or ``crop`` (CLIP's: shortest edge 40, centre crop 32, bicubic)."""
+    import torch
+    from transformers import CLIPImageProcessor, ViTConfig, ViTForImageClassification, ViTImageProcessor
+
+    torch.manual_seed(3)
+    labels = ["cat", "dog", "bird", "fish"]
+    config = ViTConfig(
+        image_size=32,
+        patch_size=8,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=37,
+        id2label=dict(enumerate(labels)),
+        label2id={label: index for index, label in enumerate(labels)},
+    )
+    ViTForImageClassification(config).eval().save_pretrained(str(folder))
+    if processor == "vit":
+        ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(str(folder))
+    else:
+        size = {"shortest_edge": 40}
+        CLIPImageProcessor(size=size, crop_size={"height": 32, "width": 32}).save_pretrained(str(folder))
+    return folder

@@ -11,16 +11,18 @@ from generator.build.pipelines import resolve_model
 from generator.core.errors import SpecError
 from generator.spec.models import parse_spec
 
-from ..hf_builders import TOPICS, make_sentence_transformer, make_text_classifier, make_token_classifier
+from ..hf_models import make_bert_text_classifier, make_bert_token_classifier, make_sentence_transformer
+
+TOPICS = ["food", "sport", "weather"]
 
 
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("hf")
-    make_text_classifier(root / "topics")
-    make_text_classifier(root / "multi", problem_type="multi_label_classification")
+    make_bert_text_classifier(root / "topics", TOPICS)
+    make_bert_text_classifier(root / "multi", TOPICS, problem_type="multi_label_classification")
     make_sentence_transformer(root / "embed")
-    make_token_classifier(root / "entities")
+    make_bert_token_classifier(root / "entities", ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"])
     return root
 
 
@@ -38,7 +40,7 @@ def test_a_text_classifier_becomes_tokenizer_model_postprocess_and_an_ensemble(f
     assert list(models) == ["topics_preprocess", "topics_model", "topics_postprocess"]
     tokenizer = models["topics_preprocess"]
     assert tokenizer.source == "builtin:tokenizer"
-    assert tokenizer.step["max_length"] == 64  # the folder's model_max_length
+    assert tokenizer.step["max_length"] == 32  # the folder's model_max_length
     assert tokenizer.step["padding"] == "longest"
     model = models["topics_model"]
     assert (model.framework, model.task, model.pipeline) == ("huggingface", "text-classification", False)
