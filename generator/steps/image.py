@@ -414,7 +414,10 @@ class TritonPythonModel:
     def initialize(self, args: dict) -> None:
         """Read the settings from the config's parameters."""
         self._name = args["model_name"]
-        self._preprocess = PreprocessImage(_parameters(json.loads(args["model_config"])))
+        config = json.loads(args["model_config"])
+        # Without batching (max_batch_size 0) a request is one image and its output has no row axis.
+        self._batched = int(config.get("max_batch_size") or 0) > 0
+        self._preprocess = PreprocessImage(_parameters(config))
 
     def execute(self, requests: list) -> list:
         """Preprocess the images of every request."""
@@ -438,7 +441,9 @@ class TritonPythonModel:
             values = self._preprocess.normalize(np.stack(decoded))
             start = 0
             for index, rows in members:
-                tensor = pb_utils.Tensor(OUTPUT, values[start : start + rows])
+                tensor = pb_utils.Tensor(
+                    OUTPUT, values[start : start + rows] if self._batched else values[start]
+                )
                 responses[index] = pb_utils.InferenceResponse(output_tensors=[tensor])
                 start += rows
         return responses

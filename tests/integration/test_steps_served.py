@@ -461,6 +461,8 @@ IMAGE_MODELS: dict[str, dict[str, Any]] = {
         "layout": "nhwc",
         "dtype": "fp16",
     },
+    # served without batching (max_batch_size 0): a request is one image, the output [C, H, W]
+    "image_unbatched": {"processor": "clip", "resample": "bilinear"},
 }
 
 
@@ -492,7 +494,8 @@ def image_server(
         version.mkdir(parents=True)
         assert definition.model_file is not None and not definition.version_files
         shutil.copy(definition.model_file, version / "model.py")
-        (repository / name / "config.pbtxt").write_text(config_text(name, definition))
+        batch = 0 if name == "image_unbatched" else MAX_BATCH
+        (repository / name / "config.pbtxt").write_text(config_text(name, definition, batch))
     with EmbeddedServer(repository, **free_ports()) as embedded:
         yield embedded
 
@@ -517,7 +520,7 @@ def mixed_image_bytes(rng: np.random.Generator) -> bytes:
     return buffer.getvalue()
 
 
-@pytest.mark.parametrize("model", list(IMAGE_MODELS))
+@pytest.mark.parametrize("model", ["image_processor", "image_tensorflow"])
 def test_image_step_from_processor_and_tensorflow_served_equals_in_process(
     image_server, image_definitions, image_spec_dir: Path, model: str
 ) -> None:
@@ -547,3 +550,22 @@ def test_image_step_from_processor_and_tensorflow_served_equals_in_process(
                     continue  # transformers clips 16-bit grey to white; the step scales it
                 theirs = reference(images=[image], return_tensors="np")["pixel_values"][0]
             np.testing.assert_allclose(outputs["pixel_values"][row], theirs, rtol=0, atol=1e-5)
+
+
+def test_image_step_without_batching_answers_one_image_without_its_axis(
+    image_server, image_definitions
+) -> None:
+    definition = image_definitions["image_unbatched"]
+    preprocess = PreprocessImage(definition.parameters)
+    rng = np.random.default_rng(8)
+    for protocol in ("http", "grpc"):
+        data = mixed_image_bytes(rng)
+        (outputs,) = send_together(
+            image_server,
+            "image_unbatched",
+            [(protocol, {"image": np.array([data], dtype=object)})],
+            ["pixel_values"],
+        )
+        assert isinstance(outputs, dict), outputs
+        assert list(outputs["pixel_values"].shape) == definition.outputs[0]["dims"]
+        np.testing.assert_array_equal(outputs["pixel_values"], preprocess([data])["pixel_values"][0])
