@@ -39,7 +39,8 @@ MAX_PROBABILITY_ERROR = 1e-4
 
 
 def sample_images() -> list[bytes]:
-    """Encoded images of several sizes, aspect ratios and modes (seeded): what clients send."""
+    """Encoded images of several sizes, aspect ratios and modes (seeded), one with an EXIF orientation:
+    what clients send."""
     from PIL import Image
 
     rng = np.random.default_rng(20)
@@ -59,6 +60,12 @@ def sample_images() -> list[bytes]:
         buffer = io.BytesIO()
         image.save(buffer, format=fmt)
         images.append(buffer.getvalue())
+    # A phone photo: stored sideways, with the EXIF orientation (6: rotate 90 degrees) that turns it upright.
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buffer = io.BytesIO()
+    Image.open(io.BytesIO(images[1])).save(buffer, format="JPEG", exif=exif)
+    images.append(buffer.getvalue())
     return images
 
 

@@ -275,10 +275,11 @@ def _text_parts(
 
 def _image_parts(entry: dict[str, Any], folder: Path | None) -> tuple[dict[str, Any], list[int]]:
     """The image step's settings and its output's dims."""
-    from generator.steps import image_settings_from_processor
+    from generator.steps import image_settings_from_processor, override_image_settings
 
     derived = image_settings_from_processor(folder) if folder is not None else {}
-    settings = _merged(derived, (entry.get("pipeline") or {}).get("preprocess"))
+    overrides = (entry.get("pipeline") or {}).get("preprocess")
+    settings = override_image_settings(derived, overrides if isinstance(overrides, dict) else {})
     from generator.steps import step_definition
 
     try:

@@ -99,7 +99,8 @@ def image_settings_from_processor(path: Path) -> dict[str, Any]:
         Plain values valid for :class:`generator.steps.ImageSettings`: ``resize`` ({"height", "width"},
         {"shortest_edge"} or {"shortest_edge", "longest_edge"}; "none" with ``do_resize: false``),
         ``resample``, ``center_crop`` ([h, w], with ``do_center_crop``), ``scale`` (``rescale_factor``,
-        1.0 with ``do_rescale: false``), ``mean`` and ``std`` (with ``do_normalize``).
+        1.0 with ``do_rescale: false``), ``mean`` and ``std`` (with ``do_normalize``); ``alpha: drop`` and
+        ``exif_orientation: true``, as transformers' pipelines load images.
 
     Raises:
         SpecError: No such file, not JSON, or something the step does not reproduce: one line per
@@ -129,6 +130,9 @@ def image_settings_from_processor(path: Path) -> dict[str, Any]:
             problems.append(f"'{file}': {error}")
     if problems:
         raise SpecError(*problems)
+    # transformers' pipelines load an image upright by its EXIF orientation and drop any alpha channel
+    # (load_image: exif_transpose, convert("RGB")) before the processor sees it.
+    settings.update(alpha="drop", exif_orientation=True)
     return settings
 
 

@@ -46,6 +46,8 @@ DEFAULTS: dict[str, object] = {
     "resize": None,  # to size
     "resample": "bilinear",
     "resize_method": "pillow",
+    "alpha": "white",
+    "exif_orientation": False,
     "center_crop": None,
     "scale": 1 / 255,
     "mean": None,  # 0 per channel
@@ -295,6 +297,10 @@ class PreprocessImage:
                 raise ValueError(f"resize: {resize} and resample: {resample} disagree; set only resample")
             resample, resize = resize, None
         self.resample = resample_name(resample)
+        self.alpha = str(merged["alpha"]).strip().lower()
+        if self.alpha not in ("white", "drop"):
+            raise ValueError(f"alpha must be white or drop, got '{merged['alpha']}'")
+        self.exif_orientation = str(merged["exif_orientation"]).strip().lower() in ("true", "1", "yes", "on")
         self.resize_method = str(merged["resize_method"]).strip().lower()
         if self.resize_method not in RESIZE_METHODS:
             raise ValueError(f"resize_method must be pillow or tensorflow, got '{merged['resize_method']}'")
@@ -325,7 +331,8 @@ class PreprocessImage:
 
     def convert(self, image: object) -> object:
         """A decoded Pillow image in RGB or L: 16-bit grey scaled to 8 bits by its high byte, transparency
-        composited onto white (as transformers' ``convert_rgb``), the rest by Pillow's ``convert``."""
+        composited onto white (``alpha: white``, as transformers' ``convert_rgb``) or dropped (``alpha:
+        drop``, as transformers' pipelines load images), the rest by Pillow's ``convert``."""
         Image = self._image
         if image.mode in _WIDE_GREY:  # type: ignore[attr-defined]
             values = np.asarray(image)
@@ -335,7 +342,8 @@ class PreprocessImage:
                 alpha = Image.fromarray(np.where(values == transparent, 0, 255).astype(np.uint8))
                 grey = Image.merge("LA", (grey, alpha))
             image = grey
-        if "A" in image.getbands() or image.info.get("transparency") is not None:  # type: ignore[attr-defined]
+        transparent = "A" in image.getbands() or image.info.get("transparency") is not None  # type: ignore[attr-defined]
+        if transparent and self.alpha == "white":
             rgba = image.convert("RGBA")  # type: ignore[attr-defined]
             white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
             image = Image.alpha_composite(white, rgba).convert("RGB")
@@ -365,6 +373,10 @@ class PreprocessImage:
         try:
             with self._image.open(io.BytesIO(data)) as image:
                 image.load()
+                if self.exif_orientation:
+                    from PIL import ImageOps
+
+                    image = ImageOps.exif_transpose(image)
                 converted = self.convert(image)
             pixels = self._resized(converted)
         except self._image.UnidentifiedImageError:

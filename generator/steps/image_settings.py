@@ -72,6 +72,17 @@ class ImageSettings(BaseModel):
         "tf.image.resize without antialiasing (bilinear, nearest, bicubic; values not rounded to 8 bits), "
         "as Keras-trained models expect.",
     )
+    alpha: Literal["white", "drop"] = Field(
+        default="white",
+        description="How a transparent image becomes RGB or grey: white: composited onto white (as "
+        "transformers' convert_rgb); drop: the alpha channel dropped (as transformers' pipelines load an "
+        "image, and Pillow's convert).",
+    )
+    exif_orientation: bool = Field(
+        default=False,
+        description="Turn an image upright by its EXIF orientation before anything else (as transformers' "
+        "pipelines load an image).",
+    )
     center_crop: int | list[int] | None = Field(
         default=None,
         description="[height, width] (or one number) cropped around the centre after the resize, as "
@@ -305,6 +316,8 @@ def image_parameters(settings: ImageSettings) -> dict[str, str]:
     parameters.update(
         resample=str(settings.resample),
         resize_method=settings.resize_method,
+        alpha=settings.alpha,
+        exif_orientation="true" if settings.exif_orientation else "false",
         scale=repr(settings.scale),
         mean=",".join(repr(float(v)) for v in mean),  # type: ignore[union-attr]
         std=",".join(repr(float(v)) for v in std),  # type: ignore[union-attr]

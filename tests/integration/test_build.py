@@ -49,7 +49,8 @@ def test_a_rebuild_with_nothing_changed_reuses_every_model(example_repo_copy: Pa
     report = build(EXAMPLE_SPEC, example_repo_copy)
     statuses = {m.name: m.status for m in report.models}
     assert statuses.pop("text_pipeline") == "configured"  # an ensemble has nothing to export
-    assert set(statuses.values()) == {"reused"} and len(statuses) == 5
+    assert statuses.pop("hf_topics") == "configured"  # its end-to-end parity kept, not measured again
+    assert set(statuses.values()) == {"reused"} and len(statuses) == 8
     assert _tree(example_repo_copy) == before
 
 
@@ -64,6 +65,7 @@ def test_changing_one_model_re_exports_only_that_one(tmp_path: Path) -> None:
     report = build(spec, repo)
     statuses = {m.name: m.status for m in report.models}
     assert statuses.pop("digits_linear") == "exported" and statuses.pop("text_pipeline") == "configured"
+    assert statuses.pop("hf_topics") == "configured"
     assert set(statuses.values()) == {"reused"}
     assert "max_batch_size: 32" in (repo / "digits_linear" / "config.pbtxt").read_text()
 
@@ -157,6 +159,10 @@ def test_hand_written_models_in_the_repository_survive_a_build(example_repo_copy
     assert validate_repository(example_repo_copy).models == [
         "digits_cnn",
         "digits_linear",
+        "hf_topics",
+        "hf_topics_model",
+        "hf_topics_postprocess",
+        "hf_topics_preprocess",
         "mine",
         "text_classifier",
         "text_pipeline",

@@ -155,10 +155,12 @@ def test_a_processor_folder_gives_transformers_pixels(processors, name: str) -> 
 
 def test_every_mode_converts_as_transformers(processors) -> None:
     """CLIP's processor converts to RGB (do_convert_rgb): transparency composited onto white, the rest by
-    Pillow; the step does the same, in NCHW and NHWC, and in grey as Pillow's L of that RGB."""
+    Pillow; the step does the same with alpha: white, in NCHW and NHWC, and in grey as Pillow's L of that
+    RGB. (A processor folder alone gives alpha: drop, as transformers' pipelines load images: the
+    served pipeline is checked against them in tests/integration/test_huggingface.py.)"""
     folder, processor = processors["clip"]
-    preprocess = step({"processor": str(folder)})
-    nhwc = step({"processor": str(folder), "layout": "nhwc"})
+    preprocess = step({"processor": str(folder), "alpha": "white"})
+    nhwc = step({"processor": str(folder), "layout": "nhwc", "alpha": "white"})
     for mode, data in mode_images().items():
         expected = hf_pixels(processor, data)
         assert_matches(preprocess([data])["pixel_values"][0], expected, mode)
@@ -610,3 +612,21 @@ def test_preprocess_image_reads_the_older_parameters() -> None:
     np.testing.assert_array_equal(old([data])["pixel_values"], new([data])["pixel_values"])
     with pytest.raises(ValueError, match="resize: bicubic and resample: nearest disagree"):
         PreprocessImage({"size": "8,9", "resize": "bicubic", "resample": "nearest"})
+
+
+def test_a_processor_folder_loads_images_as_transformers_pipelines_do(processors) -> None:
+    """Derived from a processor, the step turns an image upright by its EXIF orientation and drops its
+    alpha channel, as transformers' load_image does before a pipeline's processor sees the image."""
+    from transformers.image_utils import load_image
+
+    from generator.build.hf_parity import sample_images
+
+    folder, processor = processors["clip"]
+    preprocess = step({"processor": str(folder)})
+    for index, data in enumerate(sample_images()):
+        loaded = load_image(Image.open(io.BytesIO(data)))
+        expected = processor(images=[loaded], return_tensors="np")["pixel_values"][0]
+        assert_matches(preprocess([data])["pixel_values"][0], expected, f"sample {index}")
+    sideways = sample_images()[-1]
+    upright = step({"processor": str(folder), "exif_orientation": False})([sideways])["pixel_values"]
+    assert not np.allclose(upright, preprocess([sideways])["pixel_values"])  # the orientation mattered
