@@ -331,11 +331,13 @@ def _run_validate(args: argparse.Namespace) -> int:
     return EXIT_OK if report.ok else EXIT_FAILED
 
 
-def _serve_until_signal(server: Any) -> int:
-    """Block until Ctrl-C / SIGTERM (clean stop, exit 0) or until the server is down for good (exit 1).
+def _serve_until_signal(server: Any, announce: Any) -> int:
+    """Start the server, ``announce(endpoints)``, and block until Ctrl-C / SIGTERM (clean stop, exit 0)
+    or until the server is down for good (exit 1).
 
-    The server restarts itself after a crash; it is down for good only when it could not. Its log is
-    then kept, and the error names it.
+    SIGTERM is handled from before the start: one that arrives while the server starts, or just after
+    the announcement, stops it as cleanly as a later one. The server restarts itself after a crash; it
+    is down for good only when it could not. Its log is then kept, and the error names it.
     """
 
     def on_term(signum: int, frame: object) -> None:
@@ -343,6 +345,7 @@ def _serve_until_signal(server: Any) -> int:
 
     previous = signal.signal(signal.SIGTERM, on_term)
     try:
+        announce(server.start())
         code = server.wait()
     except KeyboardInterrupt:
         return EXIT_OK
@@ -381,10 +384,12 @@ def _run_serve(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port,
         address=args.address,
     )
-    endpoints = server.start()
-    _print_endpoints(console, endpoints, args.repository)
-    console.print("Press Ctrl-C to stop.")
-    return _serve_until_signal(server)
+
+    def announce(endpoints: Any) -> None:
+        _print_endpoints(console, endpoints, args.repository)
+        console.print("Press Ctrl-C to stop.")
+
+    return _serve_until_signal(server, announce)
 
 
 def _run_push(args: argparse.Namespace) -> int:
