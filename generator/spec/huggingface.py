@@ -267,7 +267,7 @@ def _text_parts(
         )
         if modules and modules.get("max_length"):
             derived["max_length"] = modules["max_length"]
-    overrides = (entry.get("pipeline") or {}).get("preprocess")
+    overrides = _overrides(entry, "preprocess")
     settings = _merged(derived, overrides)
     outputs = settings.get("outputs") or ["input_ids", "attention_mask", "token_type_ids"]
     return settings, [str(name) for name in outputs]
@@ -278,7 +278,7 @@ def _image_parts(entry: dict[str, Any], folder: Path | None) -> tuple[dict[str, 
     from generator.steps import image_settings_from_processor, override_image_settings
 
     derived = image_settings_from_processor(folder) if folder is not None else {}
-    overrides = (entry.get("pipeline") or {}).get("preprocess")
+    overrides = _overrides(entry, "preprocess")
     settings = override_image_settings(derived, overrides if isinstance(overrides, dict) else {})
     from generator.steps import step_definition
 
@@ -339,6 +339,7 @@ def _expand_one(
     entry: dict[str, Any], base_dir: Path, where: str, taken: set[str], defaults: dict[str, Any]
 ) -> tuple[list, dict, Expansion]:
     """The model entries and the ensemble of one huggingface entry."""
+    _check_pipeline(entry.get("pipeline"), where)
     batch = entry.get("max_batch_size", defaults.get("max_batch_size", DEFAULT_MAX_BATCH_SIZE))
     name, task, source = str(entry["name"]), normalized_task(entry["task"]), str(entry["source"])
     expansion = Expansion(name=name, task=task, source=source)
@@ -434,6 +435,37 @@ def embedding_plan(
     return {"pooling": chosen, "normalize": wanted, "sentence_transformers": False}
 
 
+def _overrides(entry: dict[str, Any], part: str) -> dict[str, Any]:
+    """The settings ``pipeline.<part>`` writes over the derived ones (none when it writes none)."""
+    pipeline = entry.get("pipeline")
+    found = pipeline.get(part) if isinstance(pipeline, dict) else None
+    return found if isinstance(found, dict) else {}
+
+
+def _check_pipeline(pipeline: Any, where: str) -> None:
+    """The entry's ``pipeline`` overrides are mappings of settings (its parts are validated as steps).
+
+    Raises:
+        SpecError: anything else, at its field path.
+    """
+    if pipeline is None or pipeline is True:
+        return
+    if not isinstance(pipeline, dict):
+        raise SpecError(f"{where}.pipeline: must be a mapping (preprocess, postprocess) or false")
+    problems = [
+        f"{where}.pipeline.{key}: unknown field; allowed: preprocess, postprocess"
+        for key in pipeline
+        if key not in ("preprocess", "postprocess")
+    ]
+    problems += [
+        f"{where}.pipeline.{key}: must be a mapping of the step's settings"
+        for key in ("preprocess", "postprocess")
+        if pipeline.get(key) is not None and not isinstance(pipeline.get(key), dict)
+    ]
+    if problems:
+        raise SpecError(*problems)
+
+
 def _task_outputs(entry: dict[str, Any], folder: Path | None, where: str, expansion: Expansion) -> list[str]:
     """The model's output names, and the embedding settings of a feature-extraction model."""
     if expansion.task != "feature-extraction":
@@ -456,7 +488,7 @@ def _postprocess(
     derived: dict[str, Any] = {}
     if labels is not None:
         derived["labels"] = labels
-    overrides = (entry.get("pipeline") or {}).get("postprocess")
+    overrides = _overrides(entry, "postprocess")
     if task == "token-classification":
         settings = _merged(derived, overrides)
         outputs = ["labels", "scores"] if settings.get("labels") else ["indices", "scores"]

@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from generator.build.pipelines import resolve_model
 from generator.core.errors import SpecError
@@ -133,3 +135,72 @@ def test_a_derived_steps_problem_names_the_entry_and_the_part(folders: Path) -> 
     assert spec.where(3) == "models[1] (topics_postprocess)" and spec.where(0) == "models[0]"
     with pytest.raises(SpecError, match=r"models\[1\] \(topics_postprocess\)\.step\.top_k: 9 is more"):
         resolve_model(spec.models[3], folders, spec.where(3))
+
+
+_settings_values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-2, 600),
+    st.text(max_size=4),
+    st.lists(st.integers(0, 40), max_size=3),
+)
+_overrides = st.one_of(
+    st.none(),
+    st.text(max_size=3),
+    st.dictionaries(
+        st.sampled_from(
+            ["max_length", "padding", "truncation", "size", "top_k", "labels", "activation", "x"]
+        ),
+        _settings_values,
+        max_size=3,
+    ),
+)
+#: huggingface entries near the edges: folders that are and are not model folders, factories, tasks and
+#: their aliases, overrides of every kind.
+hf_entries = st.fixed_dictionaries(
+    {
+        "name": st.sampled_from(["h", "h.x", "", "a/b"]),
+        "framework": st.just("huggingface"),
+        "source": st.sampled_from(
+            ["topics", "embed", "entities", "nowhere", "", ".", "x.py:f", "topics/config.json"]
+        ),
+        "task": st.one_of(
+            st.sampled_from(["text-classification", "feature-extraction", "ner", "Sentence_Similarity"]),
+            st.sampled_from(["image-classification", "summarization", ""]),
+            st.integers(),
+        ),
+    },
+    optional={
+        "pipeline": st.one_of(
+            st.booleans(),
+            st.text(max_size=2),
+            st.fixed_dictionaries(
+                {}, optional={"preprocess": _overrides, "postprocess": _overrides, "y": _overrides}
+            ),
+        ),
+        "pooling": st.sampled_from(["mean", "cls", "none", "sum"]),
+        "normalize": st.one_of(st.booleans(), st.text(max_size=2)),
+        "max_batch_size": st.one_of(st.integers(-1, 64), st.text(max_size=2)),
+        "version": st.integers(0, 3),
+    },
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(entry=hf_entries, twice=st.booleans())
+def test_any_huggingface_entry_expands_or_fails_with_field_paths(
+    folders: Path, entry: dict, twice: bool
+) -> None:
+    """Whatever the entry, the spec loads and each derived step resolves, or every problem is one line
+    at its field path; no internal error."""
+    data = {"models": [entry, dict(entry, name="other")] if twice else [entry]}
+    try:
+        spec = parse_spec(data, base_dir=folders, origin="spec")
+        for index, model in enumerate(spec.models):
+            resolve_model(model, folders, spec.where(index))
+    except SpecError as error:
+        assert error.problems
+        for line in error.problems:
+            assert "\n" not in line and ": " in line, line
+        return
+    assert {e.name for e in spec.ensembles} <= {entry["name"], "other"}
