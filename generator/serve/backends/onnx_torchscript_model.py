@@ -20,6 +20,9 @@ What it does, mirroring the native backend where that makes sense on CPUs:
   runs in, so tritongen is importable here;
 * loads ``<model dir>/<version>/<default_model_filename or model.onnx>`` (a directory of that name holding
   ``model.onnx`` works too) and checks the config's inputs and outputs against the model at load time;
+* registers the custom-op libraries the config names in ``model_operations { op_library_filename }``
+  (ONNX Runtime's ``register_custom_ops_library``, as the native backend's ``RegisterCustomOpsLibrary``),
+  so graphs with custom operators (onnxruntime-extensions' tokenizers, for one) load;
 * honours the config ``parameters`` ``intra_op_thread_count``, ``inter_op_thread_count`` and
   ``execution_mode``, and ``optimization { graph { level } }``; without ``intra_op_thread_count`` each
   instance gets ``max(1, usable cores // instances in instance_group)`` threads, so that instances do not
@@ -153,9 +156,30 @@ def _model_file(version_dir: Path, config: dict, torchscript: bool) -> Path:
     return path
 
 
-def _onnx_signature(path: Path) -> Signature:
+def _op_libraries(config: dict) -> list[str]:
+    """The custom-op libraries of ``model_operations { op_library_filename }``, in the config's order."""
+    names = (config.get("model_operations") or {}).get("op_library_filename") or []
+    return [str(name) for name in ([names] if isinstance(names, str) else names) if name]
+
+
+def _with_op_libraries(options: ort.SessionOptions, config: dict) -> ort.SessionOptions:
+    """``options`` with the config's custom-op libraries registered (paths as the native backend reads
+    them: absolute, or a bare file name the dynamic loader finds)."""
+    for library in _op_libraries(config):
+        try:
+            options.register_custom_ops_library(library)
+        except Exception as error:
+            raise ValueError(
+                f"model_operations: cannot load the custom-op library '{library}' ({_one_line(error)}); "
+                "give its absolute path, or put it where the dynamic loader finds it"
+            ) from None
+    return options
+
+
+def _onnx_signature(path: Path, config: dict) -> Signature:
     """The model's tensors as ONNX Runtime reads them (the native backend's source), as a Signature."""
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    options = _with_op_libraries(ort.SessionOptions(), config)
+    session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
 
     def tensors(args) -> tuple:
         return tuple(
@@ -221,7 +245,7 @@ class TritonPythonModel:
         if _is_torchscript(config) or (inputs and config.get("output")):
             return auto_complete_model_config  # PyTorch completes nothing; ONNX Runtime needs nothing here
         path = _model_file(Path(pb_utils.get_model_dir()), config, torchscript=False)
-        completion = complete_onnxruntime(config, _onnx_signature(path))
+        completion = complete_onnxruntime(config, _onnx_signature(path, config))
         if completion.refusal is not None:
             raise ValueError(completion.refusal)
         config.clear()
@@ -283,7 +307,7 @@ class TritonPythonModel:
         level = config.get("optimization", {}).get("graph", {}).get("level")
         if level is not None and int(level) in _GRAPH_LEVELS:
             options.graph_optimization_level = _GRAPH_LEVELS[int(level)]
-        return options
+        return _with_op_libraries(options, config)
 
     def _check_against_model(self, config: dict) -> None:
         """Refuse to load when the config does not describe the model, as the native backend does."""
