@@ -198,3 +198,41 @@ def test_a_pipeline_that_disagrees_with_the_reference_fails_the_build_and_keeps_
     with pytest.raises(VerificationError, match=r"differs from the reference's by \d"):
         build(tmp_path / "spec.yaml", tmp_path / "repo")
     assert (tmp_path / "repo" / MANIFEST).read_bytes() == before
+
+
+def test_a_factory_returning_a_transformers_model_is_exported_with_parity(tmp_path: Path) -> None:
+    """source: file.py:function returning a PreTrainedModel (the model alone: pipeline false)."""
+    from generator.core.errors import ExportError
+
+    make_bert_text_classifier(tmp_path / "topics", TOPICS)
+    (tmp_path / "factory.py").write_text(
+        "from pathlib import Path\n"
+        "import torch\n"
+        "from transformers import AutoModelForSequenceClassification\n\n"
+        "def build():\n"
+        "    return AutoModelForSequenceClassification.from_pretrained(Path(__file__).parent / 'topics')\n\n"
+        "def not_transformers():\n"
+        "    return torch.nn.Linear(2, 2)\n"
+    )
+    ids = [{"name": name, "dtype": "INT64", "dims": [-1]} for name in ("input_ids", "attention_mask")]
+    entry = {
+        "name": "from_factory",
+        "framework": "huggingface",
+        "source": "factory.py:build",
+        "task": "text-classification",
+        "pipeline": False,
+        "inputs": ids,
+        "values": {"attention_mask": {"min": 1, "max": 1}},
+    }
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump({"models": [entry]}))
+    build(tmp_path / "spec.yaml", tmp_path / "repo")
+    version = json.loads((tmp_path / "repo" / MANIFEST).read_text())["models"]["from_factory"]["versions"][
+        "1"
+    ]
+    assert version["details"]["model_class"] == "BertForSequenceClassification"
+    assert version["parity"]["compared"] and version["parity"]["max_abs_error"] < 1e-4
+    assert [t["name"] for t in version["signature"]["outputs"]] == ["logits"]
+    entry["source"] = "factory.py:not_transformers"
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump({"models": [entry]}))
+    with pytest.raises(ExportError, match=r"gave a Linear, not a transformers PreTrainedModel"):
+        build(tmp_path / "spec.yaml", tmp_path / "repo2")
