@@ -19,11 +19,10 @@ FOLDER = HERE / "hf_topics"
 
 def make(folder: Path = FOLDER, steps: int = 300) -> float:
     """Train and save the folder; return the accuracy on the held-out sentences of ``text.py``."""
+    import text
     import torch
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
     from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
-
-    import text
 
     sentences, topics = text.corpus()
     labels = text.labels()
