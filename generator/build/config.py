@@ -11,6 +11,7 @@ Triton's own protobuf schema and proves that it says exactly what was intended.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +43,18 @@ from generator.core.triton import (
     parse_config_text,
     resolve_max_batch_size,
 )
-from generator.spec.models import DynamicBatching, InstanceGroup, ModelSpec, QueuePolicy, TensorSpec
+from generator.spec.models import (
+    BooleanControl,
+    CorrelationControl,
+    DynamicBatching,
+    InstanceGroup,
+    ModelSpec,
+    QueuePolicy,
+    SequenceBatching,
+    SequenceState,
+    TensorSpec,
+)
+from generator.validate.scheduling import check_scheduling
 
 log = logging.getLogger(__name__)
 
@@ -200,20 +212,34 @@ def _version_policy(source: ConfigSource, config: Mapping[str, Any]) -> dict[str
     return {"version_policy": {"latest": {"num_versions": policy.latest}}}
 
 
-def _tensors(declared: list[TensorSpec] | None, found: tuple[TensorInfo, ...], batching: bool) -> list[dict]:
+def _tensors(
+    declared: list[TensorSpec] | None, found: tuple[TensorInfo, ...], batching: bool, fed: set[str]
+) -> list[dict]:
     if declared:
         return [tensor_entry(t) for t in declared]
-    return [_from_signature(t, batching) for t in found]
+    return [_from_signature(t, batching) for t in found if t.name not in fed]
+
+
+def sequence_tensors(model: ModelSpec) -> tuple[set[str], set[str]]:
+    """The model inputs the sequence batcher feeds (controls, state inputs) and the state outputs: they
+    are the model's tensors, but no input or output of its config."""
+    batcher = model.sequence_batching
+    if not batcher:
+        return set(), set()
+    inputs = {control.name for _, control in batcher.controls.items()}
+    inputs |= {state.input_name for state in batcher.state}
+    return inputs, {state.output_name for state in batcher.state}
 
 
 def _io(source: ConfigSource, config: Mapping[str, Any]) -> dict[str, Any]:
-    """``input`` and ``output``: as the spec declares them, else from the signature; ``NAME__index``
-    names for ``pytorch_libtorch``."""
+    """``input`` and ``output``: as the spec declares them, else from the signature (without the tensors
+    the sequence batcher feeds and keeps); ``NAME__index`` names for ``pytorch_libtorch``."""
     model, signature = source.model, source.signature
     batching = source.max_batch_size > 0
+    fed, kept = sequence_tensors(model)
     io = {
-        "input": _tensors(model.inputs, signature.inputs, batching),
-        "output": _tensors(model.outputs, signature.outputs, batching),
+        "input": _tensors(model.inputs, signature.inputs, batching, fed),
+        "output": _tensors(model.outputs, signature.outputs, batching, kept),
     }
     if source.platform == LIBTORCH_PLATFORM:
         for tensors in io.values():
@@ -257,13 +283,104 @@ def _batcher(settings: DynamicBatching) -> dict[str, Any]:
 
 def _dynamic_batching(source: ConfigSource, config: Mapping[str, Any]) -> dict[str, Any]:
     """The dynamic batcher, on by default for a model that batches (``dynamic_batching: false``
-    turns it off); dropped, with a log line, where ``max_batch_size`` is 0."""
+    turns it off); dropped, with a log line, where ``max_batch_size`` is 0, and left out where the
+    model has a sequence batcher (the spec refuses a model that sets both, so one left here came from
+    ``defaults``)."""
     settings = source.model.dynamic_batching
+    if source.model.sequence_batching:
+        return {}
     if source.max_batch_size > 0 and settings is not False:
         return {"dynamic_batching": _batcher(settings or DynamicBatching())}
     if settings:
         log.info("model '%s': dynamic_batching dropped because max_batch_size is 0", source.model.name)
     return {}
+
+
+_BOOLEAN_VALUES = {"BOOL": ("bool_false_true", [False, True]), "INT32": ("int32_false_true", [0, 1])}
+_BOOLEAN_VALUES["FP32"] = ("fp32_false_true", [0.0, 1.0])
+
+
+def _control_input(kind: str, control: BooleanControl | CorrelationControl) -> dict[str, Any]:
+    """One ``control_input`` entry: the tensor and its one control (false/true values, or CORRID's type)."""
+    entry: dict[str, Any] = {"kind": f"CONTROL_SEQUENCE_{kind.upper()}"}
+    if kind == "corrid":
+        entry["data_type"] = dtypes.config_name(control.dtype)
+    else:
+        field, values = _BOOLEAN_VALUES[control.dtype]
+        entry[field] = list(values)
+    return {"name": control.name, "control": [entry]}
+
+
+def initial_state_file(state: SequenceState) -> str | None:
+    """The file name of a state's initial values in the model's ``initial_state/`` directory (a .npy
+    file is written there as raw values), or None for zeros."""
+    given = state.initial_state.data_file
+    if given is None:
+        return None
+    name = Path(given).name
+    return f"{name[:-4]}.bin" if name.endswith(".npy") else name
+
+
+def _state(state: SequenceState) -> dict[str, Any]:
+    """One implicit ``state``, with its ``initial_state`` (zeros or a file)."""
+    data_type = dtypes.config_name(state.dtype)
+    initial: dict[str, Any] = {"name": "initial", "data_type": data_type, "dims": state.initial_dims}
+    filename = initial_state_file(state)
+    if filename is None:
+        initial["zero_data"] = True
+    else:
+        initial["data_file"] = filename
+    entry: dict[str, Any] = {
+        "input_name": state.input_name,
+        "output_name": state.output_name,
+        "data_type": data_type,
+        "dims": list(state.dims),
+        "initial_state": [initial],
+    }
+    if state.use_same_buffer_for_input_output:
+        entry["use_same_buffer_for_input_output"] = True
+    if state.use_growable_memory:
+        entry["use_growable_memory"] = True
+    return entry
+
+
+def _strategy(settings: SequenceBatching) -> dict[str, Any]:
+    """``direct`` or ``oldest`` with the fields the spec sets (an empty message picks the strategy)."""
+    data: dict[str, Any] = {}
+    if settings.strategy == "oldest":
+        if settings.max_candidate_sequences is not None:
+            data["max_candidate_sequences"] = settings.max_candidate_sequences
+        if settings.preferred_batch_size:
+            data["preferred_batch_size"] = list(settings.preferred_batch_size)
+        if settings.preserve_ordering:
+            data["preserve_ordering"] = True
+    elif settings.minimum_slot_utilization:
+        data["minimum_slot_utilization"] = settings.minimum_slot_utilization
+    if settings.max_queue_delay_microseconds:
+        data["max_queue_delay_microseconds"] = settings.max_queue_delay_microseconds
+    return {settings.strategy: data}
+
+
+def _sequence_batching(source: ConfigSource, config: Mapping[str, Any]) -> dict[str, Any]:
+    """The sequence batcher: its strategy, idle timeout, control tensors and implicit states."""
+    settings = source.model.sequence_batching
+    if not settings:
+        return {}
+    data: dict[str, Any] = {}
+    if settings.max_sequence_idle_microseconds:
+        data["max_sequence_idle_microseconds"] = settings.max_sequence_idle_microseconds
+    data.update(_strategy(settings))
+    controls = [_control_input(kind, control) for kind, control in settings.controls.items()]
+    if controls:
+        data["control_input"] = controls
+    if settings.state:
+        data["state"] = [_state(state) for state in settings.state]
+    return {"sequence_batching": data}
+
+
+def _transaction_policy(source: ConfigSource, config: Mapping[str, Any]) -> dict[str, Any]:
+    """``model_transaction_policy { decoupled: true }`` for a decoupled (streaming) model."""
+    return {"model_transaction_policy": {"decoupled": True}} if source.model.decoupled else {}
 
 
 def _instance_group(source: ConfigSource, config: Mapping[str, Any]) -> dict[str, Any]:
@@ -359,12 +476,70 @@ SECTIONS: tuple[Section, ...] = (
     _io,
     _cc_model_filenames,
     _dynamic_batching,
+    _sequence_batching,
+    _transaction_policy,
     _instance_group,
     _parameters,
     _model_warmup,
     _response_cache,
     _optimization,
 )
+
+
+#: Where a finding of validate's scheduling checks points in a model's spec entry: its config label
+#: (how the finding starts) -> the spec field path (``{}`` takes what the label names).
+_SCHEDULING_FIELDS = (
+    (re.compile(r"sequence_batching oldest preferred_batch_size"), "sequence_batching.preferred_batch_size"),
+    (
+        re.compile(r"sequence_batching direct minimum_slot_utilization"),
+        "sequence_batching.minimum_slot_utilization",
+    ),
+    (re.compile(r"sequence_batching control_input '([^']*)'"), "sequence_batching.controls.{}"),
+    (re.compile(r"sequence_batching state\[(\d+)\]"), "sequence_batching.state[{}]"),
+    (
+        re.compile(r"sequence_batching state '([^']*)' initial_state"),
+        "sequence_batching.state[{}].initial_state",
+    ),
+    (re.compile(r"response_cache"), "response_cache"),
+    (re.compile(r"parameters '([^']*)'"), "parameters.{}"),
+    (re.compile(r"dynamic_batching"), "dynamic_batching"),
+    (re.compile(r"sequence_batching"), "sequence_batching"),
+)
+
+
+def _spec_field(model: ModelSpec, message: str) -> str:
+    """The spec field a scheduling finding is about (see :data:`_SCHEDULING_FIELDS`)."""
+    batcher = model.sequence_batching or None
+    for pattern, path in _SCHEDULING_FIELDS:
+        match = pattern.match(message)
+        if match is None:
+            continue
+        if not match.groups():
+            return path
+        named = match.group(1)
+        if "controls" in path and batcher is not None:
+            named = next((k for k, c in batcher.controls.items() if c.name == named), named)
+        elif path.endswith("initial_state") and batcher is not None:
+            named = str(next((i for i, s in enumerate(batcher.state) if s.input_name == named), 0))
+        return path.format(named)
+    return "sequence_batching"
+
+
+def check_scheduling_rules(model: ModelSpec, config: dict[str, Any]) -> None:
+    """Triton's load-time rules for a config's schedulers (validate's, the same ones ``validate`` runs on
+    a repository), applied to the config built from ``model`` and reported at its spec fields.
+
+    Raises:
+        ConfigError: one line per rule the config breaks, ``model 'NAME': FIELD.PATH: problem``.
+    """
+    found = check_scheduling(intended_proto(config))
+    lines = [
+        f"model '{model.name}': {_spec_field(model, message)}: {message}"
+        for severity, message in found
+        if severity == "error"
+    ]
+    if lines:
+        raise ConfigError(*lines)
 
 
 def build_config(
@@ -381,9 +556,14 @@ def build_config(
     spec gives is used as written (the validator then checks it against the model); I/O it leaves out
     is derived from ``signature``. For ``pytorch_libtorch``, tensor names follow Triton's
     ``NAME__index`` convention.
+
+    Raises:
+        ConfigError: the config breaks a rule Triton applies to its schedulers (at the spec's field).
     """
     source = ConfigSource(model, signature, platform, profile, model_filename, cc_model_filenames)
-    return compose(SECTIONS, source)
+    config = compose(SECTIONS, source)
+    check_scheduling_rules(model, config)
+    return config
 
 
 def render(config: dict[str, Any], env: jinja2.Environment, spec_name: str = "spec") -> str:

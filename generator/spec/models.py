@@ -62,6 +62,13 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _checked_dims(value: list[int] | None) -> list[int] | None:
+    for d in value or []:
+        if d == 0 or d < -1 or d > INT64_MAX:
+            raise ValueError(f"dimension {d} is invalid; use a positive size or -1 for variable")
+    return value
+
+
 class TensorSpec(_Strict):
     """One input or output as config.pbtxt declares it (dims without the batch axis)."""
 
@@ -94,10 +101,7 @@ class TensorSpec(_Strict):
     @field_validator("dims", "reshape")
     @classmethod
     def _dims(cls, value: list[int] | None) -> list[int] | None:
-        for d in value or []:
-            if d == 0 or d < -1 or d > INT64_MAX:
-                raise ValueError(f"dimension {d} is invalid; use a positive size or -1 for variable")
-        return value
+        return _checked_dims(value)
 
 
 class QueuePolicy(_Strict):
@@ -132,6 +136,252 @@ class DynamicBatching(_Strict):
             raise ValueError(
                 f"default_priority_level must be between 1 and priority_levels ({self.priority_levels})"
             )
+        return self
+
+
+#: The data types Triton takes for a START, END or READY control (``*_false_true``), and for CORRID.
+BOOLEAN_CONTROL_TYPES = ("BOOL", "INT32", "FP32")
+CORRID_TYPES = ("UINT64", "INT64", "UINT32", "INT32", "STRING")
+
+
+def _control_dtype(value: Any, allowed: tuple[str, ...], kind: str) -> str:
+    dtype = dtypes.normalize(value)
+    if dtype not in allowed:
+        raise ValueError(f"a {kind} control cannot be {dtype}; use one of {', '.join(allowed)}")
+    return dtype
+
+
+class BooleanControl(_Strict):
+    """A START, END or READY control: a tensor the sequence batcher fills with false/true per request."""
+
+    name: str = Field(min_length=1, description="The model input the control is fed to.")
+    dtype: str = Field(
+        default="INT32",
+        description="BOOL, INT32 or FP32 (the values are false/true, 0/1 or 0.0/1.0).",
+    )
+
+    @field_validator("dtype", mode="before")
+    @classmethod
+    def _dtype(cls, value: Any) -> str:
+        return _control_dtype(value, BOOLEAN_CONTROL_TYPES, "START, END or READY")
+
+
+class CorrelationControl(_Strict):
+    """The CORRID control: a tensor the sequence batcher fills with each request's correlation ID."""
+
+    name: str = Field(min_length=1, description="The model input the correlation ID is fed to.")
+    dtype: str = Field(default="UINT64", description="UINT64, INT64, UINT32, INT32 or STRING.")
+
+    @field_validator("dtype", mode="before")
+    @classmethod
+    def _dtype(cls, value: Any) -> str:
+        return _control_dtype(value, CORRID_TYPES, "CORRID")
+
+
+def _named(value: Any) -> Any:
+    return {"name": value} if isinstance(value, str) else value
+
+
+class SequenceControls(_Strict):
+    """The control tensors the sequence batcher feeds the model (each unset one is not fed).
+
+    A control given as a bare string is a tensor name with the default data type.
+    """
+
+    start: BooleanControl | None = Field(default=None, description="True on a sequence's first request.")
+    end: BooleanControl | None = Field(default=None, description="True on a sequence's last request.")
+    ready: BooleanControl | None = Field(
+        default=None, description="True where a batch slot holds a request (false in padding slots)."
+    )
+    corrid: CorrelationControl | None = Field(default=None, description="The request's correlation ID.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        return {str(k).lower() if isinstance(k, str) else k: _named(v) for k, v in value.items()}
+
+    @model_validator(mode="after")
+    def _distinct(self) -> SequenceControls:
+        seen: dict[str, str] = {}
+        for kind, control in self.items():
+            if control.name in seen:
+                raise ValueError(
+                    f"{seen[control.name]} and {kind} both name tensor '{control.name}'; Triton needs one "
+                    "tensor per control: rename one"
+                )
+            seen[control.name] = kind
+        return self
+
+    def items(self) -> list[tuple[str, BooleanControl | CorrelationControl]]:
+        """The controls set, as (kind, control) in Triton's order: start, end, ready, corrid."""
+        found = [(k, getattr(self, k)) for k in ("start", "end", "ready", "corrid")]
+        return [(k, c) for k, c in found if c is not None]
+
+
+class InitialState(_Strict):
+    """Where a state starts: zeros, or a file of its values (``data_file``)."""
+
+    data_file: PathText | None = Field(
+        default=None,
+        min_length=1,
+        description="Relative to the spec: a .npy array, or raw little-endian values of the state's dtype; "
+        "copied into the model's initial_state/ directory. Unset: zeros.",
+    )
+    dims: list[int] | None = Field(
+        default=None,
+        description="The initial state's shape (needed where the state's dims hold -1); unset: the "
+        "state's dims.",
+    )
+
+    @field_validator("dims")
+    @classmethod
+    def _sizes(cls, value: list[int] | None) -> list[int] | None:
+        for d in value or []:
+            if not 1 <= d <= INT64_MAX:
+                raise ValueError(
+                    f"dimension {d} is invalid; an initial state has a positive size on every axis"
+                )
+        return value
+
+
+class SequenceState(_Strict):
+    """One implicit state: a model input Triton fills from the model's output of the previous step."""
+
+    input_name: str = Field(min_length=1, description="The model input that receives the state.")
+    output_name: str = Field(min_length=1, description="The model output that holds the next state.")
+    dtype: str = Field(description="Triton data type of the state (FP32, INT64, ...).")
+    dims: list[int] = Field(description="Shape without the batch axis; -1 for a size that may change.")
+    initial_state: InitialState = Field(
+        default_factory=InitialState,
+        description="`zeros` (default), or a mapping with data_file (and dims where dims hold -1).",
+    )
+    use_same_buffer_for_input_output: bool = False
+    use_growable_memory: bool = Field(
+        default=False, description="GPU instances only; needs use_same_buffer_for_input_output."
+    )
+
+    @field_validator("dtype")
+    @classmethod
+    def _dtype(cls, value: str) -> str:
+        dtype = dtypes.normalize(value)
+        if dtype == "STRING":
+            raise ValueError("a state cannot be STRING (Triton sizes states in bytes); use a numeric type")
+        return dtype
+
+    @field_validator("dims")
+    @classmethod
+    def _dims(cls, value: list[int]) -> list[int]:
+        return _checked_dims(value) or []
+
+    @field_validator("initial_state", mode="before")
+    @classmethod
+    def _zeros(cls, value: Any) -> Any:
+        if value in ("zeros", None):
+            return {}
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SequenceState:
+        if self.input_name == self.output_name:
+            raise ValueError(
+                f"input_name and output_name are both '{self.input_name}'; the model reads the state from "
+                "one tensor and writes the next state to another: name them apart"
+            )
+        if self.use_growable_memory and not self.use_same_buffer_for_input_output:
+            raise ValueError(
+                "use_growable_memory needs use_same_buffer_for_input_output: true (Triton refuses every "
+                "sequence otherwise); set it"
+            )
+        given = self.initial_state.dims
+        if given is None:
+            if -1 in self.dims:
+                raise ValueError(
+                    f"dims {self.dims} hold -1, so the initial state needs its own size: add initial_state: "
+                    "{dims: [...]} with a size on every axis"
+                )
+            return self
+        if len(given) != len(self.dims) or any(
+            d not in (-1, g) for d, g in zip(self.dims, given, strict=False)
+        ):
+            raise ValueError(
+                f"initial_state dims {given} do not match the state's dims {self.dims}; fix them"
+            )
+        return self
+
+    @property
+    def initial_dims(self) -> list[int]:
+        """The initial state's shape (without the batch axis)."""
+        return list(self.initial_state.dims or self.dims)
+
+
+class SequenceBatching(_Strict):
+    """Triton's sequence batcher: requests of one sequence (a correlation ID) go to one model instance in
+    order, with START/END/READY/CORRID controls and implicit state kept between them."""
+
+    strategy: Literal["direct", "oldest"] = Field(
+        default="direct",
+        description="direct: each sequence holds a batch slot until it ends; oldest: the oldest requests "
+        "of up to max_candidate_sequences sequences are batched, dynamic-batcher style.",
+    )
+    max_sequence_idle_microseconds: int = Field(
+        default=0,
+        ge=0,
+        le=UINT64_MAX,
+        description="A sequence idle this long loses its slot (its next request needs START again); "
+        "0: Triton's 1 second.",
+    )
+    max_queue_delay_microseconds: int = Field(
+        default=0, ge=0, le=UINT64_MAX, description="How long a batch may wait for more requests."
+    )
+    minimum_slot_utilization: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        allow_inf_nan=False,
+        description="direct: the share of slots that must hold a request before the delay expires.",
+    )
+    max_candidate_sequences: int | None = Field(
+        default=None, ge=1, le=INT32_MAX, description="oldest: sequences batched from; unset: max_batch_size."
+    )
+    preferred_batch_size: list[Annotated[int, Field(ge=1, le=INT32_MAX)]] | None = Field(
+        default=None, description="oldest: batch sizes to aim for; unset: max_batch_size."
+    )
+    preserve_ordering: bool | None = Field(
+        default=None, description="oldest: responses leave in the order requests came."
+    )
+    controls: SequenceControls = Field(default_factory=SequenceControls)
+    state: list[SequenceState] = Field(
+        default_factory=list, description="Implicit states, kept by Triton between a sequence's requests."
+    )
+
+    @field_validator("preferred_batch_size")
+    @classmethod
+    def _sorted(cls, value: list[int] | None) -> list[int] | None:
+        return None if value is None else sorted(set(value))
+
+    @model_validator(mode="after")
+    def _strategy_fields(self) -> SequenceBatching:
+        other = "oldest" if self.strategy == "direct" else "direct"
+        only = {
+            "direct": ("minimum_slot_utilization",),
+            "oldest": ("max_candidate_sequences", "preferred_batch_size", "preserve_ordering"),
+        }
+        wrong = [f for f in only[other] if getattr(self, f) is not None]
+        if wrong:
+            raise ValueError(
+                f"{', '.join(wrong)} apply to strategy {other}, not {self.strategy}; remove them or set "
+                f"strategy: {other}"
+            )
+        names: dict[str, str] = {c.name: f"controls.{k}" for k, c in self.controls.items()}
+        for i, state in enumerate(self.state):
+            for field, name in (("input_name", state.input_name), ("output_name", state.output_name)):
+                if name in names:
+                    raise ValueError(
+                        f"state[{i}].{field} '{name}' is also {names[name]}; each tensor has one role: rename it"
+                    )
+                names[name] = f"state[{i}].{field}"
         return self
 
 
@@ -350,7 +600,19 @@ class ModelSettings(_Strict):
         description="0 disables batching; unset: 8 if the model has a batch axis, else 0.",
     )
     dynamic_batching: DynamicBatching | Literal[False] | None = Field(
-        default=None, description="false disables it; unset: on (with Triton's defaults) when batching."
+        default=None,
+        description="false disables it; unset: on (with Triton's defaults) when batching and no "
+        "sequence_batching is set.",
+    )
+    sequence_batching: SequenceBatching | Literal[False] | None = Field(
+        default=None,
+        description="Triton's sequence batcher for stateful models (replaces the dynamic batcher, also one "
+        "inherited from defaults); false switches off one set in defaults.",
+    )
+    decoupled: bool | None = Field(
+        default=None,
+        description="A decoupled model (model_transaction_policy): it may send any number of responses per "
+        "request (streaming); a Python model only.",
     )
     instance_group: InstanceGroup | None = None
     version_policy: VersionPolicy | None = None
@@ -400,7 +662,7 @@ class ModelSettings(_Strict):
             )
         return value
 
-    @field_validator("dynamic_batching", "warmup", "optimize", mode="before")
+    @field_validator("dynamic_batching", "sequence_batching", "warmup", "optimize", mode="before")
     @classmethod
     def _switch(cls, value: Any) -> Any:
         return {} if value is True else value
@@ -564,6 +826,21 @@ class ModelSpec(ModelSettings):
             )
         if self.inputs or self.outputs or self.files:
             raise ValueError("a built-in step declares its own inputs, outputs and files; remove them")
+        return self
+
+    @model_validator(mode="after")
+    def _scheduling(self) -> ModelSpec:
+        if self.decoupled and self.target != "python":
+            raise ValueError(
+                f"decoupled applies to Python models (framework python), which send their responses "
+                f"through a response sender; a {self.target} model answers each request once: remove it"
+            )
+        batcher = self.sequence_batching
+        if batcher and batcher.state and self.target == "python":
+            raise ValueError(
+                "sequence_batching.state: Triton's Python backend cannot write implicit state; keep the state "
+                "in model.py (keyed by request.correlation_id()) and remove state"
+            )
         return self
 
     @model_validator(mode="after")
@@ -972,6 +1249,7 @@ def _merged_model(
         return merged, [f"{origin}: {p}" for p in validation_problems(exc, ModelSpec, merged, where)]
     named = model_problems(model, where)
     named += _parameter_problems(model, raw, where, inherited="defaults")
+    named += _scheduler_problems(model, raw, where)
     if named:
         return merged, [f"{origin}: {p}" for p in named]
     settings = overlay.settings.get(merged["name"]) if overlay else None
@@ -984,8 +1262,20 @@ def _merged_model(
     except PydanticValidationError as exc:
         lines = validation_problems(exc, ModelSpec, merged, where)
         return merged, [f"{overlay.origin}: {line}{overlay.hint}" for line in lines]
-    lines = _parameter_problems(model, settings, where)
+    lines = _parameter_problems(model, settings, where) + _scheduler_problems(model, settings, where)
     return merged, [f"{overlay.origin}: {line}{overlay.hint}" for line in lines]
+
+
+def _scheduler_problems(model: ModelSpec, entry: Mapping[str, Any], where: str) -> list[str]:
+    """A dynamic batcher that ``entry`` itself sets on a model with a sequence batcher: Triton runs one
+    scheduler per model. One inherited from ``defaults`` is dropped instead (the sequence batcher wins)."""
+    own = entry.get("dynamic_batching")
+    if not model.sequence_batching or own in (None, False):
+        return []
+    return [
+        f"{field_path(('dynamic_batching',), where)}: dynamic_batching and sequence_batching are alternatives "
+        "(Triton runs one scheduler per model); remove dynamic_batching, or set sequence_batching: false"
+    ]
 
 
 def _parameter_problems(
@@ -1023,12 +1313,19 @@ def _parse(data: Any, base_dir: Path, origin: str, overlay: Overlay | None) -> S
     problems: list[str] = []
     raw_defaults = data.get("defaults") or {}
     try:
-        ModelSettings.model_validate(raw_defaults)
+        settings = ModelSettings.model_validate(raw_defaults)
     except PydanticValidationError as exc:
         problems += [
             f"{origin}: {p}" for p in validation_problems(exc, ModelSettings, raw_defaults, "defaults")
         ]
         raw_defaults = {}  # reported once, under defaults, not again under every model
+    else:
+        if settings.sequence_batching and settings.dynamic_batching:
+            problems.append(
+                f"{origin}: defaults.dynamic_batching: dynamic_batching and sequence_batching are alternatives "
+                "(Triton runs one scheduler per model); keep one in defaults"
+            )
+            raw_defaults = {}
     raw_models = data.get("models")
     merged_models: list[Any] = []
     if isinstance(raw_models, list):

@@ -191,7 +191,78 @@ SCALAR_SIGNATURE = Signature(
     (TensorInfo("out", "FP32", (2,)), TensorInfo("count", "INT64", ())),
 )
 PLAN = {"name": "engine", "framework": "onnx", "source": "m.onnx", "format": "tensorrt"}
+STATE_SIGNATURE = Signature(
+    (
+        TensorInfo("x", "FP32", (-1, 3)),
+        TensorInfo("START", "BOOL", (-1, 1)),
+        TensorInfo("CORRID", "UINT64", (-1, 1)),
+        TensorInfo("h_in", "FP32", (-1, 4)),
+    ),
+    (TensorInfo("y", "FP32", (-1, 3)), TensorInfo("h_out", "FP32", (-1, 4))),
+)
+# A stateful model: its I/O from the signature without the control and state tensors; the inherited
+# dynamic batcher left out for the sequence batcher.
+SEQUENCE_DIRECT = {
+    "name": "gru",
+    "framework": "torch",
+    "source": "m.py:build",
+    "max_batch_size": 4,
+    "sequence_batching": {
+        "max_sequence_idle_microseconds": 5000000,
+        "max_queue_delay_microseconds": 100,
+        "minimum_slot_utilization": 0.5,
+        "controls": {"start": {"name": "START", "dtype": "BOOL"}, "corrid": "CORRID"},
+        "state": [
+            {"input_name": "h_in", "output_name": "h_out", "dtype": "FP32", "dims": [4]},
+            {
+                "input_name": "steps_in",
+                "output_name": "steps_out",
+                "dtype": "INT64",
+                "dims": [-1],
+                "initial_state": {"data_file": "data/steps.npy", "dims": [2]},
+                "use_same_buffer_for_input_output": True,
+            },
+        ],
+    },
+}
+SEQUENCE_OLDEST = {
+    "name": "ranker",
+    "framework": "onnx",
+    "source": "m.onnx",
+    "max_batch_size": 8,
+    "inputs": [{"name": "x", "dtype": "FP32", "dims": [3]}],
+    "outputs": [{"name": "y", "dtype": "FP32", "dims": [3]}],
+    "sequence_batching": {
+        "strategy": "oldest",
+        "max_candidate_sequences": 16,
+        "preferred_batch_size": [8, 4],
+        "max_queue_delay_microseconds": 2000,
+        "preserve_ordering": True,
+        "controls": {
+            "START": {"name": "S", "dtype": "int32"},
+            "END": {"name": "E", "dtype": "fp32"},
+            "READY": "R",
+            "CORRID": {"name": "ID", "dtype": "STRING"},
+        },
+    },
+}
 SECTION_GOLDENS = {
+    "sequence_direct_state.pbtxt": (
+        SEQUENCE_DIRECT,
+        STATE_SIGNATURE,
+        "onnxruntime_onnx",
+        DeviceProfile(),
+        "model.onnx",
+        None,
+    ),
+    "sequence_oldest_controls.pbtxt": (
+        SEQUENCE_OLDEST,
+        SIGNATURE,
+        "onnxruntime_onnx",
+        DeviceProfile(),
+        "model.onnx",
+        None,
+    ),
     "every_section.pbtxt": (
         EVERY_SECTION,
         SIGNATURE,
@@ -316,3 +387,48 @@ def test_each_field_comes_from_one_section(golden: str) -> None:
         built.update(fields)
     assert built == build_config(model, signature, platform, profile, filename, cc_filenames)
     assert list(built) == list(build_config(model, signature, platform, profile, filename, cc_filenames))
+
+
+def _sequence_config(entry: dict, defaults: dict | None = None) -> dict:
+    spec = parse_spec({"defaults": defaults or {}, "models": [entry]})
+    return build_config(spec.models[0], STATE_SIGNATURE, "onnxruntime_onnx", DeviceProfile())
+
+
+def test_a_sequence_batcher_replaces_the_inherited_dynamic_batcher() -> None:
+    defaults = {"dynamic_batching": {"max_queue_delay_microseconds": 100}}
+    config = _sequence_config(SEQUENCE_DIRECT, defaults)
+    assert "dynamic_batching" not in config and "sequence_batching" in config
+    parsed = parse_config_text(render(config, environment()))
+    assert parsed.WhichOneof("scheduling_choice") == "sequence_batching"
+    assert [t.name for t in parsed.input] == ["x"] and [t.name for t in parsed.output] == ["y"]
+    switched_off = _sequence_config({**SEQUENCE_DIRECT, "sequence_batching": False}, defaults)
+    assert "sequence_batching" not in switched_off and "dynamic_batching" in switched_off
+
+
+def test_a_decoupled_python_model_renders_its_transaction_policy() -> None:
+    entry = {
+        "name": "gen",
+        "framework": "python",
+        "source": "g.py",
+        "decoupled": True,
+        "inputs": [{"name": "prompt", "dtype": "BYTES", "dims": [1]}],
+        "outputs": [{"name": "token", "dtype": "BYTES", "dims": [1]}],
+    }
+    config = build_config(parse_spec({"models": [entry]}).models[0], SIGNATURE, "python", DeviceProfile())
+    text = render(config, environment())
+    assert check_rendered(text, config, "gen").model_transaction_policy.decoupled
+
+
+def test_triton_scheduling_rules_are_reported_at_the_spec_field() -> None:
+    """Validate's rules (Triton's) run on the built config, each at the spec field it is about."""
+    entry = {**SEQUENCE_OLDEST, "max_batch_size": 2}  # preferred sizes 4 and 8 exceed it
+    with pytest.raises(ConfigError) as caught:
+        _sequence_config(entry)
+    assert len(caught.value.problems) == 2
+    assert all(
+        line.startswith("model 'ranker': sequence_batching.preferred_batch_size: ")
+        and "<= max batch size (2)" in line
+        for line in caught.value.problems
+    )
+    with pytest.raises(ConfigError, match=r"model 'gru': response_cache: response_cache does not support"):
+        _sequence_config({**SEQUENCE_DIRECT, "response_cache": True})
