@@ -36,6 +36,7 @@ from generator.build.optimize import optimize_model
 from generator.build.parity import check_parity
 from generator.build.pipelines import ensemble_config, ensemble_order, label_files, resolve_model, spec_path
 from generator.build.sample_data import sample_file_hashes, step_samples, write_sample_data
+from generator.build.sequence import sequence_parity, write_initial_states
 from generator.build.worker import ExportWorker
 from generator.core import cpu_isa
 from generator.core.errors import GeneratorError, SpecError
@@ -195,6 +196,7 @@ def cache_key(model: ModelSpec, source: Path, libraries: dict[str, str], context
         "files",
         "shapes",
         "values",
+        "sequence_batching",
     }
     export_fields = model.model_dump(include=fields | {"format", "tensorrt", "dynamic_batching"})
     if model.target == "tensorrt":  # a plan is built for the GPUs at hand
@@ -247,8 +249,12 @@ def _export_step(
     parity = None
     if settings.enabled and model.target != "python":  # a Python model has no source framework to match
         progress("verify")
-        report = check_parity(model, result, resolve_max_batch_size(model, result.signature), settings)
+        max_batch_size = resolve_max_batch_size(model, result.signature)
+        report = check_parity(model, result, max_batch_size, settings)
         parity = report.to_dict()
+        if model.sequence_batching and model.sequence_batching.state:  # the states chained over a sequence
+            sequence = sequence_parity(model, result, max_batch_size, settings, context.spec_dir)
+            parity["sequence"] = sequence.to_dict()
     optimized = None
     if model.target == "onnx" and model.optimize and model.optimize.passes:
         progress("optimize")
@@ -411,6 +417,7 @@ def _configure_model(run: _BuildRun, latest: _VersionBuilt) -> None:
     (run.staging.path / name / "config.pbtxt").write_text(text, encoding="utf-8")
     for filename, source in label_files(latest.model, run.context.spec_dir).items():
         shutil.copyfile(source, run.staging.path / name / filename)
+    write_initial_states(latest.model, run.staging.path / name, run.context.spec_dir)
     write_sample_data(run.staging.path / name, config, latest.model, latest.entry.details)
 
 

@@ -434,6 +434,13 @@ class Verify(_Strict):
     batch_sizes: list[Annotated[int, Field(ge=1, le=INT32_MAX)]] | None = Field(
         default=None, min_length=1, description="Batch sizes to compare at; default 1 and max_batch_size."
     )
+    sequence_steps: int = Field(
+        default=8,
+        ge=1,
+        le=4096,
+        description="A stateful model (sequence_batching with state): the steps of the whole-sequence check, "
+        "each step's state outputs fed back as the next step's state inputs.",
+    )
 
 
 ParameterValue = str | int | float | bool
@@ -840,6 +847,11 @@ class ModelSpec(ModelSettings):
             raise ValueError(
                 "sequence_batching.state: Triton's Python backend cannot write implicit state; keep the state "
                 "in model.py (keyed by request.correlation_id()) and remove state"
+            )
+        if batcher and batcher.state and self.target != "onnx":
+            raise ValueError(
+                f"sequence_batching.state: implicit state is exported and verified for format onnx, not "
+                f"{self.target}; serve the model as onnx (unset format)"
             )
         return self
 

@@ -195,6 +195,80 @@ def _compare_dims(
     return problems
 
 
+#: The data type a boolean control's values make its tensor (the ONNX Runtime backend's rule).
+_CONTROL_TYPES = {
+    "int32_false_true": model_config_pb2.TYPE_INT32,
+    "fp32_false_true": model_config_pb2.TYPE_FP32,
+    "bool_false_true": model_config_pb2.TYPE_BOOL,
+}
+
+
+def sequence_fed_inputs(config: model_config_pb2.ModelConfig) -> dict[str, int]:
+    """The model inputs the sequence batcher feeds (each control tensor, each state input) -> their
+    data type as the config implies it (TYPE_INVALID where it does not say)."""
+    if not config.HasField("sequence_batching"):
+        return {}
+    fed: dict[str, int] = {}
+    for tensor in config.sequence_batching.control_input:
+        for control in tensor.control:
+            typed = [t for field, t in _CONTROL_TYPES.items() if len(getattr(control, field))]
+            fed[tensor.name] = typed[0] if typed else control.data_type
+    for state in config.sequence_batching.state:
+        fed[state.input_name] = state.data_type
+    return fed
+
+
+def check_sequence_tensors(
+    config: model_config_pb2.ModelConfig, signature: Signature, filename: str
+) -> list[str]:
+    """The sequence batcher's control tensors and implicit states against the model file, as the ONNX
+    Runtime backend checks them at load: each control a model input of dims [1] and the control's data
+    type, each state's input and output a model tensor of the state's data type and dims."""
+    if not config.HasField("sequence_batching"):
+        return []
+    problems: list[str] = []
+    model_inputs = {t.name: t for t in signature.inputs}
+    model_outputs = {t.name: t for t in signature.outputs}
+    batcher = config.sequence_batching
+    for tensor in batcher.control_input:
+        model = model_inputs.get(tensor.name)
+        if model is None:
+            problems.append(
+                f"sequence_batching control_input '{tensor.name}': {filename} has no input of that name; "
+                f"{suggest(tensor.name, model_inputs)}"
+            )
+            continue
+        want = sequence_fed_inputs(config)[tensor.name]
+        if want != model_config_pb2.TYPE_INVALID and type_name(want) != f"TYPE_{model.dtype}":
+            problems.append(
+                f"sequence_batching control_input '{tensor.name}' is {type_name(want)} but {filename} takes "
+                f"{model.dtype}; give the control that type, or export the model with {type_name(want)}"
+            )
+        control = model_config_pb2.ModelInput(name=tensor.name, dims=[1])
+        label = f"sequence_batching control_input '{tensor.name}'"
+        found = _compare_dims("input", control, model, config.max_batch_size, filename)
+        problems += [m.replace(f"input '{tensor.name}'", label, 1) for m in found]
+    for state in batcher.state:
+        for kind, name, known in (
+            ("input", state.input_name, model_inputs),
+            ("output", state.output_name, model_outputs),
+        ):
+            model = known.get(name)
+            label = f"sequence_batching state '{state.input_name}' {kind}_name '{name}'"
+            if model is None:
+                problems.append(f"{label}: {filename} has no {kind} of that name; {suggest(name, known)}")
+                continue
+            if type_name(state.data_type) != f"TYPE_{model.dtype}":
+                problems.append(
+                    f"{label} is {type_name(state.data_type)} in config.pbtxt but {model.dtype} in {filename}; "
+                    f"use data_type: TYPE_{model.dtype}"
+                )
+            tensor = model_config_pb2.ModelInput(name=name, dims=list(state.dims))
+            found = _compare_dims(kind, tensor, model, config.max_batch_size, filename)
+            problems += [m.replace(f"{kind} '{name}'", label, 1) for m in found]
+    return problems
+
+
 def check_against_model(
     config: model_config_pb2.ModelConfig, signature: Signature, filename: str
 ) -> list[str]:
@@ -203,12 +277,15 @@ def check_against_model(
     model_inputs = {t.name: t for t in signature.inputs}
     model_outputs = {t.name: t for t in signature.outputs}
     config_inputs = {t.name for t in config.input}
-    missing = [n for n in model_inputs if n not in config_inputs]
-    if missing and len(config.input) != len(model_inputs):
+    fed = sequence_fed_inputs(config)
+    missing = [n for n in model_inputs if n not in config_inputs and n not in fed]
+    if missing and len(config.input) + len(fed) != len(model_inputs):
         problems.append(
-            f"config declares {len(config.input)} inputs but {filename} has {len(model_inputs)} "
-            f"(missing: {', '.join(missing)}); declare every model input"
+            f"config declares {len(config.input)} inputs"
+            + (f" and the sequence batcher feeds {len(fed)}" if fed else "")
+            + f" but {filename} has {len(model_inputs)} (missing: {', '.join(missing)}); declare every model input"
         )
+    problems += check_sequence_tensors(config, signature, filename)
     for kind, tensors, known in (
         ("input", config.input, model_inputs),
         ("output", config.output, model_outputs),

@@ -21,6 +21,7 @@ from typing import Any
 from generator.build.exporters.base import ExportResult, call_factory, check_opset, error_line, one_line
 from generator.build.exporters.naming import rename_file, source_renames
 from generator.build.runners import torch_runner
+from generator.build.sequence import graph_model
 from generator.core import dtypes
 from generator.core.errors import ExportError, MissingDependencyError
 from generator.core.signature import read_onnx_signature
@@ -252,6 +253,7 @@ class TorchExporter:
             ExportError: the module cannot be loaded or torch.onnx.export fails.
         """
         torch = import_torch()
+        model = graph_model(model)  # a stateful model's controls and states are graph I/O too
         check_input_dtypes(model, {t.name: t.dtype for t in model.inputs or []})
         module, example = self.load(model, source)
         batching = model.max_batch_size != 0

@@ -32,7 +32,16 @@ What it does, mirroring the native backend where that makes sense on CPUs:
   concatenated along axis 0, one ``session.run``, outputs split back by each request's batch size);
 * applies ``reshape`` on inputs and outputs, skips optional inputs a request does not send, computes only the
   outputs that were requested, and reports failures per request (a failed batched run fails every request in
-  that batch).
+  that batch);
+* serves a stateful model (``sequence_batching`` with ``state``) with implicit state. Triton hands the state
+  input to a Python-backend model like any input, but the Python backend (2.51, and since) has no call to
+  write the next state back (the native backends' ``TRITONBACKEND_StateNew``/``StateUpdate``), so this
+  backend keeps each sequence's state itself, keyed by the request's correlation ID: a request with the
+  START flag starts from the state input Triton gives it (the config's ``initial_state``), every later
+  one from the state outputs of the sequence's previous request, and END forgets the sequence (as does
+  an idle timeout: Triton refuses the sequence's next request without START). The sequence batcher's
+  control tensors reach the model as Triton feeds them. Triton binds each sequence to one instance, so
+  each instance keeps its own sequences.
 
 The embedded server also copies this file to ``<backend-dir>/pytorch/model.py``: for configs with
 ``platform: "pytorch_libtorch"`` it runs ``model.pt`` with TorchScript on the CPU, the same way.
@@ -47,6 +56,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -230,6 +240,53 @@ class _TorchScriptSession:
         return [by_name[name].numpy() for name in names]
 
 
+#: Triton's request flags for the first and the last request of a sequence (TRITONSERVER_RequestFlag).
+_SEQUENCE_START = 1
+_SEQUENCE_END = 2
+#: Triton's ``max_sequence_idle_microseconds`` when a config leaves it 0.
+_DEFAULT_IDLE_MICROSECONDS = 1_000_000
+
+
+class _SequenceStates:
+    """Implicit state kept per sequence (correlation ID), since the Python backend cannot hand it to Triton."""
+
+    def __init__(self, config: dict) -> None:
+        batcher = config.get("sequence_batching") or {}
+        states = batcher.get("state") or []
+        self.inputs = [str(s.get("input_name", "")) for s in states]
+        self.outputs = [str(s.get("output_name", "")) for s in states]
+        self.fed = {str(t.get("name", "")) for t in batcher.get("control_input") or []} | set(self.inputs)
+        idle = int(batcher.get("max_sequence_idle_microseconds") or 0) or _DEFAULT_IDLE_MICROSECONDS
+        self._idle_seconds = idle / 1e6
+        self._kept: dict[object, tuple[float, dict[str, np.ndarray]]] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self.inputs)
+
+    def load(self, request, feeds: dict[str, np.ndarray]) -> None:
+        """Put the sequence's kept state into ``feeds`` (unless the request starts it, or is a padding
+        request of the sequence batcher, without a correlation ID: those run on Triton's state input)."""
+        now = time.monotonic()
+        stale = [key for key, (seen, _) in self._kept.items() if now - seen > self._idle_seconds]
+        for key in stale:  # Triton has released these sequences: their next request needs START
+            del self._kept[key]
+        key = request.correlation_id()
+        if not key or request.flags() & _SEQUENCE_START or key not in self._kept:
+            return
+        feeds.update(self._kept[key][1])
+
+    def keep(self, request, outputs: dict[str, np.ndarray]) -> None:
+        """Keep the state outputs of ``request``'s run as its sequence's next state; END forgets it."""
+        key = request.correlation_id()
+        if not key:
+            return
+        if request.flags() & _SEQUENCE_END:
+            self._kept.pop(key, None)
+            return
+        state = {name: np.array(outputs[out]) for name, out in zip(self.inputs, self.outputs, strict=True)}
+        self._kept[key] = (time.monotonic(), state)
+
+
 class TritonPythonModel:
     """Serves one ONNX model instance with ONNX Runtime on the CPU."""
 
@@ -270,6 +327,8 @@ class TritonPythonModel:
             )
 
         self._output_names = [o["name"] for o in config.get("output", [])]
+        self._states = _SequenceStates(config)
+        self._requests: list = []
         self._input_reshape: dict[str, tuple[int, ...]] = {}
         self._output_reshape: dict[str, tuple[int, ...]] = {}
         self._string_inputs: set[str] = set()
@@ -313,7 +372,7 @@ class TritonPythonModel:
         """Refuse to load when the config does not describe the model, as the native backend does."""
         model_inputs = {i.name: i for i in self._session.get_inputs()}
         model_outputs = {o.name: o for o in self._session.get_outputs()}
-        configured = {spec["name"] for spec in config.get("input", [])}
+        configured = {spec["name"] for spec in config.get("input", [])} | self._states.fed
         for kind, specs, found in (
             ("input", config.get("input", []), model_inputs),
             ("output", config.get("output", []), model_outputs),
@@ -368,7 +427,14 @@ class TritonPythonModel:
         if self._string_inputs:
             for name in self._string_inputs.intersection(feeds):
                 feeds[name] = np.vectorize(_decode, otypes=[object])(feeds[name])
+        if self._states:
+            self._states.load(request, feeds)
         return feeds
+
+    def _run(self, names: list[str], feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """``session.run`` of ``names``, and of the state outputs a stateful model passes on."""
+        wanted = names + [n for n in self._states.outputs if n not in names]
+        return dict(zip(wanted, self._session.run(wanted, self._to_model(feeds)), strict=True))
 
     def _wanted(self, request) -> list[str]:
         names = request.requested_output_names()
@@ -392,17 +458,19 @@ class TritonPythonModel:
     def _run_one(self, request):
         try:
             names = self._wanted(request)
-            outputs = self._session.run(names, self._to_model(self._feeds(request)))
+            outputs = self._run(names, self._feeds(request))
+            if self._states:
+                self._states.keep(request, outputs)
             return pb_utils.InferenceResponse(
                 output_tensors=[
-                    pb_utils.Tensor(name, self._from_model(name, array))
-                    for name, array in zip(names, outputs, strict=True)
+                    pb_utils.Tensor(name, self._from_model(name, outputs[name])) for name in names
                 ]
             )
         except Exception as error:  # every failure becomes this request's error response
             return self._error(error)
 
     def _run_batched(self, requests: list) -> list:
+        self._requests = requests  # a stateful model keeps each request's state from the batch's outputs
         responses: list = [None] * len(requests)
         members: list[_Member] = []
         for index, request in enumerate(requests):
@@ -444,10 +512,14 @@ class TritonPythonModel:
             wanted = set().union(*(member[3] for member in members))
             names = [n for n in self._output_names if n in wanted]
         try:
-            outputs = dict(zip(names, self._session.run(names, self._to_model(feeds)), strict=True))
+            outputs = self._run(names, feeds)
             start = 0
             for index, _, batch, requested in members:
                 stop = start + batch
+                if self._states:
+                    self._states.keep(
+                        self._requests[index], {n: outputs[n][start:stop] for n in self._states.outputs}
+                    )
                 responses[index] = pb_utils.InferenceResponse(
                     output_tensors=[
                         pb_utils.Tensor(name, self._from_model(name, outputs[name][start:stop]))
