@@ -9,8 +9,12 @@ Modules, each with one job:
 * :mod:`~generator.loadtest.pipelines` the steps of an ensemble, walked through the server's configs;
 * :mod:`~generator.loadtest.clients` prebuilt requests and the per-user connections that send them;
 * :mod:`~generator.loadtest.grpcwire` gRPC unary calls on a plain socket (the HTTP/2 a load test needs);
+* :mod:`~generator.loadtest.parameters` ``--param`` values and Triton's request parameters on the wire;
+* :mod:`~generator.loadtest.sequences` stateful models: their config, sequence lengths, correlation IDs;
+* :mod:`~generator.loadtest.streaming` a decoupled model's responses read from a gRPC stream;
 * :mod:`~generator.loadtest.plan` the options a test runs with and what they resolve to, once per process;
 * :mod:`~generator.loadtest.users` the Locust users (HTTP and gRPC);
+* :mod:`~generator.loadtest.lanes` what a user sends to stateful and decoupled models: sequences, streams;
 * :mod:`~generator.loadtest.shapes` step and ramp schedules, also as Locust load shapes;
 * :mod:`~generator.loadtest.recorder` every request's latency and outcome, also across Locust workers;
 * :mod:`~generator.loadtest.metrics` Triton's statistics deltas, Prometheus metrics, the server's processes;

@@ -34,13 +34,17 @@ from __future__ import annotations
 
 import json
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import quote
 
 import numpy as np
 
 from generator.loadtest.grpcwire import GrpcError, UnaryConnection, grpc_message, request_headers
+from generator.loadtest.parameters import ENABLE_EMPTY_FINAL, ParamValue, grpc_parameters, http_members
 from generator.loadtest.payloads import Batch, ModelInfo
+from generator.loadtest.streaming import StreamReader
 from generator.serve.control import Target
 
 __all__ = [
@@ -52,11 +56,15 @@ __all__ = [
     "ReplyTensor",
     "grpc_outputs",
     "http_outputs",
+    "response_outputs",
 ]
 
 _BUFFER_BYTES = 64 * 1024
 MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
 """The gRPC method of an inference request (KServe's ``GRPCInferenceService``, as Triton serves it)."""
+
+MODEL_STREAM_INFER = "/inference.GRPCInferenceService/ModelStreamInfer"
+"""The gRPC method of streamed inference (Triton's bidirectional stream; a decoupled model's only way)."""
 
 
 class HttpRequests:
@@ -66,30 +74,68 @@ class HttpRequests:
         target: The HTTP endpoint (its address goes in the Host header, its base path in the URL).
         info: The model.
         batches: The distinct requests to cycle through.
+        parameters: Request parameters every request carries (``--param``).
     """
 
-    def __init__(self, target: Target, info: ModelInfo, batches: list[Batch]) -> None:
+    def __init__(
+        self,
+        target: Target,
+        info: ModelInfo,
+        batches: list[Batch],
+        parameters: Mapping[str, ParamValue] | None = None,
+    ) -> None:
         import tritonclient.http as httpclient
 
         self.model = info.name
         path = f"{target.base_path}/v2/models/{quote(info.name, safe='')}/infer"
+        self._request_line = f"POST {path} HTTP/1.1\r\nHost: {target.address}\r\n".encode("ascii")
         outputs = [httpclient.InferRequestedOutput(o.name, binary_data=True) for o in info.outputs]
         self.messages: list[bytes] = []
+        self._parts: list[
+            tuple[bytes, bytes]
+        ] = []  # per request: its JSON header open at parameters, its binary data
         for batch in batches:
             inputs = []
             for name, array in batch.items():
                 tensor = httpclient.InferInput(name, list(array.shape), _datatype(info, name))
                 tensor.set_data_from_numpy(array, binary_data=True)
                 inputs.append(tensor)
-            body, json_size = httpclient.InferenceServerClient.generate_request_body(inputs, outputs=outputs)
+            body, json_size = httpclient.InferenceServerClient.generate_request_body(
+                inputs, outputs=outputs, parameters=dict(parameters or {}) or None
+            )
             payload = body if isinstance(body, bytes) else body.encode()
-            head = f"POST {path} HTTP/1.1\r\nHost: {target.address}\r\nContent-Length: {len(payload)}\r\n"
-            if json_size is not None:
-                head += f"Inference-Header-Content-Length: {json_size}\r\n"
-            self.messages.append(f"{head}\r\n".encode("ascii") + payload)
+            size = len(payload) if json_size is None else json_size
+            self.messages.append(self._message(payload[:size], payload[size:], json_size is not None))
+            self._parts.append(_open_header(payload[:size], payload[size:]))
 
     def __len__(self) -> int:
         return len(self.messages)
+
+    def _message(self, header: bytes, binary: bytes, split: bool = True) -> bytes:
+        head = self._request_line + b"Content-Length: %d\r\n" % (len(header) + len(binary))
+        if split:
+            head += b"Inference-Header-Content-Length: %d\r\n" % len(header)
+        return head + b"\r\n" + header + binary
+
+    @staticmethod
+    def encode(values: Mapping[str, ParamValue]) -> bytes:
+        """Parameters as this protocol carries them, for :meth:`message`."""
+        return http_members(values).encode("utf-8")
+
+    def message(self, index: int, extra: bytes) -> bytes:
+        """Request ``index`` with the parameters ``extra`` (from :meth:`encode`) added to its own."""
+        opened, binary = self._parts[index]
+        return self._message(opened + extra + b"}}", binary)
+
+
+def _open_header(header: bytes, binary: bytes) -> tuple[bytes, bytes]:
+    """A request's JSON header cut open inside its ``parameters``, ready for more members and ``}}``."""
+    document = json.loads(header)
+    parameters = document.pop("parameters", {})
+    opened = json.dumps(document, separators=(",", ":"))[:-1] + ',"parameters":{'
+    if parameters:
+        opened += http_members(parameters) + ","
+    return opened.encode("utf-8"), binary
 
 
 class _StaleConnection(Exception):
@@ -112,24 +158,31 @@ class HttpConnection:
         self._have = 0
         self._json_size: int | None = None
 
-    def infer(self, requests: HttpRequests, index: int) -> int:
+    def infer(self, requests: HttpRequests, index: int, extra: bytes | None = None) -> int:
         """Send request ``index`` of ``requests``; return the length of the reply's body in bytes.
+
+        Args:
+            requests: The model's prebuilt requests.
+            index: Which one.
+            extra: Parameters to add (:meth:`HttpRequests.encode`), or None.
 
         Raises:
             InferenceServerException: The server answered with an error status.
             OSError: The connection could not be made or broke.
         """
-        start, end = self._request(requests.messages[index])
+        message = requests.messages[index] if extra is None else requests.message(index, extra)
+        start, end = self._request(message)
         return end - start
 
-    def reply(self, requests: HttpRequests, index: int) -> dict[str, ReplyTensor]:
+    def reply(self, requests: HttpRequests, index: int, extra: bytes | None = None) -> dict[str, ReplyTensor]:
         """Send request ``index`` of ``requests`` and decode the reply's outputs (a check, not the load path).
 
         Raises:
             InferenceServerException: The server answered with an error status.
             OSError: The connection could not be made or broke.
         """
-        start, end = self._request(requests.messages[index])
+        message = requests.messages[index] if extra is None else requests.message(index, extra)
+        start, end = self._request(message)
         return http_outputs(bytes(self._buffer[start:end]), self._json_size)
 
     def _request(self, message: bytes) -> tuple[int, int]:
@@ -258,13 +311,25 @@ class GrpcRequests:
     Args:
         info: The model.
         batches: The distinct requests to cycle through.
+        parameters: Request parameters every request carries (``--param``).
+        streaming: The requests go on gRPC streams (``ModelStreamInfer``, for a decoupled model): each asks
+            for the empty final response, so the end of its responses is always marked.
     """
 
-    def __init__(self, info: ModelInfo, batches: list[Batch]) -> None:
+    def __init__(
+        self,
+        info: ModelInfo,
+        batches: list[Batch],
+        parameters: Mapping[str, ParamValue] | None = None,
+        streaming: bool = False,
+    ) -> None:
         from tritonclient.grpc import service_pb2
 
         self.model = info.name
+        self.streaming = streaming
         self.messages: list[bytes] = []
+        self._payloads: list[bytes] = []
+        given = {**(parameters or {}), **({ENABLE_EMPTY_FINAL: True} if streaming else {})}
         for batch in batches:
             request = service_pb2.ModelInferRequest(model_name=info.name)
             for name, array in batch.items():
@@ -276,10 +341,21 @@ class GrpcRequests:
                 request.raw_input_contents.append(_raw_bytes(array, datatype))
             for output in info.outputs:
                 request.outputs.add().name = output.name
-            self.messages.append(grpc_message(request.SerializeToString()))
+            payload = request.SerializeToString() + (grpc_parameters(given) if given else b"")
+            self._payloads.append(payload)
+            self.messages.append(grpc_message(payload))
 
     def __len__(self) -> int:
         return len(self.messages)
+
+    @staticmethod
+    def encode(values: Mapping[str, ParamValue]) -> bytes:
+        """Parameters as this protocol carries them, for :meth:`message`."""
+        return grpc_parameters(values)
+
+    def message(self, index: int, extra: bytes) -> bytes:
+        """Request ``index`` with the parameters ``extra`` (from :meth:`encode`) added to its own."""
+        return grpc_message(self._payloads[index] + extra)
 
 
 def _raw_bytes(array: np.ndarray, datatype: str) -> bytes:
@@ -317,29 +393,71 @@ class GrpcConnection:
     def __init__(self, channel: GrpcChannel, timeout: float) -> None:
         target = channel.target
         self._headers = request_headers(target.address, MODEL_INFER, timeout)
+        self._stream_headers = request_headers(target.address, MODEL_STREAM_INFER, timeout)
         self._connection = UnaryConnection(target.host, target.port, timeout)
 
-    def infer(self, requests: GrpcRequests, index: int) -> int:
+    def infer(self, requests: GrpcRequests, index: int, extra: bytes | None = None) -> int:
         """Send request ``index`` of ``requests``; return the length of the reply's message in bytes.
+
+        Args:
+            requests: The model's prebuilt requests (streaming ones go through :meth:`stream`).
+            index: Which one.
+            extra: Parameters to add (:meth:`GrpcRequests.encode`), or None.
 
         Raises:
             InferenceServerException: The call failed (server error, unreachable, deadline exceeded), with
                 the gRPC status (``StatusCode.NOT_FOUND``, ...) and its details.
         """
+        message = requests.messages[index] if extra is None else requests.message(index, extra)
         try:
-            return self._connection.call(self._headers, requests.messages[index])
+            return self._connection.call(self._headers, message)
         except GrpcError as error:
             raise _grpc_error(error) from None
 
-    def reply(self, requests: GrpcRequests, index: int) -> dict[str, ReplyTensor]:
+    def stream(
+        self, requests: GrpcRequests, index: int, extra: bytes | None = None, keep: bool = False
+    ) -> StreamReader:
+        """Send request ``index`` on a gRPC stream of its own and read its responses until the final one.
+
+        Args:
+            requests: The model's prebuilt streaming requests.
+            index: Which one.
+            extra: Parameters to add (:meth:`GrpcRequests.encode`), or None.
+            keep: Keep the responses (a check, not the load path).
+
+        Returns:
+            What arrived and when: the response count, the first and last output's times, the bytes.
+
+        Raises:
+            InferenceServerException: The call failed, or a response carried an error.
+        """
+        message = requests.messages[index] if extra is None else requests.message(index, extra)
+        reader = StreamReader(keep)
+        try:
+            reader.bytes = self._connection.call(self._stream_headers, message, sink=reader)
+        except GrpcError as error:
+            raise _grpc_error(error) from None
+        if reader.error is not None:
+            from tritonclient.utils import InferenceServerException
+
+            raise InferenceServerException(msg=reader.error)
+        return reader
+
+    def reply(self, requests: GrpcRequests, index: int, extra: bytes | None = None) -> dict[str, ReplyTensor]:
         """Send request ``index`` of ``requests`` and decode the reply's outputs (a check, not the load path).
+
+        For streaming requests: the outputs of the first response that has any.
 
         Raises:
             InferenceServerException: The call failed, as :meth:`infer` raises it.
         """
+        if requests.streaming:
+            responses = self.stream(requests, index, extra, keep=True).responses
+            return response_outputs(responses[0]) if responses else {}
         body = bytearray()
+        message = requests.messages[index] if extra is None else requests.message(index, extra)
         try:
-            self._connection.call(self._headers, requests.messages[index], body)
+            self._connection.call(self._headers, message, body)
         except GrpcError as error:
             raise _grpc_error(error) from None
         return grpc_outputs(bytes(body))
@@ -399,11 +517,17 @@ def grpc_outputs(message: bytes) -> dict[str, ReplyTensor]:
     ``raw_output_contents`` are decoded as tritonclient does: ``BYTES`` with
     ``tritonclient.utils.deserialize_bytes_tensor`` (length-prefixed elements), others as raw arrays.
     """
-    from tritonclient.grpc import InferResult, service_pb2
+    from tritonclient.grpc import service_pb2
 
     if len(message) < 5 or message[0] != 0:
         raise ValueError("the reply is not one uncompressed gRPC message")
-    response = service_pb2.ModelInferResponse.FromString(message[5:])
+    return response_outputs(service_pb2.ModelInferResponse.FromString(message[5:]))
+
+
+def response_outputs(response: Any) -> dict[str, ReplyTensor]:
+    """The outputs of a ``ModelInferResponse`` message (also each response of a stream)."""
+    from tritonclient.grpc import InferResult
+
     result = InferResult(response)
     return {
         output.name: ReplyTensor(output.datatype, result.as_numpy(output.name)) for output in response.outputs

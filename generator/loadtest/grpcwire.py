@@ -24,6 +24,9 @@ What :class:`UnaryConnection` speaks (RFC 9113 HTTP/2, RFC 7541 HPACK, gRPC's "P
 * every header block the server sends is decoded with the ``hpack`` library (HTTP/2's header
   compression); DATA is counted, not parsed (a caller that decodes the reply may have it kept); the
   outcome is the trailers' ``grpc-status`` and ``grpc-message``;
+* a streamed reply (a decoupled model's responses on ``ModelStreamInfer``, the request sent and the stream
+  half-closed as for a unary call) goes to the caller's sink as it arrives; the call ends when the sink has
+  seen the last response, and the stream's trailers are read and dropped during the next call;
 * upkeep: the server's SETTINGS are applied and acknowledged, its PINGs answered; this side's receive windows
   are opened wide when connecting and topped up; after a GOAWAY the connection is not reused, and a call the
   server did not take fails as UNAVAILABLE.
@@ -38,11 +41,15 @@ from __future__ import annotations
 import math
 import socket
 import struct
+from collections.abc import Callable
 from urllib.parse import unquote
 
 from hpack import Decoder, Encoder, HPACKError, NeverIndexedHeaderTuple
 
-__all__ = ["STATUS_NAMES", "GrpcError", "UnaryConnection", "grpc_message", "request_headers"]
+__all__ = ["STATUS_NAMES", "DataSink", "GrpcError", "UnaryConnection", "grpc_message", "request_headers"]
+
+DataSink = Callable[[bytes], bool]
+"""Reads a call's reply DATA as it arrives; returns True when the reply is complete (see :meth:`UnaryConnection.call`)."""
 
 STATUS_NAMES = (
     "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS",
@@ -160,11 +167,18 @@ connection window."""
 class _Call:
     """What one call has received so far."""
 
-    __slots__ = ("body", "ended", "headers", "length", "refused", "reset", "stream", "trailers", "window")
+    __slots__ = (
+        "body", "ended", "finished", "headers", "length", "refused", "reset", "sink", "stream", "trailers",
+        "window",
+    )  # fmt: skip
 
-    def __init__(self, stream: int, window: int, body: bytearray | None = None) -> None:
+    def __init__(
+        self, stream: int, window: int, body: bytearray | None = None, sink: DataSink | None = None
+    ) -> None:
         self.stream = stream
         self.body = body  # where the reply's DATA goes, when the caller keeps it
+        self.sink = sink  # reads the reply's DATA as it arrives; True ends the call (a streaming call's end)
+        self.finished = False  # the sink ended the call before the server's trailers
         self.window = window  # this side's send window on the stream
         self.headers: list[tuple[bytes, bytes]] | None = None
         self.trailers: list[tuple[bytes, bytes]] | None = None
@@ -202,19 +216,24 @@ class UnaryConnection:
         self._going_away = False
         self._start = self._end = 0
 
-    def call(self, headers: bytes, message: bytes, body: bytearray | None = None) -> int:
+    def call(
+        self, headers: bytes, message: bytes, body: bytearray | None = None, sink: DataSink | None = None
+    ) -> int:
         """Make one call; return the length of the reply's message in bytes.
 
         Args:
             headers: The request's header block (:func:`request_headers`).
             message: The request as a gRPC message (:func:`grpc_message`).
             body: Where to keep the reply (its gRPC message, framing included), or None to count it only.
+            sink: Called with each piece of the reply's DATA as it arrives (a server-streaming call's
+                messages); when it returns True the call ends there, before the server's trailers, which
+                the connection reads and drops later. None: the call ends with the trailers.
 
         Raises:
             GrpcError: The call failed: the server's status, or the transport's (see the module docstring).
         """
         try:
-            call = self._exchange(headers, message, body)
+            call = self._exchange(headers, message, body, sink)
         except GrpcError:
             raise
         except TimeoutError:
@@ -243,7 +262,14 @@ class UnaryConnection:
         host, port = self._address
         return f"Triton at {f'[{host}]' if ':' in host else host}:{port}"
 
-    def _exchange(self, headers: bytes, message: bytes, body: bytearray | None, retry: bool = True) -> _Call:
+    def _exchange(
+        self,
+        headers: bytes,
+        message: bytes,
+        body: bytearray | None,
+        sink: DataSink | None = None,
+        retry: bool = True,
+    ) -> _Call:
         """Send the call and read until it ends; a call the server did not take is sent once more."""
         opening = b""
         if self._socket is None or self._next_stream > _LAST_STREAM:
@@ -253,7 +279,7 @@ class UnaryConnection:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._socket = sock
             opening = _OPENING
-        call = _Call(self._next_stream, self._initial_window, body)
+        call = _Call(self._next_stream, self._initial_window, body, sink)
         self._next_stream += 2
         head = opening + _FRAME.pack(len(headers) << 8 | _HEADERS, _END_HEADERS, call.stream) + headers
         size = len(message)
@@ -271,7 +297,7 @@ class UnaryConnection:
             if retry and not opening:  # on a new connection, as gRPC's own clients do
                 if body is not None:
                     del body[:]
-                return self._exchange(headers, message, body, retry=False)
+                return self._exchange(headers, message, body, sink, retry=False)
             if call.refused:
                 raise GrpcError(_UNAVAILABLE, f"{self._where()} is going away and did not take the call")
         return call
@@ -332,9 +358,12 @@ class UnaryConnection:
             if stream == call.stream:
                 padding = payload[0] + 1 if flags & _PADDED and payload else 0
                 call.length += len(payload) - padding
+                data = payload[1 : len(payload) - padding + 1] if padding else payload
                 if call.body is not None:
-                    call.body += payload[1 : len(payload) - padding + 1] if padding else payload
+                    call.body += data
                 call.ended = bool(flags & _END_STREAM)
+                if call.sink is not None and call.sink(data) and not call.ended:
+                    call.finished = call.ended = True
         elif kind == _HEADERS:
             fields = self._decoder.decode(self._header_block(flags, payload), raw=True)
             if stream == call.stream:
@@ -418,6 +447,8 @@ def _field_value(fields: list[tuple[bytes, bytes]] | None, name: bytes) -> bytes
 
 def _outcome(call: _Call) -> int:
     """The reply's message length, or the call's failure as a :class:`GrpcError`."""
+    if call.finished:  # the sink saw the end of a streamed reply: its status comes later, unread
+        return max(0, call.length - 5)
     if call.reset is not None:
         code = _RESET_STATUS.get(call.reset, _INTERNAL)
         raise GrpcError(code, f"the server reset the call (HTTP/2 error code {call.reset})")

@@ -20,7 +20,7 @@ the only costly part, done once per process before the load starts.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +29,8 @@ import numpy as np
 from generator.core.errors import LoadTestError
 from generator.core.sample_images import sample_images
 from generator.loadtest.datafiles import UNNAMED, Base64Sample, Column, Samples, load_payload_samples
+from generator.loadtest.parameters import ParamValue, input_value
+from generator.loadtest.sequences import SequenceModel, sequence_model
 
 __all__ = [
     "Batch",
@@ -113,6 +115,8 @@ class ModelInfo:
         inputs: The model's inputs.
         outputs: The model's outputs.
         platform: The config's platform (``"ensemble"`` for an ensemble), or ``""``.
+        sequence: The sequence batching of a stateful model (or of an ensemble's stateful step), else None.
+        decoupled: Whether the model is decoupled (it streams its responses, over gRPC only).
     """
 
     name: str
@@ -120,6 +124,8 @@ class ModelInfo:
     inputs: tuple[PayloadTensor, ...]
     outputs: tuple[PayloadTensor, ...]
     platform: str = ""
+    sequence: SequenceModel | None = None
+    decoupled: bool = False
 
     @property
     def is_ensemble(self) -> bool:
@@ -128,7 +134,10 @@ class ModelInfo:
 
 
 def model_info(
-    metadata: dict[str, Any], config: dict[str, Any], images: dict[str, tuple[int, int]] | None = None
+    metadata: dict[str, Any],
+    config: dict[str, Any],
+    images: dict[str, tuple[int, int]] | None = None,
+    sequence: SequenceModel | None = None,
 ) -> ModelInfo:
     """Combine a model's metadata and config, as the server returns them, into a :class:`ModelInfo`.
 
@@ -137,11 +146,17 @@ def model_info(
         config: Its config.
         images: Input -> (height, width) for the inputs that take encoded images
             (:func:`~generator.loadtest.images.image_inputs`).
+        sequence: The sequence batching of an ensemble's stateful step (a model's own is read from
+            ``config``).
     """
     images = images or {}
     name = str(metadata.get("name") or config.get("name"))
     max_batch = int(config.get("max_batch_size", 0) or 0)
     optional = {str(i["name"]) for i in config.get("input", []) if i.get("optional")}
+    sequence = sequence_model(config) or sequence
+    # Triton fills the controls and carries implicit state itself: a client never sends them.
+    filled = set(sequence.controls + sequence.states) if sequence else set()
+    policy = config.get("model_transaction_policy")
 
     def specs(entries: list[dict[str, Any]]) -> tuple[PayloadTensor, ...]:
         result = []
@@ -159,9 +174,11 @@ def model_info(
     return ModelInfo(
         name,
         max_batch,
-        specs(metadata.get("inputs", [])),
+        specs([i for i in metadata.get("inputs", []) if i.get("name") not in filled]),
         specs(metadata.get("outputs", [])),
         str(config.get("platform") or metadata.get("platform") or ""),
+        sequence,
+        bool(policy.get("decoupled")) if isinstance(policy, dict) else False,
     )
 
 
@@ -214,6 +231,7 @@ def make_batches(
     samples: Samples | None = None,
     variants: int = RANDOM_VARIANTS,
     shapes: InputShapes | None = None,
+    values: Mapping[str, ParamValue] | None = None,
 ) -> list[Batch]:
     """Build the pool of distinct requests that users cycle through.
 
@@ -225,11 +243,43 @@ def make_batches(
         variants: Number of generated requests to build.
         shapes: ``--shape`` dims per input (``input`` or ``model/input``): the dims of generated values for
             inputs with -1 axes, and what flat samples are reshaped to.
+        values: ``--param`` values of the inputs of those names, the same in every request. For a decoupled
+            model, an optional input without a value (or samples) is left out, so a generation setting
+            takes the model's default, and a BOOL input ``stream`` is true.
 
     Raises:
         LoadTestError: The batch size does not fit the model, an input has variable dims and neither a
             shape nor samples, a shape contradicts the model, or the samples do not fit its inputs.
     """
+    values = {s.name: values[s.name] for s in info.inputs if values and s.name in values}
+    if info.decoupled:
+        values = {
+            **{s.name: True for s in info.inputs if s.name == "stream" and s.datatype == "BOOL"},
+            **values,
+        }
+    batches = _batches(info, batch_size, seed, samples, variants, shapes, set(values))
+    for spec in info.inputs:
+        if spec.name in values:
+            dims = _given_shape(info, spec, shapes or {}) or tuple(max(1, d) for d in spec.dims)
+            shape = (batch_size, *dims) if info.max_batch_size > 0 else dims
+            value = input_value(spec.name, values[spec.name], spec.datatype, spec.numpy_dtype, shape)
+            for batch in batches:
+                batch[spec.name] = value
+        elif info.decoupled and spec.optional and samples is None:
+            for batch in batches:
+                batch.pop(spec.name, None)
+    return batches
+
+
+def _batches(
+    info: ModelInfo,
+    batch_size: int,
+    seed: int,
+    samples: Samples | None,
+    variants: int,
+    shapes: InputShapes | None,
+    given_values: set[str],
+) -> list[Batch]:
     if batch_size < 1:
         raise LoadTestError(f"--batch-size must be at least 1, not {batch_size}")
     if info.max_batch_size == 0 and batch_size != 1:
@@ -243,8 +293,12 @@ def make_batches(
         )
     given = {spec.name: _given_shape(info, spec, shapes or {}) for spec in info.inputs}
     if samples is not None:
-        return _sample_batches(info, batch_size, samples, given)
-    dims = {spec.name: given[spec.name] or _fixed_dims(info, spec) for spec in info.inputs}
+        return _sample_batches(info, batch_size, samples, given, given_values)
+    dims = {
+        spec.name: given[spec.name] or _fixed_dims(info, spec)
+        for spec in info.inputs
+        if spec.name not in given_values
+    }
     rng = np.random.default_rng([seed, zlib.crc32(info.name.encode())])
     words = np.random.default_rng([seed, zlib.crc32(info.name.encode()), 1])
     pools = {
@@ -260,6 +314,8 @@ def make_batches(
     for _ in range(max(1, variants)):
         batch = {}
         for spec in info.inputs:
+            if spec.name in given_values:
+                continue
             shape = (batch_size, *dims[spec.name]) if info.max_batch_size > 0 else dims[spec.name]
             if spec.name in pools:
                 batch[spec.name] = _drawn(words, pools[spec.name], shape)
@@ -337,11 +393,17 @@ def _text(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
 
 
 def _sample_batches(
-    info: ModelInfo, batch_size: int, samples: Samples, given: dict[str, tuple[int, ...] | None]
+    info: ModelInfo,
+    batch_size: int,
+    samples: Samples,
+    given: dict[str, tuple[int, ...] | None],
+    given_values: set[str],
 ) -> list[Batch]:
     columns: dict[str, Column] = {}
     for spec in info.inputs:
-        key = _sample_key(info, spec, samples)
+        if spec.name in given_values:
+            continue
+        key = _sample_key(info, spec, samples, given_values)
         if key is None:
             if spec.optional:
                 continue
@@ -357,7 +419,7 @@ def _sample_batches(
             f"the data file's inputs for model '{info.name}' have different sample counts "
             f"({', '.join(f'{n}: {len(c)}' for n, c in columns.items())}); give the same number for each"
         )
-    total = counts.pop()
+    total = counts.pop() if counts else 1
     per_request = batch_size if info.max_batch_size > 0 else 1
     count = min(MAX_VARIANTS, max(1, -(-total // per_request)))
     batches = []
@@ -370,12 +432,14 @@ def _sample_batches(
     return batches
 
 
-def _sample_key(info: ModelInfo, spec: PayloadTensor, samples: Samples) -> str | None:
+def _sample_key(
+    info: ModelInfo, spec: PayloadTensor, samples: Samples, given_values: set[str] | None = None
+) -> str | None:
     """Where the data file keeps this input's samples: ``model/input``, ``input``, or unnamed samples."""
     key = next((k for k in (f"{info.name}/{spec.name}", spec.name) if k in samples), None)
     if key is not None or UNNAMED not in samples:
         return key
-    required = [s for s in info.inputs if not s.optional]
+    required = [s for s in info.inputs if not s.optional and s.name not in (given_values or ())]
     if required == [spec]:
         return UNNAMED
     if len(required) == 1 and spec.optional:

@@ -9,7 +9,8 @@ process and hands every user the same :class:`Plan`.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from gevent.lock import RLock
@@ -25,6 +26,7 @@ from generator.loadtest.clients import (
 )
 from generator.loadtest.images import image_inputs
 from generator.loadtest.options import default
+from generator.loadtest.parameters import ParamValue, parse_params, sequence_parameters
 from generator.loadtest.payloads import (
     Batch,
     ModelInfo,
@@ -35,6 +37,13 @@ from generator.loadtest.payloads import (
     parse_input_shapes,
 )
 from generator.loadtest.pipelines import Step, pipeline_steps
+from generator.loadtest.sequences import (
+    SequenceIds,
+    SequenceModel,
+    SequenceSettings,
+    parse_id_range,
+    sequence_model,
+)
 from generator.loadtest.target import resolve_target
 from generator.serve.control import ServerControl, Target
 
@@ -92,6 +101,12 @@ class HarnessOptions:
         seed: Seed of the generated values.
         request_timeout: Seconds a request may take before it counts as failed.
         shapes: ``--shape NAME:DIMS`` values: the dims of inputs with -1 axes.
+        params: ``--param NAME=VALUE`` values (see :mod:`~generator.loadtest.parameters`).
+        sequence_length: Requests per sequence of a stateful model.
+        sequence_length_variation: How much a sequence's length varies, in percent.
+        sequence_id_range: ``START[:END]`` of the correlation IDs, or None (from 1).
+        sequences_per_user: Sequences each user keeps going at once.
+        processes: Load processes that share the correlation IDs (Locust workers; 1: this one).
     """
 
     host: str
@@ -103,6 +118,25 @@ class HarnessOptions:
     seed: int = 0
     request_timeout: float = _DEFAULT_TIMEOUT
     shapes: tuple[str, ...] = ()
+    params: tuple[str, ...] = ()
+    sequence_length: int = default("sequence_length")
+    sequence_length_variation: float = default("sequence_length_variation")
+    sequence_id_range: str | None = None
+    sequences_per_user: int = 1
+    processes: int = 1
+
+    def sequence_settings(self) -> SequenceSettings:
+        """The sequence settings (checked).
+
+        Raises:
+            LoadTestError: A bad sequence option.
+        """
+        start, end = parse_id_range(self.sequence_id_range)
+        settings = SequenceSettings(
+            self.sequence_length, self.sequence_length_variation, start, end, self.sequences_per_user
+        )
+        settings.check(processes=self.processes)
+        return settings
 
 
 def options_from(parsed: Any, host: str | None) -> HarnessOptions:
@@ -121,7 +155,22 @@ def options_from(parsed: Any, host: str | None) -> HarnessOptions:
         seed=int(getattr(parsed, "seed", 0) or 0),
         request_timeout=float(getattr(parsed, "request_timeout", None) or _DEFAULT_TIMEOUT),
         shapes=tuple(getattr(parsed, "input_shapes", None) or ()),
+        params=tuple(getattr(parsed, "params", None) or ()),
+        sequence_length=int(_given(parsed, "sequence_length", default("sequence_length"))),
+        sequence_length_variation=float(
+            _given(parsed, "sequence_length_variation", default("sequence_length_variation"))
+        ),
+        sequence_id_range=getattr(parsed, "sequence_id_range", None) or None,
+        sequences_per_user=int(_given(parsed, "sequences_per_user", 1)),
+        processes=max(
+            1, int(getattr(parsed, "load_processes", None) or getattr(parsed, "expect_workers", 1) or 1)
+        ),
     )
+
+
+def _given(parsed: Any, name: str, fallback: Any) -> Any:
+    value = getattr(parsed, name, None)
+    return fallback if value is None else value
 
 
 @dataclass
@@ -145,14 +194,34 @@ class Plan:
     weights: list[float]
     batches: list[list[Batch]]
     pipelines: dict[str, tuple[Step, ...]] = field(default_factory=dict)
+    params: dict[str, ParamValue] = field(default_factory=dict)
     _requests: dict[str, list[Any]] = field(default_factory=dict, repr=False)
     _lock: Any = field(default_factory=RLock, repr=False)
     _grpc_channel: GrpcChannel | None = field(default=None, repr=False)
+    _ids: SequenceIds | None = field(default=None, repr=False)
 
     @property
     def batch_size(self) -> int:
         """Samples per request."""
         return self.options.batch_size
+
+    @property
+    def has_sequences(self) -> bool:
+        """Whether a model of the test is stateful (its requests go in sequences)."""
+        return any(m.sequence is not None for m in self.models)
+
+    @property
+    def has_streams(self) -> bool:
+        """Whether a model of the test is decoupled (its requests go on gRPC streams)."""
+        return any(m.decoupled for m in self.models)
+
+    def sequence_ids(self, process: int = 0) -> SequenceIds:
+        """This process's correlation IDs (process ``process`` of the test's, e.g. a Locust worker's index)."""
+        with self._lock:
+            if self._ids is None:
+                settings = self.options.sequence_settings()
+                self._ids = SequenceIds(settings.id_start, settings.id_end, process, self.options.processes)
+            return self._ids
 
     def target_for(self, protocol: str) -> Target:
         """The endpoint for ``protocol`` (the plan's own, or derived from the same host)."""
@@ -164,13 +233,15 @@ class Plan:
         """The prebuilt requests of every model for ``protocol`` (built on first use)."""
         with self._lock:
             if protocol not in self._requests:
-                if protocol == "http":
-                    target = self.target_for("http")
-                    built: list[Any] = [
-                        HttpRequests(target, m, b) for m, b in zip(self.models, self.batches, strict=True)
-                    ]
-                else:
-                    built = [GrpcRequests(m, b) for m, b in zip(self.models, self.batches, strict=True)]
+                built: list[Any] = []
+                for info, batches in zip(self.models, self.batches, strict=True):
+                    parameters = {
+                        k: v for k, v in self.params.items() if k not in {s.name for s in info.inputs}
+                    }
+                    if protocol == "http":
+                        built.append(HttpRequests(self.target_for("http"), info, batches, parameters))
+                    else:
+                        built.append(GrpcRequests(info, batches, parameters, streaming=info.decoupled))
                 self._requests[protocol] = built
             return self._requests[protocol]
 
@@ -214,14 +285,27 @@ class Plan:
         seen: dict[str, dict[str, dict[str, Any]]] = {}
         try:
             for info, pool, batches in zip(self.models, requests, self.batches, strict=True):
+                extra = None
+                if info.sequence is not None:  # a sequence of one request: START and END
+                    sequence_id = self.sequence_ids().next()
+                    extra = pool.encode(
+                        sequence_parameters(
+                            str(sequence_id) if info.sequence.string_ids else sequence_id, True, True
+                        )
+                    )
                 try:
-                    outputs = connection.reply(pool, 0)
+                    outputs = connection.reply(pool, 0, extra)
                 except Exception as error:
                     raise LoadTestError(
                         f"model '{info.name}' failed the harness's first request before the load started "
                         f"({_message(error)}); check what it is sent (--data, --shape, --batch-size) against "
                         "the model"
                     ) from None
+                if info.decoupled and not outputs:
+                    raise LoadTestError(
+                        f"model '{info.name}' streamed no output for the harness's first request; give its "
+                        "generation settings, e.g. --param max_tokens=16"
+                    )
                 problems = reply_problems(info, batches[0], outputs)
                 if problems:
                     raise LoadTestError(
@@ -244,22 +328,67 @@ def build_plan(options: HarnessOptions) -> Plan:
     """
     target = resolve_target(options.host or None, options.protocol, options.grpc_url)
     shapes = parse_input_shapes(options.shapes)
+    params = parse_params(options.params)
+    options.sequence_settings()  # checked before the server is asked
     samples = load_payload_samples(options.data) if options.data else None
     with ServerControl(target, timeout=min(options.request_timeout, 10.0), error=LoadTestError) as control:
         server = control.check_ready()
-        models = [
-            model_info(*control.model(name), images=image_inputs(name, control.config))
-            for name, _ in options.models
-        ]
-        pipelines = {m.name: pipeline_steps(m.name, control.config) for m in models if m.is_ensemble}
+        models = []
+        pipelines = {}
+        for name, _ in options.models:
+            metadata, config = control.model(name)
+            is_ensemble = (config.get("platform") or metadata.get("platform")) == "ensemble"
+            steps = pipeline_steps(name, control.config) if is_ensemble else ()
+            stateful, decoupled = _through_steps(steps, control.config)
+            info = model_info(metadata, config, images=image_inputs(name, control.config), sequence=stateful)
+            if decoupled and not info.decoupled:
+                info = replace(info, decoupled=True)
+            models.append(info)
+            if steps:
+                pipelines[name] = steps
     check_input_shapes(shapes, models)
+    _check_modes(models, target.protocol, options.batch_size)
     batches = [
-        make_batches(m, options.batch_size, seed=options.seed, samples=samples, shapes=shapes) for m in models
+        make_batches(m, options.batch_size, seed=options.seed, samples=samples, shapes=shapes, values=params)
+        for m in models
     ]
     logger.info(
         "load plan: %s over %s, batch %d", ", ".join(m.name for m in models), target.url, options.batch_size
     )
-    return Plan(options, target, server, models, [w for _, w in options.models], batches, pipelines)
+    return Plan(options, target, server, models, [w for _, w in options.models], batches, pipelines, params)
+
+
+def _through_steps(
+    steps: tuple[Step, ...], config_of: Callable[[str], dict[str, Any]]
+) -> tuple[SequenceModel | None, bool]:
+    """An ensemble's stateful step (the first) and whether a step is decoupled (then so is the ensemble)."""
+    stateful = None
+    decoupled = False
+    for step in steps:
+        config = config_of(step.model)
+        stateful = stateful or sequence_model(config, through=step.model)
+        policy = config.get("model_transaction_policy")
+        decoupled = decoupled or (isinstance(policy, dict) and bool(policy.get("decoupled")))
+    return stateful, decoupled
+
+
+def _check_modes(models: list[ModelInfo], protocol: str, batch_size: int) -> None:
+    """Refuse what Triton would refuse of stateful and decoupled models, before any load.
+
+    Raises:
+        LoadTestError: A decoupled model over HTTP, or a batch above 1 for a stateful model.
+    """
+    for info in models:
+        if info.decoupled and protocol != "grpc":
+            raise LoadTestError(
+                f"model '{info.name}' is decoupled (it streams its responses), which Triton serves over gRPC "
+                "streaming only; pass --protocol grpc or a grpc:// URL"
+            )
+        if info.sequence is not None and batch_size != 1:
+            raise LoadTestError(
+                f"model '{info.name}' is stateful (sequence batching), and Triton takes one sample per request "
+                f"of a sequence; use --batch-size 1, not {batch_size}"
+            )
 
 
 def reply_problems(info: ModelInfo, batch: Batch, outputs: dict[str, ReplyTensor]) -> list[str]:

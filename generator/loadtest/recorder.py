@@ -27,9 +27,20 @@ ROW = np.dtype(
         ("inferences", "i4"),
         ("error", "i4"),
         ("bytes", "i8"),
+        ("ttft_ms", "f8"),
+        ("itl_ms", "f8"),
+        ("tokens", "i4"),
+        ("sequence", "i1"),
+        ("sequence_ms", "f8"),
+        ("sequence_length", "i4"),
     ]
 )
-"""One request: completion time (epoch s), latency, model index, inferences, error index (-1: ok), reply bytes."""
+"""One request: completion time (epoch s), latency, model index, inferences, error index (-1: ok), reply
+bytes; for a streamed request its time to first token, mean inter-token latency (NaN: not measured) and
+output tokens; for the request that ends a sequence (``sequence`` 1: its last, or the one that failed it),
+the sequence's latency and its requests."""
+
+_NAN = float("nan")
 
 _MAX_MESSAGES = 200
 _OTHER = "other errors (too many distinct messages)"
@@ -39,7 +50,7 @@ class Recorder:
     """Collects one row per request reported through Locust's ``request`` event."""
 
     def __init__(self) -> None:
-        self._rows: list[tuple[float, float, int, int, int, int]] = []
+        self._rows: list[tuple[Any, ...]] = []
         self._names: dict[str, int] = {}
         self._messages: dict[str, int] = {}
 
@@ -64,9 +75,23 @@ class Recorder:
         error = -1
         if exception is not None:
             error = self._message_index(_describe(exception))
-        inferences = int(context.get("inferences", 1)) if context else 1
+        if not context:
+            context = {}
+        row = (time.time(), float(response_time), model, int(context.get("inferences", 1)), error)
+        if len(context) == 1:  # only the inferences: a plain request
+            self._rows.append((*row, int(response_length or 0), _NAN, _NAN, 0, 0, _NAN, 0))
+            return
         self._rows.append(
-            (time.time(), float(response_time), model, inferences, error, int(response_length or 0))
+            (
+                *row,
+                int(response_length or 0),
+                float(context.get("ttft_ms", _NAN)),
+                float(context.get("itl_ms", _NAN)),
+                int(context.get("tokens", 0)),
+                int(context.get("sequence", 0)),
+                float(context.get("sequence_ms", _NAN)),
+                int(context.get("sequence_length", 0)),
+            )
         )
 
     def _message_index(self, message: str) -> int:

@@ -28,14 +28,16 @@ from generator.core.errors import LoadTestError
 from generator.loadtest.distributed import LocalWorkers, RemoteWorkers
 from generator.loadtest.metrics import Sampler, find_listening_pid, server_figures, step_figures
 from generator.loadtest.options import default
+from generator.loadtest.parameters import parse_params
 from generator.loadtest.payloads import parse_input_shapes
 from generator.loadtest.pipelines import Step
 from generator.loadtest.plan import Plan, build_plan, options_from, parse_models, remember_plan
 from generator.loadtest.recorder import Records
 from generator.loadtest.report.baseline import compare, load_baseline, mismatches
-from generator.loadtest.report.figures import client_figures, cost_per_1k
+from generator.loadtest.report.figures import client_figures, cost_per_1k, sequence_figures, stream_figures
 from generator.loadtest.report.gate import Bound, check_bounds, parse_bound
 from generator.loadtest.report.write import write_report
+from generator.loadtest.sequences import SequenceSettings, parse_id_range
 from generator.loadtest.session import LoadProgress, LoadProgressCallback, Session, Window
 from generator.loadtest.shapes import Phase, parse_levels, schedule
 from generator.loadtest.target import PROTOCOLS, is_loopback, require_loopback, resolve_target
@@ -73,6 +75,11 @@ class LoadTestConfig:
         master_bind_port: With ``master``: the port to listen on.
         data: File of real samples (.npz, .json or .txt).
         input_shapes: ``NAME:DIMS`` entries: the dims of inputs with -1 axes (``--shape``).
+        params: ``NAME=VALUE`` entries: the input of that name, else a request parameter (``--param``).
+        sequence_length: Requests per sequence of a stateful model.
+        sequence_length_variation: Each sequence's length varies uniformly by this percentage of it.
+        sequence_id_range: ``START[:END]`` of the correlation IDs (None: from 1).
+        sequences_per_user: Sequences each user keeps going at once.
         serve: A model repository to serve with the embedded Triton for the run.
         price_per_hour: Price of the serving machine per hour, for the cost per 1,000 inferences.
         baseline: An earlier report.json to compare with.
@@ -102,6 +109,11 @@ class LoadTestConfig:
     master_bind_port: int = default("master_bind_port")
     data: str | Path | None = default("data")
     input_shapes: list[str] = field(default_factory=lambda: list(default("input_shapes")))
+    params: list[str] = field(default_factory=lambda: list(default("params")))
+    sequence_length: int = default("sequence_length")
+    sequence_length_variation: float = default("sequence_length_variation")
+    sequence_id_range: str | None = default("sequence_id_range")
+    sequences_per_user: int = default("sequences_per_user")
     serve: str | Path | None = default("serve")
     price_per_hour: float | None = default("price_per_hour")
     baseline: str | Path | None = default("baseline")
@@ -200,7 +212,12 @@ def run_loadtest(config: LoadTestConfig, progress: LoadProgressCallback | None =
         notes.append(
             f"the client ran on the same machine as the server ({os.cpu_count()} CPUs): they compete for CPU"
         )
-    runs = [run_entry(w, session.records, config.price_per_hour, plan.pipelines) for w in windows]
+    runs = [
+        run_entry(
+            w, session.records, config.price_per_hour, plan.pipelines, plan.has_sequences, plan.has_streams
+        )
+        for w in windows
+    ]
     metadata = _metadata(config, plan, levels, target.url, totals, aborted, notes)
     metadata["replies"] = replies
     comparisons = compare(runs, baseline) if baseline else None
@@ -239,6 +256,11 @@ def _checked(config: LoadTestConfig) -> tuple[list[Bound], list[int], list[Phase
         raise LoadTestError("give either --serve DIR (start a server) or --url (use a running one), not both")
     parse_models(config.models)
     parse_input_shapes(config.input_shapes)
+    parse_params(config.params)
+    start, end = parse_id_range(config.sequence_id_range)
+    SequenceSettings(
+        config.sequence_length, config.sequence_length_variation, start, end, config.sequences_per_user
+    ).check(max(levels), _processes(config))
     baseline = load_baseline(config.baseline) if config.baseline else None
     if baseline is None and any(b.on_change for b in bounds):
         raise LoadTestError("a --fail-if bound on a '_change_pct' metric needs --baseline FILE")
@@ -275,6 +297,11 @@ def _check_master(config: LoadTestConfig) -> None:
         raise LoadTestError("--expect-workers-max-wait must be more than 0 seconds")
 
 
+def _processes(config: LoadTestConfig) -> int:
+    """The load processes of a test: its Locust workers, or this process alone."""
+    return max(1, int(config.expect_workers or 0) if config.master else config.workers)
+
+
 def _serve(repository: Path, stack: contextlib.ExitStack) -> EmbeddedServer:
     if not repository.is_dir():
         raise LoadTestError(
@@ -303,6 +330,12 @@ def parsed_options(config: LoadTestConfig, host: str, data: str | None) -> Any:
     parsed.seed = int(config.seed)
     parsed.input_shapes = list(config.input_shapes)
     parsed.request_timeout = float(config.request_timeout)
+    parsed.params = list(config.params)
+    parsed.sequence_length = int(config.sequence_length)
+    parsed.sequence_length_variation = float(config.sequence_length_variation)
+    parsed.sequence_id_range = config.sequence_id_range
+    parsed.sequences_per_user = int(config.sequences_per_user)
+    parsed.load_processes = _processes(config)
     parsed.record_requests = True
     return parsed
 
@@ -312,6 +345,8 @@ def run_entry(
     records: Records,
     price: float | None,
     pipelines: dict[str, tuple[Step, ...]] | None = None,
+    sequences: bool = False,
+    streams: bool = False,
 ) -> dict[str, Any]:
     """One run of the report (a load level): the client's, the server's and the resource figures of a window.
 
@@ -320,11 +355,12 @@ def run_entry(
         records: Every request of the test.
         price: The machine's price per hour, or None.
         pipelines: The steps of each ensemble the test loads (their figures become the run's ``steps``).
+        sequences: The test has a stateful model (the run gets ``sequences``).
+        streams: The test has a decoupled model (the run gets ``stream``).
     """
     seconds = window.end - window.start
-    client = client_figures(
-        records.between(window.start, window.end), seconds, records.names, records.messages
-    )
+    rows = records.between(window.start, window.end)
+    client = client_figures(rows, seconds, records.names, records.messages)
     server: dict[str, Any] = {}
     steps: list[dict[str, Any]] = []
     if window.stats_before is not None and window.stats_after is not None:
@@ -342,6 +378,8 @@ def run_entry(
         "requests_per_s": client["requests_per_s"],
         "error_rate": client["error_rate"],
         "latency_ms": client["latency_ms"],
+        "sequences": sequence_figures(rows, seconds) if sequences else None,
+        "stream": stream_figures(rows, seconds) if streams else None,
         "server": {
             key: server.get(key)
             for key in (
@@ -400,6 +438,17 @@ def _metadata(
         else None,
         "data": str(config.data) if config.data else None,
         "input_shapes": list(config.input_shapes),
+        "params": list(config.params),
+        "sequences": {
+            "length": config.sequence_length,
+            "length_variation_pct": config.sequence_length_variation,
+            "id_range": config.sequence_id_range,
+            "per_user": config.sequences_per_user,
+            "models": [m.name for m in plan.models if m.sequence is not None],
+        }
+        if plan.has_sequences
+        else None,
+        "streaming": [m.name for m in plan.models if m.decoupled] or None,
         "seed": config.seed,
         "price_per_hour": config.price_per_hour,
         "server": {k: plan.server.get(k) for k in ("name", "version")},

@@ -313,6 +313,12 @@ class Session:
             "server_inferences": None,
             "server_cache_hits": None,
         }
+        if self.plan.has_sequences:  # sequences ended: completed, and failed part-way
+            ended = rows[rows["sequence"] > 0]
+            totals["sequences"] = int((ended["error"] < 0).sum())
+            totals["sequence_failures"] = int((ended["error"] >= 0).sum())
+        if self.plan.has_streams:
+            totals["output_tokens"] = int(ok["tokens"].sum())
         if complete:
             # Triton counts a request just after replying: wait (a little) until it has counted them all.
             deadline = time.monotonic() + 5.0

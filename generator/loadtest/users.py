@@ -4,7 +4,8 @@ A user is a closed loop, like one unit of perf_analyzer's concurrency: it sends 
 reply, and sends the next (``wait_time`` 0). Each request goes to one of the test's models, picked by
 weight, and cycles through that model's prebuilt requests; every request is reported through Locust's
 ``request`` event with its latency (ms), reply size and exception, and ``context["inferences"]`` (the
-batch size) for the harness's recorder.
+batch size) for the harness's recorder. When a model of the test is stateful or decoupled, the user sends
+sequences and streamed requests through its :class:`~generator.loadtest.lanes.Lanes`.
 
 * :class:`InferenceUser` takes its protocol from ``--protocol`` (or the URL's scheme): the class the
   locustfile and the ``loadtest`` command run.
@@ -29,6 +30,7 @@ from locust import User, constant, task
 from locust.exception import StopUser
 
 from generator.core.errors import LoadTestError
+from generator.loadtest.lanes import Lanes
 from generator.loadtest.plan import plan_for
 
 __all__ = ["InferenceUser", "TritonGrpcUser", "TritonHttpUser", "TritonUser"]
@@ -63,6 +65,20 @@ class TritonUser(User):
         self._random = random.Random(plan.options.seed * 1_000_003 + user_id)
         self._cursors = [user_id % len(requests) for requests in self._requests]
         self._fire = self.environment.events.request.fire
+        self._lanes: Lanes | None = None
+        if plan.has_sequences or plan.has_streams:
+            process = max(0, int(getattr(self.environment.runner, "worker_index", 0) or 0))
+            self._lanes = Lanes(
+                plan,
+                self._requests,
+                self._connection,
+                self._pick,
+                self._random,
+                self._cursors,
+                self._fire,
+                self._request_type,
+                process,
+            )
 
     def on_stop(self) -> None:
         """Close this user's connection."""
@@ -79,6 +95,9 @@ class TritonUser(User):
     @task
     def infer(self) -> None:
         """Send one inference request and report it."""
+        if self._lanes is not None:  # a stateful or decoupled model: sequences and streams
+            self._lanes.send()
+            return
         model = self._pick()
         requests = self._requests[model]
         index = self._cursors[model]

@@ -4,6 +4,9 @@ A run (one load level) is a plain dict, exactly as it is written to ``report.jso
 every figure a user can compare against a baseline or gate on (``--fail-if``), with its unit, where it sits
 in the run dict, and which direction is better; :func:`figure_value` reads one.
 
+A run of a test with a stateful model also has ``sequences`` (:func:`sequence_figures`), one with a
+decoupled model ``stream`` (:func:`stream_figures`); their figures are None in other runs.
+
 A run that loads an ensemble also has ``steps``: per ensemble, the figures of each composing model from
 Triton's statistics (:data:`STEP_FIGURES`), each step's queue + compute time per pipeline request, its
 share of the steps' time, and the bottleneck, the step that takes the most (:func:`pipeline_figures`).
@@ -25,6 +28,8 @@ __all__ = [
     "cost_per_1k",
     "figure_value",
     "pipeline_figures",
+    "sequence_figures",
+    "stream_figures",
 ]
 
 
@@ -68,6 +73,18 @@ FIGURES: tuple[Metric, ...] = (
     Metric("gpu_utilization", "GPU utilization", "", ("gpu_utilization",), "lower"),
     Metric("gpu_memory_bytes", "GPU memory", "bytes", ("gpu_memory_bytes",), "lower"),
     Metric("cost_per_1k", "cost per 1,000 inferences", "", ("cost_per_1k",), "lower"),
+    Metric("sequences_per_s", "sequences per second", "seq/s", ("sequences", "per_s"), "higher"),
+    Metric("seq_p50_ms", "p50 sequence latency", "ms", ("sequences", "latency_ms", "p50"), "lower"),
+    Metric("seq_p90_ms", "p90 sequence latency", "ms", ("sequences", "latency_ms", "p90"), "lower"),
+    Metric("seq_p99_ms", "p99 sequence latency", "ms", ("sequences", "latency_ms", "p99"), "lower"),
+    Metric("seq_error_rate", "failed sequences", "", ("sequences", "error_rate"), "lower"),
+    Metric("ttft_p50_ms", "p50 time to first token", "ms", ("stream", "ttft_ms", "p50"), "lower"),
+    Metric("ttft_p90_ms", "p90 time to first token", "ms", ("stream", "ttft_ms", "p90"), "lower"),
+    Metric("ttft_p99_ms", "p99 time to first token", "ms", ("stream", "ttft_ms", "p99"), "lower"),
+    Metric("itl_p50_ms", "p50 inter-token latency", "ms", ("stream", "itl_ms", "p50"), "lower"),
+    Metric("itl_p90_ms", "p90 inter-token latency", "ms", ("stream", "itl_ms", "p90"), "lower"),
+    Metric("itl_p99_ms", "p99 inter-token latency", "ms", ("stream", "itl_ms", "p99"), "lower"),
+    Metric("output_tokens_per_s", "output tokens per second", "tok/s", ("stream", "tokens_per_s"), "higher"),
 )
 
 FIGURE_NAMES: tuple[str, ...] = tuple(f.name for f in FIGURES)
@@ -183,19 +200,68 @@ def client_figures(rows: np.ndarray, seconds: float, names: list[str], messages:
     return figures
 
 
+def sequence_figures(rows: np.ndarray, seconds: float) -> dict[str, Any]:
+    """The sequences that ended in a window, from the rows of the requests that ended them.
+
+    Returns:
+        ``completed`` and ``failed`` sequences, ``per_s`` (completed per second), ``error_rate`` (failed over
+        ended), ``latency_ms`` (p50/p90/p95/p99/max/mean of the completed ones, from the sending of the
+        first request to the last reply) and ``length_mean`` (their requests, on average).
+    """
+    ended = rows[rows["sequence"] > 0]
+    ok = ended[ended["error"] < 0]
+    return {
+        "completed": len(ok),
+        "failed": len(ended) - len(ok),
+        "per_s": len(ok) / seconds if seconds > 0 else 0.0,
+        "error_rate": (len(ended) - len(ok)) / len(ended) if len(ended) else 0.0,
+        "latency_ms": _percentiles(ok["sequence_ms"]),
+        "length_mean": float(ok["sequence_length"].mean()) if len(ok) else None,
+    }
+
+
+def stream_figures(rows: np.ndarray, seconds: float) -> dict[str, Any]:
+    """A window's streamed requests: tokens, time to first token and inter-token latency (genai-perf's figures).
+
+    A token is a response that carried outputs. Time to first token runs from the sending of a request to
+    its first token; inter-token latency is a request's mean gap between consecutive tokens, (last -
+    first) / (tokens - 1), for requests of two tokens or more; percentiles are over requests.
+
+    Returns:
+        ``requests`` (successful streamed requests), ``output_tokens``, ``tokens_per_s`` (output tokens per
+        second), ``tokens_per_request`` (mean), ``ttft_ms`` and ``itl_ms`` (p50/p90/p95/p99/max/mean).
+    """
+    ok = rows[(rows["error"] < 0) & (rows["tokens"] > 0)]
+    tokens = int(ok["tokens"].sum())
+    return {
+        "requests": len(ok),
+        "output_tokens": tokens,
+        "tokens_per_s": tokens / seconds if seconds > 0 else 0.0,
+        "tokens_per_request": tokens / len(ok) if len(ok) else None,
+        "ttft_ms": _percentiles(ok["ttft_ms"]),
+        "itl_ms": _percentiles(ok["itl_ms"][ok["tokens"] > 1]),
+    }
+
+
+def _percentiles(values: np.ndarray) -> dict[str, float | None]:
+    values = values[~np.isnan(values)]
+    if not len(values):
+        return {key: None for key in (*PERCENTILES, "max", "mean")}
+    result = {
+        key: float(v)
+        for key, v in zip(PERCENTILES, np.percentile(values, list(PERCENTILES.values())), strict=True)
+    }
+    result["max"] = float(values.max())
+    result["mean"] = float(values.mean())
+    return result
+
+
 def _summary(rows: np.ndarray, seconds: float) -> dict[str, Any]:
     ok = rows[rows["error"] < 0]
     requests = len(rows)
     failures = requests - len(ok)
     inferences = int(ok["inferences"].sum())
-    latency: dict[str, float | None]
-    if len(ok):
-        values = np.percentile(ok["latency_ms"], list(PERCENTILES.values()))
-        latency = {key: float(v) for key, v in zip(PERCENTILES, values, strict=True)}
-        latency["max"] = float(ok["latency_ms"].max())
-        latency["mean"] = float(ok["latency_ms"].mean())
-    else:
-        latency = {key: None for key in (*PERCENTILES, "max", "mean")}
+    latency = _percentiles(ok["latency_ms"])
     return {
         "requests": requests,
         "failures": failures,

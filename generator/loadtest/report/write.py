@@ -114,8 +114,8 @@ def render_html(report: dict[str, Any]) -> str:
         "facts": _facts(report),
         "verdict": _verdict(report),
         "notes": list(report.get("notes", [])) + list((report.get("baseline") or {}).get("notes", [])),
-        "columns": _COLUMNS_SHOWN,
-        "rows": [_row(run) for run in runs],
+        "columns": _columns_shown(runs),
+        "rows": [_row(run, _columns_shown(runs)) for run in runs],
         "comparisons": _comparisons(runs),
         "per_model": _per_model(report, runs),
         "steps": _step_rows(runs),
@@ -158,6 +158,35 @@ _COLUMNS_SHOWN = (
     ("cost_per_1k", "cost / 1k inf."),
 )
 
+_SEQUENCE_COLUMNS = (
+    ("sequences_per_s", "sequences/s"),
+    ("seq_p50_ms", "seq p50 ms"),
+    ("seq_p90_ms", "seq p90 ms"),
+    ("seq_p99_ms", "seq p99 ms"),
+    ("seq_error_rate", "failed seq"),
+)
+_STREAM_COLUMNS = (
+    ("output_tokens_per_s", "tokens/s"),
+    ("ttft_p50_ms", "TTFT p50 ms"),
+    ("ttft_p99_ms", "TTFT p99 ms"),
+    ("itl_p50_ms", "ITL p50 ms"),
+    ("itl_p99_ms", "ITL p99 ms"),
+)
+
+
+def _mode_columns(runs: list[dict[str, Any]]) -> tuple[tuple[str, str], ...]:
+    """The sequence and streaming figures' columns, where a run has them."""
+    columns: tuple[tuple[str, str], ...] = ()
+    if any(run.get("sequences") for run in runs):
+        columns += _SEQUENCE_COLUMNS
+    if any(run.get("stream") for run in runs):
+        columns += _STREAM_COLUMNS
+    return columns
+
+
+def _columns_shown(runs: list[dict[str, Any]]) -> tuple[tuple[str, str], ...]:
+    return _COLUMNS_SHOWN[:8] + _mode_columns(runs) + _COLUMNS_SHOWN[8:]
+
 
 def format_value(name: str, value: float | None) -> str:
     """A figure as shown to a reader ("–" when not measured)."""
@@ -165,16 +194,25 @@ def format_value(name: str, value: float | None) -> str:
         return "–"
     if name in ("requests", "executions", "inferences"):
         return f"{int(value):,}"
-    if name in ("error_rate", "cpu_utilization", "gpu_utilization", "cache_hit_rate", "share"):
-        return f"{value * 100:.2f}%" if name == "error_rate" else f"{value * 100:.0f}%"
+    if name in (
+        "error_rate",
+        "seq_error_rate",
+        "cpu_utilization",
+        "gpu_utilization",
+        "cache_hit_rate",
+        "share",
+    ):
+        return f"{value * 100:.2f}%" if name.endswith("error_rate") else f"{value * 100:.0f}%"
     if name.endswith("_bytes"):
         return f"{value / 2**20:,.1f} MiB"
     if name.endswith("_ms"):
         return f"{value:,.2f}"
     if name.endswith("_us"):
         return f"{value:,.0f}"
-    if name in ("throughput", "requests_per_s"):
+    if name in ("throughput", "requests_per_s", "output_tokens_per_s"):
         return f"{value:,.0f}"
+    if name == "sequences_per_s":
+        return f"{value:,.1f}"
     if name == "cost_per_1k":
         return np.format_float_positional(value, precision=4, unique=False, fractional=False, trim="-")
     return f"{value:,.2f}"
@@ -194,22 +232,36 @@ _SUMMARY = (
 )
 
 
+_CHANGES_SHOWN = (
+    "throughput",
+    "p99_ms",
+    "sequences_per_s",
+    "seq_p99_ms",
+    "output_tokens_per_s",
+    "ttft_p99_ms",
+)
+
+
 def summary_table(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """The report's key figures as a table for a terminal: headers and one row per run.
 
-    With a baseline, throughput and p99 carry their change, e.g. ``1,234 (+5.1%)``.
+    With a baseline, throughput and p99 carry their change, e.g. ``1,234 (+5.1%)``. A test of a stateful
+    model adds sequences per second and sequence latency; one of a decoupled model, output tokens per
+    second, time to first token and inter-token latency.
     """
-    names = [name for name, _ in _SUMMARY]
+    columns = _SUMMARY[:5] + tuple(c for c in _mode_columns(report.get("runs", [])) if c[0] != "seq_p90_ms")
+    columns += _SUMMARY[5:]
+    names = [name for name, _ in columns]
     if report.get("price_per_hour") is None:
         names.remove("cost_per_1k")
-    headers = ["users", *(label for name, label in _SUMMARY if name in names)]
+    headers = ["users", *(label for name, label in columns if name in names)]
     rows = []
     for run in report.get("runs", []):
         changes = ((run.get("baseline") or {}).get("figures")) or {}
         cells = [_users(run) + ("" if run.get("complete", True) else " (cut short)")]
         for name in names:
             cell = format_value(name, figure_value(run, name))
-            change = (changes.get(name) or {}).get("change_pct") if name in ("throughput", "p99_ms") else None
+            change = (changes.get(name) or {}).get("change_pct") if name in _CHANGES_SHOWN else None
             cells.append(f"{cell} ({change:+.1f}%)" if change is not None else cell)
         rows.append(cells)
     return headers, rows
@@ -279,12 +331,12 @@ def _users_label(run: dict[str, Any]) -> str:
     return f"{count} user" if count == "1" else f"{count} users"
 
 
-def _row(run: dict[str, Any]) -> dict[str, Any]:
+def _row(run: dict[str, Any], columns: tuple[tuple[str, str], ...] = _COLUMNS_SHOWN) -> dict[str, Any]:
     return {
         "users": _users(run),
         "complete": bool(run.get("complete", True)),
         "requests": f"{run.get('requests', 0):,}",
-        "values": [format_value(name, figure_value(run, name)) for name, _ in _COLUMNS_SHOWN],
+        "values": [format_value(name, figure_value(run, name)) for name, _ in columns],
     }
 
 
@@ -366,11 +418,35 @@ def _facts(report: dict[str, Any]) -> list[tuple[str, str]]:
             + (f", master at {report['master']}" if report.get("master") else ""),
         ),
         ("inputs", report.get("data") or f"random, seed {report.get('seed', 0)}"),
+        *_mode_facts(report),
         ("requests in all", f"{totals.get('requests', 0):,} ({totals.get('failures', 0):,} failed)"),
         ("created", f"{report.get('created', '')} by {report.get('tool', 'tritongen')}"),
     ]
     if report.get("price_per_hour") is not None:
         facts.append(("price per hour", f"{report['price_per_hour']:g}"))
+    return facts
+
+
+def _mode_facts(report: dict[str, Any]) -> list[tuple[str, str]]:
+    """What the sequences and streams were, for a test of a stateful or decoupled model."""
+    facts = []
+    if report.get("params"):
+        facts.append(("parameters", ", ".join(report["params"])))
+    sequences = report.get("sequences")
+    if sequences:
+        totals = report.get("totals") or {}
+        facts.append(
+            (
+                "sequences",
+                f"{', '.join(sequences['models'])}: {sequences['length']} requests "
+                f"(+/- {sequences['length_variation_pct']:g}%), {sequences['per_user']} per user, IDs "
+                f"{sequences.get('id_range') or 'from 1'}; {totals.get('sequences', 0):,} completed, "
+                f"{totals.get('sequence_failures', 0):,} failed",
+            )
+        )
+    if report.get("streaming"):
+        tokens = (report.get("totals") or {}).get("output_tokens", 0)
+        facts.append(("streamed (gRPC)", f"{', '.join(report['streaming'])}; {tokens:,} output tokens"))
     return facts
 
 
