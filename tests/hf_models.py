@@ -221,3 +221,48 @@ def make_image_classifier(folder: Path, processor: str = "vit") -> Path:
         size = {"shortest_edge": 40}
         CLIPImageProcessor(size=size, crop_size={"height": 32, "width": 32}).save_pretrained(str(folder))
     return folder
+
+
+def make_gpt2_tokenizer(folder: Path, model_max_length: int = 128) -> Path:
+    """A GPT-2-like byte-level BPE tokenizer (``<|endoftext|>`` its start, end and unknown token, no pad
+    token, no special tokens added to a text), saved by ``GPT2TokenizerFast``."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import GPT2TokenizerFast
+
+    end = "<|endoftext|>"
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=300, special_tokens=[end], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tokenizer.train_from_iterator(CORPUS, trainer)
+    wrapped = GPT2TokenizerFast(
+        tokenizer_object=tokenizer,
+        bos_token=end,
+        eos_token=end,
+        unk_token=end,
+        model_max_length=model_max_length,
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    wrapped.save_pretrained(str(folder))
+    return folder
+
+
+def make_gpt2_lm(folder: Path, seed: int = 0, **config) -> Path:
+    """A tiny GPT2LMHeadModel (2 layers, 64 wide, a 128-token context; seeded random weights, more
+    GPT2Config settings in ``config``) with the GPT-2-like tokenizer: a causal LM folder for generation."""
+    import torch
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+    make_gpt2_tokenizer(folder)
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    settings = dict(n_positions=128, n_embd=64, n_layer=2, n_head=2, initializer_range=0.2)
+    settings.update(config)
+    end = tokenizer.eos_token_id
+    torch.manual_seed(seed)
+    model = GPT2LMHeadModel(
+        GPT2Config(vocab_size=len(tokenizer), bos_token_id=end, eos_token_id=end, **settings)
+    )
+    model.eval().save_pretrained(str(folder))
+    return folder

@@ -1,7 +1,7 @@
 """The catalogue of built-in pipeline steps (``source: builtin:<kind>``).
 
 A built-in step is a self-contained Triton Python-backend model file in this package (``tokenizer.py``,
-``image.py``, ``postprocess.py``, ``token_labels.py``) plus settings under the spec's ``step:``. This
+``image.py``, ``postprocess.py``, ``token_labels.py``, ``generate.py``) plus settings under the spec's ``step:``. This
 module validates those settings (one pydantic model per kind, :data:`STEP_KINDS`) and turns them into a
 :class:`StepDefinition`: the config's inputs and outputs, the ``parameters`` the step file reads back, and
 the files to copy. It runs nothing: the step files are never imported here. :mod:`.hf_tokenizer` reads
@@ -27,6 +27,13 @@ from pydantic import ValidationError as PydanticValidationError
 
 from generator.core.errors import SpecError
 from generator.steps import dali
+from generator.steps.generate_settings import (
+    MODEL_FOLDER,
+    GenerateSettings,
+    generate_io,
+    generate_parameters,
+    model_folder_problems,
+)
 from generator.steps.hf_image import image_settings_from_processor, override_image_settings
 from generator.steps.hf_tokenizer import (
     cached_file,
@@ -44,6 +51,7 @@ from generator.steps.image_settings import (
 
 __all__ = [
     "STEP_KINDS",
+    "GenerateSettings",
     "ImageSettings",
     "PostprocessSettings",
     "StepDefinition",
@@ -273,6 +281,7 @@ STEP_KINDS: dict[str, type[BaseModel]] = {
     "image": ImageSettings,
     "postprocess": PostprocessSettings,
     "token_labels": TokenLabelsSettings,
+    "generate": GenerateSettings,
 }
 
 
@@ -292,6 +301,8 @@ class StepDefinition:
         version_files: Files to copy into the version directory: name there -> source.
         model_files: Files to copy into the model directory (beside config.pbtxt): name there -> source.
         write_dali: For dali, ``write_dali(path, max_batch_size)`` writes ``<version>/model.dali``.
+        decoupled: The step sends its responses through Triton's decoupled transaction policy (``generate``:
+            one response per token), so its config needs ``model_transaction_policy { decoupled: true }``.
     """
 
     kind: str
@@ -304,6 +315,7 @@ class StepDefinition:
     version_files: dict[str, Path] = field(default_factory=dict)
     model_files: dict[str, Path] = field(default_factory=dict)
     write_dali: Callable[[Path, int], None] | None = None
+    decoupled: bool = False
 
 
 def settings_schema(kind: str) -> dict[str, Any]:
@@ -612,6 +624,31 @@ def _token_labels(settings: TokenLabelsSettings, spec_dir: Path) -> StepDefiniti
     )
 
 
+def _generate(settings: GenerateSettings, spec_dir: Path) -> StepDefinition:
+    path = Path(settings.model).expanduser()
+    folder = path if path.is_absolute() else spec_dir / path
+    found, context = model_folder_problems(folder)
+    problems = [f"step.model: {line}" for line in found]
+    if context is not None and settings.max_new_tokens >= context:
+        problems.append(
+            f"step.max_new_tokens: {settings.max_new_tokens} leaves no room for a prompt in the model's "
+            f"{context}-token context; lower it"
+        )
+    if problems:
+        raise SpecError(*problems)
+    inputs, outputs = generate_io(settings)
+    return StepDefinition(
+        kind="generate",
+        settings=settings,
+        inputs=inputs,
+        outputs=outputs,
+        parameters=generate_parameters(settings),
+        model_file=_HERE / "generate.py",
+        version_files={MODEL_FOLDER: folder},
+        decoupled=True,
+    )
+
+
 def _labels_file(value: str | list[str] | None, spec_dir: Path) -> tuple[Path | None, list[str] | None]:
     """The label file to copy and its labels: the file named, or an inline list written to one."""
     if value is None:
@@ -673,4 +710,5 @@ _DEFINERS: dict[str, Callable[[Any, Path], StepDefinition]] = {
     "image": _image,
     "postprocess": _postprocess,
     "token_labels": _token_labels,
+    "generate": _generate,
 }
