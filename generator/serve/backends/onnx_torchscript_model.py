@@ -327,6 +327,7 @@ class TritonPythonModel:
             )
 
         self._output_names = [o["name"] for o in config.get("output", [])]
+        self._sequence = "sequence_batching" in config
         self._states = _SequenceStates(config)
         self._requests: list = []
         self._input_reshape: dict[str, tuple[int, ...]] = {}
@@ -417,7 +418,28 @@ class TritonPythonModel:
             )
 
     def execute(self, requests: list) -> list:
-        """Run the requests; with batching, all of them in one ``session.run`` where their shapes allow."""
+        """Run the requests; with batching, all of them in one ``session.run`` where their shapes allow.
+
+        The sequence batcher's padding requests (the Direct strategy fills a batch's empty slots with
+        requests whose inputs Triton leaves uninitialised, and drops their responses) get an empty
+        response without running the model: their inputs could fail the batch they would join (an
+        index past an embedding table). They are the requests without a correlation ID, which every
+        request of a sequence model has.
+        """
+        if self._sequence:
+            real = [request for request in requests if request.correlation_id()]
+            if len(real) < len(requests):
+                answered = iter(self._execute(real) if real else [])
+                return [
+                    next(answered) if request.correlation_id() else self._padding() for request in requests
+                ]
+        return self._execute(requests)
+
+    def _padding(self):
+        """The response to a padding request (a new one each: a response answers one request)."""
+        return pb_utils.InferenceResponse(output_tensors=[])
+
+    def _execute(self, requests: list) -> list:
         if len(requests) == 1 or not self._batching:
             return [self._run_one(request) for request in requests]
         return self._run_batched(requests)
