@@ -848,12 +848,27 @@ class ModelSpec(ModelSettings):
                 "sequence_batching.state: Triton's Python backend cannot write implicit state; keep the state "
                 "in model.py (keyed by request.correlation_id()) and remove state"
             )
+        if batcher:
+            self._check_sequence_names(batcher)
         if batcher and batcher.state and self.target != "onnx":
             raise ValueError(
                 f"sequence_batching.state: implicit state is exported and verified for format onnx, not "
                 f"{self.target}; serve the model as onnx (unset format)"
             )
         return self
+
+    def _check_sequence_names(self, batcher: SequenceBatching) -> None:
+        """The tensors the sequence batcher feeds and keeps are no inputs or outputs of the config."""
+        fed = {c.name: f"controls.{k}" for k, c in batcher.controls.items()}
+        fed.update({s.input_name: f"state[{i}].input_name" for i, s in enumerate(batcher.state)})
+        kept = {s.output_name: f"state[{i}].output_name" for i, s in enumerate(batcher.state)}
+        for kind, tensors, names in (("input", self.inputs, fed), ("output", self.outputs, kept)):
+            for tensor in tensors or []:
+                if tensor.name in names:
+                    raise ValueError(
+                        f"{kind} '{tensor.name}' is also sequence_batching.{names[tensor.name]}: Triton feeds "
+                        f"(or keeps) that tensor itself, so it is no {kind} of the config; remove it from {kind}s"
+                    )
 
     @model_validator(mode="after")
     def _format(self) -> ModelSpec:

@@ -279,7 +279,7 @@ def check_against_model(
     config_inputs = {t.name for t in config.input}
     fed = sequence_fed_inputs(config)
     missing = [n for n in model_inputs if n not in config_inputs and n not in fed]
-    if missing and len(config.input) + len(fed) != len(model_inputs):
+    if missing and len(config_inputs | set(fed)) != len(model_inputs):
         problems.append(
             f"config declares {len(config.input)} inputs"
             + (f" and the sequence batcher feeds {len(fed)}" if fed else "")

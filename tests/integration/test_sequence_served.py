@@ -26,10 +26,12 @@ from generator.core.repository import read_manifest
 from generator.serve.server import EmbeddedServer
 
 from ..conftest import free_ports
+from ..unit.test_sequence import make_accumulator_onnx
 
 pytestmark = pytest.mark.integration
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+OUTPUTS = {"running_max": ["logits"], "running_sum": ["total", "seen_id"], "accumulator": ["y"]}
 IDLE_SECONDS = 2.0
 #: The running-sum model: its START control resets the sum, its CORRID control is echoed back.
 RUNNING_SUM = """
@@ -141,6 +143,18 @@ def repository(trained: tuple[object, Path]) -> Path:
             },
         ],
     }
+    spec["models"].append(
+        {
+            "name": "accumulator",
+            "framework": "onnx",
+            "source": "accumulator.onnx",
+            "max_batch_size": 0,
+            "sequence_batching": {
+                "state": [{"input_name": "h_in", "output_name": "h_out", "dtype": "FP32", "dims": [2]}]
+            },
+        }
+    )
+    make_accumulator_onnx(root / "accumulator.onnx", batching=False)
     np.save(root / "start.npy", np.array([100.0], dtype=np.float32))  # the sum starts at 100
     (root / "generator.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     build(root / "generator.yaml", root / "model_repository")
@@ -169,7 +183,7 @@ def _step(
             tensor.set_data_from_numpy(array)
             tensors.append(tensor)
         result = client.infer(model, tensors, **sequence)
-        outputs = ["logits"] if model == "running_max" else ["total", "seen_id"]
+        outputs = OUTPUTS[model]
         return {name: result.as_numpy(name) for name in outputs}
     finally:
         client.close()
@@ -182,6 +196,8 @@ def _healthy(server: EmbeddedServer) -> bool:
 
 def test_the_build_verified_the_whole_sequence(repository: Path) -> None:
     manifest = read_manifest(repository)
+    onnx_source = manifest["models"]["accumulator"]["versions"]["1"]["parity"]["sequence"]
+    assert onnx_source["steps"] == 8 and not onnx_source["compared"]  # run through, nothing to compare with
     for name in ("running_max", "running_sum"):
         sequence = manifest["models"][name]["versions"]["1"]["parity"]["sequence"]
         assert sequence["steps"] == 8 and sequence["batch_sizes"] == (
@@ -327,3 +343,27 @@ def test_an_idle_expired_sequence_gets_tritons_error(server: EmbeddedServer) -> 
     # The ID starts afresh, from the initial state, once it sends START again.
     fresh = _step(server, "http", "running_sum", x, sequence_id=8300, sequence_start=True, sequence_end=True)
     assert fresh["total"][0, 0] == pytest.approx(1.0)
+
+
+def test_an_onnx_source_without_batching_keeps_its_state(server: EmbeddedServer, repository: Path) -> None:
+    """An ONNX file with its state as graph I/O, served with max_batch_size 0: each step equals the same
+    file run step by step in-process with ONNX Runtime, the state fed back by hand."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(repository / "accumulator" / "1" / "model.onnx"))
+    rng = np.random.default_rng(3)
+    for key, protocol in ((9001, "http"), (9002, "grpc")):
+        xs = rng.standard_normal((6, 2)).astype(np.float32)
+        state = np.zeros(2, dtype=np.float32)
+        for step, x in enumerate(xs):
+            served = _step(
+                server,
+                protocol,
+                "accumulator",
+                {"x": x},
+                sequence_id=key,
+                sequence_start=step == 0,
+                sequence_end=step == len(xs) - 1,
+            )
+            expected, state = session.run(["y", "h_out"], {"x": x, "h_in": state})
+            np.testing.assert_allclose(served["y"], expected, rtol=1e-6)

@@ -115,3 +115,17 @@ def test_decoupled_and_state_need_the_right_kind_of_model() -> None:
     assert parse_spec({"models": [{**python, "decoupled": True}]}).models[0].decoupled
     refusal = _refused({**python, "sequence_batching": {"state": [STATE]}})
     assert "Python backend cannot write implicit state" in refusal
+
+
+def test_a_fed_or_kept_tensor_is_no_input_or_output() -> None:
+    tensors = {
+        "inputs": [{"name": "h_in", "dtype": "FP32", "dims": [4]}],
+        "outputs": [{"name": "y", "dtype": "FP32", "dims": [1]}],
+    }
+    refusal = _refused(_model(sequence_batching={"state": [STATE]}, **tensors))
+    assert "input 'h_in' is also sequence_batching.state[0].input_name: Triton feeds" in refusal
+    tensors["inputs"][0]["name"] = "x"
+    tensors["outputs"][0]["name"] = "h_out"
+    assert "output 'h_out' is also sequence_batching.state[0].output_name" in _refused(
+        _model(sequence_batching={"state": [STATE]}, **tensors)
+    )
