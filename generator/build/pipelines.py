@@ -53,6 +53,11 @@ def resolve_model(
         raise SpecError(
             f"{where}.parameters: {', '.join(clash)} are set by the {model.builtin} step; set them under step:"
         )
+    if definition.decoupled and model.decoupled is False:
+        raise SpecError(
+            f"{where}.decoupled: the {model.builtin} step sends many responses per request and is decoupled; "
+            "remove decoupled: false"
+        )
 
     def tensors(items: Sequence[Mapping[str, Any]]) -> list[TensorSpec]:
         found = []
@@ -64,6 +69,7 @@ def resolve_model(
                     name=item["name"],
                     dtype=item["dtype"],
                     dims=list(item["dims"]),
+                    optional=bool(item.get("optional")),
                     label_filename=str(source) if source else None,
                 )
             )
@@ -74,6 +80,7 @@ def resolve_model(
             "inputs": tensors(definition.inputs),
             "outputs": tensors(definition.outputs),
             "parameters": {**definition.parameters, **(model.parameters or {})},
+            **({"decoupled": True} if definition.decoupled else {}),
         }
     )
 

@@ -13,7 +13,7 @@ values, STRING inputs a few ASCII sentences; FP16 and BF16 travel as base64 of t
 takes encoded images (the built-in image step's, :func:`generator.core.sample_images.image_inputs`) holds
 PNG and JPEG images around the size the step resizes to, as perf_analyzer takes binary strings:
 ``{"b64": <base64 of Triton's serialized BYTES>, "shape": [...]}``. The load test's ``--data`` reads the
-same file, base64 values too. The same seed gives the same bytes. An ensemble's inputs take the samples of
+same file, base64 values too. Optional inputs are left out. The same seed gives the same bytes. An ensemble's inputs take the samples of
 the step models that read them (:func:`step_samples`), images too.
 
 Warm-up files: an integer input whose ``values`` exclude 0 warms up from ``<model>/warmup/<file>`` (the
@@ -225,7 +225,9 @@ def write_sample_data(
         SpecError: a ``shapes`` or ``values`` entry does not fit the model's inputs.
     """
     name = str(config["name"])
-    tensors = config_inputs(config.get("input") or [])
+    # Optional inputs are left out, as a request may leave them: random values would fall outside what
+    # they accept (a generation setting such as max_new_tokens or temperature).
+    tensors = config_inputs(t for t in config.get("input") or [] if not t.get("optional"))
     inferred = artifact_index_ranges(_served_file(model_dir, config), details)
     ranges = value_ranges(name, model, tensors, inferred)
     points = shape_points(name, model, tensors)

@@ -36,9 +36,8 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -167,24 +166,24 @@ def check_value(name: str, value: object) -> Any:
         raise ValueError(f"{name}: {error}") from None
 
 
-@dataclass(frozen=True)
-class Token:
-    """One generated token as streamed: its id, the text it adds, and whether it is the last."""
+# NamedTuples, not dataclasses: a dataclass needs its module in sys.modules, and the build imports this
+# file without registering it there.
+class Token(NamedTuple):
+    """One generated token as streamed: its id, the text it adds, whether it is the last and, on the last,
+    every generated token decoded together."""
 
     token_id: int
     text: str
     last: bool = False
-    #: On the last token: every generated token decoded together.
     full_text: str | None = None
 
 
-@dataclass
-class Plan:
+class Plan(NamedTuple):
     """One request's generation: the prompt's token ids and transformers' ``generate`` arguments."""
 
     prompt_ids: list[int]
     max_new_tokens: int
-    arguments: dict[str, Any] = field(default_factory=dict)
+    arguments: dict[str, Any]
     stop: tuple[str, ...] = ()
     seed: int | None = None
 

@@ -626,7 +626,7 @@ def test_unknown_kind() -> None:
 def test_schema_and_defaults_agree_with_the_step_files() -> None:
     from generator.steps import image, postprocess, tokenizer
 
-    assert set(STEP_KINDS) == {"tokenizer", "image", "postprocess", "token_labels"}
+    assert set(STEP_KINDS) == {"tokenizer", "image", "postprocess", "token_labels", "generate"}
     for kind in STEP_KINDS:
         schema = settings_schema(kind)
         assert schema["additionalProperties"] is False

@@ -10,6 +10,7 @@ declares its own), since a Python model has no file to read a signature from.
 from __future__ import annotations
 
 import ast
+import contextlib
 import importlib.util
 import shutil
 import sys
@@ -123,8 +124,9 @@ def _import(path: Path, model_name: str) -> None:
 
 
 #: Built-in step settings that may name a ``file.py:function`` factory run at build time, and the
-#: file its result is saved as (a ``tokenizers.Tokenizer`` -> tokenizer.json).
-FACTORY_SETTINGS = {"tokenizer": ("tokenizer", "tokenizer.json")}
+#: file its result is saved as (a ``tokenizers.Tokenizer`` -> tokenizer.json; a causal LM and its
+#: tokenizer -> a model folder).
+FACTORY_SETTINGS = {"tokenizer": ("tokenizer", "tokenizer.json"), "generate": ("model", "model")}
 
 
 def step_factory(model: ModelSpec) -> tuple[str, tuple[str, str]] | None:
@@ -142,7 +144,8 @@ def make_step_file(model: ModelSpec, source: Path, target: Path, *, progress: Ca
 
     The factory returns a transformers ``PreTrainedTokenizerFast`` (saved as its backend's tokenizer.json,
     with its padding and truncation settings), an object with ``save(path)`` (a ``tokenizers.Tokenizer``)
-    or a path to the file itself.
+    or a path to the file itself. For the generate step's ``model``: a transformers model and its
+    tokenizer (anything with ``save_pretrained``, saved into one folder), or the path of a model folder.
 
     Raises:
         ExportError: the factory fails, or returns something that is neither.
@@ -158,7 +161,9 @@ def make_step_file(model: ModelSpec, source: Path, target: Path, *, progress: Ca
     from generator.steps import fast_tokenizer_json
 
     text = fast_tokenizer_json(produced) if setting == "tokenizer" else None
-    if text is not None:
+    if setting == "model":
+        _save_model_folder(model, produced, target, f"{source.name}:{function}")
+    elif text is not None:
         target.write_text(text, encoding="utf-8")
     elif callable(getattr(produced, "save", None)):
         produced.save(str(target))
@@ -171,6 +176,32 @@ def make_step_file(model: ModelSpec, source: Path, target: Path, *, progress: Ca
             "use_fast=True) or the path of the file"
         )
     return str(target)
+
+
+def _save_model_folder(model: ModelSpec, produced: object, target: Path, factory: str) -> None:
+    """Save a factory's model folder at ``target``: objects with ``save_pretrained`` (a model and its
+    tokenizer), or a folder's path copied.
+
+    Raises:
+        ExportError: it returned neither.
+    """
+    parts = produced if isinstance(produced, (tuple, list)) else [produced]
+    if parts and all(callable(getattr(part, "save_pretrained", None)) for part in parts):
+        target.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(ImportError):  # save_pretrained's progress bar is noise in a build's output
+            from transformers.utils import logging as transformers_logging
+
+            transformers_logging.disable_progress_bar()
+        for part in parts:
+            part.save_pretrained(str(target))
+    elif isinstance(produced, (str, Path)) and Path(produced).is_dir():
+        shutil.copytree(produced, target, dirs_exist_ok=True)
+    else:
+        raise ExportError(
+            f"model '{model.name}': step.model: {factory} returned {type(produced).__name__}; return the "
+            "model and its tokenizer (model, tokenizer: transformers objects with save_pretrained) or the "
+            "path of a model folder"
+        )
 
 
 class PythonExporter:
