@@ -9,7 +9,7 @@
   prompt in turn as ``text_output``, ``token_delay_ms`` apart (a request parameter; default the config's),
   then an empty response with the final flag. It stops early, sending the final flag, when its client has
   gone (the request is cancelled). With a ``log_path`` parameter it appends one JSON line per request:
-  the tokens it sent and whether it was cancelled.
+  the prompt's words, the tokens it sent, whether it was cancelled and the delay it used.
 
 The configs are written by hand (the spec's ``sequence_batching`` and ``decoupled`` fields are not used
 here), so these tests hold the harness to Triton itself.
@@ -108,7 +108,8 @@ class TritonPythonModel:
             sent += 1
         sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
         if self.log is not None:
-            self.log.write(json.dumps({"words": len(words), "sent": sent, "cancelled": cancelled}) + "\\n")
+            record = {"words": len(words), "sent": sent, "cancelled": cancelled, "delay_ms": delay}
+            self.log.write(json.dumps(record) + "\\n")
 
     def finalize(self):
         if self.log is not None:

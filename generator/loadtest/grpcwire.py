@@ -25,8 +25,9 @@ What :class:`UnaryConnection` speaks (RFC 9113 HTTP/2, RFC 7541 HPACK, gRPC's "P
   compression); DATA is counted, not parsed (a caller that decodes the reply may have it kept); the
   outcome is the trailers' ``grpc-status`` and ``grpc-message``;
 * a streamed reply (a decoupled model's responses on ``ModelStreamInfer``, the request sent and the stream
-  half-closed as for a unary call) goes to the caller's sink as it arrives; the call ends when the sink has
-  seen the last response, and the stream's trailers are read and dropped during the next call;
+  half-closed as for a unary call) goes to the caller's sink as it arrives, and the call ends with the
+  trailers, as a unary one. (A client that closes its connection between a stream's last response and its
+  trailers can leave Triton 2.51 unable to unload the model: the harness never does.)
 * upkeep: the server's SETTINGS are applied and acknowledged, its PINGs answered; this side's receive windows
   are opened wide when connecting and topped up; after a GOAWAY the connection is not reused, and a call the
   server did not take fails as UNAVAILABLE.
@@ -48,8 +49,8 @@ from hpack import Decoder, Encoder, HPACKError, NeverIndexedHeaderTuple
 
 __all__ = ["STATUS_NAMES", "DataSink", "GrpcError", "UnaryConnection", "grpc_message", "request_headers"]
 
-DataSink = Callable[[bytes], bool]
-"""Reads a call's reply DATA as it arrives; returns True when the reply is complete (see :meth:`UnaryConnection.call`)."""
+DataSink = Callable[[bytes], object]
+"""Reads a call's reply DATA as it arrives (see :meth:`UnaryConnection.call`)."""
 
 STATUS_NAMES = (
     "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS",
@@ -168,8 +169,7 @@ class _Call:
     """What one call has received so far."""
 
     __slots__ = (
-        "body", "ended", "finished", "headers", "length", "refused", "reset", "sink", "stream", "trailers",
-        "window",
+        "body", "ended", "headers", "length", "refused", "reset", "sink", "stream", "trailers", "window",
     )  # fmt: skip
 
     def __init__(
@@ -177,8 +177,7 @@ class _Call:
     ) -> None:
         self.stream = stream
         self.body = body  # where the reply's DATA goes, when the caller keeps it
-        self.sink = sink  # reads the reply's DATA as it arrives; True ends the call (a streaming call's end)
-        self.finished = False  # the sink ended the call before the server's trailers
+        self.sink = sink  # reads the reply's DATA as it arrives (a streamed reply's messages)
         self.window = window  # this side's send window on the stream
         self.headers: list[tuple[bytes, bytes]] | None = None
         self.trailers: list[tuple[bytes, bytes]] | None = None
@@ -225,9 +224,8 @@ class UnaryConnection:
             headers: The request's header block (:func:`request_headers`).
             message: The request as a gRPC message (:func:`grpc_message`).
             body: Where to keep the reply (its gRPC message, framing included), or None to count it only.
-            sink: Called with each piece of the reply's DATA as it arrives (a server-streaming call's
-                messages); when it returns True the call ends there, before the server's trailers, which
-                the connection reads and drops later. None: the call ends with the trailers.
+            sink: Called with each piece of the reply's DATA as it arrives (a streamed reply's messages,
+                which it may time); the call still ends with the server's trailers.
 
         Raises:
             GrpcError: The call failed: the server's status, or the transport's (see the module docstring).
@@ -361,9 +359,9 @@ class UnaryConnection:
                 data = payload[1 : len(payload) - padding + 1] if padding else payload
                 if call.body is not None:
                     call.body += data
+                if call.sink is not None:
+                    call.sink(data)
                 call.ended = bool(flags & _END_STREAM)
-                if call.sink is not None and call.sink(data) and not call.ended:
-                    call.finished = call.ended = True
         elif kind == _HEADERS:
             fields = self._decoder.decode(self._header_block(flags, payload), raw=True)
             if stream == call.stream:
@@ -447,8 +445,6 @@ def _field_value(fields: list[tuple[bytes, bytes]] | None, name: bytes) -> bytes
 
 def _outcome(call: _Call) -> int:
     """The reply's message length, or the call's failure as a :class:`GrpcError`."""
-    if call.finished:  # the sink saw the end of a streamed reply: its status comes later, unread
-        return max(0, call.length - 5)
     if call.reset is not None:
         code = _RESET_STATUS.get(call.reset, _INTERNAL)
         raise GrpcError(code, f"the server reset the call (HTTP/2 error code {call.reset})")

@@ -126,19 +126,20 @@ class Lanes:
         context: dict[str, Any] = {"inferences": self._inferences[model]}
         exception: Any = None
         length = 0
+        ended = 0.0
         start = time.perf_counter()
         if lane.sent == 0:
             lane.started = start
         try:
             if info.decoupled:
                 reader = self._connection.stream(pool, index, extra)
-                length = reader.bytes
+                length, ended = reader.bytes, reader.ended  # its final response, before the stream's trailers
                 context.update(ttft_ms=reader.ttft_ms(start), itl_ms=reader.itl_ms(), tokens=reader.tokens)
             else:
                 length = self._connection.infer(pool, index, extra)
         except Exception as error:  # every failure is a failed request, reported to Locust
             exception = error
-        end = time.perf_counter()
+        end = ended or time.perf_counter()
         lane.sent += 1
         lane.left = 0 if exception is not None else lane.left - 1
         if info.sequence is not None and lane.left == 0:

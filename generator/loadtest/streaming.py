@@ -5,7 +5,9 @@ responses, which Triton sends only on its bidirectional gRPC stream, ``ModelStre
 sends each request on a stream of its own (a call on the user's HTTP/2 connection, like a unary one) with
 ``triton_enable_empty_final_response``, so Triton marks the request's last response with the
 ``triton_final_response`` parameter even when the model ends with an empty one; that response ends the
-request. :class:`StreamReader` takes the stream's DATA as it arrives
+request (its latency), and the call goes on to the stream's trailers, so the stream is closed on both
+sides before the connection is used again or closed. :class:`StreamReader` takes the stream's DATA as it
+arrives
 (:meth:`~generator.loadtest.grpcwire.UnaryConnection.call`'s sink), splits it into gRPC messages, and
 notes for each ``ModelStreamInferResponse`` when it came:
 
@@ -36,12 +38,24 @@ class StreamReader:
         first: ``time.perf_counter()`` when the first of them arrived (0.0: none did).
         last: When the last of them arrived.
         final: Whether the final response arrived.
+        ended: When the final response (or one with an error) arrived (0.0: none did).
         error: The error a response carried, or None.
         responses: The kept responses.
         bytes: The length of every response message (set by the caller when the call returns).
     """
 
-    __slots__ = ("_buffer", "bytes", "error", "final", "first", "keep", "last", "responses", "tokens")
+    __slots__ = (
+        "_buffer",
+        "bytes",
+        "ended",
+        "error",
+        "final",
+        "first",
+        "keep",
+        "last",
+        "responses",
+        "tokens",
+    )
 
     def __init__(self, keep: bool = False) -> None:
         self._buffer = bytearray()
@@ -50,12 +64,15 @@ class StreamReader:
         self.first = 0.0
         self.last = 0.0
         self.final = False
+        self.ended = 0.0
         self.error: str | None = None
         self.responses: list[Any] = []
         self.bytes = 0
 
     def __call__(self, data: bytes) -> bool:
         """Take a piece of the stream; return True once the request's responses are complete."""
+        if self.ended:
+            return True
         buffer = self._buffer
         buffer += data
         while len(buffer) >= 5:
@@ -75,6 +92,7 @@ class StreamReader:
         response = service_pb2.ModelStreamInferResponse.FromString(message)
         if response.error_message:
             self.error = response.error_message
+            self.ended = now
             return True
         infer = response.infer_response
         if len(infer.outputs):
@@ -86,6 +104,8 @@ class StreamReader:
                 self.responses.append(infer)
         parameters = infer.parameters
         self.final = FINAL_RESPONSE in parameters and parameters[FINAL_RESPONSE].bool_param
+        if self.final:
+            self.ended = now
         return self.final
 
     def ttft_ms(self, sent: float) -> float:

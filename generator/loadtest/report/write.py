@@ -232,6 +232,7 @@ _SUMMARY = (
 )
 
 
+_FULL_ONLY = ("seq_p90_ms", "seq_error_rate", "itl_p99_ms")  # in report.html, not in the terminal's table
 _CHANGES_SHOWN = (
     "throughput",
     "p99_ms",
@@ -249,7 +250,7 @@ def summary_table(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     model adds sequences per second and sequence latency; one of a decoupled model, output tokens per
     second, time to first token and inter-token latency.
     """
-    columns = _SUMMARY[:5] + tuple(c for c in _mode_columns(report.get("runs", [])) if c[0] != "seq_p90_ms")
+    columns = _SUMMARY[:5] + tuple(c for c in _mode_columns(report.get("runs", [])) if c[0] not in _FULL_ONLY)
     columns += _SUMMARY[5:]
     names = [name for name, _ in columns]
     if report.get("price_per_hour") is None:
