@@ -629,7 +629,8 @@ def _generate(settings: GenerateSettings, spec_dir: Path) -> StepDefinition:
     folder = path if path.is_absolute() else spec_dir / path
     found, context = model_folder_problems(folder)
     problems = [f"step.model: {line}" for line in found]
-    if context is not None and settings.max_new_tokens >= context:
+    explicit = "max_new_tokens" in settings.model_fields_set  # the default is cut to the room a prompt leaves
+    if context is not None and explicit and settings.max_new_tokens >= context:
         problems.append(
             f"step.max_new_tokens: {settings.max_new_tokens} leaves no room for a prompt in the model's "
             f"{context}-token context; lower it"
