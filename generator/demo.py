@@ -149,6 +149,55 @@ def _text_demo(repo: Path, endpoints: Endpoints, result: DemoResult, say: Say, m
     return match
 
 
+def _sequence_demo(repo: Path, endpoints: Endpoints, result: DemoResult, say: Say) -> None:
+    """Send digit sequences to the stateful model, interleaved step by step, odd ones over gRPC and even
+    ones over HTTP; compare each step with the exported model run step by step in-process."""
+    import tritonclient.grpc as grpcclient
+    import tritonclient.http as httpclient
+
+    sequences = load_factory(examples_dir() / "sequence.py", "sequences", "demo")
+    digits, targets = sequences(8, 10, 777)
+    started = time.perf_counter()
+    clients = [
+        httpclient.InferenceServerClient(endpoints.http),
+        grpcclient.InferenceServerClient(endpoints.grpc),
+    ]
+    served = np.zeros((*digits.shape, 10), dtype=np.float32)
+    try:
+        for step in range(digits.shape[1]):  # every sequence's step before the next step of any
+            for row in range(digits.shape[0]):
+                module = (httpclient, grpcclient)[row % 2]
+                tensor = module.InferInput("digit", [1, 1], "INT64")
+                tensor.set_data_from_numpy(digits[row : row + 1, step : step + 1].astype(np.int64))
+                answer = clients[row % 2].infer(
+                    "running_max",
+                    [tensor],
+                    sequence_id=1000 + row,
+                    sequence_start=step == 0,
+                    sequence_end=step == digits.shape[1] - 1,
+                )
+                served[row, step] = answer.as_numpy("logits")[0]
+    finally:
+        for client in clients:
+            client.close()
+    result.requests += digits.size
+    run = onnx_runner(repo / "running_max" / "1" / "model.onnx")
+    state = np.zeros((digits.shape[0], 16), dtype=np.float32)
+    local = np.zeros_like(served)
+    for step in range(digits.shape[1]):
+        outputs = run({"digit": digits[:, step : step + 1].astype(np.int64), "h_in": state})
+        local[:, step], state = outputs["logits"], outputs["h_out"]
+    result.accuracy["running_max"] = float((served.argmax(-1) == targets).mean())
+    result.max_abs_error_vs_onnxruntime["running_max"] = float(np.abs(served - local).max())
+    say(f"running_max: digits {digits[0].tolist()} -> running maximum {served[0].argmax(-1).tolist()}")
+    say(
+        f"running_max: {digits.shape[0]} sequences of {digits.shape[1]} digits, interleaved over HTTP and gRPC "
+        f"with the state kept on the server: accuracy {result.accuracy['running_max']:.3f}; max |served - "
+        f"in-process step by step| = {result.max_abs_error_vs_onnxruntime['running_max']:.1e} "
+        f"({time.perf_counter() - started:.2f}s)"
+    )
+
+
 def _loadtest(endpoints: Endpoints, args: list[str], say: Say) -> int:
     """Run ``python -m generator loadtest ARGS`` against the server as its own process.
 
@@ -236,6 +285,12 @@ def run_demo(
             )
         matches = {model: _text_demo(repo, endpoints, result, say, model) for model in TEXT_PIPELINES}
         result.text_labels_match = all(matches.values())
+        _sequence_demo(repo, endpoints, result, say)
+        if result.max_abs_error_vs_onnxruntime["running_max"] > 1e-4:
+            raise GeneratorError(
+                "the served running_max differs from the same model run step by step in-process; "
+                "see the lines above"
+            )
         if not result.text_labels_match:
             differing = ", ".join(model for model, match in matches.items() if not match)
             raise GeneratorError(
