@@ -38,7 +38,7 @@ from generator.spec.models import (
 #: The version of the file's layout this module reads and writes.
 FORMAT = 1
 #: The spec keys a tuned entry may set, in the order they are written.
-TUNABLE = ("max_batch_size", "dynamic_batching", "instance_group", "parameters")
+TUNABLE = ("max_batch_size", "dynamic_batching", "sequence_batching", "instance_group", "parameters")
 #: What the file is called in error lines.
 WHAT = "tuned settings file"
 #: How to get past a bad entry, appended to the lines about one.

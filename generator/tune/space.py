@@ -60,6 +60,10 @@ class Settings:
         queue_delay_us: Its ``max_queue_delay_microseconds`` (0 with the batcher off).
         preferred: Its ``preferred_batch_size`` (empty with the batcher off).
         gpus: KIND_GPU instances on these GPUs; None: the base config's kind (KIND_CPU on a CPU machine).
+        sequence: A stateful model's sequence batcher strategy (``direct`` or ``oldest``); then
+            ``batching`` is always on (a stateful model cannot lose its batcher), ``queue_delay_us`` is the
+            sequence batcher's ``max_queue_delay_microseconds`` and ``preferred`` Oldest's preferred sizes.
+            None: the dynamic batcher.
     """
 
     instances: int
@@ -69,6 +73,7 @@ class Settings:
     queue_delay_us: int = 0
     preferred: tuple[int, ...] = ()
     gpus: tuple[int, ...] | None = None
+    sequence: str | None = None
 
     def describe(self) -> str:
         """A short line: ``2 instances, 2 threads, max batch 64, batcher 500 us, preferred [16, 32]``."""
@@ -82,7 +87,8 @@ class Settings:
         else:
             parts.append(f"max batch {self.max_batch_size}")
             if self.batching:
-                batcher = f"batcher {self.queue_delay_us} us"
+                kind = f"sequence batcher ({self.sequence})" if self.sequence else "batcher"
+                batcher = f"{kind} {self.queue_delay_us} us"
                 if self.preferred:
                     batcher += f", preferred {list(self.preferred)}"
                 parts.append(batcher)
@@ -96,7 +102,7 @@ class Settings:
         gpus = data["gpus"]
         return cls(
             data["instances"], data["threads"], data["max_batch_size"], data["batching"], data["queue_delay_us"],
-            tuple(data["preferred"]), tuple(gpus) if gpus is not None else None,
+            tuple(data["preferred"]), tuple(gpus) if gpus is not None else None, data.get("sequence"),
         )  # fmt: skip
 
     def as_dict(self) -> dict[str, Any]:
@@ -183,15 +189,20 @@ class Space:
             ),
             Dimension("threads", _ordered(self._threads(options, start, cpus), start.threads)),
         ]
-        if batch_limit > 0:
+        delays = Dimension(
+            "queue_delay_us", _ordered(options.queue_delays or [0, 100, 500, 2000], start.queue_delay_us)
+        )
+        if batch_limit > 0 and start.sequence is not None:  # the sequence batcher stays; its delay varies
+            sizes = self._batch_sizes(options, start, batch_limit, smallest_batch)
+            dims += [Dimension("max_batch_size", sizes), delays]
+            if start.sequence == "oldest":
+                dims.append(Dimension("preferred", tuple(dict.fromkeys(self._preferred(options, start)))))
+        elif batch_limit > 0:
             sizes = self._batch_sizes(options, start, batch_limit, smallest_batch)
             dims += [
                 Dimension("max_batch_size", sizes),
                 Dimension("batching", _ordered(options.batching or [False, True], start.batching)),
-                Dimension(
-                    "queue_delay_us",
-                    _ordered(options.queue_delays or [0, 100, 500, 2000], start.queue_delay_us),
-                ),
+                delays,
                 Dimension("preferred", tuple(dict.fromkeys(self._preferred(options, start)))),
             ]
         if start.gpus is not None or options.gpu_sets:
@@ -233,7 +244,8 @@ class Space:
         """The settings at ``point`` (dimensions that do not apply fall back to neutral values)."""
         values = {d.name: d.values[i] for d, i in zip(self.dimensions, point, strict=True)}
         max_batch = values.get("max_batch_size", 0)
-        batching = bool(values.get("batching", False)) and max_batch > 0
+        sequence = self.start_settings.sequence
+        batching = (sequence is not None or bool(values.get("batching", False))) and max_batch > 0
         preferred: tuple[int, ...] = ()
         if batching:
             token = values.get("preferred", "none")
@@ -251,6 +263,7 @@ class Space:
             queue_delay_us=values.get("queue_delay_us", 0) if batching else 0,
             preferred=preferred,
             gpus=values.get("gpus"),
+            sequence=sequence,
         )
 
     def neighbours(self, point: tuple[int, ...], every: bool = False) -> list[tuple[int, ...]]:
@@ -302,6 +315,20 @@ def start_settings(config: dict[str, Any]) -> Settings:
     threads = (config.get("parameters") or {}).get(thread_parameter(config), {}).get("string_value")
     batcher = config.get("dynamic_batching")
     max_batch = _int(config.get("max_batch_size"))
+    sequence = config.get("sequence_batching")
+    if isinstance(sequence, dict):
+        strategy = "oldest" if isinstance(sequence.get("oldest"), dict) else "direct"
+        own = sequence.get(strategy) or {}
+        return Settings(
+            instances=max(1, instances),
+            threads=_int(threads) or None if threads is not None else None,
+            max_batch_size=max_batch,
+            batching=max_batch > 0,
+            queue_delay_us=_int(own.get("max_queue_delay_microseconds")) if max_batch > 0 else 0,
+            preferred=tuple(sorted(_int(p) for p in own.get("preferred_batch_size", []))),
+            gpus=gpus,
+            sequence=strategy,
+        )
     return Settings(
         instances=max(1, instances),
         threads=_int(threads) or None if threads is not None else None,
@@ -319,7 +346,15 @@ def config_json(base: dict[str, Any], settings: Settings) -> str:
     """The model config JSON for ``settings``: ``base`` (Triton's own JSON of the model) with them applied."""
     config = copy.deepcopy(base)
     config["max_batch_size"] = settings.max_batch_size
-    if settings.batching:
+    if settings.sequence is not None:
+        sequence = dict(config.get("sequence_batching") or {})
+        own = dict(sequence.get(settings.sequence) or {})
+        own["max_queue_delay_microseconds"] = settings.queue_delay_us
+        if settings.sequence == "oldest":
+            own["preferred_batch_size"] = list(settings.preferred)
+        sequence[settings.sequence] = own
+        config["sequence_batching"] = sequence
+    elif settings.batching:
         batcher = dict(config.get("dynamic_batching") or {})
         batcher["max_queue_delay_microseconds"] = settings.queue_delay_us
         batcher["preferred_batch_size"] = list(settings.preferred)
@@ -364,7 +399,12 @@ def spec_settings(settings: Settings, threads_key: str = THREAD_PARAMETER) -> di
         "max_batch_size": settings.max_batch_size,
         "instance_group": {"count": settings.instances},
     }
-    if settings.max_batch_size > 0:
+    if settings.sequence is not None and settings.max_batch_size > 0:
+        sequence: dict[str, Any] = {"max_queue_delay_microseconds": settings.queue_delay_us}
+        if settings.sequence == "oldest":
+            sequence["preferred_batch_size"] = list(settings.preferred)
+        result["sequence_batching"] = sequence
+    elif settings.max_batch_size > 0:
         result["dynamic_batching"] = (
             {
                 "max_queue_delay_microseconds": settings.queue_delay_us,

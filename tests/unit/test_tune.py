@@ -542,3 +542,65 @@ def test_the_quick_climb_looks_past_a_candidate_that_trades_a_level() -> None:
     assert (crowned.batching, crowned.threads) == (False, 1)
     assert climb.current_outcome is not None and climb.current_outcome.feasible
     assert trials == len(space.points())  # this space is small: every point was worth a look
+
+
+SEQUENCE_BASE = {
+    "name": "ranker",
+    "max_batch_size": 8,
+    "instance_group": [{"count": 1, "kind": "KIND_CPU"}],
+    "sequence_batching": {
+        "max_sequence_idle_microseconds": "5000000",
+        "oldest": {
+            "max_candidate_sequences": 4,
+            "preferred_batch_size": [4],
+            "max_queue_delay_microseconds": "100",
+        },
+        "state": [{"input_name": "h_in", "output_name": "h_out", "data_type": "TYPE_FP32", "dims": ["16"]}],
+    },
+}
+
+
+@pytest.mark.parametrize("strategy", ["direct", "oldest"])
+def test_a_stateful_model_keeps_its_sequence_batcher_and_tunes_its_delay(strategy: str) -> None:
+    """No dynamic batcher is ever tried on a stateful model (Triton refuses both): the sequence batcher's
+    queue delay (and Oldest's preferred sizes) vary instead, and every candidate is a config Triton parses
+    and a tuned entry the spec takes."""
+    from google.protobuf import json_format
+    from tritonclient.grpc import model_config_pb2
+
+    from generator.spec.models import Overlay, parse_spec
+
+    base = json.loads(json.dumps(SEQUENCE_BASE))
+    if strategy == "direct":
+        base["sequence_batching"]["direct"] = {"max_queue_delay_microseconds": "100"}
+        del base["sequence_batching"]["oldest"]
+    start = start_settings(base)
+    assert (start.sequence, start.batching, start.queue_delay_us) == (strategy, True, 100)
+    space = Space(start, SpaceOptions(), batch_limit=2**16, smallest_batch=1, cpus=2)
+    names = [d.name for d in space.dimensions]
+    assert "batching" not in names and "queue_delay_us" in names
+    assert ("preferred" in names) == (strategy == "oldest")
+    entry = {
+        "name": "ranker",
+        "framework": "onnx",
+        "source": "m.onnx",
+        "max_batch_size": 8,
+        "sequence_batching": {
+            "strategy": strategy,
+            "max_queue_delay_microseconds": 100,
+            "state": [{"input_name": "h_in", "output_name": "h_out", "dtype": "FP32", "dims": [16]}],
+        },
+    }
+    for point in space.points():
+        settings = space.settings(point)
+        config = json.loads(config_json(base, settings))
+        assert "dynamic_batching" not in config
+        assert (
+            config["sequence_batching"][strategy]["max_queue_delay_microseconds"] == settings.queue_delay_us
+        )
+        json_format.ParseDict(config, model_config_pb2.ModelConfig())  # Triton's schema takes it
+        tuned = spec_settings(settings)
+        assert "dynamic_batching" not in tuned
+        spec = parse_spec({"models": [entry]}, overlay=Overlay({"ranker": tuned}, "tuned.yaml"))
+        assert spec.models[0].sequence_batching.max_queue_delay_microseconds == settings.queue_delay_us
+    assert Settings.from_dict(start.as_dict()) == start
