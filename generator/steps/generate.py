@@ -166,6 +166,17 @@ def check_value(name: str, value: object) -> Any:
         raise ValueError(f"{name}: {error}") from None
 
 
+def _count(name: str, value: object) -> int:
+    """A setting that counts something (at least 1)."""
+    try:
+        number = _integer(value)
+    except ValueError as error:
+        raise ValueError(f"{name}: {error}") from None
+    if number < 1:
+        raise ValueError(f"{name}: must be at least 1 (got {number})")
+    return number
+
+
 # NamedTuples, not dataclasses: a dataclass needs its module in sys.modules, and the build imports this
 # file without registering it there.
 class Token(NamedTuple):
@@ -248,14 +259,14 @@ class Generate:
         merged = {k: v for k, v in (settings or {}).items() if v is not None and v != ""}
         self.max_new_tokens = check_value("max_new_tokens", merged.pop("max_new_tokens", MAX_NEW_TOKENS))
         limit = merged.pop("max_new_tokens_limit", None)
-        self.limit = None if limit is None else check_value("max_new_tokens", limit)
+        self.limit = None if limit is None else _count("max_new_tokens_limit", limit)
         self.skip_special_tokens = _flag(merged.pop("skip_special_tokens", True))
         dtype = str(merged.pop("dtype", "float32")).lower()
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got '{dtype}'")
         threads = merged.pop("threads", None)
         if threads is not None:
-            torch.set_num_threads(check_value("max_new_tokens", threads))
+            torch.set_num_threads(_count("threads", threads))
         self.defaults = {name: check_value(name, merged[name]) for name in VALUES if name in merged}
         self._torch = torch
         self.device = device

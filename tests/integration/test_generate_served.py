@@ -406,3 +406,35 @@ def test_http_generate_stream(server: EmbeddedServer, reference: Reference) -> N
     assert events[-1]["full_text"] == reference.text(expected)
     bad = requests.post(url, json={"text_input": "hello", "top_p": 0}, stream=True, timeout=120)
     assert "top_p: must be greater than 0" in bad.text
+
+
+def test_a_spec_with_the_step_builds_and_serves(tmp_path: Path, folder: Path, reference: Reference) -> None:
+    """From the spec: the build runs the step's model factory, renders the config decoupled with the
+    generation values as optional inputs (left out of the sample data), and the repository serves."""
+    from generator.build.run import build
+    from generator.core.triton import parse_model_config
+    from generator.steps.generate_settings import VALUE_INPUTS
+
+    (tmp_path / "lm.py").write_text(f"def build():\n    return {str(folder)!r}\n")
+    (tmp_path / "generator.yaml").write_text(
+        "models:\n"
+        "  - name: writer\n"
+        "    framework: python\n"
+        "    source: builtin:generate\n"
+        "    max_batch_size: 0\n"
+        "    step: {model: lm.py:build, max_new_tokens: 5, threads: 1}\n"
+    )
+    repository = tmp_path / "repo"
+    build(tmp_path / "generator.yaml", repository)
+    config = parse_model_config((repository / "writer" / "config.pbtxt").read_text())
+    assert config.model_transaction_policy.decoupled
+    assert [t.name for t in config.input if t.optional] == list(VALUE_INPUTS)
+    samples = json.loads((repository / "writer" / "perf_analyzer_data.json").read_text())["data"]
+    assert {name for sample in samples for name in sample} == {"text_input"}
+    with EmbeddedServer(repository, **free_ports()) as served:
+        own = Stream(served.endpoints.grpc)
+        try:
+            responses = own.ask("writer", "hello world")
+        finally:
+            own.close()
+    assert _ids(responses) == reference("hello world", max_new_tokens=5, do_sample=False)

@@ -368,6 +368,10 @@ def test_settings_values_are_checked_on_load(folder: Path) -> None:
         step.Generate(folder, {"temperature": "0"})
     with pytest.raises(ValueError, match="dtype must be one of float32, float16, bfloat16, auto, got 'int4'"):
         step.Generate(folder, {"dtype": "int4"})
+    with pytest.raises(ValueError, match=r"^threads: must be at least 1 \(got 0\)$"):
+        step.Generate(folder, {"threads": "0"})
+    with pytest.raises(ValueError, match=r"^max_new_tokens_limit: expected a whole number, got 'many'$"):
+        step.Generate(folder, {"max_new_tokens_limit": "many"})
 
 
 # The build's side.
