@@ -119,7 +119,7 @@ class TritonPythonModel:
 _CONTROLS = """\
 sequence_batching {{
   max_sequence_idle_microseconds: {idle_us}
-  direct {{ }}
+  direct {{ max_queue_delay_microseconds: {delay_us} }}
   control_input [
     {{ name: "START" control [ {{ kind: CONTROL_SEQUENCE_START int32_false_true: [ 0, 1 ] }} ] }},
     {{ name: "END" control [ {{ kind: CONTROL_SEQUENCE_END int32_false_true: [ 0, 1 ] }} ] }},
@@ -143,6 +143,7 @@ def write_accumulate(
     max_batch_size: int = 4,
     instances: int = 1,
     idle_us: int = 5_000_000,
+    queue_delay_us: int = 0,
     log_path: Path | None = None,
 ) -> Path:
     """Write the stateful ``accumulate`` model; return its directory."""
@@ -154,7 +155,7 @@ def write_accumulate(
         'input [ { name: "x" data_type: TYPE_FP32 dims: [ 1 ] } ]\n'
         'output [ { name: "total" data_type: TYPE_FP32 dims: [ 1 ] }, '
         '{ name: "step" data_type: TYPE_INT32 dims: [ 1 ] } ]\n'
-        + _CONTROLS.format(idle_us=idle_us)
+        + _CONTROLS.format(idle_us=idle_us, delay_us=queue_delay_us)
         + f"instance_group [ {{ count: {instances} kind: KIND_CPU }} ]\n"
         + _parameters({"log_path": str(log_path)} if log_path else {})
     )

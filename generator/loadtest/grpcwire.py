@@ -187,6 +187,39 @@ class _Call:
         self.ended = False
 
 
+class _HeaderBlocks:
+    """The server's header blocks, decoded with ``hpack``; a block seen before is not decoded again.
+
+    Triton sends the same few blocks for every call (response headers, ``grpc-status: 0`` trailers), and
+    once their fields are in its dynamic table they are a few index bytes each. A block whose decoding
+    left the dynamic table (its entries and size) as it was decodes to the same fields for as long as the
+    table stays so: it is remembered, and every remembered block is forgotten when a decoding changes the
+    table. This saves about half of a call's header work.
+    """
+
+    _LIMIT = 64
+
+    def __init__(self) -> None:
+        self._decoder = Decoder()
+        self._table = self._decoder.header_table
+        self._known: dict[bytes, list[tuple[bytes, bytes]]] = {}
+
+    def decode(self, block: bytes) -> list[tuple[bytes, bytes]]:
+        """The block's fields, as ``Decoder.decode(block, raw=True)`` gives them."""
+        fields = self._known.get(block)
+        if fields is not None:
+            return fields
+        before = (tuple(self._table.dynamic_entries), self._table.maxsize)
+        fields = self._decoder.decode(block, raw=True)
+        if (tuple(self._table.dynamic_entries), self._table.maxsize) != before or len(
+            self._known
+        ) >= self._LIMIT:
+            self._known.clear()
+        else:
+            self._known[block] = fields
+        return fields
+
+
 class UnaryConnection:
     """One HTTP/2 connection that makes gRPC unary calls one at a time, opened on the first call.
 
@@ -206,7 +239,7 @@ class UnaryConnection:
         self._reset_state()
 
     def _reset_state(self) -> None:
-        self._decoder = Decoder()
+        self._decoder = _HeaderBlocks()
         self._next_stream = 1
         self._send_window = _DEFAULT_WINDOW  # connection-level, this side's
         self._initial_window = _DEFAULT_WINDOW  # the server's SETTINGS_INITIAL_WINDOW_SIZE
@@ -363,7 +396,7 @@ class UnaryConnection:
                     call.sink(data)
                 call.ended = bool(flags & _END_STREAM)
         elif kind == _HEADERS:
-            fields = self._decoder.decode(self._header_block(flags, payload), raw=True)
+            fields = self._decoder.decode(self._header_block(flags, payload))
             if stream == call.stream:
                 if call.headers is None:
                     call.headers = fields

@@ -289,7 +289,7 @@ OPTIONS: tuple[LoadTestOption, ...] = (
     LoadTestOption(
         "sequence_id_range",
         ("--sequence-id-range",),
-        "the sequences' correlation IDs, START or START:END (default: from 1)",
+        "the sequences' correlation IDs, START or START:END, END excluded (default: from 1)",
         metavar="START[:END]",
     ),
     LoadTestOption(

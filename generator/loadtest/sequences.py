@@ -10,7 +10,8 @@ none: it sends the parameters, as perf_analyzer's sequence mode does.
 * :func:`sequence_model` reads what the harness needs from a config (:class:`SequenceModel`);
 * :class:`SequenceSettings` the options: a sequence's length (fixed, or varied uniformly by a percentage,
   as perf_analyzer's ``--sequence-length`` and ``--sequence-length-variation``), the correlation IDs'
-  range (``--sequence-id-range``) and the sequences each user keeps going at once;
+  range (``--sequence-id-range START:END``, END excluded, as perf_analyzer's) and the sequences each user
+  keeps going at once;
 * :class:`SequenceIds` hands out correlation IDs, a fresh one per sequence, distinct across the users of
   a process and across the processes of a test (Locust workers take every Nth ID of the range).
 """
@@ -98,10 +99,13 @@ def sequence_model(config: dict[str, Any], through: str | None = None) -> Sequen
 
 
 def parse_id_range(text: str | None) -> tuple[int, int | None]:
-    """Parse ``--sequence-id-range START[:END]`` (END included); None: from 1, unbounded.
+    """Parse ``--sequence-id-range START[:END]`` as perf_analyzer reads it: from START up to END, END excluded.
+
+    Returns:
+        The first and the last ID (included; None: no bound). None or empty text: from 1, unbounded.
 
     Raises:
-        LoadTestError: Not whole numbers, START below 1, or END below START.
+        LoadTestError: Not whole numbers, START below 1, or END not above START.
     """
     if text is None or not str(text).strip():
         return 1, None
@@ -111,12 +115,12 @@ def parse_id_range(text: str | None) -> tuple[int, int | None]:
         end = int(tail) if sep and tail.strip() else None
     except ValueError:
         start, end = 0, None
-    if start < 1 or start > MAX_SEQUENCE_ID or (end is not None and not start <= end <= MAX_SEQUENCE_ID):
+    if start < 1 or start > MAX_SEQUENCE_ID or (end is not None and not start < end <= MAX_SEQUENCE_ID + 1):
         raise LoadTestError(
-            f"--sequence-id-range '{text}': write START or START:END, whole numbers with 1 <= START <= END "
-            f"<= {MAX_SEQUENCE_ID}, e.g. --sequence-id-range 1000:1999"
+            f"--sequence-id-range '{text}': write START or START:END (END excluded), whole numbers with "
+            f"1 <= START < END <= {MAX_SEQUENCE_ID + 1}, e.g. --sequence-id-range 1000:2000"
         )
-    return start, end
+    return start, None if end is None else end - 1
 
 
 @dataclass(frozen=True)
@@ -158,7 +162,7 @@ class SequenceSettings:
             needed = users * self.per_user + processes
             if span < needed:
                 raise LoadTestError(
-                    f"--sequence-id-range {self.id_start}:{self.id_end} gives {span} correlation IDs, but up to "
+                    f"--sequence-id-range {self.id_start}:{self.id_end + 1} gives {span} correlation IDs, but up to "
                     f"{users * self.per_user} sequences run at once ({users} users x {self.per_user} per user); "
                     f"give a range of at least {needed} IDs"
                 )

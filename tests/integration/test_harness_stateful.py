@@ -148,7 +148,7 @@ def test_varied_lengths_a_baseline_and_the_gate_on_sequence_figures(served: Serv
     served.mark()
     first = _loadtest(
         "--model", "accumulate", "--url", served.url("grpc"), "--users", "1", "--sequences-per-user", "3",
-        "--sequence-length", "10", "--sequence-length-variation", "50", "--sequence-id-range", "500:599",
+        "--sequence-length", "10", "--sequence-length-variation", "50", "--sequence-id-range", "500:600",
         *SHORT, "--out", "first", "--fail-if", "sequences_per_s<1e9", cwd=tmp_path,
     )  # fmt: skip
     assert first.returncode == 1, first.stderr
@@ -324,7 +324,7 @@ def test_what_triton_refuses_of_these_models_is_a_one_line_error_before_any_load
         ),
         (("--model", "streamer", "--param", "sequence_id=3"), ("Triton's own request parameters",)),
         (
-            ("--model", "accumulate", "--users", "4", "--sequence-id-range", "1:3"),
+            ("--model", "accumulate", "--users", "4", "--sequence-id-range", "1:4"),
             ("gives 3 correlation IDs", "at least"),
         ),
     ]

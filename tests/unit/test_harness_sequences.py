@@ -17,7 +17,7 @@ from tritonclient.grpc._utils import _get_inference_request
 
 from generator.core.errors import LoadTestError
 from generator.loadtest.clients import GrpcRequests, HttpRequests
-from generator.loadtest.grpcwire import grpc_message
+from generator.loadtest.grpcwire import _HeaderBlocks, grpc_message
 from generator.loadtest.parameters import (
     ENABLE_EMPTY_FINAL,
     FINAL_RESPONSE,
@@ -78,13 +78,13 @@ def test_controls_and_implicit_state_are_never_inputs_a_client_sends() -> None:
 
 
 @pytest.mark.parametrize(
-    ("text", "expected"), [(None, (1, None)), ("5", (5, None)), ("10:19", (10, 19)), (" 3:3 ", (3, 3))]
+    ("text", "expected"), [(None, (1, None)), ("5", (5, None)), ("10:20", (10, 19)), (" 3:4 ", (3, 3))]
 )
 def test_id_ranges(text: str | None, expected: tuple[int, int | None]) -> None:
     assert parse_id_range(text) == expected
 
 
-@pytest.mark.parametrize("text", ["0", "a:b", "9:3", "-1:4", "1:99999999999999999999"])
+@pytest.mark.parametrize("text", ["0", "a:b", "9:3", "3:3", "-1:4", "1:99999999999999999999"])
 def test_bad_id_ranges_are_one_line_errors(text: str) -> None:
     with pytest.raises(LoadTestError, match=r"--sequence-id-range .*START:END"):
         parse_id_range(text)
@@ -306,3 +306,36 @@ def test_sequence_and_stream_figures_reach_the_gate_and_the_summary() -> None:
     headers, rows = summary_table({"runs": [run]})
     assert "sequences/s" in headers and "TTFT p50 ms" not in headers
     assert rows[0][headers.index("seq p99 ms")] == "30.00"
+
+
+def test_remembered_header_blocks_decode_as_hpack_does() -> None:
+    """The connection's header decoding, which skips blocks it has seen while the dynamic table stays the
+    same, against hpack's own decoder on the same blocks: a server's headers and trailers, repeated, with
+    new fields, a table size update and evictions among them."""
+    from hpack import Decoder, Encoder
+
+    rng = random.Random(5)
+    encoder = Encoder()
+    encoder.header_table_size = 256
+    headers = [(":status", "200"), ("content-type", "application/grpc")]
+    trailers = [("grpc-status", "0")]
+    blocks = []
+    for step in range(400):
+        kind = rng.random()
+        if kind < 0.4:
+            fields = headers
+        elif kind < 0.8:
+            fields = trailers
+        elif kind < 0.95:
+            fields = [("grpc-status", "3"), ("grpc-message", f"error {rng.randrange(40)}")]
+        else:
+            fields = [("x-step", str(step)), *headers]
+        blocks.append(encoder.encode(fields))
+        if step == 200:
+            encoder.header_table_size = 128
+    remembered, reference = _HeaderBlocks(), Decoder()
+    skipped = 0
+    for block in blocks:
+        skipped += block in remembered._known
+        assert remembered.decode(block) == reference.decode(block, raw=True)
+    assert skipped > 100  # most repeated blocks were not decoded again
