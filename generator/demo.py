@@ -75,6 +75,8 @@ class DemoResult:
     loadtest_exit_code: int | None = None
     #: The text pipelines' served labels equal the same pipelines run in-process, sentence by sentence.
     text_labels_match: bool = False
+    #: The generator's streamed tokens equal the same greedy generation in-process.
+    generate_tokens_match: bool = False
 
 
 def _infer_http(url: str, model: str, name: str, output: str, batch: np.ndarray) -> np.ndarray:
@@ -198,6 +200,60 @@ def _sequence_demo(repo: Path, endpoints: Endpoints, result: DemoResult, say: Sa
     )
 
 
+def _generate_demo(repo: Path, endpoints: Endpoints, result: DemoResult, say: Say) -> None:
+    """Stream greedy completions from the generator over gRPC, token by token; compare the tokens with the
+    same generation run in-process by the step's own class."""
+    import queue
+
+    import tritonclient.grpc as grpcclient
+
+    from generator.build.exporters.huggingface import import_transformers
+    from generator.steps.generate import Generate
+
+    prompts = ["The striker", "Bake the bread", "Strong winds"]
+    started = time.perf_counter()
+    responses: queue.Queue = queue.Queue()
+    client = grpcclient.InferenceServerClient(endpoints.grpc)
+    client.start_stream(callback=lambda result, error: responses.put((result, error)))
+    served: list[list[int]] = []
+    texts: list[str] = []
+    first_token: list[float] = []
+    try:
+        for prompt in prompts:
+            tensor = grpcclient.InferInput("text_input", [1], "BYTES")
+            tensor.set_data_from_numpy(np.array([prompt.encode("utf-8")], dtype=object))
+            sent = time.perf_counter()
+            client.async_stream_infer("tiny_lm", [tensor], parameters={"max_new_tokens": 12})
+            ids: list[int] = []
+            pieces: list[str] = []
+            while True:
+                answer, error = responses.get(timeout=120)
+                if error is not None:
+                    raise GeneratorError(f"tiny_lm: {error}")
+                if not ids:
+                    first_token.append(time.perf_counter() - sent)
+                ids.append(int(answer.as_numpy("token_id").reshape(-1)[0]))
+                pieces.append(answer.as_numpy("text_output").reshape(-1)[0].decode("utf-8"))
+                if answer.get_response().parameters["triton_final_response"].bool_param:
+                    break
+            served.append(ids)
+            texts.append(prompt + "".join(pieces))
+    finally:
+        client.stop_stream()
+        client.close()
+    result.requests += len(prompts)
+    import_transformers()  # its logging quiet, and offline
+    local = Generate(repo / "tiny_lm" / "1" / "model")
+    expected = [[token.token_id for token in local(prompt, max_new_tokens=12)] for prompt in prompts]
+    result.generate_tokens_match = served == expected
+    say(f'tiny_lm: "{texts[0]}"')
+    say(
+        f"tiny_lm: {len(prompts)} greedy completions streamed over gRPC, {sum(map(len, served))} tokens, first "
+        f"token after {1000 * float(np.median(first_token)):.1f} ms (median); tokens equal to the same generation "
+        f"in-process: {'yes' if result.generate_tokens_match else 'NO'} ({time.perf_counter() - started:.2f}s)"
+    )
+
+
 def _loadtest(endpoints: Endpoints, args: list[str], say: Say) -> int:
     """Run ``python -m generator loadtest ARGS`` against the server as its own process.
 
@@ -286,6 +342,11 @@ def run_demo(
         matches = {model: _text_demo(repo, endpoints, result, say, model) for model in TEXT_PIPELINES}
         result.text_labels_match = all(matches.values())
         _sequence_demo(repo, endpoints, result, say)
+        _generate_demo(repo, endpoints, result, say)
+        if not result.generate_tokens_match:
+            raise GeneratorError(
+                "the tokens tiny_lm streamed differ from the same generation in-process; see the lines above"
+            )
         if result.max_abs_error_vs_onnxruntime["running_max"] > 1e-4:
             raise GeneratorError(
                 "the served running_max differs from the same model run step by step in-process; "

@@ -50,7 +50,7 @@ def test_a_rebuild_with_nothing_changed_reuses_every_model(example_repo_copy: Pa
     statuses = {m.name: m.status for m in report.models}
     assert statuses.pop("text_pipeline") == "configured"  # an ensemble has nothing to export
     assert statuses.pop("hf_topics") == "configured"  # its end-to-end parity kept, not measured again
-    assert set(statuses.values()) == {"reused"} and len(statuses) == 9
+    assert set(statuses.values()) == {"reused"} and len(statuses) == 10
     assert _tree(example_repo_copy) == before
 
 
@@ -169,4 +169,5 @@ def test_hand_written_models_in_the_repository_survive_a_build(example_repo_copy
         "text_pipeline",
         "text_postprocess",
         "text_tokenizer",
+        "tiny_lm",
     ]

@@ -87,7 +87,7 @@ def test_bad_input_is_one_line_and_leaves_the_repository_intact(
 
 def test_validate_lists_every_problem(example_repo_copy: Path, tmp_path: Path) -> None:
     good = run_cli("validate", str(example_repo_copy), cwd=tmp_path)
-    assert good.returncode == 0 and "11 model(s), valid" in good.stdout
+    assert good.returncode == 0 and "12 model(s), valid" in good.stdout
     config = example_repo_copy / "digits_cnn" / "config.pbtxt"
     config.write_text(
         config.read_text().replace('name: "image"', 'name: "img"').replace("[ 16, 32 ]", "[ 128 ]")
@@ -261,6 +261,7 @@ def test_demo_runs_the_main_job(tmp_path: Path) -> None:
     )
     assert "hf_topics: 9 unseen sentences over HTTP (one batch) and gRPC (one by one)" in result.stdout
     assert "running_max: 8 sequences of 10 digits, interleaved over HTTP and gRPC" in result.stdout
+    assert "tokens equal to the same generation in-process: yes" in result.stdout
     report = json.loads((tmp_path / "loadtest-report" / "report.json").read_text())
     assert [run["users"] for run in report["runs"]] == [1, 4, 16]
     assert all(run["throughput"] > 0 and run["error_rate"] == 0 for run in report["runs"])

@@ -111,8 +111,8 @@ def test_instance_count_is_honoured(example_server) -> None:
         if "triton_python_backend_stub" in " ".join(p.cmdline())
     ]
     # digits_cnn x 2, digits_linear x 1, text_tokenizer x 1, text_classifier x 2, text_postprocess x 1,
-    # hf_topics_preprocess x 1, hf_topics_model x 2, hf_topics_postprocess x 1, running_max x 1
-    assert len(stubs) == 2 + 1 + 1 + 2 + 1 + 1 + 2 + 1 + 1
+    # hf_topics_preprocess x 1, hf_topics_model x 2, hf_topics_postprocess x 1, running_max x 1, tiny_lm x 2
+    assert len(stubs) == 2 + 1 + 1 + 2 + 1 + 1 + 2 + 1 + 1 + 2
 
 
 def test_the_embedded_server_answers_repeated_requests_without_the_response_cache(
@@ -144,6 +144,7 @@ def test_the_repository_on_disk_is_what_triton_loaded(example_server, example_re
                 "hf_topics_model",
                 "hf_topics_postprocess",
                 "running_max",
+                "tiny_lm",
             )
         } | {"text_pipeline": "READY", "hf_topics": "READY"}
         served = client.get_model_config("digits_cnn")

@@ -19,12 +19,13 @@ def _model(**extra: object) -> dict:
 
 def test_example_spec_loads_with_defaults_merged() -> None:
     spec = load_spec(EXAMPLE_SPEC)
-    cnn, linear, tokenizer, classifier, postprocess, *hf_topics, running_max = spec.models
+    cnn, linear, tokenizer, classifier, postprocess, *hf_topics, running_max, tiny_lm = spec.models
     assert tokenizer.builtin == "tokenizer" and postprocess.builtin == "postprocess"
     assert classifier.inputs[0].dims == [-1]
     assert [e.name for e in spec.ensembles] == ["text_pipeline", "hf_topics"]
     assert [m.name for m in hf_topics] == ["hf_topics_preprocess", "hf_topics_model", "hf_topics_postprocess"]
     assert running_max.sequence_batching is not None  # the inherited dynamic batcher is not rendered
+    assert tiny_lm.builtin == "generate" and tiny_lm.max_batch_size == 0
     assert cnn.max_batch_size == 64 and linear.max_batch_size == 64
     assert cnn.dynamic_batching.preferred_batch_size == [16, 32]
     assert cnn.instance_group.count == 2 and linear.instance_group.count == 1
