@@ -24,6 +24,7 @@ from generator.build.exporters.base import load_factory
 from generator.build.pipelines import local_ensemble
 from generator.build.run import build
 from generator.build.runners import onnx_runner
+from generator.build.sample_data import PERF_ANALYZER_DATA
 from generator.core.errors import GeneratorError
 from generator.core.resources import examples_dir
 from generator.serve.server import EmbeddedServer, Endpoints
@@ -63,6 +64,19 @@ TEXT_LOADTEST = [
     "--out",
     "loadtest-report-text",
 ]
+
+#: The stateful model in sequences of 10 digits (correlation IDs, START/END) at 1 and 4 users, with the
+#: per-sequence figures.
+SEQUENCE_LOADTEST = [
+    "--model", "running_max", "--protocol", "grpc", "--sweep", "1,4", "--duration", "3",
+    "--sequence-length", "10", "--fail-if", "error_rate>0", "--out", "loadtest-report-sequence",
+]  # fmt: skip
+#: The streaming generator over gRPC streams at 1 and 2 users: time to first token, inter-token latency,
+#: tokens/s (the prompts are the repository's own data file).
+STREAM_LOADTEST = [
+    "--model", "tiny_lm", "--protocol", "grpc", "--sweep", "1,2", "--duration", "3",
+    "--fail-if", "error_rate>0", "--out", "loadtest-report-stream",
+]  # fmt: skip
 
 
 @dataclass
@@ -359,7 +373,12 @@ def run_demo(
                 "see the lines above"
             )
         if loadtest_args is None:
-            runs = [DEFAULT_LOADTEST, [*TEXT_LOADTEST, "--data", str(examples_dir() / "text_queries.txt")]]
+            runs = [
+                DEFAULT_LOADTEST,
+                [*TEXT_LOADTEST, "--data", str(examples_dir() / "text_queries.txt")],
+                SEQUENCE_LOADTEST,
+                [*STREAM_LOADTEST, "--data", str(repo / "tiny_lm" / PERF_ANALYZER_DATA)],
+            ]
         else:
             runs = [loadtest_args] if loadtest_args else []
         for args in runs:

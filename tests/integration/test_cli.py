@@ -277,6 +277,12 @@ def test_demo_runs_the_main_job(tmp_path: Path) -> None:
         "text_postprocess",
     ]
     assert "tritonserver stopped" in result.stdout
+    sequence = json.loads((tmp_path / "loadtest-report-sequence" / "report.json").read_text())
+    assert [run["users"] for run in sequence["runs"]] == [1, 4]
+    assert all(run["error_rate"] == 0 and run["throughput"] > 0 for run in sequence["runs"])
+    stream = json.loads((tmp_path / "loadtest-report-stream" / "report.json").read_text())
+    assert [run["users"] for run in stream["runs"]] == [1, 2]
+    assert all(run["error_rate"] == 0 and run["throughput"] > 0 for run in stream["runs"])
 
 
 @pytest.mark.parametrize("args", [("serve", "--http-port", "70000"), ("demo", "--grpc-port", "0")])
