@@ -294,6 +294,18 @@ def _loadtest(endpoints: Endpoints, args: list[str], say: Say) -> int:
     return code
 
 
+def _loadtest_runs(repo: Path, loadtest_args: list[str] | None) -> list[list[str]]:
+    """The load tests to run: the user's (``[]``: none), else the demo's own four."""
+    if loadtest_args is not None:
+        return [loadtest_args] if loadtest_args else []
+    return [
+        DEFAULT_LOADTEST,
+        [*TEXT_LOADTEST, "--data", str(examples_dir() / "text_queries.txt")],
+        SEQUENCE_LOADTEST,
+        [*STREAM_LOADTEST, "--data", str(repo / "tiny_lm" / PERF_ANALYZER_DATA)],
+    ]
+
+
 def run_demo(
     output: str | Path = "model_repository",
     *,
@@ -308,8 +320,9 @@ def run_demo(
 
     Args:
         loadtest_args: Arguments for ``python -m generator loadtest`` (the server's URL is added); ``[]``
-            skips the load test; ``None`` runs a short gRPC sweep of ``digits_cnn`` into ``loadtest-report/``
-            and one of ``text_pipeline`` into ``loadtest-report-text/``.
+            skips the load test; ``None`` runs short gRPC sweeps of ``digits_cnn`` (``loadtest-report/``),
+            ``text_pipeline`` (``loadtest-report-text/``), ``running_max`` in sequences
+            (``loadtest-report-sequence/``) and ``tiny_lm`` streaming (``loadtest-report-stream/``).
     """
     repo = Path(output)
     report = build(bundled_example(), repo)
@@ -372,16 +385,7 @@ def run_demo(
                 f"the served labels of {differing} differ from the same pipeline run in-process; "
                 "see the lines above"
             )
-        if loadtest_args is None:
-            runs = [
-                DEFAULT_LOADTEST,
-                [*TEXT_LOADTEST, "--data", str(examples_dir() / "text_queries.txt")],
-                SEQUENCE_LOADTEST,
-                [*STREAM_LOADTEST, "--data", str(repo / "tiny_lm" / PERF_ANALYZER_DATA)],
-            ]
-        else:
-            runs = [loadtest_args] if loadtest_args else []
-        for args in runs:
+        for args in _loadtest_runs(repo, loadtest_args):
             result.loadtest_exit_code = _loadtest(endpoints, args, say)
     say("tritonserver stopped")
     return result
