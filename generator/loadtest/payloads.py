@@ -244,7 +244,7 @@ def make_batches(
         shapes: ``--shape`` dims per input (``input`` or ``model/input``): the dims of generated values for
             inputs with -1 axes, and what flat samples are reshaped to.
         values: ``--param`` values of the inputs of those names, the same in every request. For a decoupled
-            model, an optional input without a value (or samples) is left out, so a generation setting
+            model, an optional input without a value, samples or a --shape is left out, so a generation setting
             takes the model's default, and a BOOL input ``stream`` is true.
 
     Raises:
@@ -265,7 +265,12 @@ def make_batches(
             value = input_value(spec.name, values[spec.name], spec.datatype, spec.numpy_dtype, shape)
             for batch in batches:
                 batch[spec.name] = value
-        elif info.decoupled and spec.optional and samples is None:
+        elif (
+            info.decoupled
+            and spec.optional
+            and samples is None
+            and not _given_shape(info, spec, shapes or {})
+        ):
             for batch in batches:
                 batch.pop(spec.name, None)
     return batches
@@ -294,10 +299,14 @@ def _batches(
     given = {spec.name: _given_shape(info, spec, shapes or {}) for spec in info.inputs}
     if samples is not None:
         return _sample_batches(info, batch_size, samples, given, given_values)
+    # A decoupled model's optional inputs without a --shape are left out of its requests (make_batches),
+    # so their dims are not asked for.
+    skipped = {s.name for s in info.inputs if info.decoupled and s.optional and not given[s.name]}
+    skipped |= given_values
     dims = {
         spec.name: given[spec.name] or _fixed_dims(info, spec)
         for spec in info.inputs
-        if spec.name not in given_values
+        if spec.name not in skipped
     }
     rng = np.random.default_rng([seed, zlib.crc32(info.name.encode())])
     words = np.random.default_rng([seed, zlib.crc32(info.name.encode()), 1])
@@ -314,7 +323,7 @@ def _batches(
     for _ in range(max(1, variants)):
         batch = {}
         for spec in info.inputs:
-            if spec.name in given_values:
+            if spec.name in skipped:
                 continue
             shape = (batch_size, *dims[spec.name]) if info.max_batch_size > 0 else dims[spec.name]
             if spec.name in pools:

@@ -339,3 +339,17 @@ def test_remembered_header_blocks_decode_as_hpack_does() -> None:
         skipped += block in remembered._known
         assert remembered.decode(block) == reference.decode(block, raw=True)
     assert skipped > 100  # most repeated blocks were not decoded again
+
+
+def test_a_decoupled_models_optional_inputs_of_variable_dims_are_left_out_without_a_shape() -> None:
+    """The generate step's `stop` (BYTES [-1], optional) needs no --shape: it is left out of the requests,
+    so the model takes its own default; a --shape brings it back. (Before, loadtest asked for --shape.)"""
+    info = model_info(
+        {"name": "gen", "inputs": [{"name": "text_input", "datatype": "BYTES", "shape": [1]},
+                                   {"name": "stop", "datatype": "BYTES", "shape": [-1]}],
+         "outputs": [{"name": "text_output", "datatype": "BYTES", "shape": [1]}]},
+        {"max_batch_size": 0, "model_transaction_policy": {"decoupled": True},
+         "input": [{"name": "stop", "optional": True}]},
+    )  # fmt: skip
+    assert set(make_batches(info, 1)[0]) == {"text_input"}
+    assert make_batches(info, 1, shapes={"stop": (2,)})[0]["stop"].shape == (2,)
