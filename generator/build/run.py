@@ -207,6 +207,16 @@ def cache_key(model: ModelSpec, source: Path, libraries: dict[str, str], context
         "files": _source_hashes(model, source, context),
         "libraries": libraries,
     }
+    if model.sequence_batching:  # initial-state files start the whole-sequence parity check
+        files = [
+            s.initial_state.data_file
+            for s in model.sequence_batching.state or []
+            if s.initial_state.data_file
+        ]
+        paths = {n: context.spec_dir / n for n in files}
+        payload["initial_states"] = {
+            n: sha256_file(p) if p.is_file() else "missing" for n, p in paths.items()
+        }
     if model.optimize:  # its calibration / evaluation samples shape what the optimize step ships
         samples = [n for n in (model.optimize.calibration_data, model.optimize.eval_data) if n]
         paths = {n: context.spec_dir / n for n in samples}

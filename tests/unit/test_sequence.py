@@ -238,3 +238,37 @@ def test_a_built_stateful_model_directory_validates(tmp_path: Path) -> None:
     assert any("initial_state" in p.message for p in validate_model_dir(model_dir) if p.severity == "error")
     write_initial_states(model, model_dir, tmp_path)
     assert [p for p in validate_model_dir(model_dir) if p.severity != "info"] == []
+
+
+def test_an_initial_state_file_is_in_the_cache_key(tmp_path: Path) -> None:
+    """Editing only the initial state changes what the whole-sequence check starts from: the model is
+    exported and checked again, not reused."""
+    from generator.build.exporters.base import ExportContext
+    from generator.build.run import cache_key
+    from generator.spec.models import ModelSpec
+
+    (tmp_path / "m.onnx").write_bytes(b"model")
+    np.save(tmp_path / "start.npy", np.array([1.0], dtype=np.float32))
+    model = ModelSpec.model_validate(
+        {
+            "name": "acc",
+            "framework": "onnx",
+            "source": "m.onnx",
+            "sequence_batching": {
+                "state": [
+                    {
+                        "input_name": "s_in",
+                        "output_name": "s_out",
+                        "dtype": "FP32",
+                        "dims": [1],
+                        "initial_state": {"data_file": "start.npy"},
+                    }
+                ]
+            },
+        }
+    )
+    context = ExportContext(spec_dir=tmp_path)
+    before = cache_key(model, tmp_path / "m.onnx", {}, context)
+    assert cache_key(model, tmp_path / "m.onnx", {}, context) == before
+    np.save(tmp_path / "start.npy", np.array([100.0], dtype=np.float32))
+    assert cache_key(model, tmp_path / "m.onnx", {}, context) != before
