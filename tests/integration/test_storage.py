@@ -227,7 +227,11 @@ def test_a_repository_uploaded_by_hand_is_served_once_it_has_the_marker(
         relative = path.relative_to(example_repo).as_posix()
         if path.is_file() and relative != MANIFEST and "__pycache__" not in relative:
             client.upload_file(str(path), BUCKET, f"by-hand/{relative}")
-    client.put_object(Bucket=BUCKET, Key="by-hand/text_pipeline/1/", Body=b"")
+    for path in sorted(example_repo.rglob("*")):  # the ensembles' empty version directories
+        if path.is_dir() and not any(path.iterdir()):
+            client.put_object(
+                Bucket=BUCKET, Key=f"by-hand/{path.relative_to(example_repo).as_posix()}/", Body=b""
+            )
     uri = f"s3://{s3_endpoint}/{BUCKET}/by-hand"
     with pytest.raises(StorageError, match=re.escape(f"put an empty object '{MARKER}' at {uri}/ once")):
         check_pushed(uri)

@@ -40,8 +40,11 @@ _AZURE_VARIABLES = (
 
 
 def _local_keys(repo: Path, prefix: str) -> list[str]:
-    """The keys a push of ``repo`` must write: every file, and the ensemble's empty version directory."""
-    return sorted([*(f"{prefix}/{relative}" for relative in file_hashes(repo)), f"{prefix}/text_pipeline/1/"])
+    """The keys a push of ``repo`` must write: every file, and the ensembles' empty version directories."""
+    empty = [p.relative_to(repo).as_posix() for p in repo.rglob("*") if p.is_dir() and not any(p.iterdir())]
+    return sorted(
+        [*(f"{prefix}/{relative}" for relative in file_hashes(repo)), *(f"{prefix}/{e}/" for e in empty)]
+    )
 
 
 # ---------------------------------------------------------------------------------------------- GCS
