@@ -149,7 +149,8 @@ def test_varied_lengths_a_baseline_and_the_gate_on_sequence_figures(served: Serv
     first = _loadtest(
         "--model", "accumulate", "--url", served.url("grpc"), "--users", "1", "--sequences-per-user", "3",
         "--sequence-length", "10", "--sequence-length-variation", "50", "--sequence-id-range", "500:600",
-        *SHORT, "--out", "first", "--fail-if", "sequences_per_s<1e9", cwd=tmp_path,
+        # long enough for several whole sequences on a loaded machine (2 s once finished none but the first)
+        "--duration", "6", "--warmup", "0.5", "--out", "first", "--fail-if", "sequences_per_s<1e9", cwd=tmp_path,
     )  # fmt: skip
     assert first.returncode == 1, first.stderr
     [line] = _errors(first)

@@ -262,7 +262,7 @@ def test_a_key_that_cannot_be_tuned_is_refused_naming_the_allowed_ones(spec_path
     tuned = _tuned(spec_path, {"cnn": {"settings": {"max_batch_size": 16, "opset": 17}, "trial": "t"}})
     assert _problems(spec_path) == [
         f"{tuned}: models.cnn.settings.opset: cannot be tuned; settings may hold only max_batch_size, "
-        "dynamic_batching, instance_group, parameters; delete it"
+        "dynamic_batching, sequence_batching, instance_group, parameters; delete it"
     ]
     with pytest.raises(pydantic.ValidationError, match="opset cannot be tuned"):
         TunedEntry(settings={"opset": 17}, trial="t")
