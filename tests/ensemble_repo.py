@@ -214,7 +214,7 @@ def _scale3(repository: Path) -> None:
     python_model(repository, "scale3", SCALE, [("x", "TYPE_FP32", [3])], [("y", "TYPE_FP32", [3])])
 
 
-def _scale_one(repository: Path) -> None:
+def write_scale_one(repository: Path) -> None:
     tensor = ("TYPE_FP32", [1, 4])
     python_model(repository, "scale_one", SCALE, [("x", *tensor)], [("y", *tensor)], max_batch_size=0)
 
@@ -464,7 +464,7 @@ CASES: dict[str, Case] = {
     ),
     "batch_one_step": Case(
         _with_model(
-            _scale_one,
+            write_scale_one,
             _pipeline_with(steps=[STEPS[0], step("scale_one", {"x": "S"}, {"y": "OUT_SUM"}), STEPS[2]]),
         ),
         'ensemble_scheduling.step[1].input_map["x"]',

@@ -110,7 +110,9 @@ def test_sequences_reach_the_model_whole_and_the_figures_count_them(
     served.mark()
     result = _loadtest(
         "--model", "accumulate", "--url", served.url(protocol), "--users", "2", "--sequences-per-user", "2",
-        "--sequence-length", "6", "--sequence-length-variation", "0", *SHORT, "--out", "out",
+        "--sequence-length", "6", "--sequence-length-variation", "0", "--out", "out",
+        # long enough for whole sequences on a loaded machine (2 s once finished none on CI's)
+        "--duration", "6", "--warmup", "0.5",
         "--fail-if", "seq_error_rate>0", "--fail-if", "error_rate>0", cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
