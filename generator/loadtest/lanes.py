@@ -18,6 +18,18 @@ streamed request; ``sequence`` (1 on the request that ends a sequence: its last,
 ``sequence_ms`` (from the sending of its first request to the last reply) and ``sequence_length``. A
 request that fails ends its sequence: the lane starts a new one with a new ID, and Triton drops the
 abandoned one after the model's ``max_sequence_idle_microseconds``.
+
+When the user stops, :meth:`Lanes.close` ends the sequences still going, as perf_analyzer's workers do at
+exit (``CompleteOngoingSequences``): each lane in the middle of a sequence sends it one more request, with
+``sequence_end``, so Triton frees the sequence's slot at once instead of holding it until the idle timeout
+(a test started right after would find the slots taken). These closing requests are reported like the
+others with ``closing`` 1 in ``context`` and no ``sequence``: they count in the whole test's requests,
+failures and inferences (the server counts them too), never as completed sequences, and, sent after the
+last measurement window closed, in no window's figures (:meth:`~generator.loadtest.recorder.Records.
+between` leaves them out). One that fails is a failed request of the totals and nothing more: the slot of
+its sequence waits for the idle timeout, as before. When the user was stopped in the middle of a request
+(Locust kills a user that outlasts its stop timeout), its connection is in no state to send more, and its
+sequences are left to the idle timeout as well.
 """
 
 from __future__ import annotations
@@ -87,6 +99,7 @@ class Lanes:
         self._inferences = [plan.inferences_per_request(i) for i in range(len(plan.models))]
         self._lanes = [_Lane() for _ in range(self._settings.per_user)]
         self._turn = 0
+        self._busy = False  # a request is on the connection (still True after one was interrupted)
 
     def _begin(self, lane: _Lane) -> None:
         """Start the lane's next sequence (or single request) on a model picked by weight."""
@@ -117,6 +130,28 @@ class Lanes:
         self._turn = (self._turn + 1) % len(self._lanes)
         if lane.left <= 0:
             self._begin(lane)
+        self._send(lane)
+
+    def close(self) -> int:
+        """End each sequence still going with one last request carrying ``sequence_end``; return how many.
+
+        Called when the user stops, before its connection closes (see the module docstring). Nothing is sent
+        when a request of this user was interrupted: the connection may still hold its reply.
+        """
+        if self._busy:
+            return 0
+        closing = [
+            lane
+            for lane in self._lanes
+            if lane.left > 0 and lane.sent > 0 and self._plan.models[lane.model].sequence is not None
+        ]
+        for lane in closing:
+            lane.left = 1  # the next request is the sequence's last
+            self._send(lane, closing=True)
+        return len(closing)
+
+    def _send(self, lane: _Lane, closing: bool = False) -> None:
+        """Send the lane's next request and report it (``closing``: one that ends a sequence at the stop)."""
         model = lane.model
         info = self._plan.models[model]
         pool = self._requests[model]
@@ -124,12 +159,15 @@ class Lanes:
         self._cursors[model] = (index + 1) % len(pool)
         extra = self._extra(lane, pool)
         context: dict[str, Any] = {"inferences": self._inferences[model]}
+        if closing:
+            context["closing"] = 1
         exception: Any = None
         length = 0
         ended = 0.0
         start = time.perf_counter()
         if lane.sent == 0:
             lane.started = start
+        self._busy = True
         try:
             if info.decoupled:
                 reader = self._connection.stream(pool, index, extra)
@@ -139,10 +177,11 @@ class Lanes:
                 length = self._connection.infer(pool, index, extra)
         except Exception as error:  # every failure is a failed request, reported to Locust
             exception = error
+        self._busy = False
         end = ended or time.perf_counter()
         lane.sent += 1
         lane.left = 0 if exception is not None else lane.left - 1
-        if info.sequence is not None and lane.left == 0:
+        if info.sequence is not None and lane.left == 0 and not closing:
             context.update(sequence=1, sequence_ms=(end - lane.started) * 1000.0, sequence_length=lane.sent)
         self._fire(
             request_type=self._request_type,

@@ -33,12 +33,14 @@ ROW = np.dtype(
         ("sequence", "i1"),
         ("sequence_ms", "f8"),
         ("sequence_length", "i4"),
+        ("closing", "i1"),
     ]
 )
 """One request: completion time (epoch s), latency, model index, inferences, error index (-1: ok), reply
 bytes; for a streamed request its time to first token, mean inter-token latency (NaN: not measured) and
 output tokens; for the request that ends a sequence (``sequence`` 1: its last, or the one that failed it),
-the sequence's latency and its requests."""
+the sequence's latency and its requests; ``closing`` 1 for a request that ended a sequence left open when
+its user stopped (:mod:`~generator.loadtest.lanes`): in the whole test's totals, in no window's figures."""
 
 _NAN = float("nan")
 
@@ -79,7 +81,7 @@ class Recorder:
             context = {}
         row = (time.time(), float(response_time), model, int(context.get("inferences", 1)), error)
         if len(context) == 1:  # only the inferences: a plain request
-            self._rows.append((*row, int(response_length or 0), _NAN, _NAN, 0, 0, _NAN, 0))
+            self._rows.append((*row, int(response_length or 0), _NAN, _NAN, 0, 0, _NAN, 0, 0))
             return
         self._rows.append(
             (
@@ -91,6 +93,7 @@ class Recorder:
                 int(context.get("sequence", 0)),
                 float(context.get("sequence_ms", _NAN)),
                 int(context.get("sequence_length", 0)),
+                int(context.get("closing", 0)),
             )
         )
 
@@ -179,7 +182,13 @@ class Records:
         return self._rows
 
     def between(self, start: float, end: float) -> np.ndarray:
-        """Rows of requests that completed in ``[start, end)``."""
+        """Rows of requests that completed in ``[start, end)``, less those that closed sequences at a stop.
+
+        A user's closing requests are sent after the last window closed; leaving them out keeps them out of
+        a window also when a clock (a Locust worker's on another machine) would put them in one.
+        """
         rows = self.rows
         lo, hi = np.searchsorted(rows["end"], [start, end], side="left")
-        return rows[lo:hi]
+        rows = rows[lo:hi]
+        closing = rows["closing"] > 0
+        return rows[~closing] if closing.any() else rows

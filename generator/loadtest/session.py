@@ -303,6 +303,12 @@ class Session:
         )
 
     def _totals(self, first: dict[str, Any], started: float, ended: float, complete: bool) -> dict[str, Any]:
+        """The whole test's figures, from every request recorded, with the server's count beside the client's.
+
+        The requests that closed sequences at the stop (:meth:`~generator.loadtest.lanes.Lanes.close`) are
+        requests and inferences here, as the server counts them, and ``sequences_closed``, not completed
+        sequences.
+        """
         rows = self.records.rows
         ok = rows[rows["error"] < 0]
         totals: dict[str, Any] = {
@@ -313,10 +319,11 @@ class Session:
             "server_inferences": None,
             "server_cache_hits": None,
         }
-        if self.plan.has_sequences:  # sequences ended: completed, and failed part-way
+        if self.plan.has_sequences:  # sequences ended: completed, failed part-way, and closed at the stop
             ended = rows[rows["sequence"] > 0]
             totals["sequences"] = int((ended["error"] < 0).sum())
             totals["sequence_failures"] = int((ended["error"] >= 0).sum())
+            totals["sequences_closed"] = int((ok["closing"] > 0).sum())
         if self.plan.has_streams:
             totals["output_tokens"] = int(ok["tokens"].sum())
         if complete:

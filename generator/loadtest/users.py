@@ -5,7 +5,8 @@ reply, and sends the next (``wait_time`` 0). Each request goes to one of the tes
 weight, and cycles through that model's prebuilt requests; every request is reported through Locust's
 ``request`` event with its latency (ms), reply size and exception, and ``context["inferences"]`` (the
 batch size) for the harness's recorder. When a model of the test is stateful or decoupled, the user sends
-sequences and streamed requests through its :class:`~generator.loadtest.lanes.Lanes`.
+sequences and streamed requests through its :class:`~generator.loadtest.lanes.Lanes`, and when it stops
+(in this process or on a Locust worker), it ends the sequences it leaves open, as perf_analyzer does.
 
 * :class:`InferenceUser` takes its protocol from ``--protocol`` (or the URL's scheme): the class the
   locustfile and the ``loadtest`` command run.
@@ -81,11 +82,16 @@ class TritonUser(User):
             )
 
     def on_stop(self) -> None:
-        """Close this user's connection."""
+        """End this user's sequences still going (:meth:`Lanes.close`), then close its connection."""
         connection = getattr(self, "_connection", None)
         if connection is not None:
-            connection.close()
-            self._connection = None
+            lanes = getattr(self, "_lanes", None)
+            try:
+                if lanes is not None:
+                    lanes.close()
+            finally:
+                connection.close()
+                self._connection = None
 
     def _pick(self) -> int:
         if len(self._cumulative) == 1:

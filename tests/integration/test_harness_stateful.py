@@ -64,9 +64,11 @@ class Served:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     root = tmp_path_factory.mktemp("stateful")
-    logs = {"accumulate": root / "accumulate.log", "streamer": root / "streamer.log"}
+    logs = {name: root / f"{name}.log" for name in ("accumulate", "held", "streamer")}
     repository = root / "model_repository"
     write_accumulate(repository, log_path=logs["accumulate"])
+    # a sequence left open holds its slot for 5 minutes: a test started after one that left them open starves
+    write_accumulate(repository, name="held", idle_us=300_000_000, log_path=logs["held"])
     write_streamer(repository, log_path=logs["streamer"], token_delay_ms=1)
     with EmbeddedServer(repository, **free_ports()) as server:
         yield Served(server, logs)
@@ -103,6 +105,17 @@ def _check_correlation(records: list[dict[str, Any]]) -> None:
             open_ids.discard(record["CORRID"])
 
 
+def _whole_sequences(records: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """``accumulate``'s records as sequences, each whole: steps from 1, START on its first, END on its last."""
+    _check_correlation(records)
+    found = list(sequences(records))
+    for sequence in found:
+        assert [r["step"] for r in sequence] == list(range(1, len(sequence) + 1))
+        assert [r["START"] for r in sequence] == [1] + [0] * (len(sequence) - 1)
+        assert [r["END"] for r in sequence] == [0] * (len(sequence) - 1) + [1], "a sequence left open"
+    return found
+
+
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
 def test_sequences_reach_the_model_whole_and_the_figures_count_them(
     served: Served, tmp_path: Path, protocol: str
@@ -110,29 +123,25 @@ def test_sequences_reach_the_model_whole_and_the_figures_count_them(
     served.mark()
     result = _loadtest(
         "--model", "accumulate", "--url", served.url(protocol), "--users", "2", "--sequences-per-user", "2",
-        "--sequence-length", "6", "--sequence-length-variation", "0", "--out", "out",
-        # long enough for whole sequences on a loaded machine (2 s once finished none on CI's)
-        "--duration", "6", "--warmup", "0.5",
+        "--sequence-length", "6", "--sequence-length-variation", "0", *SHORT, "--out", "out",
         "--fail-if", "seq_error_rate>0", "--fail-if", "error_rate>0", cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     report = _report(tmp_path / "out")
     records = served.since("accumulate")
-    _check_correlation(records)
-    found = list(sequences(records))
-    check, *load = found
+    check, *load = _whole_sequences(records)
     assert len(check) == 1 and check[0]["START"] == check[0]["END"] == 1  # the reply check before the load
-    completed = [s for s in load if s[-1]["END"]]
-    unfinished = [s for s in load if not s[-1]["END"]]
-    for sequence in completed:
-        assert [r["step"] for r in sequence] == [1, 2, 3, 4, 5, 6]
-        assert [r["START"] for r in sequence] == [1, 0, 0, 0, 0, 0]
-        assert [r["END"] for r in sequence] == [0, 0, 0, 0, 0, 1]
-    assert len(unfinished) <= 4 and all(len(s) < 6 for s in unfinished)  # 2 users x 2 lanes at the stop
+    # the stop ended the sequences still going: one more request each, with END, so none is left open on
+    # the server; the ones it cut short are shorter than the length drawn (one cut after its fifth request
+    # is whole on the server, its sixth sent as the closing one)
+    cut_short = [s for s in load if len(s) < 6]
+    assert all(2 <= len(s) <= 6 for s in load) and len(cut_short) <= 4  # 2 users x 2 lanes at the stop
 
     totals = report["totals"]
-    assert totals["sequences"] == len(completed) > 0 and totals["sequence_failures"] == 0
-    assert totals["requests"] == len(records) - 1 == totals["sequences"] * 6 + sum(map(len, unfinished))
+    assert totals["failures"] == 0 and totals["sequence_failures"] == 0
+    assert len(cut_short) <= totals["sequences_closed"] <= 4
+    assert totals["sequences"] + totals["sequences_closed"] == len(load) and totals["sequences"] > 0
+    assert totals["requests"] == len(records) - 1 == sum(map(len, load))
     assert totals["server_inferences"] == totals["inferences"] == totals["requests"]
     [run] = report["runs"]
     figures = run["sequences"]
@@ -151,19 +160,20 @@ def test_varied_lengths_a_baseline_and_the_gate_on_sequence_figures(served: Serv
     first = _loadtest(
         "--model", "accumulate", "--url", served.url("grpc"), "--users", "1", "--sequences-per-user", "3",
         "--sequence-length", "10", "--sequence-length-variation", "50", "--sequence-id-range", "500:600",
-        # long enough for several whole sequences on a loaded machine (2 s once finished none but the first)
-        "--duration", "6", "--warmup", "0.5", "--out", "first", "--fail-if", "sequences_per_s<1e9", cwd=tmp_path,
+        *SHORT, "--out", "first", "--fail-if", "sequences_per_s<1e9", cwd=tmp_path,
     )  # fmt: skip
     assert first.returncode == 1, first.stderr
     [line] = _errors(first)
     assert line.startswith("error: --fail-if sequences_per_s<1e9 breached: sequences_per_s = ")
     records = served.since("accumulate")
-    _check_correlation(records)
-    completed = [s for s in list(sequences(records))[1:] if s[-1]["END"]]
-    lengths = [len(s) for s in completed]
-    assert all(5 <= n <= 15 for n in lengths) and len(set(lengths)) > 1
-    assert {r["CORRID"] for r in records} <= set(range(500, 600))
     report = _report(tmp_path / "first")
+    load = _whole_sequences(records)[1:]
+    # one user: the sequences its stop closed (each shorter than drawn, or whole) are the last to end
+    closed = report["totals"]["sequences_closed"]
+    completed = load[: len(load) - closed]
+    lengths = [len(s) for s in completed]
+    assert all(5 <= n <= 15 for n in lengths) and len(set(lengths)) > 1 and closed <= 3
+    assert {r["CORRID"] for r in records} <= set(range(500, 600))
     assert report["totals"]["sequences"] == len(completed)
     assert 5 <= report["runs"][0]["sequences"]["length_mean"] <= 15
     header, row = (tmp_path / "first" / "report.csv").read_text().splitlines()
@@ -176,6 +186,27 @@ def test_varied_lengths_a_baseline_and_the_gate_on_sequence_figures(served: Serv
     assert second.returncode == 0, second.stderr
     compared = _report(tmp_path / "second")["runs"][0]["baseline"]["figures"]
     assert compared["seq_p99_ms"]["better"] == "lower" and compared["sequences_per_s"]["old"] > 0
+
+
+def test_a_test_right_after_another_finds_the_sequence_slots_free(served: Served, tmp_path: Path) -> None:
+    """``held`` keeps an idle sequence 5 minutes and has 4 slots, as many as the sequences of a test of 2
+    users x 2 lanes: had the first test left its sequences open at the stop, the second's first sequence
+    (its reply check before the load) would wait for a slot until its request timed out, a one-line error,
+    or its users for theirs past its end. The third runs its users on two Locust workers, which stop alike."""
+    for out, protocol, workers in (("first", "http", "0"), ("second", "grpc", "0"), ("workers", "http", "2")):
+        served.mark()
+        result = _loadtest(
+            "--model", "held", "--url", served.url(protocol), "--users", "2", "--sequences-per-user", "2",
+            "--sequence-length", "5", "--sequence-length-variation", "0", *SHORT, "--out", out,
+            "--workers", workers, "--request-timeout", "20", "--fail-if", "error_rate>0", cwd=tmp_path,
+        )  # fmt: skip
+        assert result.returncode == 0, (out, result.stderr)
+        records = served.since("held")
+        check, *load = _whole_sequences(records)  # every one ended, none left open
+        assert len(check) == 1
+        totals = _report(tmp_path / out)["totals"]
+        assert totals["sequences"] > 0 and totals["sequences"] + totals["sequences_closed"] == len(load)
+        assert totals["server_inferences"] == totals["inferences"] == totals["requests"] == len(records) - 1
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])

@@ -270,6 +270,24 @@ def test_sequence_figures_count_sequences_that_ended_in_the_window() -> None:
     assert empty["completed"] == 0 and empty["latency_ms"]["p99"] is None
 
 
+def test_requests_that_closed_sequences_at_the_stop_are_in_no_window() -> None:
+    """A closing request (``closing`` 1: one more request with END for a sequence still going when its user
+    stopped) is kept in the records for the whole test's totals, apart from completed sequences, and left out
+    of every window's rows, even one its completion time falls in."""
+    ended = {"sequence": 1, "sequence_ms": 10.0, "sequence_length": 3}
+    recorder = Recorder()
+    for context in ({}, ended, {"closing": 1}, {"closing": 1}):
+        recorder.on_request("http", "m", 1.5, 10, None, {"inferences": 2, **context})
+    records = Records(["m"])
+    records.add_chunk(recorder.take_chunk())
+    rows = records.rows
+    assert rows["closing"].tolist() == [0, 0, 1, 1] and rows["inferences"].sum() == 8
+    assert rows["sequence"].tolist() == [0, 1, 0, 0]
+    window = records.between(rows["end"][0], rows["end"][-1] + 1.0)
+    assert len(window) == 2 and not window["closing"].any()
+    assert sequence_figures(window, 1.0)["completed"] == 1
+
+
 def test_stream_figures_are_genai_perfs() -> None:
     rows = _rows(
         [

@@ -442,7 +442,8 @@ def _mode_facts(report: dict[str, Any]) -> list[tuple[str, str]]:
                 f"{', '.join(sequences['models'])}: {sequences['length']} requests "
                 f"(+/- {sequences['length_variation_pct']:g}%), {sequences['per_user']} per user, IDs "
                 f"{sequences.get('id_range') or 'from 1'}; {totals.get('sequences', 0):,} completed, "
-                f"{totals.get('sequence_failures', 0):,} failed",
+                f"{totals.get('sequence_failures', 0):,} failed, {totals.get('sequences_closed', 0):,} ended "
+                "at the stop",
             )
         )
     if report.get("streaming"):
