@@ -1,112 +1,346 @@
-"""Benchmark: the example CNN served by the embedded Triton at concurrency 8, against ONNX Runtime
-in-process on the same batches, measured side by side in one run.
+"""Benchmark: what serving costs per request. The embedded Triton against ONNX Runtime in-process on the
+same model files, at 1 and 4 clients, with the per-stage breakdown of a served request.
 
-The served figure is what a client sees over gRPC (8 requests kept in flight, batch 1 each); the
-in-process figures are the same model file run by ONNX Runtime in this process, at batch 1 (the
-same batches) and at batch 8 (what perfect server-side batching could reach). Their ratio says how
-close serving comes to the machine's limit. Run: ``python perf/bench_serving.py [--seconds 10]``.
+Models: the example's ``digits_cnn`` (a 40 kB CNN: the serving path is nearly all of its latency) and a
+mid-size MobileNet-like convolutional net at 3x128x128 (compute-bound: a few ms per image), each served by
+one instance with the stand-in ONNX Runtime backend at its default thread count and ``dynamic_batching``
+with queue delay 0; and, for each, a *floor*: a Python-backend model with the same inputs and outputs that
+runs nothing (it returns a zero tensor), i.e. what Triton's gRPC front end, scheduler and Python-backend
+transport cost on their own.
+
+Figures, side by side in one run (rounds alternate; the medians are printed):
+
+* served: perf_analyzer over gRPC (the reference client), concurrency 1 and 4, batch 1 per request;
+* in-process: the same file in this process, with the thread count the backend gives the instance, at
+  batch 1 back to back ("hot") and at batch 1 with a pause between runs like a served request's
+  ("paced": cold caches, a woken thread), and at batch 4 (what the 4 clients' requests batched reach);
+* the breakdown of a served request at concurrency 1, from Triton's statistics as perf_analyzer reports
+  them (client, network and front end, queue, compute input/infer/output) and, with ``--profile``, from
+  py-spy sampling the model's backend stub: the share of the compute spent in ``session.run`` and in the
+  stand-in's own Python.
+
+Run: ``python perf/bench_serving.py [--seconds 3] [--rounds 3] [--profile]`` (perf_analyzer is fetched as
+``perf/bench_harness.py`` does; ``--profile`` needs ``py-spy``, a dev dependency, and ptrace rights).
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
-import tempfile
-import threading
-import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_harness import (  # isort: skip  (imports Locust, which patches the standard library first)
+    PerfAnalyzerUnstable,
+    build_example,
+    fetch_perf_analyzer,
+    library_dir,
+)
+
+import argparse
+import csv
+import os
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from generator.build.run import build
 from generator.serve.launch import find_free_port
 from generator.serve.server import EmbeddedServer
-from generator.spec.models import bundled_example
 
-MODEL, INPUT, OUTPUT = "digits_cnn", "image", "logits"
+STAGES = (
+    ("Client Send", "client send"),
+    ("Network+Server Send/Recv", "network + gRPC front end"),
+    ("Server Queue", "queue (scheduler)"),
+    ("Server Compute Input", "compute input"),
+    ("Server Compute Infer", "compute infer (stub round trip)"),
+    ("Server Compute Output", "compute output (response)"),
+    ("Client Recv", "client receive"),
+)
 
-
-def served_throughput(server: EmbeddedServer, concurrency: int, seconds: float, batch: int) -> float:
-    """Inferences per second over gRPC with ``concurrency`` requests in flight."""
-    import tritonclient.grpc as grpcclient
-
-    client = grpcclient.InferenceServerClient(server.endpoints.grpc)
-    data = np.random.default_rng(0).standard_normal((batch, 1, 8, 8)).astype(np.float32)
-    tensor = grpcclient.InferInput(INPUT, list(data.shape), "FP32")
-    tensor.set_data_from_numpy(data)
-    outputs = [grpcclient.InferRequestedOutput(OUTPUT)]
-    slots = threading.Semaphore(concurrency)
-    done = [0, 0]  # completed, failed
-    lock = threading.Lock()
-
-    def finished(result: object, error: object) -> None:
-        with lock:
-            done[0 if error is None else 1] += 1
-        slots.release()
-
-    def run_for(duration: float) -> int:
-        with lock:
-            start_count = done[0]
-        deadline = time.perf_counter() + duration
-        while time.perf_counter() < deadline:
-            slots.acquire()
-            client.async_infer(MODEL, [tensor], finished, outputs=outputs)
-        for _ in range(concurrency):  # drain
-            slots.acquire()
-        for _ in range(concurrency):
-            slots.release()
-        with lock:
-            return done[0] - start_count
-
-    run_for(1.0)  # warm-up
-    started = time.perf_counter()
-    completed = run_for(seconds)
-    elapsed = time.perf_counter() - started
-    client.close()
-    if done[1]:
-        raise RuntimeError(f"{done[1]} requests failed")
-    return completed * batch / elapsed
+FLOOR_MODEL = """\
+import numpy as np
+import triton_python_backend_utils as pb_utils
 
 
-def in_process_throughput(model_file: Path, seconds: float, batch: int) -> float:
-    """Inferences per second of ONNX Runtime in this process, one session, back-to-back runs."""
+class TritonPythonModel:
+    def initialize(self, args):
+        self.zeros = {}
+
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            batch = request.inputs()[0].as_numpy().shape[0]
+            if batch not in self.zeros:
+                self.zeros[batch] = np.zeros((batch, OUTPUT_SIZE), np.float32)
+            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("logits", self.zeros[batch])]))
+        return responses
+"""
+
+
+@dataclass(frozen=True)
+class Served:
+    """One model of the benchmark: its name, its input's dims, and its file."""
+
+    name: str
+    dims: tuple[int, ...]
+    model_file: Path
+
+    @property
+    def floor(self) -> str:
+        return f"{self.name}_floor"
+
+
+def mid_size_model(path: Path) -> None:
+    """A MobileNet-like net (depthwise-separable blocks) at 3x128x128, exported to ONNX, batch axis dynamic."""
+    import torch
+    from torch import nn
+
+    def block(inputs: int, outputs: int, stride: int) -> nn.Module:
+        return nn.Sequential(
+            nn.Conv2d(inputs, inputs, 3, stride, 1, groups=inputs, bias=False),
+            nn.BatchNorm2d(inputs),
+            nn.ReLU6(),
+            nn.Conv2d(inputs, outputs, 1, bias=False),
+            nn.BatchNorm2d(outputs),
+            nn.ReLU6(),
+        )
+
+    widths = [(32, 64, 1), (64, 128, 2), (128, 128, 1), (128, 256, 2), (256, 256, 1), (256, 512, 2)]
+    widths += [(512, 512, 1)] * 3 + [(512, 1024, 2)]
+    torch.manual_seed(0)
+    features = nn.Sequential(nn.Conv2d(3, 32, 3, 2, 1), nn.ReLU6(), *(block(*w) for w in widths))
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.features, self.head = features, nn.Linear(1024, 10)
+
+        def forward(self, image: torch.Tensor) -> torch.Tensor:
+            return self.head(self.features(image).mean((2, 3)))
+
+    axes = {"image": {0: "batch"}, "logits": {0: "batch"}}
+    torch.onnx.export(
+        Net().eval(), (torch.zeros(1, 3, 128, 128),), str(path), input_names=["image"],
+        output_names=["logits"], dynamic_axes=axes, opset_version=17, dynamo=False,
+    )  # fmt: skip
+
+
+def write_repository(repo: Path, models: list[Served]) -> None:
+    """Each model with queue delay 0 and one instance, and its floor (same I/O, runs nothing)."""
+    for model in models:
+        tensors = (
+            f'input [{{ name: "image" data_type: TYPE_FP32 dims: [{", ".join(map(str, model.dims))}] }}]\n'
+            'output [{ name: "logits" data_type: TYPE_FP32 dims: [10] }]\n'
+            "dynamic_batching { max_queue_delay_microseconds: 0 }\n"
+            "instance_group [{ count: 1 kind: KIND_CPU }]\n"
+        )
+        (repo / model.name / "1").mkdir(parents=True)
+        shutil.copy(model.model_file, repo / model.name / "1" / "model.onnx")
+        (repo / model.name / "config.pbtxt").write_text(
+            f'name: "{model.name}"\nplatform: "onnxruntime_onnx"\nmax_batch_size: 8\n{tensors}'
+        )
+        (repo / model.floor / "1").mkdir(parents=True)
+        (repo / model.floor / "1" / "model.py").write_text(FLOOR_MODEL.replace("OUTPUT_SIZE", "10"))
+        (repo / model.floor / "config.pbtxt").write_text(
+            f'name: "{model.floor}"\nbackend: "python"\nmax_batch_size: 8\n{tensors}'
+        )
+
+
+def perf_analyzer(binary: Path, libdir: Path, url: str, model: str, concurrency: int, seconds: float) -> dict:
+    """One perf_analyzer measurement over gRPC: its CSV row (throughput, latencies and the stages, in us)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "pa.csv"
+        command = [
+            str(binary), "-m", model, "-u", url, "-i", "grpc", "-b", "1",
+            "--concurrency-range", str(concurrency), "--measurement-interval", str(int(seconds * 1000)),
+            "--stability-percentage", "100", "--max-trials", "3", "-f", str(out),
+        ]  # fmt: skip
+        env = {
+            **os.environ,
+            "LD_LIBRARY_PATH": os.pathsep.join(
+                filter(None, [str(libdir), os.environ.get("LD_LIBRARY_PATH")])
+            ),
+        }
+        result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=seconds * 10 + 120)
+        if result.returncode != 0 or not out.is_file():
+            tail = " | ".join((result.stderr or result.stdout).strip().splitlines()[-3:])
+            raise PerfAnalyzerUnstable(tail)
+        [row] = list(csv.DictReader(out.open()))
+    return {
+        key: float(value) for key, value in row.items() if value not in ("", None) and key != "Concurrency"
+    }
+
+
+def in_process(model: Served, threads: int, batch: int, seconds: float, pause: float = 0.0) -> float:
+    """Milliseconds per ONNX Runtime run of ``model`` at ``batch`` in this process (``pause`` s between runs)."""
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(model_file), providers=["CPUExecutionProvider"])
-    data = np.random.default_rng(0).standard_normal((batch, 1, 8, 8)).astype(np.float32)
-    feeds = {INPUT: data}
-    for _ in range(200):
-        session.run([OUTPUT], feeds)
-    runs, started = 0, time.perf_counter()
-    while time.perf_counter() - started < seconds:
-        session.run([OUTPUT], feeds)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(model.model_file), options, providers=["CPUExecutionProvider"])
+    feeds = {"image": np.random.default_rng(0).random((batch, *model.dims), dtype=np.float32)}
+    for _ in range(20):
+        session.run(None, feeds)
+    spent, runs, deadline = 0.0, 0, time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        if pause:
+            time.sleep(pause)
+        began = time.perf_counter()
+        session.run(None, feeds)
+        spent += time.perf_counter() - began
         runs += 1
-    return runs * batch / (time.perf_counter() - started)
+    return spent / runs * 1000.0
+
+
+def stub_profile(server: EmbeddedServer, model: str, seconds: float, out: Path) -> subprocess.Popen | None:
+    """Start py-spy on ``model``'s backend stub for ``seconds`` (raw stacks into ``out``); None without py-spy."""
+    import psutil
+
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not Path(spy).is_file() or server.pid is None:
+        return None
+    stubs = [
+        child for child in psutil.Process(server.pid).children()
+        if f"/{model}/" in " ".join(child.cmdline())
+    ]  # fmt: skip
+    if not stubs:
+        return None
+    command = [spy, "record", "--pid", str(stubs[0].pid), "--format", "raw", "-o", str(out), "--rate", "1000"]
+    command += ["--duration", str(max(1, round(seconds))), "--nonblocking"]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def stub_samples(raw: Path) -> Counter[str]:
+    """py-spy's raw stacks of a stub, counted by where the busy samples are: in ``session.run``, in the rest
+    of the stand-in's ``execute`` (its own Python), elsewhere in Python (the backend's stub utilities)."""
+    counts: Counter[str] = Counter()
+    for line in raw.read_text().splitlines() if raw.is_file() else []:
+        stack, _, number = line.rpartition(" ")
+        if not stack.strip() or not number.isdigit():
+            continue  # idle: no Python frame
+        frames = stack.split(";")
+        if any(frame.startswith("Session.run ") for frame in frames):
+            counts["session.run"] += int(number)
+        elif any(frame.startswith("TritonPythonModel.") for frame in frames):
+            counts["stand-in Python"] += int(number)
+        else:
+            counts["other Python"] += int(number)
+    return counts
+
+
+def measure(args: argparse.Namespace, models: list[Served], scratch: Path) -> dict:
+    """Every figure, rounds alternating between served and in-process; lists of each round's values."""
+    binary, libdir = fetch_perf_analyzer(), library_dir(scratch)
+    figures: dict = {}
+
+    def add(key: tuple, value: float) -> None:
+        figures.setdefault(key, []).append(value)
+
+    repo = scratch / "model_repository"
+    write_repository(repo, models)
+    threads = max(1, len(os.sched_getaffinity(0)))  # the stand-in's default for one instance
+    ports = {"http_port": find_free_port(), "grpc_port": find_free_port(), "metrics_port": find_free_port()}
+    with EmbeddedServer(repo, **ports) as server:
+        url = server.endpoints.grpc
+        for round_ in range(args.rounds):
+            print(f"round {round_ + 1} of {args.rounds} ...", flush=True)
+            for model in models:
+                for name in (model.name, model.floor):
+                    for concurrency in (1, 4):
+                        spy = None
+                        raw = scratch / f"{name}-{round_}.raw"
+                        if args.profile and concurrency == 1 and name == model.name:
+                            spy = stub_profile(server, name, args.seconds, raw)
+                        try:
+                            row = perf_analyzer(binary, libdir, url, name, concurrency, args.seconds)
+                        except PerfAnalyzerUnstable as error:
+                            print(f"  {name} at {concurrency}: no stable measurement ({error})")
+                            continue
+                        add((name, concurrency, "throughput"), row["Inferences/Second"])
+                        add((name, concurrency, "p50"), row["p50 latency"])
+                        if concurrency == 1:
+                            for key, _ in STAGES:
+                                add((name, 1, key), row.get(key, 0.0))
+                        if spy is not None:
+                            spy.wait()
+                            samples = stub_samples(raw)
+                            requests = row["Inferences/Second"] * args.seconds
+                            for key, count in samples.items():
+                                add((name, 1, key), count / 1000 / max(requests, 1) * 1e6)  # us per request
+                add((model.name, "hot"), in_process(model, threads, 1, args.seconds / 2))
+                add((model.name, "paced"), in_process(model, threads, 1, args.seconds / 2, pause=0.0005))
+                add((model.name, "batch4"), in_process(model, threads, 4, args.seconds / 2))
+    return figures
+
+
+def report(figures: dict, models: list[Served], profiled: bool) -> None:
+    def median(*key: object) -> float:
+        values = figures.get(tuple(key))
+        return statistics.median(values) if values else float("nan")
+
+    print("\nserved (perf_analyzer, gRPC, batch 1 per request) against ONNX Runtime in-process, medians")
+    print(f"{'':34}" + "".join(f"{m.name:>14}{m.floor:>16}" for m in models))
+    for concurrency in (1, 4):
+        line = f"{f'served infer/s, {concurrency} client(s)':34}"
+        line += "".join(
+            f"{median(m.name, concurrency, 'throughput'):14.0f}{median(m.floor, concurrency, 'throughput'):16.0f}"
+            for m in models
+        )
+        print(line)
+    print("\nper request at 1 client, us (Triton's statistics as perf_analyzer reports them)")
+    keys = [*STAGES, ("p50 latency", "p50 latency")]
+    keys += (
+        [(k, f"  of compute infer: {k}") for k in ("session.run", "stand-in Python", "other Python")]
+        if profiled
+        else []
+    )
+    for key, label in keys:
+        column = "p50" if key == "p50 latency" else key
+        print(
+            f"{label:34}"
+            + "".join(f"{median(m.name, 1, column):14.0f}{median(m.floor, 1, column):16.0f}" for m in models)
+        )
+    print("\nin-process ONNX Runtime (same file, same thread count), ms per run")
+    for model in models:
+        hot, paced, batch4 = (
+            median(model.name, "hot"),
+            median(model.name, "paced"),
+            median(model.name, "batch4"),
+        )
+        served1 = median(model.name, 1, "throughput")
+        served4 = median(model.name, 4, "throughput")
+        added = median(model.name, 1, "p50") / 1000 - hot
+        print(
+            f"{model.name}: batch 1 hot {hot:.3f} ms, paced {paced:.3f} ms, batch 4 {batch4:.3f} ms; "
+            f"served / in-process: {served1 * hot / 1000:.2f} at 1 client, {served4 * batch4 / 4000:.2f} at 4; "
+            f"added by serving at 1 client (p50 - hot run): {added:.3f} ms"
+        )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=3.0, help="measurement interval per figure")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--profile", action="store_true", help="sample the stubs with py-spy")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        repo = Path(tmp) / "model_repository"
-        build(bundled_example(), repo)
-        model_file = repo / MODEL / "1" / "model.onnx"
-        local_b1 = in_process_throughput(model_file, args.seconds / 2, 1)
-        local_b8 = in_process_throughput(model_file, args.seconds / 2, 8)
-        with EmbeddedServer(
-            repo, http_port=find_free_port(), grpc_port=find_free_port(), metrics_port=find_free_port()
-        ) as server:
-            served = served_throughput(server, args.concurrency, args.seconds, 1)
-    print(f"model {MODEL}, {args.seconds:.0f} s per figure, gRPC, batch 1 per request")
-    print(f"served by embedded Triton, concurrency {args.concurrency}: {served:10.0f} infer/s")
-    print(f"ONNX Runtime in-process, batch 1:          {local_b1:10.0f} infer/s")
-    print(f"ONNX Runtime in-process, batch 8:          {local_b8:10.0f} infer/s")
-    print(f"served / in-process (same batches, b=1):   {served / local_b1:10.2f}")
-    print(f"served / in-process (batch 8):             {served / local_b8:10.2f}")
+        scratch = Path(tmp)
+        print("building the example and the mid-size model ...", flush=True)
+        build_example(scratch / "example")
+        mid = scratch / "mid.onnx"
+        mid_size_model(mid)
+        models = [
+            Served("digits_cnn", (1, 8, 8), scratch / "example" / "digits_cnn" / "1" / "model.onnx"),
+            Served("mid_size", (3, 128, 128), mid),
+        ]
+        report(measure(args, models, scratch), models, args.profile)
 
 
 if __name__ == "__main__":

@@ -85,6 +85,17 @@ instance_group [ { count: 1 kind: KIND_CPU } ]
 """
 
 
+SESSION_CONFIG = """name: "lin_session"
+platform: "onnxruntime_onnx"
+max_batch_size: 8
+input [ { name: "x" data_type: TYPE_FP32 dims: [ 4 ] } ]
+output [ { name: "y" data_type: TYPE_FP32 dims: [ 3 ] } ]
+instance_group [ { count: 1 kind: KIND_CPU } ]
+parameters { key: "intra_op_thread_count" value: { string_value: "1" } }
+parameters { key: "session.intra_op.allow_spinning" value: { string_value: "0" } }
+"""
+
+
 def free_ports() -> dict[str, int]:
     return {"http_port": find_free_port(), "grpc_port": find_free_port(), "metrics_port": find_free_port()}
 
@@ -106,6 +117,7 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_model(root, "lin", linear_config("lin"))
     write_model(root, "lin_reshape", RESHAPE_CONFIG)
     write_model(root, "lin_nobatch", NO_BATCHING_CONFIG)
+    write_model(root, "lin_session", SESSION_CONFIG)
     return root
 
 
@@ -137,7 +149,7 @@ def test_endpoints_are_loopback(server: EmbeddedServer) -> None:
     assert server.log_path.is_file()
     client = httpclient.InferenceServerClient(endpoints.http)
     assert client.is_server_ready()
-    assert all(client.is_model_ready(name) for name in ("lin", "lin_reshape", "lin_nobatch"))
+    assert all(client.is_model_ready(name) for name in ("lin", "lin_reshape", "lin_nobatch", "lin_session"))
 
 
 @pytest.mark.parametrize("batch", [1, 5])
@@ -163,6 +175,29 @@ def test_grpc_inference(server: EmbeddedServer, batch: int) -> None:
         client.close()
     assert y.shape == (batch, 3)
     np.testing.assert_allclose(y, expected(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("model", ["lin", "lin_session"])
+def test_served_outputs_are_onnx_runtimes_bit_for_bit(
+    server: EmbeddedServer, repository: Path, model: str
+) -> None:
+    """The stand-in hands the request's arrays to ONNX Runtime and its outputs to the response unchanged
+    (also with an ONNX Runtime session config entry among the parameters)."""
+    import onnxruntime as ort
+
+    x = np.random.default_rng(21).standard_normal((1, 4)).astype(np.float32)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(str(repository / model / "1" / "model.onnx"), options)
+    [want] = session.run(["y"], {"x": x})
+    tensor = grpcclient.InferInput("x", list(x.shape), "FP32")
+    tensor.set_data_from_numpy(x)
+    client = grpcclient.InferenceServerClient(server.endpoints.grpc)
+    try:
+        got = client.infer(model, [tensor]).as_numpy("y")
+    finally:
+        client.close()
+    np.testing.assert_array_equal(got, want)
 
 
 def test_reshape_of_inputs_and_outputs(server: EmbeddedServer) -> None:
@@ -276,7 +311,7 @@ def test_stop_leaves_no_process_behind(repository: Path) -> None:
         assert pid is not None
         started = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
         assert {p.name() for p in started} == set(TRITON_PROCESSES)
-        assert len(started) == 1 + 2 + 1 + 1  # the server and one stub per model instance
+        assert len(started) == 1 + 2 + 1 + 1 + 1  # the server and one stub per model instance
         backends = embedded.log_path.parent / "backends"
         assert (backends / "onnxruntime" / "model.py").is_file()
     finally:

@@ -27,9 +27,14 @@ What it does, mirroring the native backend where that makes sense on CPUs:
   ``execution_mode``, and ``optimization { graph { level } }``; without ``intra_op_thread_count`` each
   instance gets ``max(1, usable cores // instances in instance_group)`` threads, so that instances do not
   oversubscribe the CPU (TorchScript models: the PyTorch backend's ``INTRA_OP_THREAD_COUNT`` and
-  ``INTER_OP_THREAD_COUNT``, which is all the native PyTorch backend reads);
+  ``INTER_OP_THREAD_COUNT``, which is all the native PyTorch backend reads). A parameter whose key starts
+  with ``session.`` is passed to ONNX Runtime as a session config entry (``session.intra_op.allow_spinning``
+  ``"0"``, for one, stops idle intra-op threads spinning on cores the server's front end needs); the native
+  backend reads only ``session.use_device_allocator_for_initializers`` of these and ignores the others;
 * when ``max_batch_size > 0``, runs all the requests Triton hands ``execute()`` as one batch (inputs
-  concatenated along axis 0, one ``session.run``, outputs split back by each request's batch size);
+  concatenated along axis 0, one ``session.run``, outputs split back by each request's batch size); a
+  single request's input arrays (views of the shared memory Triton wrote them to) go to ONNX Runtime
+  without a copy or concatenation, and its outputs straight into the response;
 * applies ``reshape`` on inputs and outputs, skips optional inputs a request does not send, computes only the
   outputs that were requested, and reports failures per request (a failed batched run fails every request in
   that batch);
@@ -204,6 +209,34 @@ def _onnx_signature(path: Path, config: dict) -> Signature:
     return Signature(tensors(session.get_inputs()), tensors(session.get_outputs()))
 
 
+def _check_tensor(kind: str, spec: dict, meta, batching: bool) -> None:
+    """Refuse a config tensor whose type or shape is not the model's (as the native backend does)."""
+    name = spec["name"]
+    expected = spec.get("data_type", "")
+    actual = _ORT_TO_TRITON.get(meta.type, meta.type)
+    if expected == "TYPE_BYTES":
+        expected = "TYPE_STRING"
+    if expected != actual:
+        raise ValueError(f"{kind} '{name}': the configuration says {expected} but the model has {actual}")
+    dims = _dims(spec["reshape"].get("shape")) if "reshape" in spec else _dims(spec.get("dims"))
+    model_shape = list(meta.shape)
+    if batching:
+        if not model_shape or (isinstance(model_shape[0], int) and model_shape[0] > 0):
+            raise ValueError(
+                f"{kind} '{name}': max_batch_size > 0 but the model's first dimension is not dynamic "
+                f"(model shape {model_shape}); set max_batch_size: 0 or export with a dynamic batch axis"
+            )
+        model_shape = model_shape[1:]
+    mismatch = len(model_shape) != len(dims) or any(
+        isinstance(m, int) and m > 0 and d > 0 and m != d for m, d in zip(model_shape, dims, strict=True)
+    )
+    if mismatch:
+        raise ValueError(
+            f"{kind} '{name}': the configuration's shape {list(dims)} does not match the model's "
+            f"{model_shape}{' after the batch dimension' if batching else ''}"
+        )
+
+
 class _TorchScriptSession:
     """A TorchScript module behind ONNX Runtime's ``run(output_names, feeds)`` call.
 
@@ -345,6 +378,14 @@ class TritonPythonModel:
                     self._output_reshape[spec["name"]] = target
         if not self._torchscript:
             self._check_against_model(config)
+        # A request with nothing to convert (no strings, reshapes or state) takes the short path; see _run_plain.
+        self._plain = not (
+            self._string_inputs
+            or self._input_reshape
+            or self._output_reshape
+            or self._states
+            or self._torchscript
+        )
 
     def _model_path(self, args: dict, config: dict) -> Path:
         version_dir = Path(args["model_repository"]) / str(args["model_version"])
@@ -367,6 +408,9 @@ class TritonPythonModel:
         level = config.get("optimization", {}).get("graph", {}).get("level")
         if level is not None and int(level) in _GRAPH_LEVELS:
             options.graph_optimization_level = _GRAPH_LEVELS[int(level)]
+        for key, entry in (config.get("parameters") or {}).items():
+            if key.startswith("session.") and isinstance(entry, dict) and entry.get("string_value"):
+                options.add_session_config_entry(key, str(entry["string_value"]))
         return _with_op_libraries(options, config)
 
     def _check_against_model(self, config: dict) -> None:
@@ -386,36 +430,10 @@ class TritonPythonModel:
                         f"unexpected {kind} '{name}' in the model configuration; "
                         f"the model's {kind}s are: {allowed}"
                     )
-                self._check_tensor(kind, spec, found[name])
+                _check_tensor(kind, spec, found[name], self._batching)
         missing = sorted(set(model_inputs) - configured)
         if missing:
             raise ValueError(f"the model configuration lacks the model input(s) {', '.join(missing)}")
-
-    def _check_tensor(self, kind: str, spec: dict, meta) -> None:
-        name = spec["name"]
-        expected = spec.get("data_type", "")
-        actual = _ORT_TO_TRITON.get(meta.type, meta.type)
-        if expected == "TYPE_BYTES":
-            expected = "TYPE_STRING"
-        if expected != actual:
-            raise ValueError(f"{kind} '{name}': the configuration says {expected} but the model has {actual}")
-        dims = _dims(spec["reshape"].get("shape")) if "reshape" in spec else _dims(spec.get("dims"))
-        model_shape = list(meta.shape)
-        if self._batching:
-            if not model_shape or (isinstance(model_shape[0], int) and model_shape[0] > 0):
-                raise ValueError(
-                    f"{kind} '{name}': max_batch_size > 0 but the model's first dimension is not dynamic "
-                    f"(model shape {model_shape}); set max_batch_size: 0 or export with a dynamic batch axis"
-                )
-            model_shape = model_shape[1:]
-        mismatch = len(model_shape) != len(dims) or any(
-            isinstance(m, int) and m > 0 and d > 0 and m != d for m, d in zip(model_shape, dims, strict=True)
-        )
-        if mismatch:
-            raise ValueError(
-                f"{kind} '{name}': the configuration's shape {list(dims)} does not match the model's "
-                f"{model_shape}{' after the batch dimension' if self._batching else ''}"
-            )
 
     def execute(self, requests: list) -> list:
         """Run the requests; with batching, all of them in one ``session.run`` where their shapes allow.
@@ -441,8 +459,26 @@ class TritonPythonModel:
 
     def _execute(self, requests: list) -> list:
         if len(requests) == 1 or not self._batching:
-            return [self._run_one(request) for request in requests]
+            run = self._run_plain if self._plain else self._run_one
+            return [run(request) for request in requests]
         return self._run_batched(requests)
+
+    def _run_plain(self, request):
+        """:meth:`_run_one` for a model whose tensors need no conversion: the request's input arrays (views
+        of the shared memory Triton wrote them to) go to ONNX Runtime as they are, its outputs straight
+        into the response, with no Python work between them that initialize could do instead."""
+        try:
+            names = self._wanted(request)
+            outputs = self._session.run(
+                names, {tensor.name(): tensor.as_numpy() for tensor in request.inputs()}
+            )
+            return pb_utils.InferenceResponse(
+                output_tensors=[
+                    pb_utils.Tensor(name, array) for name, array in zip(names, outputs, strict=True)
+                ]
+            )
+        except Exception as error:  # every failure becomes this request's error response
+            return self._error(error)
 
     def _feeds(self, request) -> dict[str, np.ndarray]:
         feeds = {tensor.name(): tensor.as_numpy() for tensor in request.inputs()}
