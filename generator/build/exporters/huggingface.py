@@ -68,7 +68,8 @@ def _pool(torch: Any, tokens: Any, mask: Any, pooling: str) -> Any:
 
 
 def wrap(model: Any, input_names: list[str], head: str, plan: dict[str, Any] | None) -> Any:
-    """A module taking the inputs positionally in ``input_names`` order and returning one tensor.
+    """A module taking the inputs positionally in ``input_names`` order and returning one tensor, the
+    output its ``head`` attribute names.
 
     Args:
         model: A transformers ``PreTrainedModel`` or a sentence-transformers ``SentenceTransformer``.
@@ -82,6 +83,7 @@ def wrap(model: Any, input_names: list[str], head: str, plan: dict[str, Any] | N
         def __init__(self) -> None:
             super().__init__()
             self.model = model
+            self.head = head
 
         def forward(self, first: Any, second: Any = None, third: Any = None, fourth: Any = None) -> Any:
             tensors = [t for t in (first, second, third, fourth) if t is not None]
@@ -108,12 +110,10 @@ class HuggingFaceExporter(TorchExporter):
 
     framework = "huggingface"
 
-    #: The task's one output, known once the model is loaded.
-    _head = "logits"
-
-    def output_names(self, model: ModelSpec) -> list[str] | None:
-        """The spec's output names, else the task's one output (logits, embedding or last_hidden_state)."""
-        return super().output_names(model) or [self._head]
+    def output_names(self, model: ModelSpec, module: Any) -> list[str] | None:
+        """The spec's output names, else the task's one output the loaded module returns (logits,
+        embedding or last_hidden_state)."""
+        return super().output_names(model, module) or [module.head]
 
     def _plan(self, model: ModelSpec, source: Path | None) -> tuple[str, dict[str, Any] | None]:
         """The output the task needs and, for feature extraction, its pooling plan."""
@@ -137,7 +137,6 @@ class HuggingFaceExporter(TorchExporter):
         transformers = import_transformers()
         task = str(model.task)
         head, plan = self._plan(model, source)
-        self._head = head
         loaded = self._loaded(model, source, transformers, task, plan)
         names = [t.name for t in model.inputs or []]
         if not names:

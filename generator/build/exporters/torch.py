@@ -238,8 +238,8 @@ class TorchExporter:
         """The module to export (in eval mode) and its example inputs (or None)."""
         return load_module(model, source)
 
-    def output_names(self, model: ModelSpec) -> list[str] | None:
-        """The names of the module's outputs, in order: the spec's; None where it declares none."""
+    def output_names(self, model: ModelSpec, module: Any) -> list[str] | None:
+        """The names of the loaded ``module``'s outputs, in order: the spec's; None where it declares none."""
         return [t.name for t in model.outputs] if model.outputs else None
 
     def details(self, module: Any) -> dict[str, Any]:
@@ -261,7 +261,7 @@ class TorchExporter:
         # A factory's example dict names the inputs; a spec input whose source_name is that key renames it.
         renames, _ = source_renames(model)
         input_names = [renames.get(name, name) for name in input_names]
-        output_names = self.output_names(model)
+        output_names = self.output_names(model, module)
         temporary_inputs = [_TEMPORARY_INPUT.format(i) for i in range(len(input_names))]
         temporary_outputs = [_TEMPORARY_OUTPUT.format(i) for i in range(len(output_names or []))]
         version_dir.mkdir(parents=True, exist_ok=True)
