@@ -39,6 +39,15 @@ def _config(repository: Path, model: str):
 
 def test_a_two_trial_grid_writes_the_report_and_the_winner_back(project: Path) -> None:
     # At one user a 500 us queue delay makes every request wait for a batch that never fills: 0 us wins.
+    # The example ships 0 us, so the project starts from 500 us.
+    spec = project / "generator.yaml"
+    spec.write_text(
+        spec.read_text().replace(
+            "max_queue_delay_microseconds: 0\n", "max_queue_delay_microseconds: 500\n", 1
+        )
+    )
+    started = run_cli("build", "generator.yaml", cwd=project)
+    assert started.returncode == 0, started.stderr
     before = _config(project / "model_repository", "digits_cnn")
     assert before.dynamic_batching.max_queue_delay_microseconds == 500
     done = run_cli(
