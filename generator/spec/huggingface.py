@@ -27,6 +27,13 @@ from pathlib import Path
 from typing import Any
 
 from generator.core.errors import SpecError
+from generator.steps import (
+    TOKENIZER_OUTPUTS,
+    image_settings_from_processor,
+    override_image_settings,
+    step_definition,
+    tokenizer_settings_from_folder,
+)
 
 __all__ = [
     "HF_TASKS",
@@ -69,8 +76,6 @@ STEP_SERVING: dict[str, Any] = {
 }
 #: The model's max_batch_size when neither the entry nor the defaults set one (the spec's own default).
 DEFAULT_MAX_BATCH_SIZE = 8
-#: Entry fields that describe the Hugging Face source, not a served model's settings.
-_SOURCE_FIELDS = ("name", "framework", "source", "task", "pipeline", "pooling", "normalize", "version")
 #: Sequence lengths parity runs at when the spec gives none: short, typical, and as long as is affordable.
 _PARITY_LENGTHS = (1, 16, 128)
 
@@ -96,13 +101,6 @@ class Expansion:
     derived: list[str] = field(default_factory=list)
     outputs: dict[str, str] = field(default_factory=dict)
     embedding: dict[str, Any] = field(default_factory=dict)
-
-    def summary(self) -> str:
-        """One line: ``minilm (huggingface feature-extraction): minilm_preprocess -> minilm_model``."""
-        chain = " -> ".join(
-            self.parts[role] for role in ("preprocess", "model", "postprocess") if role in self.parts
-        )
-        return f"{self.name} (huggingface {self.task} from {self.source}): {chain}, as ensemble {self.name}"
 
     def record(self) -> dict[str, Any]:
         """The manifest's record of the expansion."""
@@ -242,46 +240,40 @@ def _read_json_list(path: Path, where: str) -> list[Any] | None:
     return data
 
 
-def _merged(derived: dict[str, Any], override: Any) -> dict[str, Any]:
+def _merged(derived: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     merged = copy.deepcopy(derived)
-    if isinstance(override, dict):
-        merged.update(copy.deepcopy(override))
+    merged.update(copy.deepcopy(override))
     return merged
 
 
 def _text_parts(
-    entry: dict[str, Any], folder: Path | None, config: dict[str, Any], where: str, expansion: Expansion
+    entry: dict[str, Any], folder_settings: dict[str, Any] | None, modules: dict[str, Any] | None
 ) -> tuple[dict[str, Any], list[str]]:
-    """The tokenizer step's settings and the names of its outputs (the model's inputs)."""
-    from generator.steps import tokenizer_settings_from_folder
+    """The tokenizer step's settings and the names of its outputs (the model's inputs).
 
+    Args:
+        entry: The huggingface entry.
+        folder_settings: What the model folder's tokenizer files say (None for a factory).
+        modules: The folder's sentence-transformers modules, for feature extraction (else None).
+    """
     derived: dict[str, Any] = {}
-    if folder is not None:
-        derived = tokenizer_settings_from_folder(folder)
+    if folder_settings is not None:
+        derived = dict(folder_settings)
         derived["tokenizer"] = entry["source"]
         # Each request padded to its longest text, as transformers pads a batch: a short text costs what
         # it needs, not model_max_length (512 for BERT). Requests of one length still batch together.
         derived["padding"] = "longest"
-        modules = (
-            sentence_transformers_modules(folder, where) if expansion.task == "feature-extraction" else None
-        )
         if modules and modules.get("max_length"):
             derived["max_length"] = modules["max_length"]
-    overrides = _overrides(entry, "preprocess")
-    settings = _merged(derived, overrides)
-    outputs = settings.get("outputs") or ["input_ids", "attention_mask", "token_type_ids"]
+    settings = _merged(derived, _overrides(entry, "preprocess"))
+    outputs = settings.get("outputs") or TOKENIZER_OUTPUTS
     return settings, [str(name) for name in outputs]
 
 
 def _image_parts(entry: dict[str, Any], folder: Path | None) -> tuple[dict[str, Any], list[int]]:
     """The image step's settings and its output's dims."""
-    from generator.steps import image_settings_from_processor, override_image_settings
-
     derived = image_settings_from_processor(folder) if folder is not None else {}
-    overrides = _overrides(entry, "preprocess")
-    settings = override_image_settings(derived, overrides if isinstance(overrides, dict) else {})
-    from generator.steps import step_definition
-
+    settings = override_image_settings(derived, _overrides(entry, "preprocess"))
     try:
         definition = step_definition("image", settings, folder or Path("."))
     except SpecError:
@@ -345,6 +337,7 @@ def _expand_one(
     expansion = Expansion(name=name, task=task, source=source)
     folder = _folder(source, base_dir, where)
     config = (_read_json(folder / "config.json", where) or {}) if folder else {}
+    modules: dict[str, Any] | None = None  # a sentence-transformers folder's pooling and normalisation
     models: list[dict[str, Any]] = []
     steps: list[dict[str, Any]] = []
     pre_name, model_name, post_name = f"{name}_preprocess", f"{name}_model", f"{name}_postprocess"
@@ -363,7 +356,10 @@ def _expand_one(
         model = _model_entry(entry, model_inputs if dims else [])
         feeds = {"pixel_values": "pixel_values"}
     else:
-        settings, names = _text_parts(entry, folder, config, where, expansion)
+        folder_settings = tokenizer_settings_from_folder(folder) if folder is not None else None
+        if folder is not None and task == "feature-extraction":
+            modules = sentence_transformers_modules(folder, where)
+        settings, names = _text_parts(entry, folder_settings, modules)
         pre = _step_entry(pre_name, "tokenizer", settings, batch)
         steps.append(
             {"model": pre_name, "input_map": {"text": TEXT_INPUT}, "output_map": {n: n for n in names}}
@@ -379,9 +375,9 @@ def _expand_one(
     expansion.parts["model"] = model_name
     models.append(model)
     expansion.derived.append("model")
-    model_outputs = _task_outputs(entry, folder, where, expansion)
+    model_outputs, expansion.embedding = _task_outputs(entry, task, modules, where)
     steps.append({"model": model_name, "input_map": feeds, "output_map": {o: o for o in model_outputs}})
-    post = _postprocess(entry, config, where, task, post_name)
+    post = _postprocess(entry, config, where, task)
     if post is not None:
         expansion.parts["postprocess"] = post_name
         kind, post_settings, post_outputs = post
@@ -466,20 +462,21 @@ def _check_pipeline(pipeline: Any, where: str) -> None:
         raise SpecError(*problems)
 
 
-def _task_outputs(entry: dict[str, Any], folder: Path | None, where: str, expansion: Expansion) -> list[str]:
-    """The model's output names, and the embedding settings of a feature-extraction model."""
-    if expansion.task != "feature-extraction":
-        return ["logits"]
-    modules = sentence_transformers_modules(folder, where) if folder is not None else None
+def _task_outputs(
+    entry: dict[str, Any], task: str, modules: dict[str, Any] | None, where: str
+) -> tuple[list[str], dict[str, Any]]:
+    """The model's output names, and the embedding plan exported in a feature-extraction model's graph
+    (:func:`embedding_plan`; empty without one)."""
+    if task != "feature-extraction":
+        return ["logits"], {}
     plan = embedding_plan(entry.get("pooling"), entry.get("normalize"), modules, where)
     if plan is None:
-        return ["last_hidden_state"]
-    expansion.embedding = plan
-    return ["embedding"]
+        return ["last_hidden_state"], {}
+    return ["embedding"], plan
 
 
 def _postprocess(
-    entry: dict[str, Any], config: dict[str, Any], where: str, task: str, name: str
+    entry: dict[str, Any], config: dict[str, Any], where: str, task: str
 ) -> tuple[str, dict[str, Any], list[str]] | None:
     """The post-processing step's kind, settings and outputs; None for feature extraction."""
     if task == "feature-extraction":
