@@ -21,12 +21,12 @@ expansion reads JSON files only: nothing is loaded from, or fetched for, the mod
 from __future__ import annotations
 
 import copy
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from generator.core.errors import SpecError
+from generator.core.jsonfile import read_json
 from generator.steps import (
     TOKENIZER_OUTPUTS,
     image_settings_from_processor,
@@ -126,9 +126,8 @@ def _read_json(path: Path, where: str) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        reason = " ".join(str(error).split())
+        data = read_json(path)
+    except ValueError as reason:
         raise SpecError(
             f"{where}: cannot read {path.name} of '{path.parent}' ({reason}); fix or remove it"
         ) from None
@@ -231,9 +230,8 @@ def _read_json_list(path: Path, where: str) -> list[Any] | None:
     if not path.is_file():
         return None
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        reason = " ".join(str(error).split())
+        data = read_json(path)
+    except ValueError as reason:
         raise SpecError(f"{where}: cannot read {path} ({reason}); fix or remove it") from None
     if not isinstance(data, list):
         raise SpecError(f"{where}: {path} must be a JSON list of modules")

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic import ValidationError as PydanticValidationError
 
 from generator.core.errors import SpecError
+from generator.core.jsonfile import read_json
 from generator.steps import dali
 from generator.steps.generate_settings import (
     MODEL_FOLDER,
@@ -456,9 +457,8 @@ def _tokenizer(settings: TokenizerSettings, spec_dir: Path) -> StepDefinition:
 def _tokenizer_data(path: Path) -> dict[str, Any]:
     """A tokenizer.json's content; SpecError when it is not one."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        reason = " ".join(str(error).split())
+        data = read_json(path)
+    except ValueError as reason:
         raise SpecError(f"step.tokenizer: '{path}' is not a tokenizer.json file ({reason})") from None
     if not isinstance(data, dict) or not isinstance(data.get("model"), dict):
         raise SpecError(

@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from generator.core.jsonfile import read_json
+
 #: The model folder's name in the version directory (generate.py reads it there).
 MODEL_FOLDER = "model"
 #: The per-request generation values, each an optional input of this dtype and dims (generate.py's).
@@ -137,9 +139,8 @@ def model_folder_problems(folder: Path) -> tuple[list[str], int | None]:
             f"'{folder}' {what}; give a Hugging Face causal LM folder relative to the spec's directory"
         ], None
     try:
-        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        reason = " ".join(str(error).split())
+        config = read_json(folder / "config.json")
+    except ValueError as reason:
         return [
             f"'{folder}' has no readable config.json ({reason}); save the model with save_pretrained"
         ], None

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from generator.core.errors import SpecError
+from generator.core.jsonfile import read_json
 
 PROCESSOR_FILE = "preprocessor_config.json"
 #: Resampling filters by Pillow's (and transformers') code (image.py has the same tuple).
@@ -112,9 +113,8 @@ def image_settings_from_processor(path: Path) -> dict[str, Any]:
             f"'{path}' has no {PROCESSOR_FILE}; give a Hugging Face model folder that has one, or the file"
         )
     try:
-        config = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        reason = " ".join(str(error).split())
+        config = read_json(file)
+    except ValueError as reason:
         raise SpecError(
             f"'{file}' is not a JSON file ({reason}); give the folder's {PROCESSOR_FILE}"
         ) from None

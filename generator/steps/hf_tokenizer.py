@@ -15,13 +15,13 @@ step files never import it. transformers is imported only where a conversion or 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from generator.core.errors import MissingDependencyError, SpecError
+from generator.core.jsonfile import read_json
 
 #: The output names the tokenizer step can produce, in transformers' order for BERT.
 TEXT_INPUTS = ("input_ids", "token_type_ids", "attention_mask")
@@ -208,9 +208,8 @@ def _json_file(path: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        reason = " ".join(str(error).split())
+        data = read_json(path)
+    except ValueError as reason:
         raise SpecError(f"step.tokenizer: '{path}' is not valid JSON ({reason}); fix or remove it") from None
     return data if isinstance(data, dict) else {}
 
