@@ -22,12 +22,13 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from generator.core.errors import SpecError
 from generator.core.jsonfile import read_json
 from generator.steps import dali
+from generator.steps.base_settings import INT64_MAX, StepSettings, canonical_name, parameter_flag, spec_path
 from generator.steps.generate_settings import (
     MODEL_FOLDER,
     GenerateSettings,
@@ -67,8 +68,6 @@ __all__ = [
 ]
 
 _HERE = Path(__file__).resolve().parent
-#: Triton's bound on a dimension (an int64 in model_config.proto).
-_INT64_MAX = 2**63 - 1
 TOKENIZER_OUTPUTS = ("input_ids", "attention_mask", "token_type_ids")
 #: Tokens per text when neither the settings, the folder nor the tokenizer.json give a length.
 _MAX_LENGTH = 128
@@ -77,11 +76,7 @@ PAD_TOKENS = ("[PAD]", "<pad>", "<|pad|>", "<PAD>")
 LABELS_FILE = "labels.txt"
 
 
-class _Settings(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class TokenizerSettings(_Settings):
+class TokenizerSettings(StepSettings):
     """Settings of ``builtin:tokenizer``: text (TYPE_STRING [1]) to token ids with a Hugging Face tokenizer
     (a ``tokenizer.json`` or a model folder), as transformers' tokenizer call returns them."""
 
@@ -95,7 +90,7 @@ class TokenizerSettings(_Settings):
     max_length: int | None = Field(
         default=None,
         ge=1,
-        le=_INT64_MAX,
+        le=INT64_MAX,
         description="Tokens per text: the output length with padding max_length, the truncation length. "
         "Default: a folder's model_max_length (capped by config.json's max_position_embeddings), else the "
         f"tokenizer.json's truncation length, else {_MAX_LENGTH}.",
@@ -140,7 +135,7 @@ class TokenizerSettings(_Settings):
     @field_validator("dtype", mode="before")
     @classmethod
     def _dtype(cls, value: Any) -> Any:
-        return value.upper().removeprefix("TYPE_") if isinstance(value, str) else value
+        return canonical_name(value)
 
     @field_validator("padding", mode="before")
     @classmethod
@@ -200,13 +195,13 @@ def _inline_labels(value: Any) -> Any:
     return value
 
 
-class _LabelSettings(_Settings):
+class _LabelSettings(StepSettings):
     """What the classification steps share: the classes, their labels, the activation."""
 
     classes: int | None = Field(
         default=None,
         ge=1,
-        le=_INT64_MAX,
+        le=INT64_MAX,
         description="N, the number of classes; default: the number of labels.",
     )
     labels: str | list[str] | None = Field(
@@ -245,7 +240,7 @@ class PostprocessSettings(_LabelSettings):
     top_k: int | None = Field(
         default=None,
         ge=1,
-        le=_INT64_MAX,
+        le=INT64_MAX,
         description="How many classes scores, indices and labels hold; default min(5, N).",
     )
 
@@ -254,7 +249,7 @@ class PostprocessSettings(_LabelSettings):
         explicit = "softmax" in self.model_fields_set and self.activation is not None
         if explicit and self.softmax != (self.activation == "softmax"):
             raise ValueError(
-                f"softmax: {_bool(self.softmax)} disagrees with activation: {self.activation}; set "
+                f"softmax: {parameter_flag(self.softmax)} disagrees with activation: {self.activation}; set "
                 "activation alone"
             )
         return self
@@ -401,8 +396,7 @@ _BOUNDS = {
 def _source_file(setting: str, value: str, spec_dir: Path, *, folder: bool = False) -> Path:
     """A file (or, with ``folder``, a folder) named by a setting, resolved against the spec's directory;
     SpecError if it is neither."""
-    path = Path(value).expanduser()
-    path = path if path.is_absolute() else spec_dir / path
+    path = spec_path(value, spec_dir)
     if folder and path.is_dir():
         return path
     if not path.is_file():
@@ -442,9 +436,9 @@ def _tokenizer(settings: TokenizerSettings, spec_dir: Path) -> StepDefinition:
         parameters={
             "max_length": str(max_length),
             "padding": settings.padding,
-            "truncation": _bool(settings.truncation),
+            "truncation": parameter_flag(settings.truncation),
             **sides,
-            "add_special_tokens": _bool(settings.add_special_tokens),
+            "add_special_tokens": parameter_flag(settings.add_special_tokens),
             "dtype": settings.dtype,
             "outputs": ",".join(outputs),
             "pad_token": pad_token,
@@ -546,8 +540,7 @@ def _image(settings: ImageSettings, spec_dir: Path) -> StepDefinition:
 def _image_with_processor(settings: ImageSettings, spec_dir: Path) -> ImageSettings:
     """The settings a Hugging Face processor implies, with the ones the spec writes over them
     (:func:`override_image_settings`)."""
-    path = Path(str(settings.processor)).expanduser()
-    path = path if path.is_absolute() else spec_dir / path
+    path = spec_path(str(settings.processor), spec_dir)
     if not path.exists():
         raise SpecError(
             f"step.processor: '{path}' does not exist; give a Hugging Face model folder or its "
@@ -625,8 +618,7 @@ def _token_labels(settings: TokenLabelsSettings, spec_dir: Path) -> StepDefiniti
 
 
 def _generate(settings: GenerateSettings, spec_dir: Path) -> StepDefinition:
-    path = Path(settings.model).expanduser()
-    folder = path if path.is_absolute() else spec_dir / path
+    folder = spec_path(settings.model, spec_dir)
     found, context = model_folder_problems(folder)
     problems = [f"step.model: {line}" for line in found]
     explicit = "max_new_tokens" in settings.model_fields_set  # the default is cut to the room a prompt leaves
@@ -700,10 +692,6 @@ def _read_labels(path: Path) -> list[str]:
             f"step.labels: '{path}' has empty labels on line(s) {', '.join(blank)}; one label per line"
         )
     return lines
-
-
-def _bool(value: bool) -> str:
-    return "true" if value else "false"
 
 
 _DEFINERS: dict[str, Callable[[Any, Path], StepDefinition]] = {

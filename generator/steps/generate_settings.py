@@ -11,9 +11,10 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from generator.core.jsonfile import read_json
+from generator.steps.base_settings import INT32_MAX, StepSettings, parameter_flag
 
 #: The model folder's name in the version directory (generate.py reads it there).
 MODEL_FOLDER = "model"
@@ -39,14 +40,11 @@ WEIGHTS = (
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 #: config.json keys that hold a model's context length, by architecture.
 CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "n_ctx", "seq_length")
-_INT32_MAX = 2**31 - 1
 
 
-class GenerateSettings(BaseModel):
+class GenerateSettings(StepSettings):
     """Settings of ``builtin:generate``: a causal language model's generation, streamed token by token
     (a decoupled model: one response per token)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     model: str = Field(
         min_length=1,
@@ -57,14 +55,14 @@ class GenerateSettings(BaseModel):
     max_new_tokens: int = Field(
         default=64,
         ge=1,
-        le=_INT32_MAX,
+        le=INT32_MAX,
         description="Tokens generated for a request that does not say (cut to what the model's context "
         "leaves after the prompt).",
     )
     max_new_tokens_limit: int | None = Field(
         default=None,
         ge=1,
-        le=_INT32_MAX,
+        le=INT32_MAX,
         description="The most max_new_tokens a request may ask; default: the model's context.",
     )
     do_sample: bool | None = Field(
@@ -187,7 +185,7 @@ def generate_parameters(settings: GenerateSettings) -> dict[str, str]:
 
     def text(value: Any) -> str:
         if isinstance(value, bool):
-            return "true" if value else "false"
+            return parameter_flag(value)
         if isinstance(value, list):
             return json.dumps(value, ensure_ascii=False)
         return str(value)

@@ -13,7 +13,9 @@ import json
 import math
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
+
+from generator.steps.base_settings import INT64_MAX, StepSettings, canonical_name, parameter_flag
 
 #: Resampling filters by Pillow's (and transformers') code 0-5 (image.py has the same tuple).
 RESAMPLE = ("nearest", "lanczos", "bilinear", "bicubic", "box", "hamming")
@@ -21,7 +23,6 @@ RESAMPLE = ("nearest", "lanczos", "bilinear", "bicubic", "box", "hamming")
 TF_RESAMPLE = ("bilinear", "nearest", "bicubic")
 #: The filters DALI's fn.resize has for the step's (its pipeline takes no others).
 DALI_RESAMPLE = ("bilinear", "nearest", "bicubic")
-_INT64_MAX = 2**63 - 1
 _RESIZE_FORMS = (
     "{shortest_edge: N} (with longest_edge: M or not), {height: H, width: W}, none, or a filter name "
     f"({', '.join(RESAMPLE)})"
@@ -40,15 +41,13 @@ def _pair(value: Any) -> Any:
     if not isinstance(numbers, (list, tuple)) or len(numbers) not in (1, 2):
         count = f", got {len(numbers)} values" if isinstance(numbers, (list, tuple)) else ""
         raise ValueError(f"must be [height, width] or one number (a square){count}")
-    if not all(_is_int(v) and 1 <= v <= _INT64_MAX for v in numbers):
+    if not all(_is_int(v) and 1 <= v <= INT64_MAX for v in numbers):
         raise ValueError("height and width must be positive integers")
     return [int(numbers[0]), int(numbers[-1])]
 
 
-class ImageSettings(BaseModel):
+class ImageSettings(StepSettings):
     """Settings of ``builtin:image``: encoded images (TYPE_STRING [1]) to normalised ``pixel_values``."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     size: int | list[int] | None = Field(
         default=None,
@@ -189,7 +188,7 @@ class ImageSettings(BaseModel):
     @field_validator("layout", "dtype", mode="before")
     @classmethod
     def _upper(cls, value: Any) -> Any:
-        return value.upper().removeprefix("TYPE_") if isinstance(value, str) else value
+        return canonical_name(value)
 
     @field_validator("scale")
     @classmethod
@@ -317,7 +316,7 @@ def image_parameters(settings: ImageSettings) -> dict[str, str]:
         resample=str(settings.resample),
         resize_method=settings.resize_method,
         alpha=settings.alpha,
-        exif_orientation="true" if settings.exif_orientation else "false",
+        exif_orientation=parameter_flag(settings.exif_orientation),
         scale=repr(settings.scale),
         mean=",".join(repr(float(v)) for v in mean),  # type: ignore[union-attr]
         std=",".join(repr(float(v)) for v in std),  # type: ignore[union-attr]
