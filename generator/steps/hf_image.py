@@ -22,10 +22,9 @@ from typing import Any
 
 from generator.core.errors import SpecError
 from generator.core.jsonfile import read_json
+from generator.steps.image_settings import RESAMPLE
 
 PROCESSOR_FILE = "preprocessor_config.json"
-#: Resampling filters by Pillow's (and transformers') code (image.py has the same tuple).
-RESAMPLE = ("nearest", "lanczos", "bilinear", "bicubic", "box", "hamming")
 _HALF = (0.5, 0.5, 0.5)  # transformers' IMAGENET_STANDARD_MEAN and _STD
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)  # IMAGENET_DEFAULT_MEAN
 _IMAGENET_STD = (0.229, 0.224, 0.225)
