@@ -2,10 +2,12 @@
 
 A built-in step is a self-contained Triton Python-backend model file in this package (``tokenizer.py``,
 ``image.py``, ``postprocess.py``, ``token_labels.py``, ``generate.py``) plus settings under the spec's ``step:``. This
-module validates those settings (one pydantic model per kind, :data:`STEP_KINDS`) and turns them into a
-:class:`StepDefinition`: the config's inputs and outputs, the ``parameters`` the step file reads back, and
-the files to copy. It runs nothing: the step files are never imported here. :mod:`.hf_tokenizer` reads
-Hugging Face model folders and transformers tokenizers for the tokenizer step.
+module validates those settings (one pydantic model per kind, :data:`STEP_KINDS`, each in its own module:
+:mod:`.tokenizer_settings`, :mod:`.image_settings`, :mod:`.label_settings` for postprocess and
+token_labels, :mod:`.generate_settings`) and turns them into a :class:`StepDefinition`: the config's inputs
+and outputs, the ``parameters`` the step file reads back, and the files to copy. It runs nothing: the step
+files are never imported here. :mod:`.hf_tokenizer` reads Hugging Face model folders and transformers
+tokenizers for the tokenizer step.
 
 Example::
 
@@ -22,13 +24,13 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
 from generator.core.errors import SpecError
 from generator.core.jsonfile import read_json
 from generator.steps import dali
-from generator.steps.base_settings import INT64_MAX, StepSettings, canonical_name, parameter_flag, spec_path
+from generator.steps.base_settings import parameter_flag, spec_path
 from generator.steps.generate_settings import (
     MODEL_FOLDER,
     GenerateSettings,
@@ -50,9 +52,17 @@ from generator.steps.image_settings import (
     output_size,
     resize_size,
 )
+from generator.steps.label_settings import LABELS_FILE, PostprocessSettings, TokenLabelsSettings
+from generator.steps.tokenizer_settings import (
+    DEFAULT_MAX_LENGTH,
+    PAD_TOKENS,
+    TOKENIZER_OUTPUTS,
+    TokenizerSettings,
+)
 
 __all__ = [
     "STEP_KINDS",
+    "TOKENIZER_OUTPUTS",
     "GenerateSettings",
     "ImageSettings",
     "PostprocessSettings",
@@ -68,208 +78,6 @@ __all__ = [
 ]
 
 _HERE = Path(__file__).resolve().parent
-TOKENIZER_OUTPUTS = ("input_ids", "attention_mask", "token_type_ids")
-#: Tokens per text when neither the settings, the folder nor the tokenizer.json give a length.
-_MAX_LENGTH = 128
-#: Pad tokens recognised by name among a tokenizer's special tokens (tokenizer.py has the same list).
-PAD_TOKENS = ("[PAD]", "<pad>", "<|pad|>", "<PAD>")
-LABELS_FILE = "labels.txt"
-
-
-class TokenizerSettings(StepSettings):
-    """Settings of ``builtin:tokenizer``: text (TYPE_STRING [1]) to token ids with a Hugging Face tokenizer
-    (a ``tokenizer.json`` or a model folder), as transformers' tokenizer call returns them."""
-
-    tokenizer: str = Field(
-        min_length=1,
-        description="A Hugging Face tokenizer.json, or a model folder (its tokenizer.json; a folder with only "
-        "a slow tokenizer's files, vocab.txt say, is converted with transformers at build time), relative "
-        "to the spec's directory; or file.py:function returning a tokenizers.Tokenizer or a transformers "
-        "PreTrainedTokenizerFast. Saved as tokenizer.json in the version directory.",
-    )
-    max_length: int | None = Field(
-        default=None,
-        ge=1,
-        le=INT64_MAX,
-        description="Tokens per text: the output length with padding max_length, the truncation length. "
-        "Default: a folder's model_max_length (capped by config.json's max_position_embeddings), else the "
-        f"tokenizer.json's truncation length, else {_MAX_LENGTH}.",
-    )
-    padding: Literal["max_length", "longest"] = Field(
-        default="max_length",
-        description="max_length: every output has max_length tokens (fixed shapes batch well downstream); "
-        "longest (or true): dims [-1], padded to the longest text of each request.",
-    )
-    truncation: bool = Field(
-        default=True,
-        description="Cut texts to max_length tokens (true, longest_first, only_first; false, do_not_truncate "
-        "do not). Without it, with padding max_length, a longer text fails its request.",
-    )
-    padding_side: Literal["left", "right"] | None = Field(
-        default=None,
-        description="Where the pad tokens go. Default: the tokenizer's own (a folder's tokenizer_config.json, "
-        "else the tokenizer.json's padding section, else right).",
-    )
-    truncation_side: Literal["left", "right"] | None = Field(
-        default=None,
-        description="Which end truncation cuts. Default: the tokenizer's own (a folder's "
-        "tokenizer_config.json, else the tokenizer.json's truncation section, else right).",
-    )
-    add_special_tokens: bool = Field(
-        default=True, description="Add the tokenizer's special tokens ([CLS], [SEP], ...)."
-    )
-    dtype: Literal["INT64", "INT32"] = Field(default="INT64", description="Data type of the outputs.")
-    outputs: list[Literal["input_ids", "attention_mask", "token_type_ids"]] | None = Field(
-        default=None,
-        min_length=1,
-        description="The outputs to produce, some of input_ids, attention_mask, token_type_ids. Default: a "
-        "folder's model_input_names (what the model takes), else all three.",
-    )
-    pad_token: str | None = Field(
-        default=None,
-        min_length=1,
-        description="The token to pad with. Default: the tokenizer's own (a folder's pad_token, else the "
-        f"tokenizer.json's padding section, else a special token named {', '.join(PAD_TOKENS)}).",
-    )
-
-    @field_validator("dtype", mode="before")
-    @classmethod
-    def _dtype(cls, value: Any) -> Any:
-        return canonical_name(value)
-
-    @field_validator("padding", mode="before")
-    @classmethod
-    def _padding(cls, value: Any) -> Any:
-        if value is True or value == "true":
-            return "longest"
-        if value is False or value in ("false", "do_not_pad"):
-            raise ValueError(
-                "no padding (false, do_not_pad) leaves the texts of a batch at different lengths, and a "
-                "served batch needs one shape; use longest (true) or max_length"
-            )
-        return value
-
-    @field_validator("truncation", mode="before")
-    @classmethod
-    def _truncation(cls, value: Any) -> Any:
-        if value in ("longest_first", "only_first"):
-            return True
-        if value == "do_not_truncate":
-            return False
-        if value == "only_second":
-            raise ValueError(
-                "only_second truncates the second text of a pair, and this step tokenizes single texts "
-                "(transformers fails on them); use true (longest_first) or false"
-            )
-        return value
-
-    @field_validator("outputs")
-    @classmethod
-    def _unique(cls, value: list[str]) -> list[str]:
-        if len(set(value)) != len(value):
-            raise ValueError("names an output twice; list each once")
-        return value
-
-
-def _inline_labels(value: Any) -> Any:
-    """A label file's path or a list of labels, each a non-empty string of one line (one per line in the
-    file written)."""
-    if value is None or (isinstance(value, str) and value):
-        return value
-    if isinstance(value, str):
-        raise ValueError("must not be empty; give a label file's path or a list of labels")
-    if not isinstance(value, list):
-        raise ValueError("must be a label file's path or a list of labels")
-    if not value:
-        raise ValueError("is an empty list; list one label per class")
-    bad = [
-        str(index)
-        for index, label in enumerate(value)
-        if not isinstance(label, str) or not label.strip() or "\n" in label or "\r" in label
-    ]
-    if bad:
-        raise ValueError(
-            f"labels at {', '.join(bad)} are not one line of text each (empty, a line break, or not a "
-            "string: quote numbers and yes/no); give each label as one line of text"
-        )
-    return value
-
-
-class _LabelSettings(StepSettings):
-    """What the classification steps share: the classes, their labels, the activation."""
-
-    classes: int | None = Field(
-        default=None,
-        ge=1,
-        le=INT64_MAX,
-        description="N, the number of classes; default: the number of labels.",
-    )
-    labels: str | list[str] | None = Field(
-        default=None,
-        description="The class labels: a text file with one label per line (relative to the spec's "
-        "directory), or a list of them (written to labels.txt in the repository); adds the labels output.",
-    )
-    activation: Literal["softmax", "sigmoid", "none"] | None = Field(
-        default=None,
-        description="softmax (one class per input), sigmoid (multi-label, or a single logit: as "
-        "transformers' pipelines for problem_type multi_label_classification or num_labels 1), or none "
-        "(the logits as scores).",
-    )
-
-    @field_validator("labels", mode="before")
-    @classmethod
-    def _labels(cls, value: Any) -> Any:
-        return _inline_labels(value)
-
-
-class PostprocessSettings(_LabelSettings):
-    """Settings of ``builtin:postprocess``: logits (FP32 [N]) to probabilities and the top k classes."""
-
-    activation: Literal["softmax", "sigmoid", "none"] | None = Field(
-        default=None,
-        description="softmax (one class per input), sigmoid (multi-label, or a single logit: as "
-        "transformers' text-classification pipeline for problem_type multi_label_classification or "
-        "num_labels 1) or none (the logits as scores); softmax and sigmoid add the probabilities output "
-        "and, with labels, Triton's classification extension on it. Default: softmax, or none with "
-        "softmax: false.",
-    )
-    softmax: bool = Field(
-        default=True,
-        description="The former spelling of activation: true is softmax, false none.",
-    )
-    top_k: int | None = Field(
-        default=None,
-        ge=1,
-        le=INT64_MAX,
-        description="How many classes scores, indices and labels hold; default min(5, N).",
-    )
-
-    @model_validator(mode="after")
-    def _one_activation(self) -> PostprocessSettings:
-        explicit = "softmax" in self.model_fields_set and self.activation is not None
-        if explicit and self.softmax != (self.activation == "softmax"):
-            raise ValueError(
-                f"softmax: {parameter_flag(self.softmax)} disagrees with activation: {self.activation}; set "
-                "activation alone"
-            )
-        return self
-
-    @property
-    def applied(self) -> str:
-        """The activation applied: ``activation``, else softmax or none as ``softmax`` says."""
-        return self.activation or ("softmax" if self.softmax else "none")
-
-
-class TokenLabelsSettings(_LabelSettings):
-    """Settings of ``builtin:token_labels``: per-token logits (FP32 [-1, N]) to each token's top class, its
-    probability and its label (token classification, as transformers' pipeline with no aggregation)."""
-
-    activation: Literal["softmax", "sigmoid", "none"] = Field(
-        default="softmax",
-        description="softmax (as transformers' token-classification pipeline), sigmoid (independent "
-        "classes), or none (the logits as scores).",
-    )
-
 
 #: The built-in step kinds and their settings models.
 STEP_KINDS: dict[str, type[BaseModel]] = {
@@ -421,7 +229,7 @@ def _tokenizer(settings: TokenizerSettings, spec_dir: Path) -> StepDefinition:
         return default
 
     pad_token = _pad_token(path, data, settings.pad_token or folder.get("pad_token"))
-    max_length = chosen("max_length", own_truncation.get("max_length"), _MAX_LENGTH)
+    max_length = chosen("max_length", own_truncation.get("max_length"), DEFAULT_MAX_LENGTH)
     outputs = chosen("outputs", None, list(TOKENIZER_OUTPUTS))
     sides = {
         "padding_side": str(chosen("padding_side", own_padding.get("direction"), "right")).lower(),

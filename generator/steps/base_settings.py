@@ -1,7 +1,7 @@
 """What the built-in steps' settings share: the pydantic base (:class:`StepSettings`), Triton's integer
 bounds, the dtype spelling a spec may use, a path relative to the spec's directory, and a boolean as a
-config parameter's text. The settings of each kind (``__init__.py``, ``image_settings.py``,
-``generate_settings.py``) build on it; nothing here imports a step file.
+config parameter's text. The settings of each kind (``tokenizer_settings.py``, ``image_settings.py``,
+``label_settings.py``, ``generate_settings.py``) build on it; nothing here imports a step file.
 """
 
 from __future__ import annotations
