@@ -1,12 +1,15 @@
 """The main job end to end on the embedded default: build the bundled example, serve it with the real
 tritonserver, send real requests over HTTP and gRPC, load-test it, and report what came back.
 
-The digits models are asked to classify held-out images; their answers are checked against the labels
-and against ONNX Runtime run in-process on the same repository files. The text pipeline (an ensemble:
-tokenizer, classifier, post-processing) is asked about sentences it never saw, and its answers are
-compared with the same pipeline run in-process. The load test is
-``python -m generator loadtest`` run as its own process against the same server (Locust patches the
-standard library for gevent when imported, which this process, with its threads, must not have).
+Each served model is asked something it never saw and its answers are compared with the same repository
+files run in-process: the digits models classify held-out images (checked against the labels and ONNX
+Runtime); the text pipelines (ensembles: tokenizer, classifier, post-processing; the example's own and the
+one a Hugging Face folder expanded into) label unseen sentences; the stateful model takes digit sequences
+interleaved over HTTP and gRPC (against the exported model run step by step); the generator streams greedy
+completions over gRPC (against the generate step's own class). An answer that differs from the in-process
+one fails the demo. The load tests are ``python -m generator loadtest`` run as their own processes against
+the same server (Locust patches the standard library for gevent when imported, which this process, with
+its threads, must not have).
 """
 
 from __future__ import annotations
@@ -92,6 +95,11 @@ class DemoResult:
     #: The generator's streamed tokens equal the same greedy generation in-process.
     generate_tokens_match: bool = False
 
+    def record(self, model: str, accuracy: float, served: np.ndarray, local: np.ndarray) -> None:
+        """A model's accuracy and the largest difference of its served answers from the in-process ones."""
+        self.accuracy[model] = accuracy
+        self.max_abs_error_vs_onnxruntime[model] = float(np.abs(served - local).max())
+
 
 def _infer_http(url: str, model: str, name: str, output: str, batch: np.ndarray) -> np.ndarray:
     import tritonclient.http as httpclient
@@ -129,6 +137,44 @@ def _infer_text(url: str, grpc: bool, texts: list[str], model: str) -> tuple[np.
         return result.as_numpy("LABELS"), result.as_numpy("SCORES")
 
 
+def _took(started: float) -> str:
+    """The time since ``started`` (``time.perf_counter()``), as each demo's summary line ends."""
+    return f"({time.perf_counter() - started:.2f}s)"
+
+
+def _digits_demo(
+    repo: Path,
+    endpoints: Endpoints,
+    result: DemoResult,
+    say: Say,
+    case: tuple[str, str, str, np.ndarray],
+    labels: np.ndarray,
+) -> None:
+    """Ask a served digits model about held-out images over HTTP and gRPC; compare with the labels and
+    with ONNX Runtime run in-process on the repository's model file."""
+    model, name, out, data = case
+    started = time.perf_counter()
+    http_first = _infer_http(endpoints.http, model, name, out, data[:8])
+    grpc_single = np.concatenate(
+        [_infer_grpc(endpoints.grpc, model, name, out, data[i : i + 1]) for i in range(8)]
+    )
+    served = np.concatenate(
+        [_infer_grpc(endpoints.grpc, model, name, out, data[i : i + 64]) for i in range(0, len(data), 64)]
+    )
+    result.requests += 1 + 8 + (len(data) + 63) // 64
+    local = onnx_runner(repo / model / "1" / "model.onnx")({name: data})[out]
+    result.record(model, float((served.argmax(1) == labels).mean()), served, local)
+    say(
+        f"{model}: HTTP batch 8 predicts {http_first.argmax(1).tolist()}, gRPC batch 1 x 8 predicts "
+        f"{grpc_single.argmax(1).tolist()}, labels {labels[:8].tolist()}"
+    )
+    say(
+        f"{model}: {len(data)} held-out digits over gRPC in batches of 64: accuracy {result.accuracy[model]:.3f}; "
+        f"max |served - ONNX Runtime in-process| = {result.max_abs_error_vs_onnxruntime[model]:.1e} "
+        f"{_took(started)}"
+    )
+
+
 #: The text pipelines the demo asks: the example's own (a tokenizer step, a torch model, labels) and the one
 #: a Hugging Face model folder expanded into.
 TEXT_PIPELINES = ("text_pipeline", "hf_topics")
@@ -153,21 +199,29 @@ def _text_demo(repo: Path, endpoints: Endpoints, result: DemoResult, say: Say, m
         np.array_equal(labels, local["LABELS"])
         and all(np.array_equal(one[0][0], labels[i]) for i, one in enumerate(single))
     )
-    result.accuracy[model] = float(np.mean([a == b for a, b in zip(served, topics, strict=True)]))
-    result.max_abs_error_vs_onnxruntime[model] = float(np.abs(scores - local["SCORES"]).max())
+    accuracy = float(np.mean([a == b for a, b in zip(served, topics, strict=True)]))
+    result.record(model, accuracy, scores, local["SCORES"])
     say(f'{model}: "{texts[0]}" -> {served[0]} ({scores[0, 0]:.3f}), "{texts[1]}" -> {served[1]}')
     say(
         f"{model}: {len(texts)} unseen sentences over HTTP (one batch) and gRPC (one by one): accuracy "
         f"{result.accuracy[model]:.3f}; labels equal to the pipeline run in-process: "
         f"{'yes' if match else 'NO'}; max |served - in-process score| = "
-        f"{result.max_abs_error_vs_onnxruntime[model]:.1e} ({time.perf_counter() - started:.2f}s)"
+        f"{result.max_abs_error_vs_onnxruntime[model]:.1e} {_took(started)}"
     )
     return match
 
 
-def _sequence_demo(repo: Path, endpoints: Endpoints, result: DemoResult, say: Say) -> None:
+#: The largest difference of the served running_max's logits from the same model run step by step in-process.
+SEQUENCE_TOLERANCE = 1e-4
+
+
+def _sequence_demo(repo: Path, endpoints: Endpoints, result: DemoResult, say: Say) -> bool:
     """Send digit sequences to the stateful model, interleaved step by step, odd ones over gRPC and even
-    ones over HTTP; compare each step with the exported model run step by step in-process."""
+    ones over HTTP; compare each step with the exported model run step by step in-process.
+
+    Returns:
+        Whether every served step is within :data:`SEQUENCE_TOLERANCE` of the in-process one.
+    """
     import tritonclient.grpc as grpcclient
     import tritonclient.http as httpclient
 
@@ -203,20 +257,24 @@ def _sequence_demo(repo: Path, endpoints: Endpoints, result: DemoResult, say: Sa
     for step in range(digits.shape[1]):
         outputs = run({"digit": digits[:, step : step + 1].astype(np.int64), "h_in": state})
         local[:, step], state = outputs["logits"], outputs["h_out"]
-    result.accuracy["running_max"] = float((served.argmax(-1) == targets).mean())
-    result.max_abs_error_vs_onnxruntime["running_max"] = float(np.abs(served - local).max())
+    result.record("running_max", float((served.argmax(-1) == targets).mean()), served, local)
     say(f"running_max: digits {digits[0].tolist()} -> running maximum {served[0].argmax(-1).tolist()}")
     say(
         f"running_max: {digits.shape[0]} sequences of {digits.shape[1]} digits, interleaved over HTTP and gRPC "
         f"with the state kept on the server: accuracy {result.accuracy['running_max']:.3f}; max |served - "
         f"in-process step by step| = {result.max_abs_error_vs_onnxruntime['running_max']:.1e} "
-        f"({time.perf_counter() - started:.2f}s)"
+        f"{_took(started)}"
     )
+    return not result.max_abs_error_vs_onnxruntime["running_max"] > SEQUENCE_TOLERANCE
 
 
-def _generate_demo(repo: Path, endpoints: Endpoints, result: DemoResult, say: Say) -> None:
+def _generate_demo(repo: Path, endpoints: Endpoints, result: DemoResult, say: Say) -> bool:
     """Stream greedy completions from the generator over gRPC, token by token; compare the tokens with the
-    same generation run in-process by the step's own class."""
+    same generation run in-process by the step's own class.
+
+    Returns:
+        Whether the streamed tokens equal the in-process ones.
+    """
     import queue
 
     import tritonclient.grpc as grpcclient
@@ -259,13 +317,40 @@ def _generate_demo(repo: Path, endpoints: Endpoints, result: DemoResult, say: Sa
     import_transformers()  # its logging quiet, and offline
     local = Generate(repo / "tiny_lm" / "1" / "model")
     expected = [[token.token_id for token in local(prompt, max_new_tokens=12)] for prompt in prompts]
-    result.generate_tokens_match = served == expected
+    match = served == expected
     say(f'tiny_lm: "{texts[0]}"')
     say(
         f"tiny_lm: {len(prompts)} greedy completions streamed over gRPC, {sum(map(len, served))} tokens, first "
         f"token after {1000 * float(np.median(first_token)):.1f} ms (median); tokens equal to the same generation "
-        f"in-process: {'yes' if result.generate_tokens_match else 'NO'} ({time.perf_counter() - started:.2f}s)"
+        f"in-process: {'yes' if match else 'NO'} {_took(started)}"
     )
+    return match
+
+
+def _refuse_differences(
+    text_matches: dict[str, bool], sequence_matches: bool, generate_matches: bool
+) -> None:
+    """Fail the demo where a served model answered otherwise than the same model in-process.
+
+    Raises:
+        GeneratorError: one line naming the model that differs (the generator first, then the stateful
+            model, then the text pipelines).
+    """
+    if not generate_matches:
+        raise GeneratorError(
+            "the tokens tiny_lm streamed differ from the same generation in-process; see the lines above"
+        )
+    if not sequence_matches:
+        raise GeneratorError(
+            "the served running_max differs from the same model run step by step in-process; "
+            "see the lines above"
+        )
+    differing = [model for model, match in text_matches.items() if not match]
+    if differing:
+        raise GeneratorError(
+            f"the served labels of {', '.join(differing)} differ from the same pipeline run in-process; "
+            "see the lines above"
+        )
 
 
 def _loadtest(endpoints: Endpoints, args: list[str], say: Say) -> int:
@@ -340,51 +425,13 @@ def run_demo(
     ) as server:
         endpoints = server.endpoints
         say(f"tritonserver ready: HTTP {endpoints.http}, gRPC {endpoints.grpc}, metrics {endpoints.metrics}")
-        for model, name, out, data in cases:
-            started = time.perf_counter()
-            http_first = _infer_http(endpoints.http, model, name, out, data[:8])
-            grpc_single = np.concatenate(
-                [_infer_grpc(endpoints.grpc, model, name, out, data[i : i + 1]) for i in range(8)]
-            )
-            served = np.concatenate(
-                [
-                    _infer_grpc(endpoints.grpc, model, name, out, data[i : i + 64])
-                    for i in range(0, len(data), 64)
-                ]
-            )
-            result.requests += 1 + 8 + (len(data) + 63) // 64
-            local = onnx_runner(repo / model / "1" / "model.onnx")({name: data})[out]
-            accuracy = float((served.argmax(1) == labels).mean())
-            result.accuracy[model] = accuracy
-            result.max_abs_error_vs_onnxruntime[model] = float(np.abs(served - local).max())
-            say(
-                f"{model}: HTTP batch 8 predicts {http_first.argmax(1).tolist()}, gRPC batch 1 x 8 predicts "
-                f"{grpc_single.argmax(1).tolist()}, labels {labels[:8].tolist()}"
-            )
-            say(
-                f"{model}: {len(data)} held-out digits over gRPC in batches of 64: accuracy {accuracy:.3f}; "
-                f"max |served - ONNX Runtime in-process| = {result.max_abs_error_vs_onnxruntime[model]:.1e} "
-                f"({time.perf_counter() - started:.2f}s)"
-            )
-        matches = {model: _text_demo(repo, endpoints, result, say, model) for model in TEXT_PIPELINES}
-        result.text_labels_match = all(matches.values())
-        _sequence_demo(repo, endpoints, result, say)
-        _generate_demo(repo, endpoints, result, say)
-        if not result.generate_tokens_match:
-            raise GeneratorError(
-                "the tokens tiny_lm streamed differ from the same generation in-process; see the lines above"
-            )
-        if result.max_abs_error_vs_onnxruntime["running_max"] > 1e-4:
-            raise GeneratorError(
-                "the served running_max differs from the same model run step by step in-process; "
-                "see the lines above"
-            )
-        if not result.text_labels_match:
-            differing = ", ".join(model for model, match in matches.items() if not match)
-            raise GeneratorError(
-                f"the served labels of {differing} differ from the same pipeline run in-process; "
-                "see the lines above"
-            )
+        for case in cases:
+            _digits_demo(repo, endpoints, result, say, case, labels)
+        text_matches = {model: _text_demo(repo, endpoints, result, say, model) for model in TEXT_PIPELINES}
+        result.text_labels_match = all(text_matches.values())
+        sequence_matches = _sequence_demo(repo, endpoints, result, say)
+        result.generate_tokens_match = _generate_demo(repo, endpoints, result, say)
+        _refuse_differences(text_matches, sequence_matches, result.generate_tokens_match)
         for args in _loadtest_runs(repo, loadtest_args):
             result.loadtest_exit_code = _loadtest(endpoints, args, say)
     say("tritonserver stopped")
