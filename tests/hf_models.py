@@ -8,6 +8,7 @@ weights. Each ``make_*`` function writes a folder as ``save_pretrained`` writes 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 #: The sentences the tokenizers are trained on (some accents, CJK and an emoji among them).
 CORPUS = [
@@ -266,3 +267,35 @@ def make_gpt2_lm(folder: Path, seed: int = 0, **config) -> Path:
     )
     model.eval().save_pretrained(str(folder))
     return folder
+
+
+class GenerateReference:
+    """transformers' own generate on a causal LM folder, in this process: what the generate step is
+    compared with."""
+
+    def __init__(self, folder: Path) -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        self.model = AutoModelForCausalLM.from_pretrained(str(folder)).eval()
+        self.eos = self.tokenizer.eos_token_id
+
+    def __call__(self, prompt: str, seed: int | None = None, **arguments: Any) -> list[int]:
+        """The token ids generate adds to the prompt (the start token alone for an empty prompt)."""
+        import torch
+
+        ids = self.tokenizer(prompt)["input_ids"] or [self.tokenizer.bos_token_id]
+        tensor = torch.tensor([ids])
+        if seed is not None:
+            torch.manual_seed(seed)
+        if "stop_strings" in arguments:
+            arguments["tokenizer"] = self.tokenizer
+        with torch.inference_mode():
+            out = self.model.generate(
+                input_ids=tensor, attention_mask=torch.ones_like(tensor), pad_token_id=self.eos, **arguments
+            )
+        return out[0, len(ids) :].tolist()
+
+    def text(self, ids: list[int]) -> str:
+        """The text of ``ids``, special tokens left out."""
+        return self.tokenizer.decode(ids, skip_special_tokens=True)

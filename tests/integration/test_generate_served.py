@@ -26,7 +26,7 @@ from generator.serve.server import EmbeddedServer
 from generator.steps import StepDefinition, step_definition
 
 from ..conftest import free_ports
-from ..hf_models import make_gpt2_lm
+from ..hf_models import GenerateReference, make_gpt2_lm
 
 pytestmark = pytest.mark.integration
 
@@ -98,39 +98,9 @@ def server(tmp_path_factory: pytest.TempPathFactory, folder: Path) -> Iterator[E
         yield embedded
 
 
-class Reference:
-    """transformers' own generate on the folder, in this process."""
-
-    def __init__(self, folder: Path) -> None:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        self.tokenizer = AutoTokenizer.from_pretrained(str(folder))
-        self.model = AutoModelForCausalLM.from_pretrained(str(folder)).eval()
-        self.eos = self.tokenizer.eos_token_id
-
-    def __call__(self, prompt: str, seed: int | None = None, **arguments: Any) -> list[int]:
-        """The token ids generate adds to the prompt (the start token alone for an empty prompt)."""
-        import torch
-
-        ids = self.tokenizer(prompt)["input_ids"] or [self.tokenizer.bos_token_id]
-        tensor = torch.tensor([ids])
-        if seed is not None:
-            torch.manual_seed(seed)
-        if "stop_strings" in arguments:
-            arguments["tokenizer"] = self.tokenizer
-        with torch.inference_mode():
-            out = self.model.generate(
-                input_ids=tensor, attention_mask=torch.ones_like(tensor), pad_token_id=self.eos, **arguments
-            )
-        return out[0, len(ids) :].tolist()
-
-    def text(self, ids: list[int]) -> str:
-        return self.tokenizer.decode(ids, skip_special_tokens=True)
-
-
 @pytest.fixture(scope="module")
-def reference(folder: Path) -> Reference:
-    return Reference(folder)
+def reference(folder: Path) -> GenerateReference:
+    return GenerateReference(folder)
 
 
 class Stream:
@@ -203,7 +173,7 @@ def _ids(responses: list[dict[str, Any]]) -> list[int]:
     return [r["token_id"] for r in responses]
 
 
-def test_greedy_tokens_over_grpc_equal_transformers(stream: Stream, reference: Reference) -> None:
+def test_greedy_tokens_over_grpc_equal_transformers(stream: Stream, reference: GenerateReference) -> None:
     for prompt in PROMPTS:
         responses = stream.ask("gen", prompt)
         expected = reference(prompt, max_new_tokens=24, do_sample=False)
@@ -215,7 +185,7 @@ def test_greedy_tokens_over_grpc_equal_transformers(stream: Stream, reference: R
         assert [r["full_text"] for r in responses] == [None] * (len(responses) - 1) + [text]
 
 
-def test_sampling_with_a_seed_equals_transformers(stream: Stream, reference: Reference) -> None:
+def test_sampling_with_a_seed_equals_transformers(stream: Stream, reference: GenerateReference) -> None:
     values = {
         "do_sample": True,
         "temperature": 0.8,
@@ -243,14 +213,14 @@ def test_sampling_with_a_seed_equals_transformers(stream: Stream, reference: Ref
     assert _ids(responses) == penalised
 
 
-def test_settings_are_each_requests_defaults(stream: Stream, reference: Reference) -> None:
+def test_settings_are_each_requests_defaults(stream: Stream, reference: GenerateReference) -> None:
     sampled = reference("hello world", seed=3, do_sample=True, temperature=0.7, top_k=10, max_new_tokens=10)
     assert _ids(stream.ask("gen_sampling", "hello world", {"seed": 3})) == sampled
     greedy = reference("hello world", do_sample=False, max_new_tokens=10)
     assert _ids(stream.ask("gen_sampling", "hello world", {"do_sample": False})) == greedy
 
 
-def test_max_new_tokens_is_respected(stream: Stream, reference: Reference) -> None:
+def test_max_new_tokens_is_respected(stream: Stream, reference: GenerateReference) -> None:
     for count in (1, 5, 40):
         responses = stream.ask("gen", "hello world", inputs={"max_new_tokens": np.array([count], np.int32)})
         expected = reference("hello world", max_new_tokens=count, do_sample=False)
@@ -268,7 +238,7 @@ def _stop_for(prompt: str, pieces: list[str]) -> tuple[str, int]:
     pytest.fail(f"no usable stop sequence in {pieces!r}")
 
 
-def test_stop_sequences_end_the_generation(stream: Stream, reference: Reference) -> None:
+def test_stop_sequences_end_the_generation(stream: Stream, reference: GenerateReference) -> None:
     prompt = "the quick brown fox"
     unstopped = stream.ask("gen", prompt, {"max_new_tokens": 40})
     stop, k = _stop_for(prompt, [r["text"] for r in unstopped])
@@ -303,7 +273,7 @@ BAD: list[tuple[dict[str, Any], dict[str, np.ndarray], str]] = [
 @pytest.mark.parametrize(("parameters", "inputs", "message"), BAD)
 def test_bad_values_are_one_line_errors(
     stream: Stream,
-    reference: Reference,
+    reference: GenerateReference,
     parameters: dict[str, Any],
     inputs: dict[str, np.ndarray],
     message: str,
@@ -342,7 +312,7 @@ time.sleep(600)
 
 
 def test_a_client_killed_mid_stream_leaves_the_server_serving(
-    server: EmbeddedServer, stream: Stream, reference: Reference
+    server: EmbeddedServer, stream: Stream, reference: GenerateReference
 ) -> None:
     offset = server.log_size()
     client = subprocess.Popen(
@@ -375,7 +345,7 @@ def test_a_client_killed_mid_stream_leaves_the_server_serving(
     )
 
 
-def test_concurrent_streams_on_a_batched_config(server: EmbeddedServer, reference: Reference) -> None:
+def test_concurrent_streams_on_a_batched_config(server: EmbeddedServer, reference: GenerateReference) -> None:
     prompts = ["hello world", "the lazy dog", "café crème", "pipelines chain"]
     found: dict[str, list[int]] = {}
 
@@ -394,7 +364,7 @@ def test_concurrent_streams_on_a_batched_config(server: EmbeddedServer, referenc
     assert found == {prompt: reference(prompt, max_new_tokens=6, do_sample=False) for prompt in prompts}
 
 
-def test_http_generate_stream(server: EmbeddedServer, reference: Reference) -> None:
+def test_http_generate_stream(server: EmbeddedServer, reference: GenerateReference) -> None:
     url = f"http://{server.endpoints.http}/v2/models/gen/generate_stream"
     reply = requests.post(
         url, json={"text_input": "hello world", "max_new_tokens": 8}, stream=True, timeout=120
@@ -408,7 +378,9 @@ def test_http_generate_stream(server: EmbeddedServer, reference: Reference) -> N
     assert "top_p: must be greater than 0" in bad.text
 
 
-def test_a_spec_with_the_step_builds_and_serves(tmp_path: Path, folder: Path, reference: Reference) -> None:
+def test_a_spec_with_the_step_builds_and_serves(
+    tmp_path: Path, folder: Path, reference: GenerateReference
+) -> None:
     """From the spec: the build runs the step's model factory, renders the config decoupled with the
     generation values as optional inputs (left out of the sample data), and the repository serves."""
     from generator.build.run import build

@@ -17,7 +17,7 @@ from generator.steps import STEP_KINDS, GenerateSettings, step_definition
 from generator.steps import generate as step
 from generator.steps.generate_settings import VALUE_INPUTS
 
-from ..hf_models import CORPUS, make_bert_text_classifier, make_gpt2_lm
+from ..hf_models import CORPUS, GenerateReference, make_bert_text_classifier, make_gpt2_lm
 
 STEPS_DIR = Path(step.__file__).parent
 CONTEXT = 48
@@ -34,36 +34,9 @@ def generate(folder: Path) -> step.Generate:
     return step.Generate(folder, {"max_new_tokens": 12})
 
 
-class Reference:
-    """transformers' own generate on the folder."""
-
-    def __init__(self, folder: Path) -> None:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        self.tokenizer = AutoTokenizer.from_pretrained(str(folder))
-        self.model = AutoModelForCausalLM.from_pretrained(str(folder)).eval()
-
-    def __call__(self, prompt: str, seed: int | None = None, **arguments: Any) -> list[int]:
-        import torch
-
-        ids = self.tokenizer(prompt)["input_ids"] or [self.tokenizer.bos_token_id]
-        tensor = torch.tensor([ids])
-        if seed is not None:
-            torch.manual_seed(seed)
-        if "stop_strings" in arguments:
-            arguments["tokenizer"] = self.tokenizer
-        out = self.model.generate(
-            input_ids=tensor,
-            attention_mask=torch.ones_like(tensor),
-            pad_token_id=self.tokenizer.eos_token_id,
-            **arguments,
-        )
-        return out[0, len(ids) :].tolist()
-
-
 @pytest.fixture(scope="module")
-def reference(folder: Path) -> Reference:
-    return Reference(folder)
+def reference(folder: Path) -> GenerateReference:
+    return GenerateReference(folder)
 
 
 def _ids(tokens: list[step.Token]) -> list[int]:
@@ -101,7 +74,7 @@ def test_the_definition_is_a_decoupled_python_model(folder: Path) -> None:
     assert all(field.get("description") for field in schema["properties"].values())
 
 
-def test_the_step_reads_its_parameters_back(folder: Path, reference: Reference) -> None:
+def test_the_step_reads_its_parameters_back(folder: Path, reference: GenerateReference) -> None:
     """The definition's parameters, as the config carries them, are the step's defaults."""
     settings = {"model": "lm", "do_sample": True, "temperature": 0.5, "top_k": 5, "max_new_tokens": 7}
     parameters = dict(step_definition("generate", settings, folder.parent).parameters)
@@ -261,7 +234,7 @@ def test_request_values_from_inputs_and_parameters() -> None:
 # Incremental decoding.
 
 
-def test_pieces_add_up_to_the_decoded_text(reference: Reference) -> None:
+def test_pieces_add_up_to_the_decoded_text(reference: GenerateReference) -> None:
     tokenizer = reference.tokenizer
     for text in [*CORPUS, "日本語のテキスト 🙂🙂 ½", "<|endoftext|>hello<|endoftext|>"]:
         ids = tokenizer(text)["input_ids"]
@@ -278,7 +251,7 @@ def test_pieces_add_up_to_the_decoded_text(reference: Reference) -> None:
 # Generation against transformers.
 
 
-def test_greedy_generation_equals_transformers(generate: step.Generate, reference: Reference) -> None:
+def test_greedy_generation_equals_transformers(generate: step.Generate, reference: GenerateReference) -> None:
     for prompt in PROMPTS:
         tokens = generate(prompt)
         expected = reference(prompt, max_new_tokens=12, do_sample=False)
@@ -288,7 +261,9 @@ def test_greedy_generation_equals_transformers(generate: step.Generate, referenc
         assert [t.last for t in tokens] == [False] * (len(tokens) - 1) + [True]
 
 
-def test_sampling_with_a_seed_equals_transformers(generate: step.Generate, reference: Reference) -> None:
+def test_sampling_with_a_seed_equals_transformers(
+    generate: step.Generate, reference: GenerateReference
+) -> None:
     values = {"do_sample": True, "temperature": 1.3, "top_k": 30, "top_p": 0.8, "max_new_tokens": 20}
     for seed in (0, 1, 2):
         assert _ids(generate("hello", seed=seed, **values)) == reference("hello", seed=seed, **values)
@@ -301,7 +276,7 @@ def test_sampling_with_a_seed_equals_transformers(generate: step.Generate, refer
 
 
 def test_stop_sequences_end_after_the_token_that_completes_one(
-    generate: step.Generate, reference: Reference
+    generate: step.Generate, reference: GenerateReference
 ) -> None:
     prompt = "the lazy dog"
     free = generate(prompt, max_new_tokens=30)
@@ -319,7 +294,7 @@ def test_stop_sequences_end_after_the_token_that_completes_one(
     assert stopped[-1].last and stopped[-1].full_text.endswith(piece)
 
 
-def _prompt_of(reference: Reference, count: int) -> str:
+def _prompt_of(reference: GenerateReference, count: int) -> str:
     """A prompt of ``count`` tokens (a prefix of the corpus)."""
     text = " ".join(CORPUS)
     return next(
@@ -327,7 +302,7 @@ def _prompt_of(reference: Reference, count: int) -> str:
     )
 
 
-def test_max_new_tokens_and_the_context(generate: step.Generate, reference: Reference) -> None:
+def test_max_new_tokens_and_the_context(generate: step.Generate, reference: GenerateReference) -> None:
     assert len(generate("hello", max_new_tokens=3)) == 3
     prompt = _prompt_of(reference, CONTEXT - 5)
     with pytest.raises(ValueError) as caught:
@@ -351,7 +326,7 @@ def test_a_prompt_with_no_tokens_starts_from_the_start_token(generate: step.Gene
     assert generate.plan("", {}).prompt_ids == [generate.tokenizer.bos_token_id]
 
 
-def test_on_token_false_stops_after_that_token(generate: step.Generate, reference: Reference) -> None:
+def test_on_token_false_stops_after_that_token(generate: step.Generate, reference: GenerateReference) -> None:
     seen: list[step.Token] = []
 
     def stop_at_three(token: step.Token) -> bool:
@@ -389,7 +364,7 @@ def test_the_build_resolves_a_decoupled_model(folder: Path) -> None:
         resolve_model(ModelSpec.model_validate({**entry, "decoupled": False}), folder.parent, "models[0]")
 
 
-def test_a_factory_makes_the_model_folder(tmp_path: Path, folder: Path, reference: Reference) -> None:
+def test_a_factory_makes_the_model_folder(tmp_path: Path, folder: Path, reference: GenerateReference) -> None:
     from generator.build.exporters.python import make_step_file
     from generator.spec.models import ModelSpec
 
