@@ -36,6 +36,7 @@ SAMPLE_TEXTS = (
 MIN_COSINE = 0.9999
 #: The largest difference of a probability (or score) from the reference's.
 MAX_PROBABILITY_ERROR = 1e-4
+SENTENCE_TRANSFORMERS = "sentence-transformers"
 
 
 def sample_images() -> list[bytes]:
@@ -157,15 +158,12 @@ def _tokens(outputs: Mapping[str, np.ndarray], reference: list[Any], what: str) 
     return {"max_abs_error": worst, "tokens": count}
 
 
-def _reference(
-    task: str, folder: Path, record: Mapping[str, Any], settings: Mapping[str, Any], inputs: list[Any]
-) -> Any:
+def _reference(library: str, task: str, folder: Path, settings: Mapping[str, Any], inputs: list[Any]) -> Any:
     """The reference library's results on the raw inputs."""
     from generator.build.exporters.huggingface import import_transformers
 
     transformers = import_transformers()
-    embedding = record.get("embedding") or {}
-    if task == "feature-extraction" and embedding.get("sentence_transformers"):
+    if library == SENTENCE_TRANSFORMERS:
         from sentence_transformers import SentenceTransformer
 
         model = SentenceTransformer(str(folder), device="cpu", local_files_only=True)
@@ -226,7 +224,8 @@ def pipeline_parity(repository: Path, name: str, record: Mapping[str, Any], spec
     task = str(record["task"])
     folder = Path(record["source"])
     folder = folder if folder.is_absolute() else spec_dir / folder
-    what = f"pipeline '{name}' ({task}) against {_library(task, record)}"
+    library = _library(task, record)
+    what = f"pipeline '{name}' ({task}) against {library}"
     ensemble = local_ensemble(repository, name)
     settings = _step_settings(repository, record)
     if task == "image-classification":
@@ -236,7 +235,7 @@ def pipeline_parity(repository: Path, name: str, record: Mapping[str, Any], spec
         inputs = _texts(task)
         feeds = {"TEXT": np.array([[text.encode("utf-8")] for text in inputs], dtype=object)}
     outputs = ensemble(feeds)
-    reference = _reference(task, folder, record, settings, inputs)
+    reference = _reference(library, task, folder, settings, inputs)
     checks: dict[str, Callable[[], dict[str, Any]]] = {
         "text-classification": lambda: _classification(outputs, reference, what),
         "image-classification": lambda: _classification(outputs, reference, what),
@@ -246,17 +245,19 @@ def pipeline_parity(repository: Path, name: str, record: Mapping[str, Any], spec
         figures = checks[task]()
     elif "EMBEDDING" in outputs:
         plan = record.get("embedding") or {}
-        if not plan.get("sentence_transformers"):  # token embeddings from transformers, pooled as planned
+        if library != SENTENCE_TRANSFORMERS:  # token embeddings from transformers, pooled as planned
             reference = np.stack([pooled(t, plan["pooling"], plan["normalize"]) for t in reference])
         figures = _embedding_check(np.asarray(outputs["EMBEDDING"]), np.asarray(reference), what)
     else:
         figures = _hidden_states(np.asarray(outputs["LAST_HIDDEN_STATE"]), reference, what)
-    return {"reference": _library(task, record), "samples": len(inputs), **figures}
+    return {"reference": library, "samples": len(inputs), **figures}
 
 
 def _library(task: str, record: Mapping[str, Any]) -> str:
+    """The reference library: sentence-transformers for a sentence-transformers folder exported as it is,
+    else transformers."""
     if task == "feature-extraction" and (record.get("embedding") or {}).get("sentence_transformers"):
-        return "sentence-transformers"
+        return SENTENCE_TRANSFORMERS
     return "transformers"
 
 
