@@ -122,8 +122,10 @@ class HttpRequests:
         """Parameters as this protocol carries them, for :meth:`message`."""
         return http_members(values).encode("utf-8")
 
-    def message(self, index: int, extra: bytes) -> bytes:
-        """Request ``index`` with the parameters ``extra`` (from :meth:`encode`) added to its own."""
+    def message(self, index: int, extra: bytes | None = None) -> bytes:
+        """Request ``index``, with the parameters ``extra`` (from :meth:`encode`) added to its own."""
+        if extra is None:
+            return self.messages[index]
         opened, binary = self._parts[index]
         return self._message(opened + extra + b"}}", binary)
 
@@ -170,7 +172,7 @@ class HttpConnection:
             InferenceServerException: The server answered with an error status.
             OSError: The connection could not be made or broke.
         """
-        message = requests.messages[index] if extra is None else requests.message(index, extra)
+        message = requests.message(index, extra)
         start, end = self._request(message)
         return end - start
 
@@ -181,7 +183,7 @@ class HttpConnection:
             InferenceServerException: The server answered with an error status.
             OSError: The connection could not be made or broke.
         """
-        message = requests.messages[index] if extra is None else requests.message(index, extra)
+        message = requests.message(index, extra)
         start, end = self._request(message)
         return http_outputs(bytes(self._buffer[start:end]), self._json_size)
 
@@ -353,8 +355,10 @@ class GrpcRequests:
         """Parameters as this protocol carries them, for :meth:`message`."""
         return grpc_parameters(values)
 
-    def message(self, index: int, extra: bytes) -> bytes:
-        """Request ``index`` with the parameters ``extra`` (from :meth:`encode`) added to its own."""
+    def message(self, index: int, extra: bytes | None = None) -> bytes:
+        """Request ``index``, with the parameters ``extra`` (from :meth:`encode`) added to its own."""
+        if extra is None:
+            return self.messages[index]
         return grpc_message(self._payloads[index] + extra)
 
 
@@ -408,7 +412,7 @@ class GrpcConnection:
             InferenceServerException: The call failed (server error, unreachable, deadline exceeded), with
                 the gRPC status (``StatusCode.NOT_FOUND``, ...) and its details.
         """
-        message = requests.messages[index] if extra is None else requests.message(index, extra)
+        message = requests.message(index, extra)
         try:
             return self._connection.call(self._headers, message)
         except GrpcError as error:
@@ -431,7 +435,7 @@ class GrpcConnection:
         Raises:
             InferenceServerException: The call failed, or a response carried an error.
         """
-        message = requests.messages[index] if extra is None else requests.message(index, extra)
+        message = requests.message(index, extra)
         reader = StreamReader(keep)
         try:
             reader.bytes = self._connection.call(self._stream_headers, message, sink=reader)
@@ -455,7 +459,7 @@ class GrpcConnection:
             responses = self.stream(requests, index, extra, keep=True).responses
             return response_outputs(responses[0]) if responses else {}
         body = bytearray()
-        message = requests.messages[index] if extra is None else requests.message(index, extra)
+        message = requests.message(index, extra)
         try:
             self._connection.call(self._headers, message, body)
         except GrpcError as error:
