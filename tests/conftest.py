@@ -10,10 +10,13 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 import pytest
+
+if TYPE_CHECKING:
+    from generator.serve.server import EmbeddedServer
 
 T = TypeVar("T")
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -128,6 +131,25 @@ def free_ports() -> dict[str, int]:
     from generator.serve.launch import find_free_port
 
     return {"http_port": find_free_port(), "grpc_port": find_free_port(), "metrics_port": find_free_port()}
+
+
+def load_refusal(server: EmbeddedServer, model: str) -> str | None:
+    """Load ``model`` on an embedded server through model control; None when it loads, else Triton's error
+    and the server's log since the attempt."""
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    offset = server.log_size()
+    client = grpcclient.InferenceServerClient(server.endpoints.grpc)
+    try:
+        client.load_model(model)
+        return None
+    except InferenceServerException as exc:
+        with server.log_path.open("rb") as log:
+            log.seek(offset)
+            return f"{exc.message()}\n{log.read().decode('utf-8', 'replace')}"
+    finally:
+        client.close()
 
 
 @pytest.fixture(scope="session")

@@ -19,14 +19,13 @@ from typing import Any
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
-from tritonclient.utils import InferenceServerException
 
 from generator.serve.server import EmbeddedServer
 from generator.validate.artifacts import version_dirs
 from generator.validate.autocomplete import complete_model, to_json
 from generator.validate.run import read_config, validate_repository
 
-from ..conftest import free_ports, make_linear_onnx
+from ..conftest import free_ports, load_refusal, make_linear_onnx
 
 pytestmark = pytest.mark.integration
 
@@ -167,21 +166,6 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Emb
         yield repository, server
 
 
-def _load(server: EmbeddedServer, model: str) -> str | None:
-    """Load ``model``; None when it loads, else Triton's error and its log since."""
-    offset = server.log_size()
-    client = grpcclient.InferenceServerClient(server.endpoints.grpc)
-    try:
-        client.load_model(model)
-        return None
-    except InferenceServerException as exc:
-        with server.log_path.open("rb") as log:
-            log.seek(offset)
-            return f"{exc.message()}\n{log.read().decode('utf-8', 'replace')}"
-    finally:
-        client.close()
-
-
 def _served_config(server: EmbeddedServer, model: str) -> dict[str, Any]:
     client = grpcclient.InferenceServerClient(server.endpoints.grpc)
     try:
@@ -229,7 +213,7 @@ def test_what_validate_completes_triton_loads_with_the_same_config(
     config, _ = read_config(model_dir)
     completed = to_json(complete_model(config, model_dir, version_dirs(model_dir)[0]).config)
 
-    assert _load(server, name) is None
+    assert load_refusal(server, name) is None
     loaded = _served_config(server, name)
     for kind in ("input", "output"):
         assert _tensors(loaded, kind) == _tensors(completed, kind), kind
@@ -247,7 +231,7 @@ def test_what_validate_refuses_triton_refuses_for_the_same_reason(
     case.write(repository / name)
     errors = [p.message for p in validate_repository(repository).errors if p.model == name]
     assert any(case.validate in e for e in errors), errors
-    refusal = _load(server, name)
+    refusal = load_refusal(server, name)
     assert refusal is not None, f"Triton loaded {name}"
     assert case.triton in refusal, refusal
 
@@ -256,7 +240,7 @@ def test_a_config_less_onnx_model_serves_its_own_outputs(served: tuple[Path, Emb
     repository, server = served
     weights, bias = make_linear_onnx(repository / "linear" / "1" / "model.onnx", seed=3)
     assert not [p for p in validate_repository(repository).errors if p.model == "linear"]
-    assert _load(server, "linear") is None
+    assert load_refusal(server, "linear") is None
     x = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
     np.testing.assert_allclose(_infer(server, "linear", x), x @ weights + bias, rtol=1e-5, atol=1e-5)
 
@@ -289,8 +273,8 @@ def test_an_ensemble_over_a_config_less_python_step_is_refused_by_both(
     assert not [p for p in report.errors if p.model == "plain_step"]
     errors = [p.message for p in report.errors if p.model == "over_plain"]
     assert any("'x' is not an input of model 'plain_step'" in e for e in errors), errors
-    assert _load(server, "plain_step") is None
-    refusal = _load(server, "over_plain")
+    assert load_refusal(server, "plain_step") is None
+    refusal = load_refusal(server, "over_plain")
     assert refusal is not None and "is mapping to non-existing input x in model plain_step" in refusal
 
 

@@ -16,11 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
-from tritonclient.utils import InferenceServerException
 
 from generator.serve.server import EmbeddedServer
 
-from ..conftest import free_ports
+from ..conftest import free_ports, load_refusal
 
 pytestmark = pytest.mark.integration
 
@@ -103,20 +102,6 @@ def _tokenize(server: EmbeddedServer, model: str, text: str) -> tuple[np.ndarray
         client.close()
 
 
-def _load_error(server: EmbeddedServer, model: str) -> str | None:
-    offset = server.log_size()
-    client = grpcclient.InferenceServerClient(server.endpoints.grpc)
-    try:
-        client.load_model(model)
-        return None
-    except InferenceServerException as exc:
-        with server.log_path.open("rb") as log:
-            log.seek(offset)
-            return f"{exc.message()}\n{log.read().decode('utf-8', 'replace')}"
-    finally:
-        client.close()
-
-
 def test_a_custom_op_model_serves_what_the_reference_tokenizer_gives(
     served: tuple[Path, EmbeddedServer],
 ) -> None:
@@ -151,7 +136,7 @@ def test_a_config_without_tensors_is_completed_through_the_library(
 def test_without_the_library_triton_refuses_the_model(served: tuple[Path, EmbeddedServer]) -> None:
     repository, server = served
     _write_tokenizer(repository / "no_library", 'platform: "onnxruntime_onnx"\n' + TENSORS)
-    refusal = _load_error(server, "no_library")
+    refusal = load_refusal(server, "no_library")
     assert refusal is not None and "BertTokenizer" in refusal, refusal
 
 
@@ -163,5 +148,5 @@ def test_a_missing_library_is_named_in_the_refusal(
     _write_tokenizer(
         repository / "missing", 'platform: "onnxruntime_onnx"\n' + TENSORS + _operations(missing)
     )
-    refusal = _load_error(server, "missing")
+    refusal = load_refusal(server, "missing")
     assert refusal is not None and f"cannot load the custom-op library '{missing}'" in refusal, refusal

@@ -21,7 +21,7 @@ from tritonclient.utils import InferenceServerException
 from generator.serve.server import EmbeddedServer
 from generator.validate.run import validate_repository
 
-from ..conftest import free_ports
+from ..conftest import free_ports, load_refusal
 from ..ensemble_repo import (
     ADD_SUB,
     CASES,
@@ -109,21 +109,6 @@ def test_the_pipeline_serves_correct_outputs_over_http_and_grpc(served: tuple[Pa
     np.testing.assert_allclose(result.as_numpy("R"), 2 * p, rtol=1e-6)
 
 
-def _load(server: EmbeddedServer, model: str) -> str | None:
-    """Load ``model`` through model control; None when it loads, else Triton's error and its log since."""
-    offset = server.log_size()
-    client = grpcclient.InferenceServerClient(server.endpoints.grpc)
-    try:
-        client.load_model(model)
-        return None
-    except InferenceServerException as exc:
-        with server.log_path.open("rb") as log:
-            log.seek(offset)
-            return f"{exc.message()}\n{log.read().decode('utf-8', 'replace')}"
-    finally:
-        client.close()
-
-
 def _validator_finds(repository: Path, name: str) -> None:
     case = CASES[name]
     problems = [p for p in validate_repository(repository).problems if p.model == name]
@@ -138,7 +123,7 @@ def test_what_validate_finds_triton_refuses(served: tuple[Path, EmbeddedServer],
     repository, server = served
     CASES[name].plant(repository, name)
     _validator_finds(repository, name)
-    refusal = _load(server, name)
+    refusal = load_refusal(server, name)
     assert refusal is not None, f"Triton loaded {name}"
     assert CASES[name].triton in refusal, refusal
 
@@ -160,7 +145,7 @@ def test_what_triton_loads_but_cannot_serve(served: tuple[Path, EmbeddedServer],
     repository, server = served
     CASES[name].plant(repository, name)
     _validator_finds(repository, name)
-    assert _load(server, name) is None
+    assert load_refusal(server, name) is None
     with pytest.raises(InferenceServerException) as failure:
         _grpc_infer(server, name, _arrays(server, name, 2))
     assert CASES[name].triton in failure.value.message()
@@ -184,7 +169,7 @@ def test_a_step_that_takes_batch_size_one_serves_batches_of_one(served: tuple[Pa
         step("scale_fresh", {"x": "D"}, {"y": "OUT_DIFF"}),
     ]
     ensemble(repository, "batch_one_fresh", INPUTS, OUTPUTS, steps)
-    assert _load(server, "batch_one_fresh") is None
+    assert load_refusal(server, "batch_one_fresh") is None
     a = np.arange(4, dtype=np.float32).reshape(1, 4)
     result = _grpc_infer(server, "batch_one_fresh", {"A": a, "B": a / 2})
     for name, want in expected(a, a / 2).items():

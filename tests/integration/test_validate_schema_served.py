@@ -20,7 +20,6 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
-from tritonclient.utils import InferenceServerException
 
 from generator.serve.server import EmbeddedServer
 from generator.validate.run import validate_repository
@@ -33,7 +32,7 @@ from generator.validate.schema import (
     visible_gpus,
 )
 
-from ..conftest import free_ports, make_linear_onnx, run_cli
+from ..conftest import free_ports, load_refusal, make_linear_onnx, run_cli
 from ..ensemble_repo import DECOUPLED, F4, SCALE, ensemble, python_model, step
 
 pytestmark = pytest.mark.integration
@@ -194,21 +193,6 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Emb
         yield repository, server
 
 
-def _load(server: EmbeddedServer, model: str) -> str | None:
-    """Load ``model`` through model control; None when it loads, else Triton's error and its log since."""
-    offset = server.log_size()
-    client = grpcclient.InferenceServerClient(server.endpoints.grpc)
-    try:
-        client.load_model(model)
-        return None
-    except InferenceServerException as exc:
-        with server.log_path.open("rb") as log:
-            log.seek(offset)
-            return f"{exc.message()}\n{log.read().decode('utf-8', 'replace')}"
-    finally:
-        client.close()
-
-
 def _errors(repository: Path, name: str) -> list[str]:
     report = validate_repository(repository, Server.this_machine())
     return [p.message for p in report.errors if p.model == name]
@@ -233,7 +217,7 @@ def test_what_validate_refuses_for_this_server_it_refuses(
     case.plant(repository, name)
     errors = _errors(repository, name)
     assert any(case.validate in e for e in errors), errors
-    refusal = _load(server, name)
+    refusal = load_refusal(server, name)
     assert refusal is not None, f"Triton loaded {name}"
     assert case.triton in refusal, refusal
 
@@ -245,7 +229,7 @@ def test_what_validate_passes_for_this_server_it_loads(
     repository, server = served
     LOADED[name](repository, name)
     assert _errors(repository, name) == []
-    assert _load(server, name) is None
+    assert load_refusal(server, name) is None
     if name.startswith("runtime_"):  # served by the stand-in backend named through runtime
         client = grpcclient.InferenceServerClient(server.endpoints.grpc)
         try:
@@ -294,7 +278,7 @@ def test_every_field_and_value_of_the_schema_validate_has_for_2_51_passes_its_pa
         assert check_schema(text, version) == []
         (repository / name).mkdir()
         (repository / name / "config.pbtxt").write_text(text)
-        refusal = _load(server, name)
+        refusal = load_refusal(server, name)
         assert refusal is not None and "Error parsing text-format" not in refusal, refusal
         assert "libtritonrepoagent_parsed.so" in refusal, refusal  # read whole, refused for the agent
     # and what validate says 2.51 cannot read, the parser refuses (no enum value came after 2.51)
