@@ -3,6 +3,7 @@ embedded Triton serving it (started once per session, always stopped)."""
 
 from __future__ import annotations
 
+import ast
 import os
 import shutil
 import subprocess
@@ -124,6 +125,23 @@ def example_repo_copy(example_repo: Path, tmp_path: Path) -> Path:
     target = tmp_path / "model_repository"
     shutil.copytree(example_repo, target)
     return target
+
+
+def imported_modules(source: Path) -> set[str]:
+    """The top-level packages a Python file imports anywhere in it (``numpy`` for ``import numpy.linalg``)."""
+    tree = ast.parse(source.read_text(encoding="utf-8"))
+    modules = {
+        alias.name.split(".")[0]
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import)
+        for alias in node.names
+    }
+    modules |= {
+        node.module.split(".")[0]
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module
+    }
+    return modules
 
 
 def free_ports() -> dict[str, int]:

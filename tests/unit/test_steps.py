@@ -30,6 +30,8 @@ from generator.steps.image import PreprocessImage
 from generator.steps.postprocess import Postprocess
 from generator.steps.tokenizer import Tokenize
 
+from ..conftest import imported_modules
+
 STEPS_DIR = Path(__file__).resolve().parents[2] / "generator" / "steps"
 SENTENCES = [
     "the quick brown fox jumps over the lazy dog",
@@ -659,19 +661,9 @@ def test_step_files_are_self_contained() -> None:
         "triton_python_backend_utils",
     }
     for name in ("tokenizer.py", "image.py", "postprocess.py"):
-        tree = ast.parse((STEPS_DIR / name).read_text())
-        modules = {
-            alias.name.split(".")[0]
-            for node in ast.walk(tree)
-            if isinstance(node, ast.Import)
-            for alias in node.names
-        }
-        modules |= {
-            node.module.split(".")[0]
-            for node in ast.walk(tree)
-            if isinstance(node, ast.ImportFrom) and node.module
-        }
+        modules = imported_modules(STEPS_DIR / name)
         assert modules <= allowed, (name, modules - allowed)
+        tree = ast.parse((STEPS_DIR / name).read_text())
         top_level = {
             alias.name
             for node in tree.body

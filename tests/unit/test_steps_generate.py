@@ -17,6 +17,7 @@ from generator.steps import STEP_KINDS, GenerateSettings, step_definition
 from generator.steps import generate as step
 from generator.steps.generate_settings import VALUE_INPUTS
 
+from ..conftest import imported_modules
 from ..hf_models import CORPUS, GenerateReference, make_bert_text_classifier, make_gpt2_lm
 
 STEPS_DIR = Path(step.__file__).parent
@@ -133,8 +134,7 @@ def test_the_step_file_is_self_contained() -> None:
     """It runs in Triton's Python backend stub: numpy at the top, torch and transformers where they are used,
     nothing from this package."""
     tree = ast.parse((STEPS_DIR / "generate.py").read_text())
-    modules = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-    modules |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    modules = imported_modules(STEPS_DIR / "generate.py")
     allowed = {
         "__future__",
         "json",

@@ -9,7 +9,6 @@ tokenizers and models are tiny ones made here (tests/hf_models.py): nothing come
 
 from __future__ import annotations
 
-import ast
 import json
 import shutil
 from pathlib import Path
@@ -32,6 +31,7 @@ from generator.steps.postprocess import Postprocess
 from generator.steps.token_labels import TokenLabels
 from generator.steps.tokenizer import Tokenize
 
+from ..conftest import imported_modules
 from ..hf_models import (
     TEXTS,
     make_bert_text_classifier,
@@ -494,18 +494,7 @@ def test_token_labels_equal_the_token_classification_pipeline(tmp_path: Path) ->
 def test_token_labels_step_file_is_self_contained_and_its_defaults_agree() -> None:
     from generator.steps import token_labels
 
-    tree = ast.parse((STEPS_DIR / "token_labels.py").read_text())
-    modules = {
-        alias.name.split(".")[0]
-        for node in ast.walk(tree)
-        if isinstance(node, ast.Import)
-        for alias in node.names
-    }
-    modules |= {
-        node.module.split(".")[0]
-        for node in ast.walk(tree)
-        if isinstance(node, ast.ImportFrom) and node.module
-    }
+    modules = imported_modules(STEPS_DIR / "token_labels.py")
     assert modules <= {"__future__", "json", "collections", "pathlib", "numpy", "triton_python_backend_utils"}
     for name, value in token_labels.DEFAULTS.items():
         assert getattr(TokenLabelsSettings(), name) == value, name
