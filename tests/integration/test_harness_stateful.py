@@ -7,9 +7,7 @@ served, so the tests hold the harness's figures to what the server saw. ``loadte
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,7 +32,7 @@ from generator.loadtest.streaming import StreamReader
 from generator.loadtest.target import resolve_target
 from generator.serve.server import EmbeddedServer
 
-from ..conftest import free_ports, settle
+from ..conftest import free_ports, run_cli, settle
 from ..stateful_repo import read_log, sequences, write_accumulate, write_streamer
 
 pytestmark = pytest.mark.integration
@@ -75,14 +73,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
 
 
 def _loadtest(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "generator", "loadtest", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, "COLUMNS": "200", "NO_COLOR": "1"},
-    )
+    return run_cli("loadtest", *args, cwd=cwd, timeout=timeout)
 
 
 def _report(directory: Path) -> dict[str, Any]:
