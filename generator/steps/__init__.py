@@ -94,7 +94,7 @@ class StepDefinition:
     """What a built-in step becomes in a model repository.
 
     Attributes:
-        kind: The step kind (``tokenizer``, ``image``, ``postprocess``).
+        kind: The step kind (a key of :data:`STEP_KINDS`).
         settings: The validated settings.
         inputs: The config's inputs: ``{"name", "dtype", "dims"}`` (dims without the batch axis).
         outputs: The config's outputs, the same way, plus ``label_filename`` where Triton's classification
