@@ -213,17 +213,20 @@ def cache_key(model: ModelSpec, source: Path, libraries: dict[str, str], context
             for s in model.sequence_batching.state or []
             if s.initial_state.data_file
         ]
-        paths = {n: context.spec_dir / n for n in files}
-        payload["initial_states"] = {
-            n: sha256_file(p) if p.is_file() else "missing" for n, p in paths.items()
-        }
+        payload["initial_states"] = _spec_file_hashes(files, context.spec_dir)
     if model.optimize:  # its calibration / evaluation samples shape what the optimize step ships
         samples = [n for n in (model.optimize.calibration_data, model.optimize.eval_data) if n]
-        paths = {n: context.spec_dir / n for n in samples}
-        payload["optimize_data"] = {n: sha256_file(p) if p.is_file() else "missing" for n, p in paths.items()}
+        payload["optimize_data"] = _spec_file_hashes(samples, context.spec_dir)
         if model.optimize.quantize != "none":  # INT8 is quantized and gated for the CPU's class
             payload["int8_cpu"] = cpu_isa.detect().int8_class
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _spec_file_hashes(names: list[Any], spec_dir: Path) -> dict[Any, str]:
+    """The SHA-256 of each file a setting names relative to the spec's directory (``missing`` for one that
+    is not there), by the name as written."""
+    paths = {name: spec_dir / name for name in names}
+    return {name: sha256_file(path) if path.is_file() else "missing" for name, path in paths.items()}
 
 
 def _reusable(entry: VersionEntry, key: str, old_version_dir: Path, spec_dir: Path) -> bool:
