@@ -314,11 +314,7 @@ def _control_input(kind: str, control: BooleanControl | CorrelationControl) -> d
 def initial_state_file(state: SequenceState) -> str | None:
     """The file name of a state's initial values in the model's ``initial_state/`` directory (a .npy
     file is written there as raw values), or None for zeros."""
-    given = state.initial_state.data_file
-    if given is None:
-        return None
-    name = Path(given).name
-    return f"{name[:-4]}.bin" if name.endswith(".npy") else name
+    return state.initial_state.file_name
 
 
 def _state(state: SequenceState) -> dict[str, Any]:

@@ -7,6 +7,8 @@ imports no framework.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
 #: Triton data types (without the ``TYPE_`` prefix) in the order Triton documents them.
@@ -95,8 +97,9 @@ def normalize(name: str) -> str:
     key = key.removeprefix("TYPE_")
     key = _WIRE_ALIASES.get(key, key)
     if key not in TRITON_DTYPES:
+        shown = f"'{name}'" if str(name).isprintable() else json.dumps(str(name))
         raise ValueError(
-            f"'{name}' is not a Triton data type; use one of {', '.join(TRITON_DTYPES)} (or BYTES for STRING)"
+            f"{shown} is not a Triton data type; use one of {', '.join(TRITON_DTYPES)} (or BYTES for STRING)"
         )
     return key
 

@@ -27,7 +27,7 @@ from generator.core import dtypes
 from generator.core.errors import SpecError
 from generator.spec import backend_parameters
 from generator.spec.huggingface import HF_TASKS, expand, normalized_task
-from generator.spec.names import model_problems, spec_problems
+from generator.spec.names import model_problems, shown, spec_problems
 from generator.steps import STEP_KINDS
 
 DEFAULT_SPEC = Path("generator.yaml")
@@ -208,7 +208,7 @@ class SequenceControls(_Strict):
         for kind, control in self.items():
             if control.name in seen:
                 raise ValueError(
-                    f"{seen[control.name]} and {kind} both name tensor '{control.name}'; Triton needs one "
+                    f"{seen[control.name]} and {kind} both name tensor {shown(control.name)}; Triton needs one "
                     "tensor per control: rename one"
                 )
             seen[control.name] = kind
@@ -235,6 +235,16 @@ class InitialState(_Strict):
         "state's dims.",
     )
 
+    @field_validator("data_file")
+    @classmethod
+    def _a_file(cls, value: str | None) -> str | None:
+        if value is not None and Path(value).name in ("", ".", ".."):
+            raise ValueError(
+                f"{shown(value)} names a directory, not a file; give the path of a .npy array or a file of raw "
+                "values (relative to the spec)"
+            )
+        return value
+
     @field_validator("dims")
     @classmethod
     def _sizes(cls, value: list[int] | None) -> list[int] | None:
@@ -244,6 +254,15 @@ class InitialState(_Strict):
                     f"dimension {d} is invalid; an initial state has a positive size on every axis"
                 )
         return value
+
+    @property
+    def file_name(self) -> str | None:
+        """The file the values are written to in the model's ``initial_state/`` directory (a .npy array as
+        raw values, under the same stem and ``.bin``), or None for zeros."""
+        if self.data_file is None:
+            return None
+        name = Path(self.data_file).name
+        return f"{name[:-4]}.bin" if name.endswith(".npy") else name
 
 
 class SequenceState(_Strict):
@@ -286,7 +305,7 @@ class SequenceState(_Strict):
     def _consistent(self) -> SequenceState:
         if self.input_name == self.output_name:
             raise ValueError(
-                f"input_name and output_name are both '{self.input_name}'; the model reads the state from "
+                f"input_name and output_name are both {shown(self.input_name)}; the model reads the state from "
                 "one tensor and writes the next state to another: name them apart"
             )
         if self.use_growable_memory and not self.use_same_buffer_for_input_output:
@@ -379,9 +398,26 @@ class SequenceBatching(_Strict):
             for field, name in (("input_name", state.input_name), ("output_name", state.output_name)):
                 if name in names:
                     raise ValueError(
-                        f"state[{i}].{field} '{name}' is also {names[name]}; each tensor has one role: rename it"
+                        f"state[{i}].{field} {shown(name)} is also {names[name]}; each tensor has one role: rename it"
                     )
                 names[name] = f"state[{i}].{field}"
+        return self
+
+    @model_validator(mode="after")
+    def _initial_files_apart(self) -> SequenceBatching:
+        written: dict[str, int] = {}
+        for i, state in enumerate(self.state):
+            name = state.initial_state.file_name
+            if name is None:
+                continue
+            if name in written:
+                first = written[name]
+                raise ValueError(
+                    f"state[{i}].initial_state.data_file {shown(str(state.initial_state.data_file))} and "
+                    f"state[{first}]'s {shown(str(self.state[first].initial_state.data_file))} both become "
+                    f"{shown(f'initial_state/{name}')} in the model directory; give the files different names"
+                )
+            written[name] = i
         return self
 
 
@@ -866,7 +902,7 @@ class ModelSpec(ModelSettings):
             for tensor in tensors or []:
                 if tensor.name in names:
                     raise ValueError(
-                        f"{kind} '{tensor.name}' is also sequence_batching.{names[tensor.name]}: Triton feeds "
+                        f"{kind} {shown(tensor.name)} is also sequence_batching.{names[tensor.name]}: Triton feeds "
                         f"(or keeps) that tensor itself, so it is no {kind} of the config; remove it from {kind}s"
                     )
 

@@ -1,9 +1,10 @@
 """Property-based fuzzing of the spec: whatever a user writes either loads or fails with field-path
 errors; never another exception. A spec that loads renders a config Triton's schema parses.
 
-Specs are generated as a valid spec mutated at random: keys drawn from the real field names (any
-letter case, empty, bracketed) and values drawn from what breaks parsers (bounds of int32/int64,
-huge and negative numbers, NaN, nested lists, strings with markup and path characters).
+Specs are generated as a valid spec (plain, stateful with sequence batchers and implicit state, or
+streaming) mutated at random: keys drawn from the real field names (any letter case, empty, bracketed)
+and values drawn from what breaks parsers (bounds of int32/int64, huge and negative numbers, NaN, nested
+lists, strings with markup and path characters).
 """
 
 from __future__ import annotations
@@ -14,14 +15,34 @@ from typing import Any
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from generator.build.config import DeviceProfile, build_config, check_rendered, render
+from generator.build.config import (
+    DeviceProfile,
+    build_config,
+    check_rendered,
+    initial_state_file,
+    render,
+    sequence_tensors,
+)
 from generator.core.errors import GeneratorError, SpecError
 from generator.core.signature import Signature, TensorInfo
 from generator.core.templating import environment
-from generator.spec.models import ModelSettings, ModelSpec, field_path, json_schema, load_spec, parse_spec
+from generator.spec.models import (
+    BooleanControl,
+    CorrelationControl,
+    InitialState,
+    ModelSettings,
+    ModelSpec,
+    SequenceBatching,
+    SequenceControls,
+    SequenceState,
+    field_path,
+    json_schema,
+    load_spec,
+    parse_spec,
+)
 from generator.spec.names import files_destination
 from generator.spec.tuned import TUNABLE, load_spec_with_tuned
 
@@ -31,6 +52,14 @@ FIELDS = sorted(
     | {"preferred_batch_size", "max_queue_delay_microseconds", "latest", "specific", "all", "seed"}
     | {"batch_sizes", "atol", "rtol", "batch_size", "data", "quantize", "fp16", "simplify", "budget"}
     | {"ensembles", "steps", "model", "input_map", "output_map", "min", "max", "opt", "tokenizer", "labels"}
+    # The sequence batcher's settings, controls and implicit state, and the names Triton's config gives them.
+    | set(SequenceBatching.model_fields)
+    | set(SequenceControls.model_fields)
+    | set(BooleanControl.model_fields)
+    | set(CorrelationControl.model_fields)
+    | set(SequenceState.model_fields)
+    | set(InitialState.model_fields)
+    | {"decoupled", "direct", "oldest", "zero_data", "control_input", "START", "CORRID", "sequence_steps"}
 )
 EDGE_NUMBERS = [0, 1, -1, -5, 2**31 - 1, 2**31, 2**32, 2**63 - 1, 2**63, 2**64, 10**12, 10**30]
 STRINGS = [
@@ -45,6 +74,10 @@ STRINGS = [
     "tritongen-manifest.json",
     "FP32",
     "-1",
+    "zeros",
+    "oldest",
+    "UINT64",
+    "s.npy",
 ]
 
 scalars = st.one_of(
@@ -84,6 +117,129 @@ tensors = st.fixed_dictionaries(
     },
 )
 dims_lists = st.lists(st.sampled_from([-1, 0, 1, 16, 2**40]), max_size=2)
+control_names = st.sampled_from(
+    ["S", "E", "R", "ID", "S", "E", "x", "y", "h_in", "c_out", "", "[/x]", "a\nb"]
+)
+controls = st.one_of(
+    control_names,
+    st.fixed_dictionaries(
+        {"name": control_names},
+        optional={
+            "dtype": st.sampled_from(["BOOL", "INT32", "FP32", "UINT64", "INT64", "STRING", "bool", "FP16"])
+        },
+    ),
+)
+initial_dims = st.lists(st.sampled_from([1, 4, 16, -1, 0]), max_size=2)
+initial_states = st.one_of(
+    st.sampled_from(["zeros", "ones", None]),
+    st.fixed_dictionaries(
+        {
+            "data_file": st.sampled_from(
+                ["s.npy", "d/s.npy", "s.bin", "t.npy", "", ".", "..", "/", "d/", "d/..", "a\x00b", "x" * 300]
+            )
+        },
+        optional={"dims": initial_dims},
+    ),
+    st.fixed_dictionaries({"dims": initial_dims}),
+)
+#: A valid implicit state (one of two names, small dims), or one with a field changed to an edge value.
+states = st.builds(
+    lambda name, fields, edit: {"input_name": f"{name}_in", "output_name": f"{name}_out", **fields, **edit},
+    st.sampled_from(["h", "c", "k"]),
+    st.fixed_dictionaries(
+        {
+            "dtype": st.sampled_from(["FP32", "INT64", "FP16", "BOOL", "fp32", "UINT8"]),
+            "dims": st.lists(st.sampled_from([1, 4, 16]), max_size=2),
+        },
+        optional={
+            "initial_state": initial_states,
+            "use_same_buffer_for_input_output": st.booleans(),
+            "use_growable_memory": st.booleans(),
+        },
+    ),
+    st.one_of(
+        st.just({}),
+        st.dictionaries(
+            st.sampled_from(["input_name", "output_name", "dtype", "dims", "initial_state", "zero_data"]),
+            st.one_of(control_names, st.sampled_from(["STRING", "FP33", "TYPE_FP32"]), dims_lists, values),
+            max_size=1,
+        ),
+    ),
+)
+
+
+def _edited(valid: st.SearchStrategy, edits: st.SearchStrategy) -> st.SearchStrategy:
+    """A valid mapping, or one with a key set to an edge value (the edit may add, replace or misspell)."""
+    return st.builds(lambda fields, edit: {**fields, **edit}, valid, st.one_of(st.just({}), edits))
+
+
+def _typed(name: str, dtypes: list[str]) -> st.SearchStrategy:
+    return st.one_of(
+        st.just(name), st.fixed_dictionaries({"name": st.just(name), "dtype": st.sampled_from(dtypes)})
+    )
+
+
+#: The controls, each named and typed as Triton takes it, now and then one set to something else.
+sequence_controls = _edited(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "start": _typed("S", ["BOOL", "INT32", "FP32", "bool"]),
+            "END": _typed("E", ["BOOL", "INT32"]),
+            "ready": _typed("R", ["FP32", "INT32"]),
+            "corrid": _typed("ID", ["UINT64", "INT64", "UINT32", "INT32", "STRING", "uint64"]),
+        },
+    ),
+    st.dictionaries(
+        st.sampled_from(["start", "end", "ready", "corrid", "Ready", "x", "CONTROL_SEQUENCE_START"]),
+        st.one_of(controls, values),
+        max_size=1,
+    ),
+)
+sequence_common = {
+    "max_sequence_idle_microseconds": st.sampled_from([0, 1, 5_000_000, 2**63, 2**64 - 1]),
+    "max_queue_delay_microseconds": st.sampled_from([0, 100, 2**64 - 1]),
+    "controls": sequence_controls,
+}
+sequence_edits = st.dictionaries(
+    st.sampled_from([*SequenceBatching.model_fields, "direct", "control_input", "Strategy"]),
+    st.one_of(
+        st.sampled_from(["newest", "Direct", -1, 0, 1.5, math.nan, 2**64, 2**31, [0], [2**31], "S", True]),
+        values,
+    ),
+    max_size=1,
+)
+#: A sequence batcher a user plausibly writes: either strategy with its own fields, controls and states,
+#: now and then one field set to an edge value (the other strategy's fields among them).
+sequence_batchers = st.one_of(
+    st.booleans(),
+    _edited(
+        st.fixed_dictionaries(
+            {"strategy": st.just("direct"), "state": st.lists(states, min_size=1, max_size=2)},
+            optional={
+                **sequence_common,
+                "minimum_slot_utilization": st.sampled_from([0, 0.5, 1, 1e-300, 5e-324]),
+            },
+        ),
+        sequence_edits,
+    ),
+    _edited(
+        st.fixed_dictionaries(
+            {"strategy": st.just("oldest"), "state": st.lists(states, min_size=1, max_size=2)},
+            optional={
+                **sequence_common,
+                "max_candidate_sequences": st.integers(1, 70),
+                "preferred_batch_size": st.lists(st.integers(1, 70), max_size=3),
+                "preserve_ordering": st.booleans(),
+            },
+        ),
+        sequence_edits,
+    ),
+    _edited(
+        st.fixed_dictionaries({}, optional={**sequence_common, "state": st.lists(states, max_size=2)}),
+        sequence_edits,
+    ),
+)
 #: A built-in step or a user's Python model, with settings near the edges of what is valid.
 python_models = st.fixed_dictionaries(
     {
@@ -109,6 +265,8 @@ python_models = st.fixed_dictionaries(
             values,
         ),
         "files": st.one_of(st.lists(st.sampled_from(["a.txt", "", "dir"]), max_size=2), values),
+        "decoupled": st.one_of(st.booleans(), values),
+        "sequence_batching": sequence_batchers,
     },
 )
 ensemble_steps = st.lists(
@@ -189,8 +347,16 @@ plausible_settings = st.fixed_dictionaries(
             ),
         ),
         "response_cache": st.booleans(),
+        "sequence_batching": sequence_batchers,
+        "decoupled": st.booleans(),
         "verify": st.fixed_dictionaries(
-            {}, optional={"batch_sizes": st.lists(small, max_size=3), "seed": small, "enabled": st.booleans()}
+            {},
+            optional={
+                "batch_sizes": st.lists(small, max_size=3),
+                "seed": small,
+                "enabled": st.booleans(),
+                "sequence_steps": st.sampled_from([0, 1, 8, 4096, 4097]),
+            },
         ),
         "opset": st.sampled_from([6, 7, 17, 20, 99, 100]),
         "format": st.sampled_from(["onnx", "torchscript", "tensorrt"]),
@@ -233,12 +399,8 @@ def _base_model(index: int) -> dict[str, Any]:
     }
 
 
-@st.composite
-def specs(draw: st.DrawFn) -> Any:
-    """A valid two-model spec with a few random edits anywhere in it, or something else entirely."""
-    if draw(st.integers(0, 9)) == 0:
-        return draw(values)
-    spec: dict[str, Any] = {
+def _two_models_and_an_ensemble() -> dict[str, Any]:
+    return {
         "defaults": {"max_batch_size": 8},
         "models": [_base_model(0), _base_model(1)],
         "ensembles": [
@@ -251,10 +413,133 @@ def specs(draw: st.DrawFn) -> Any:
             }
         ],
     }
+
+
+def _stateful() -> dict[str, Any]:
+    """Two stateful models, one per strategy, with every control, implicit states (zeros, a file, a -1
+    axis), and an ensemble over one of them; the dynamic batcher of the defaults is the other models'."""
+    direct = {
+        "strategy": "direct",
+        "max_sequence_idle_microseconds": 5_000_000,
+        "max_queue_delay_microseconds": 100,
+        "minimum_slot_utilization": 0.5,
+        "controls": {
+            "start": "S",
+            "end": {"name": "E", "dtype": "BOOL"},
+            "ready": {"name": "R", "dtype": "FP32"},
+            "corrid": {"name": "ID", "dtype": "UINT64"},
+        },
+        "state": [
+            {
+                "input_name": "h_in",
+                "output_name": "h_out",
+                "dtype": "FP32",
+                "dims": [4],
+                "initial_state": "zeros",
+            },
+            {
+                "input_name": "c_in",
+                "output_name": "c_out",
+                "dtype": "INT64",
+                "dims": [-1, 2],
+                "initial_state": {"data_file": "c.npy", "dims": [3, 2]},
+                "use_same_buffer_for_input_output": True,
+                "use_growable_memory": True,
+            },
+        ],
+    }
+    oldest = {
+        "strategy": "oldest",
+        "max_candidate_sequences": 4,
+        "preferred_batch_size": [2, 4],
+        "preserve_ordering": True,
+        "controls": {"START": "S", "corrid": {"name": "ID", "dtype": "STRING"}},
+        "state": [{"input_name": "h_in", "output_name": "h_out", "dtype": "FP16", "dims": [2, 3]}],
+    }
+    return {
+        "defaults": {"max_batch_size": 8, "dynamic_batching": {"max_queue_delay_microseconds": 5}},
+        "models": [
+            {**_base_model(0), "sequence_batching": direct},
+            {
+                **_base_model(1),
+                "max_batch_size": 4,
+                "sequence_batching": oldest,
+                "verify": {"sequence_steps": 3},
+            },
+            _base_model(2),
+        ],
+        "ensembles": [
+            {"name": "e", "steps": [{"model": "m0", "input_map": {"x": "X"}, "output_map": {"y": "Y"}}]}
+        ],
+    }
+
+
+def _decoupled() -> dict[str, Any]:
+    """A decoupled (streaming) Python model, one with controls of a sequence batcher, beside an ONNX model."""
+    python = {
+        "framework": "python",
+        "source": "gen.py",
+        "inputs": [{"name": "prompt", "dtype": "STRING", "dims": [1]}],
+        "outputs": [{"name": "text", "dtype": "STRING", "dims": [-1]}],
+    }
+    return {
+        "models": [
+            _base_model(0),
+            {**python, "name": "gen", "decoupled": True, "max_batch_size": 0},
+            {
+                **python,
+                "name": "chat",
+                "decoupled": True,
+                "sequence_batching": {"controls": {"start": "S", "end": "E", "corrid": "ID"}},
+            },
+        ]
+    }
+
+
+#: The valid specs the mutations start from.
+BASES = (_two_models_and_an_ensemble, _stateful, _decoupled)
+
+
+def _values_like(value: Any) -> st.SearchStrategy:
+    """Values of the kind ``value`` is: a boolean, an edge number, a string that breaks parsers, the list
+    with an item dropped or repeated."""
+    if isinstance(value, bool):
+        return st.booleans()
+    if isinstance(value, int):
+        return st.one_of(st.sampled_from(EDGE_NUMBERS), st.integers(-2, 70))
+    if isinstance(value, float):
+        return st.floats(allow_nan=True, allow_infinity=True)
+    if isinstance(value, str):
+        return st.one_of(st.sampled_from(STRINGS), st.text(max_size=6))
+    if isinstance(value, list) and value:
+        return st.integers(0, len(value) - 1).flatmap(
+            lambda i: st.sampled_from([value[:i] + value[i + 1 :], value[: i + 1] + value[i:]])
+        )
+    return values
+
+
+def _containers(data: Any) -> list[Any]:
+    """Every mapping and list in ``data``, outermost first."""
+    if isinstance(data, dict):
+        return [data, *(c for v in data.values() for c in _containers(v))]
+    if isinstance(data, list):
+        return [data, *(c for v in data for c in _containers(v))]
+    return []
+
+
+@st.composite
+def specs(draw: st.DrawFn) -> Any:
+    """A valid spec (plain, stateful or streaming) with a few random edits anywhere in it, or something
+    else entirely."""
+    if draw(st.integers(0, 9)) == 0:
+        return draw(values)
+    spec = draw(st.sampled_from(BASES))()
     for _ in range(draw(st.integers(1, 4))):
         target: Any = spec
+        if draw(st.booleans()):  # any mapping or list of the spec, the deepest as likely as the top
+            target = draw(st.sampled_from(_containers(spec)))
         # Walk a random path into the spec, then set, replace or delete a key there.
-        for _depth in range(draw(st.integers(0, 3))):
+        for _depth in range(draw(st.integers(0, 6))):
             if isinstance(target, dict) and target:
                 child = target[draw(st.sampled_from(sorted(target, key=str)))]
             elif isinstance(target, list) and target:
@@ -265,9 +550,14 @@ def specs(draw: st.DrawFn) -> Any:
                 break
             target = child
         if isinstance(target, dict):
-            if target and draw(st.booleans()):
+            edit = draw(st.sampled_from(["pop", "add", "replace"]))
+            if target and edit == "pop":
                 target.pop(draw(st.sampled_from(sorted(target, key=str))))
-            target[draw(keys)] = draw(values)
+            if edit == "replace" and target:  # the key stays right; the value often keeps its kind
+                key = draw(st.sampled_from(sorted(target, key=str)))
+                target[key] = draw(st.one_of(_values_like(target[key]), values))
+            else:
+                target[draw(keys)] = draw(values)
         elif isinstance(target, list):
             target.append(draw(values))
     return spec
@@ -298,6 +588,26 @@ def _assert_names_unique(spec: Any) -> None:
         declared = [t.name for t in (ensemble.inputs or []) + (ensemble.outputs or [])]
         assert len(set(written)) == len(written) and len(set(declared)) == len(declared), ensemble
         assert not set(written) & {t.name for t in ensemble.inputs or []}, ensemble
+    for model in spec.models:
+        _assert_sequence_tensors_apart(model)
+
+
+def _assert_sequence_tensors_apart(model: ModelSpec) -> None:
+    """What a loaded stateful model guarantees: each control and state tensor has one role and is no input
+    or output of the config, and each state's initial values get a file of their own."""
+    batcher = model.sequence_batching
+    if not batcher:
+        return
+    roles = [c.name for _, c in batcher.controls.items()]
+    roles += [name for state in batcher.state for name in (state.input_name, state.output_name)]
+    assert len(set(roles)) == len(roles), batcher
+    fed, kept = sequence_tensors(model)
+    assert not fed & {t.name for t in model.inputs or []}, (fed, model.inputs)
+    assert not kept & {t.name for t in model.outputs or []}, (kept, model.outputs)
+    files = [initial_state_file(state) for state in batcher.state]
+    files = [name for name in files if name is not None]
+    assert len(set(files)) == len(files), files
+    assert all(name not in ("", ".", "..") and "/" not in name for name in files), files
 
 
 def _render_declared(spec: Any, profile: DeviceProfile | None = None) -> None:
@@ -317,9 +627,12 @@ def _render_declared(spec: Any, profile: DeviceProfile | None = None) -> None:
             config = build_config(
                 model, signature, "onnxruntime_onnx", profile or DeviceProfile(), "model.onnx"
             )
-            check_rendered(render(config, env), config, f"{model.name}/config.pbtxt")
-        except GeneratorError as exc:  # a clear error about the spec is fine; "unparsable" is not
-            assert all("does not parse" not in line for line in exc.problems), exc.problems
+        except GeneratorError as exc:  # a rule Triton applies to the config, reported at the spec's field
+            for line in exc.problems:
+                assert line.startswith(f"model '{model.name}': ") and "\n" not in line, exc.problems
+            continue
+        # What the build writes parses with Triton's schema and says what was intended.
+        check_rendered(render(config, env), config, f"{model.name}/config.pbtxt")
 
 
 @settings(max_examples=1000, deadline=None, suppress_health_check=list(HealthCheck))
@@ -343,7 +656,7 @@ def test_python_models_and_ensembles_load_or_fail_with_field_paths(model: dict, 
         _assert_field_path_errors(error)
         return
     assert [e.name for e in spec.ensembles] == [e["name"] for e in pipelines]
-    _assert_names_unique(spec)
+    _render_declared(spec)
 
 
 @settings(max_examples=1000, deadline=None, suppress_health_check=list(HealthCheck))
@@ -354,6 +667,57 @@ def test_plausible_settings_load_and_render_or_fail_with_field_paths(extra: dict
     except SpecError as error:
         _assert_field_path_errors(error)
         return
+    _render_declared(spec, DeviceProfile.parse(device, None))
+
+
+#: How a model with a sequence batcher is served: (framework, source, format).
+SERVED_AS = [
+    ("onnx", "m.onnx", None),
+    ("onnx", "m.onnx", None),
+    ("onnx", "m.onnx", None),
+    ("python", "p.py", None),
+    ("torch", "m.py:f", "torchscript"),
+    ("onnx", "m.onnx", "tensorrt"),
+]
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    sequence_batchers,
+    st.sampled_from(SERVED_AS),
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "max_batch_size": small,
+            "decoupled": st.sampled_from([False, True, None]),
+            "dynamic_batching": st.sampled_from([False, None, True]),
+            "response_cache": st.booleans(),
+        },
+    ),
+    st.sampled_from(["model", "defaults", "both"]),
+    st.sampled_from(["cpu", "gpu"]),
+)
+def test_sequence_batchers_load_and_render_or_fail_with_field_paths(
+    batcher: Any, served: tuple[str, str, str | None], extra: dict, where: str, device: str
+) -> None:
+    # A stateful (or streaming) model of each kind Triton serves, its batcher given by the model, by the
+    # defaults, or by both (the model's wins): its batcher, controls and states either load and render a
+    # config Triton's schema parses, or fail at their field paths.
+    framework, source, target = served
+    model = {**_base_model(0), "framework": framework, "source": source, **extra}
+    if target:
+        model["format"] = target
+    defaults = {"sequence_batching": batcher} if where != "model" else {}
+    if where != "defaults":
+        model["sequence_batching"] = batcher if where == "model" else {"strategy": "oldest"}
+    try:
+        spec = parse_spec({"defaults": defaults, "models": [model]}, origin="spec")
+    except SpecError as error:
+        _assert_field_path_errors(error)
+        event("refused")
+        return
+    batching = spec.models[0].sequence_batching
+    event("loaded with state" if batching and batching.state else "loaded")
     _render_declared(spec, DeviceProfile.parse(device, None))
 
 

@@ -129,3 +129,53 @@ def test_a_fed_or_kept_tensor_is_no_input_or_output() -> None:
     assert "output 'h_out' is also sequence_batching.state[0].output_name" in _refused(
         _model(sequence_batching={"state": [STATE]}, **tensors)
     )
+
+
+@pytest.mark.parametrize("data_file", [".", "/", "..", "d/.."])
+def test_an_initial_state_file_that_names_a_directory_is_refused(data_file: str) -> None:
+    # Found by the spec fuzz: it loaded, and the config named an initial_state file "" or "..".
+    refusal = _refused(
+        _model(sequence_batching={"state": [{**STATE, "initial_state": {"data_file": data_file}}]})
+    )
+    assert "models[0].sequence_batching.state[0].initial_state.data_file: " in refusal
+    assert "names a directory, not a file" in refusal and len(refusal.splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("first", "second"), [("s.npy", "d/s.npy"), ("s.npy", "s.bin"), ("a/s.bin", "b/s.bin")]
+)
+def test_two_states_whose_initial_files_share_a_name_are_refused(first: str, second: str) -> None:
+    # Found by the spec fuzz: both were copied to initial_state/s.bin, the second over the first.
+    states = [
+        {**STATE, "initial_state": {"data_file": first}},
+        {**STATE, "input_name": "c_in", "output_name": "c_out", "initial_state": {"data_file": second}},
+    ]
+    refusal = _refused(_model(sequence_batching={"state": states}))
+    assert (
+        f"models[0].sequence_batching: state[1].initial_state.data_file '{second}' and state[0]'s '{first}' "
+        "both become 'initial_state/s.bin' in the model directory; give the files different names"
+    ) in refusal
+    spec = parse_spec({"models": [_model(sequence_batching={"state": states[:1]})]})
+    assert spec.models[0].sequence_batching.state[0].initial_state.file_name == "s.bin"
+
+
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        ({"controls": {"start": "a\nb", "end": "a\nb"}}, 'start and end both name tensor "a\\nb"'),
+        ({"state": [{**STATE, "input_name": "a\nb", "output_name": "a\nb"}]}, 'both "a\\nb"'),
+        (
+            {"controls": {"start": "a\nb"}, "state": [{**STATE, "input_name": "a\nb"}]},
+            'input_name "a\\nb" is',
+        ),
+        ({"state": [{**STATE, "dtype": "a\nb"}]}, 'state[0].dtype: "a\\nb" is not a Triton data type'),
+    ],
+)
+def test_a_name_with_a_line_break_is_shown_escaped_on_one_line(settings: dict, expected: str) -> None:
+    # Found by the spec fuzz: the name was printed as written, splitting the error over two lines.
+    refusal = _refused(_model(sequence_batching=settings))
+    assert expected in refusal and len(refusal.splitlines()) == 1, refusal
+    inputs = [{"name": "a\nb", "dtype": "FP32", "dims": [1]}]
+    outputs = [{"name": "y", "dtype": "FP32", "dims": [1]}]
+    fed = _refused(_model(sequence_batching={"controls": {"start": "a\nb"}}, inputs=inputs, outputs=outputs))
+    assert 'input "a\\nb" is also sequence_batching.controls.start' in fed and len(fed.splitlines()) == 1
