@@ -117,7 +117,7 @@ def parse_id_range(text: str | None) -> tuple[int, int | None]:
         start, end = 0, None
     if start < 1 or start > MAX_SEQUENCE_ID or (end is not None and not start < end <= MAX_SEQUENCE_ID + 1):
         raise LoadTestError(
-            f"--sequence-id-range '{text}': write START or START:END (END excluded), whole numbers with "
+            f"--sequence-id-range {str(text)!r}: write START or START:END (END excluded), whole numbers with "
             f"1 <= START < END <= {MAX_SEQUENCE_ID + 1}, e.g. --sequence-id-range 1000:2000"
         )
     return start, None if end is None else end - 1
