@@ -1,23 +1,22 @@
 """Benchmark: what serving costs per request. The embedded Triton against ONNX Runtime in-process on the
-same model files, at 1 and 4 clients, with the per-stage breakdown of a served request.
+same model files, at 1 and 4 clients, over gRPC and HTTP, with the per-stage breakdown of a served request.
 
 Models: the example's ``digits_cnn`` (a 40 kB CNN: the serving path is nearly all of its latency) and a
-mid-size MobileNet-like convolutional net at 3x128x128 (compute-bound: a few ms per image), each served by
-one instance with the stand-in ONNX Runtime backend at its default thread count and ``dynamic_batching``
-with queue delay 0; and, for each, a *floor*: a Python-backend model with the same inputs and outputs that
-runs nothing (it returns a zero tensor), i.e. what Triton's gRPC front end, scheduler and Python-backend
-transport cost on their own.
+mid-size MobileNet-like convolutional net at 3x128x128 (compute-bound: about a millisecond per image on two
+cores), each served by one instance of the stand-in ONNX Runtime backend at its default thread count, once
+with ``dynamic_batching`` at queue delay 0 and once without a batcher (``_direct``); and, for each, a
+*floor* (``_floor``): a Python-backend model with the same inputs and outputs that runs nothing (it returns
+a zero tensor), i.e. what Triton's front end, scheduler and Python-backend transport cost on their own.
 
 Figures, side by side in one run (rounds alternate; the medians are printed):
 
-* served: perf_analyzer over gRPC (the reference client), concurrency 1 and 4, batch 1 per request;
-* in-process: the same file in this process, with the thread count the backend gives the instance, at
-  batch 1 back to back ("hot") and at batch 1 with a pause between runs like a served request's
-  ("paced": cold caches, a woken thread), and at batch 4 (what the 4 clients' requests batched reach);
+* served: perf_analyzer (the reference client), concurrency 1 and 4, batch 1 per request;
+* in-process: the same file in this process with the thread count the backend gives the instance, at
+  batch 1 back to back, at batch 1 with a pause between runs like a served request's ("paced": cold
+  caches, a woken thread), and at batch 4 (what the 4 clients' requests batched could reach);
 * the breakdown of a served request at concurrency 1, from Triton's statistics as perf_analyzer reports
   them (client, network and front end, queue, compute input/infer/output) and, with ``--profile``, from
-  py-spy sampling the model's backend stub: the share of the compute spent in ``session.run`` and in the
-  stand-in's own Python.
+  py-spy sampling the model's backend stub: the time in ``session.run`` and in the stand-in's own Python.
 
 Run: ``python perf/bench_serving.py [--seconds 3] [--rounds 3] [--profile]`` (perf_analyzer is fetched as
 ``perf/bench_harness.py`` does; ``--profile`` needs ``py-spy``, a dev dependency, and ptrace rights).
@@ -56,7 +55,7 @@ from generator.serve.server import EmbeddedServer
 
 STAGES = (
     ("Client Send", "client send"),
-    ("Network+Server Send/Recv", "network + gRPC front end"),
+    ("Network+Server Send/Recv", "network + front end"),
     ("Server Queue", "queue (scheduler)"),
     ("Server Compute Input", "compute input"),
     ("Server Compute Infer", "compute infer (stub round trip)"),
@@ -84,6 +83,11 @@ class TritonPythonModel:
 """
 
 
+#: The scheduler variants each model is served with: the dynamic batcher at queue delay 0, and none.
+SCHEDULERS = {"": "dynamic_batching { max_queue_delay_microseconds: 0 }\n", "_direct": ""}
+PROTOCOLS = ("grpc", "http")
+
+
 @dataclass(frozen=True)
 class Served:
     """One model of the benchmark: its name, its input's dims, and its file."""
@@ -93,8 +97,9 @@ class Served:
     model_file: Path
 
     @property
-    def floor(self) -> str:
-        return f"{self.name}_floor"
+    def served(self) -> list[str]:
+        """Its served names: the model, then its floor, with each scheduler."""
+        return [f"{base}{suffix}" for base in (self.name, f"{self.name}_floor") for suffix in SCHEDULERS]
 
 
 def mid_size_model(path: Path) -> None:
@@ -133,32 +138,36 @@ def mid_size_model(path: Path) -> None:
 
 
 def write_repository(repo: Path, models: list[Served]) -> None:
-    """Each model with queue delay 0 and one instance, and its floor (same I/O, runs nothing)."""
+    """Each model and its floor (same I/O, runs nothing), one instance, with each of SCHEDULERS."""
     for model in models:
+        dims = ", ".join(map(str, model.dims))
         tensors = (
-            f'input [{{ name: "image" data_type: TYPE_FP32 dims: [{", ".join(map(str, model.dims))}] }}]\n'
+            f'input [{{ name: "image" data_type: TYPE_FP32 dims: [{dims}] }}]\n'
             'output [{ name: "logits" data_type: TYPE_FP32 dims: [10] }]\n'
-            "dynamic_batching { max_queue_delay_microseconds: 0 }\n"
             "instance_group [{ count: 1 kind: KIND_CPU }]\n"
         )
-        (repo / model.name / "1").mkdir(parents=True)
-        shutil.copy(model.model_file, repo / model.name / "1" / "model.onnx")
-        (repo / model.name / "config.pbtxt").write_text(
-            f'name: "{model.name}"\nplatform: "onnxruntime_onnx"\nmax_batch_size: 8\n{tensors}'
-        )
-        (repo / model.floor / "1").mkdir(parents=True)
-        (repo / model.floor / "1" / "model.py").write_text(FLOOR_MODEL.replace("OUTPUT_SIZE", "10"))
-        (repo / model.floor / "config.pbtxt").write_text(
-            f'name: "{model.floor}"\nbackend: "python"\nmax_batch_size: 8\n{tensors}'
-        )
+        for suffix, scheduler in SCHEDULERS.items():
+            name, floor = f"{model.name}{suffix}", f"{model.name}_floor{suffix}"
+            (repo / name / "1").mkdir(parents=True)
+            shutil.copy(model.model_file, repo / name / "1" / "model.onnx")
+            (repo / name / "config.pbtxt").write_text(
+                f'name: "{name}"\nplatform: "onnxruntime_onnx"\nmax_batch_size: 8\n{tensors}{scheduler}'
+            )
+            (repo / floor / "1").mkdir(parents=True)
+            (repo / floor / "1" / "model.py").write_text(FLOOR_MODEL.replace("OUTPUT_SIZE", "10"))
+            (repo / floor / "config.pbtxt").write_text(
+                f'name: "{floor}"\nbackend: "python"\nmax_batch_size: 8\n{tensors}{scheduler}'
+            )
 
 
-def perf_analyzer(binary: Path, libdir: Path, url: str, model: str, concurrency: int, seconds: float) -> dict:
-    """One perf_analyzer measurement over gRPC: its CSV row (throughput, latencies and the stages, in us)."""
+def perf_analyzer(
+    binary: Path, libdir: Path, url: str, protocol: str, model: str, concurrency: int, seconds: float
+) -> dict:
+    """One perf_analyzer measurement: its CSV row (throughput, latencies and the stages, in us)."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "pa.csv"
         command = [
-            str(binary), "-m", model, "-u", url, "-i", "grpc", "-b", "1",
+            str(binary), "-m", model, "-u", url, "-i", protocol, "-b", "1",
             "--concurrency-range", str(concurrency), "--measurement-interval", str(int(seconds * 1000)),
             "--stability-percentage", "100", "--max-trials", "3", "-f", str(out),
         ]  # fmt: skip
@@ -235,45 +244,53 @@ def stub_samples(raw: Path) -> Counter[str]:
     return counts
 
 
-def measure(args: argparse.Namespace, models: list[Served], scratch: Path) -> dict:
+def _served_round(
+    args: argparse.Namespace, server: EmbeddedServer, models: list[Served], round_: int, add
+) -> None:
+    """One round of perf_analyzer measurements: every served name, protocol and concurrency."""
+    binary, libdir = args.perf_analyzer
+    for model in models:
+        for name in model.served:
+            for protocol in PROTOCOLS:
+                url = server.endpoints.grpc if protocol == "grpc" else server.endpoints.http
+                for concurrency in (1, 4):
+                    spy, raw = None, args.scratch / f"{name}-{protocol}-{round_}.raw"
+                    if args.profile and concurrency == 1 and name == model.name:
+                        spy = stub_profile(server, name, args.seconds, raw)
+                    try:
+                        row = perf_analyzer(binary, libdir, url, protocol, name, concurrency, args.seconds)
+                    except PerfAnalyzerUnstable as error:
+                        print(f"  {name} over {protocol} at {concurrency}: no stable measurement ({error})")
+                        continue
+                    key = (name, protocol, concurrency)
+                    add((*key, "throughput"), row["Inferences/Second"])
+                    add((*key, "p50"), row["p50 latency"])
+                    for stage, _ in STAGES if concurrency == 1 else ():
+                        add((*key, stage), row.get(stage, 0.0))
+                    if spy is not None:
+                        spy.wait()
+                        requests = max(row["Inferences/Second"] * args.seconds, 1.0)
+                        for where, count in stub_samples(raw).items():
+                            add((*key, where), count / 1000 / requests * 1e6)  # us per request
+
+
+def measure(args: argparse.Namespace, models: list[Served]) -> dict:
     """Every figure, rounds alternating between served and in-process; lists of each round's values."""
-    binary, libdir = fetch_perf_analyzer(), library_dir(scratch)
+    args.perf_analyzer = (fetch_perf_analyzer(), library_dir(args.scratch))
     figures: dict = {}
 
     def add(key: tuple, value: float) -> None:
         figures.setdefault(key, []).append(value)
 
-    repo = scratch / "model_repository"
+    repo = args.scratch / "model_repository"
     write_repository(repo, models)
     threads = max(1, len(os.sched_getaffinity(0)))  # the stand-in's default for one instance
     ports = {"http_port": find_free_port(), "grpc_port": find_free_port(), "metrics_port": find_free_port()}
     with EmbeddedServer(repo, **ports) as server:
-        url = server.endpoints.grpc
         for round_ in range(args.rounds):
             print(f"round {round_ + 1} of {args.rounds} ...", flush=True)
+            _served_round(args, server, models, round_, add)
             for model in models:
-                for name in (model.name, model.floor):
-                    for concurrency in (1, 4):
-                        spy = None
-                        raw = scratch / f"{name}-{round_}.raw"
-                        if args.profile and concurrency == 1 and name == model.name:
-                            spy = stub_profile(server, name, args.seconds, raw)
-                        try:
-                            row = perf_analyzer(binary, libdir, url, name, concurrency, args.seconds)
-                        except PerfAnalyzerUnstable as error:
-                            print(f"  {name} at {concurrency}: no stable measurement ({error})")
-                            continue
-                        add((name, concurrency, "throughput"), row["Inferences/Second"])
-                        add((name, concurrency, "p50"), row["p50 latency"])
-                        if concurrency == 1:
-                            for key, _ in STAGES:
-                                add((name, 1, key), row.get(key, 0.0))
-                        if spy is not None:
-                            spy.wait()
-                            samples = stub_samples(raw)
-                            requests = row["Inferences/Second"] * args.seconds
-                            for key, count in samples.items():
-                                add((name, 1, key), count / 1000 / max(requests, 1) * 1e6)  # us per request
                 add((model.name, "hot"), in_process(model, threads, 1, args.seconds / 2))
                 add((model.name, "paced"), in_process(model, threads, 1, args.seconds / 2, pause=0.0005))
                 add((model.name, "batch4"), in_process(model, threads, 4, args.seconds / 2))
@@ -285,43 +302,41 @@ def report(figures: dict, models: list[Served], profiled: bool) -> None:
         values = figures.get(tuple(key))
         return statistics.median(values) if values else float("nan")
 
-    print("\nserved (perf_analyzer, gRPC, batch 1 per request) against ONNX Runtime in-process, medians")
-    print(f"{'':34}" + "".join(f"{m.name:>14}{m.floor:>16}" for m in models))
-    for concurrency in (1, 4):
-        line = f"{f'served infer/s, {concurrency} client(s)':34}"
-        line += "".join(
-            f"{median(m.name, concurrency, 'throughput'):14.0f}{median(m.floor, concurrency, 'throughput'):16.0f}"
-            for m in models
-        )
-        print(line)
-    print("\nper request at 1 client, us (Triton's statistics as perf_analyzer reports them)")
-    keys = [*STAGES, ("p50 latency", "p50 latency")]
-    keys += (
-        [(k, f"  of compute infer: {k}") for k in ("session.run", "stand-in Python", "other Python")]
-        if profiled
-        else []
-    )
-    for key, label in keys:
-        column = "p50" if key == "p50 latency" else key
-        print(
-            f"{label:34}"
-            + "".join(f"{median(m.name, 1, column):14.0f}{median(m.floor, 1, column):16.0f}" for m in models)
-        )
-    print("\nin-process ONNX Runtime (same file, same thread count), ms per run")
+    names = [name for model in models for name in model.served]
+    header = f"{'':34}" + "".join(f"{name:>22}" for name in names)
+    for protocol in PROTOCOLS:
+        print(f"\n{protocol}: served infer/s (perf_analyzer, batch 1 per request), medians")
+        print(header)
+        for concurrency in (1, 4):
+            row = "".join(f"{median(n, protocol, concurrency, 'throughput'):22.0f}" for n in names)
+            print(f"{f'{concurrency} client(s)':34}{row}")
+        print(f"{protocol}: per request at 1 client, us (Triton's statistics as perf_analyzer reports them)")
+        keys = [*STAGES, ("p50", "p50 latency")]
+        if profiled:
+            keys += [
+                (k, f"  of compute infer: {k}") for k in ("session.run", "stand-in Python", "other Python")
+            ]
+        for key, label in keys:
+            print(f"{label:34}" + "".join(f"{median(n, protocol, 1, key):22.0f}" for n in names))
+    print("\nin-process ONNX Runtime (same file, same thread count) and what serving adds")
     for model in models:
         hot, paced, batch4 = (
             median(model.name, "hot"),
             median(model.name, "paced"),
             median(model.name, "batch4"),
         )
-        served1 = median(model.name, 1, "throughput")
-        served4 = median(model.name, 4, "throughput")
-        added = median(model.name, 1, "p50") / 1000 - hot
         print(
-            f"{model.name}: batch 1 hot {hot:.3f} ms, paced {paced:.3f} ms, batch 4 {batch4:.3f} ms; "
-            f"served / in-process: {served1 * hot / 1000:.2f} at 1 client, {served4 * batch4 / 4000:.2f} at 4; "
-            f"added by serving at 1 client (p50 - hot run): {added:.3f} ms"
+            f"{model.name}: in-process batch 1 {hot:.3f} ms (paced {paced:.3f} ms), batch 4 {batch4:.3f} ms"
         )
+        for protocol in PROTOCOLS:
+            for suffix in SCHEDULERS:
+                name = f"{model.name}{suffix}"
+                one, four = median(name, protocol, 1, "throughput"), median(name, protocol, 4, "throughput")
+                added = median(name, protocol, 1, "p50") / 1000 - hot
+                print(
+                    f"  {name} over {protocol}: served / in-process {one * hot / 1000:.2f} at 1 client, "
+                    f"{four * batch4 / 4000:.2f} at 4; added at 1 client (p50 - in-process) {added:.3f} ms"
+                )
 
 
 def main() -> None:
@@ -340,7 +355,8 @@ def main() -> None:
             Served("digits_cnn", (1, 8, 8), scratch / "example" / "digits_cnn" / "1" / "model.onnx"),
             Served("mid_size", (3, 128, 128), mid),
         ]
-        report(measure(args, models, scratch), models, args.profile)
+        args.scratch = scratch
+        report(measure(args, models), models, args.profile)
 
 
 if __name__ == "__main__":
