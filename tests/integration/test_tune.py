@@ -105,7 +105,7 @@ def test_constraints_no_trial_meets_and_a_candidate_triton_refuses(project: Path
     manifest_before = (repository / "tritongen-manifest.json").read_bytes()
     done = run_cli(
         "tune", "generator.yaml", "--model", "digits_cnn", "--search", "grid", *ONE_SETTING,
-        "--queue-delays", "500", "--preferred", "start,128", "--users", "2", "--max-p99-ms", "0.001",
+        "--queue-delays", "0", "--preferred", "start,128", "--users", "2", "--max-p99-ms", "0.001",
         "--out", "report", *FAST,
         cwd=project, timeout=600,
     )  # fmt: skip
@@ -246,7 +246,7 @@ def test_ctrl_c_keeps_the_trials_and_changes_nothing(project: Path) -> None:
 
 # digits_linear's settings as the example builds them (the space is then the instance counts asked for).
 LINEAR_AS_BUILT = [
-    "--threads", "auto", "--max-batch-sizes", "64", "--batching", "on", "--queue-delays", "500", "--preferred", "start",
+    "--threads", "auto", "--max-batch-sizes", "64", "--batching", "on", "--queue-delays", "0", "--preferred", "start",
 ]  # fmt: skip
 
 
