@@ -42,6 +42,10 @@ __all__ = ["StubTracker", "Supervisor", "backoff"]
 logger = logging.getLogger(__name__)
 
 _WATCH_SECONDS = 0.25
+#: How long a stub stays a zombie before it counts as dead: Triton reaps the stubs it stops itself (a Python
+#: model's auto-complete stub, an unloaded instance's) a moment after they exit, and a look in that moment
+#: must not take a stub that ended by design for a crash.
+_ZOMBIE_GRACE_SECONDS = 2.0
 _RESTART_WINDOW_SECONDS = 60.0
 _BACKOFF_MAX_SECONDS = 30.0
 _BUSY_STATES = ("READY", "LOADING", "UNLOADING")
@@ -73,19 +77,22 @@ class StubTracker:
         self.stubs: dict[int, str] = {}  # pid -> model of the live backend stubs seen
         self._handled: set[int] = set()  # dead stubs already acted on
         self._retired: dict[int, float] = {}  # pid -> deadline of the stubs of a reloaded model's old load
+        self._zombies: dict[int, float] = {}  # pid -> when a stub was first seen a zombie
 
     def clear(self) -> None:
         """Forget every stub (a new server process has stubs of its own)."""
         self.stubs.clear()
         self._handled.clear()
         self._retired.clear()
+        self._zombies.clear()
 
     def dead_stubs(self, server: int) -> dict[str, list[int]]:
         """Models whose backend stub process died since the last look, with the stubs' pids.
 
         A stub that dies on its own stays a zombie child of ``tritonserver`` (Triton does not reap it),
-        while Triton reaps the stubs it stops itself; so a zombie stub is a dead model instance. A
-        zombie's command line cannot be read, so each live stub's model is noted when it is first seen.
+        while Triton reaps the stubs it stops itself a moment after they exit; so a stub that stays a
+        zombie for ``_ZOMBIE_GRACE_SECONDS`` is a dead model instance. A zombie's command line cannot be
+        read, so each live stub's model is noted when it is first seen.
         """
         stubs, handled = self.stubs, self._handled
         try:
@@ -99,8 +106,10 @@ class StubTracker:
             try:
                 if child.status() == psutil.STATUS_ZOMBIE:
                     if child.pid in stubs and child.pid not in handled:
-                        handled.add(child.pid)
-                        dead.setdefault(stubs[child.pid], []).append(child.pid)
+                        since = self._zombies.setdefault(child.pid, time.monotonic())
+                        if time.monotonic() - since >= _ZOMBIE_GRACE_SECONDS:
+                            handled.add(child.pid)
+                            dead.setdefault(stubs[child.pid], []).append(child.pid)
                 elif child.pid not in stubs and child.pid not in self._retired:
                     command = child.cmdline()
                     if len(command) > 1 and Path(command[0]).name == STUB_NAME:
@@ -110,6 +119,8 @@ class StubTracker:
         for pid in set(stubs) - present:
             del stubs[pid]
         handled &= present
+        for pid in set(self._zombies) - present:
+            del self._zombies[pid]
         return dead
 
     def model_of(self, model_file: Path) -> str:
